@@ -1,0 +1,42 @@
+"""The ``tvmlat`` command line: one module per command, assembled here."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from ..errors import TvmlatError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Predict neural-network block and network latency on a target, calibrated with TVM Relax.")
+
+
+def _register() -> None:
+    from . import calibrate, evaluate, fit, measure, predict, targets  # noqa: F401  (commands register themselves)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user errors are one line on stderr and exit code 2, Ctrl-C is 130."""
+    _register()
+    try:
+        app(args=argv, standalone_mode=False)
+    except TvmlatError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: everything measured so far is saved; run the same command again to resume",
+              file=sys.stderr)
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(1)
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise

@@ -1,0 +1,70 @@
+"""`tvmlat calibrate`: sample blocks, measure them on a target, fit and evaluate a predictor."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..blocks import FAMILIES, log10_span, sample_specs
+from ..dataset import CampaignWriter, file_hash, host_info, ok_rows, versions
+from ..errors import TvmlatError
+from ..measure import run_campaign, spec_workloads
+from ..targets import load_target
+from . import app
+from .common import console
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    target: str = typer.Option("llvm", "--target", "-t", help="target name (see `tvmlat targets`) or a .toml path"),
+    samples: int = typer.Option(100, "--samples", "-n", help="number of calibration blocks"),
+    seed: int = typer.Option(0, "--seed", help="sampler seed: same seed, same blocks"),
+    out: Optional[Path] = typer.Option(None, "--out", help="folder for dataset and predictor [datasets/<target>]"),
+    campaign: Optional[str] = typer.Option(None, "--campaign", help="campaign name [calib-n<samples>-s<seed>]"),
+    families: Optional[str] = typer.Option(None, "--families", help="comma-separated families [all]"),
+    features: str = typer.Option("ops", "--features", help="feature set of the linear model: ops | published"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
+) -> None:
+    """Measure a seeded sample of blocks on TARGET, fit the linear predictor, print it and its accuracy.
+
+    Resumable: running the same command again skips blocks already in the dataset.
+    """
+    from ..runners.local import LocalRunner
+    from .fit import fit_and_report
+
+    if samples < 12:
+        raise TvmlatError(f"--samples {samples} is too few to fit and evaluate a predictor; use at least 12")
+    fams = [f.strip() for f in families.split(",")] if families else None
+    if fams and [f for f in fams if f not in FAMILIES]:
+        raise TvmlatError(f"unknown families {[f for f in fams if f not in FAMILIES]}; known: {', '.join(FAMILIES)}")
+    t = load_target(target)
+    out = out or Path("datasets") / t.name
+    name = campaign or f"calib-n{samples}-s{seed}"
+    path = out / f"{name}.parquet"
+    con = console()
+    specs = sample_specs(samples, seed=seed, families=fams)
+    meta = {"target_name": t.name, "target": t.to_dict(), "profile": t.profile, "versions": versions(),
+            "host": host_info(), "sampler": {"seed": seed, "samples": samples, "families": fams or list(FAMILIES)},
+            "evaluator": t.evaluator.__dict__, "command": "calibrate"}
+    writer = CampaignWriter(path, meta)
+    already = len(writer.done_ids() & {s.block_id for s in specs})
+    con.print(f"[bold]calibrating[/] {t.name} ({t.kind}, mcpu={t.mcpu or 'generic'}, {t.cores} cores, "
+              f"profile {t.profile}): {samples} blocks, seed {seed} -> {path}"
+              + (f" (resuming: {already} already measured)" if already else ""))
+    t0 = time.perf_counter()
+    run_campaign(spec_workloads(specs), LocalRunner(t), t, writer, show_progress=progress, console=con)
+    wall = time.perf_counter() - t0
+    df = writer.df[writer.df["block_id"].isin({s.block_id for s in specs})]
+    good = ok_rows(df)
+    writer.finish(wall_s_last_run=round(wall, 2))
+    failed = len(df) - len(good)
+    con.print(f"measured {len(df)} blocks in {wall:.1f} s this run ({failed} failed); median CoV "
+              f"{100 * good['latency_cov'].median():.2f} %, median CI of the median +-{100 * good['ci_rel'].median():.2f} %, "
+              f"latency {good['latency_ms_median'].min():.4f}..{good['latency_ms_median'].max():.1f} ms "
+              f"({log10_span(good['latency_ms_median']):.1f} decades)")
+    pred_path = out / f"{name}.predictor.json"
+    fit_and_report(good, features=features, target=t.to_dict(), profile=t.profile,
+                   dataset_hash=file_hash(path), out=pred_path, con=con)

@@ -1,0 +1,74 @@
+"""Helpers shared by the commands: output formats and tables."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from enum import Enum
+from typing import Any, Sequence
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from ..metrics import METRIC_LABELS
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, highlight=False)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "-"
+        if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
+            return f"{v:.3e}"
+        return f"{v:.4g}" if abs(v) < 1 else f"{v:,.3f}".rstrip("0").rstrip(".")
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    return str(v)
+
+
+def emit(rows: Sequence[dict[str, Any]], fmt: Format, columns: Sequence[str], title: str = "") -> None:
+    """Print rows as a rich table, CSV or JSON (a list of objects) on stdout."""
+    if fmt == Format.json:
+        def clean(v):
+            return None if isinstance(v, float) and math.isnan(v) else v
+        print(json.dumps([{k: clean(r.get(k)) for k in r} for r in rows], indent=2, default=str))
+    elif fmt == Format.csv:
+        pd.DataFrame(list(rows), columns=list(columns)).to_csv(sys.stdout, index=False)
+    else:
+        t = Table(title=title or None)
+        for c in columns:
+            t.add_column(c, justify="left" if c in ("name", "family", "status", "error", "split", "target") else "right")
+        for r in rows:
+            t.add_row(*[_fmt(r.get(c, "")) for c in columns])
+        console().print(t)
+
+
+def metrics_table(results: dict[str, dict[str, float]], title: str) -> Table:
+    """One column per evaluation (e.g. in-sample, held-out families, 5-fold), one row per metric."""
+    t = Table(title=title)
+    t.add_column("metric")
+    for name in results:
+        t.add_column(name, justify="right")
+    for key, label in METRIC_LABELS.items():
+        vals = []
+        for m in results.values():
+            v = m.get(key, math.nan)
+            if key.startswith("within"):
+                vals.append("-" if math.isnan(v) else f"{100 * v:.0f} %")
+            elif key == "n":
+                vals.append(str(v))
+            else:
+                vals.append("-" if math.isnan(v) else f"{v:.3g}" if key in ("spearman", "r2_log") else f"{v:.1f}")
+        t.add_row(label, *vals)
+    return t

@@ -1,0 +1,47 @@
+"""`tvmlat evaluate`: accuracy of a predictor on a dataset, and of its configuration on held-out families."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+import typer
+
+from ..dataset import concat_datasets, ok_rows, read_meta
+from ..errors import PredictorError
+from ..metrics import accuracy, per_family
+from ..predictors import LinearPredictor, load_predictor
+from . import app
+from .common import Format, console, emit, metrics_table
+from .fit import evaluation_suite
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    predictor: Path = typer.Option(..., "--predictor", "-p", help="predictor JSON"),
+    dataset: List[Path] = typer.Option(..., "--dataset", "-d", help="dataset parquet file(s) with measured blocks"),
+    fmt: Format = typer.Option(Format.table, "--format", "-f"),
+) -> None:
+    """Metrics of PREDICTOR on DATASET as is, and of the same model configuration refitted on
+    held-out splits of DATASET (leave-one-family-out and 5-fold)."""
+    pred = load_predictor(predictor)
+    for p in dataset:
+        meta = read_meta(p)
+        if meta.get("profile") not in (None, pred.profile):
+            raise PredictorError(f"{p} was measured with profile {meta['profile']!r} but {predictor} predicts "
+                                 f"profile {pred.profile!r}")
+    df = ok_rows(concat_datasets(dataset))
+    if df.empty:
+        raise PredictorError(f"no successfully measured rows in {', '.join(map(str, dataset))}")
+    y = df["latency_ms_median"].to_numpy()
+    results = {"this predictor": accuracy(y, pred.predict(df))}
+    params = pred.model.get_params()
+    cv, fam_preds = evaluation_suite(df, lambda: LinearPredictor(**params))
+    results.update(cv)
+    if fmt == Format.table:
+        con = console()
+        con.print(metrics_table(results, f"{predictor.name} on {len(df)} blocks"))
+        emit(per_family(fam_preds).to_dict("records"), Format.table,
+             ["family", "n", "median_ape", "within10", "bias"], title="held-out families: error per family")
+    else:
+        emit([{"name": k, **v} for k, v in results.items()], fmt, ["name", *next(iter(results.values())).keys()])

@@ -1,0 +1,62 @@
+"""`tvmlat fit`: fit a predictor on existing datasets; also the fit-and-report step of calibrate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, List
+
+import pandas as pd
+import typer
+
+from ..dataset import concat_datasets, file_hash, ok_rows, read_meta
+from ..errors import TvmlatError
+from ..metrics import accuracy, cross_validate, per_family
+from ..predictors import FEATURE_SETS, LinearPredictor, save_predictor
+from . import app
+from .common import console, emit, Format, metrics_table
+
+
+def evaluation_suite(df: pd.DataFrame, make_model) -> tuple[dict[str, dict], pd.DataFrame]:
+    """Held-out-family and 5-fold metrics for a model configuration; plus per-row family predictions."""
+    fam, fam_preds = cross_validate(df, make_model, split="family")
+    kf, _ = cross_validate(df, make_model, split="kfold", k=5)
+    return {"held-out families": fam, "5-fold": kf}, fam_preds
+
+
+def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any], profile: str,
+                   dataset_hash: str, out: Path, con) -> None:
+    if features not in FEATURE_SETS:
+        raise TvmlatError(f"unknown --features {features!r}; known: {', '.join(FEATURE_SETS)}")
+    if len(good) < 12:
+        raise TvmlatError(f"only {len(good)} blocks measured successfully; need at least 12 to fit a predictor")
+    y = good["latency_ms_median"].to_numpy()
+    model = LinearPredictor(features=features).fit(good, y)
+    results = {"in-sample": accuracy(y, model.predict(good))}
+    cv, fam_preds = evaluation_suite(good, lambda: LinearPredictor(features=features))
+    results.update(cv)
+    save_predictor(model, out, target=target, profile=profile, dataset_hash=dataset_hash,
+                   training={"n": int(len(good)), "families": sorted(good["family"].unique()), "metrics": results})
+    con.print(f"\n[bold]fitted model[/] (features: {features})\n{model.describe()}")
+    con.print(metrics_table(results, "accuracy of the linear model"))
+    emit(per_family(fam_preds).to_dict("records"), Format.table,
+         ["family", "n", "median_ape", "within10", "bias"], title="held-out families: error per family")
+    con.print(f"predictor saved to {out}")
+
+
+@app.command("fit")
+def fit_cmd(
+    dataset: List[Path] = typer.Option(..., "--dataset", "-d", help="dataset parquet file(s)"),
+    out: Path = typer.Option(..., "--out", "-o", help="predictor JSON to write"),
+    features: str = typer.Option("ops", "--features", help="feature set: ops | published"),
+) -> None:
+    """Fit the linear predictor on measured datasets and report its held-out accuracy."""
+    df = concat_datasets(dataset)
+    metas = [read_meta(p) for p in dataset]
+    targets = {m.get("target_name") for m in metas if m}
+    profiles = {m.get("profile") for m in metas if m}
+    if len(targets) > 1 or len(profiles) > 1:
+        raise TvmlatError(f"datasets mix targets {sorted(map(str, targets))} / profiles {sorted(map(str, profiles))};"
+                          " fit one predictor per target and profile")
+    meta = metas[0] if metas else {}
+    fit_and_report(ok_rows(df), features=features, target=meta.get("target", {}), profile=meta.get("profile", "default"),
+                   dataset_hash=",".join(file_hash(p) for p in dataset), out=out, con=console())

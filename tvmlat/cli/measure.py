@@ -1,0 +1,45 @@
+"""`tvmlat measure`: compile and time every entry of a MODEL_REF on a target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..dataset import CampaignWriter, host_info, versions
+from ..measure import module_workloads, run_campaign
+from ..modelref import load_model_ref
+from ..targets import load_target
+from . import app
+from .common import Format, emit
+
+COLUMNS = ["name", "status", "latency_ms", "latency_ms_p10", "latency_ms_p90", "latency_cov", "n_runs", "flops",
+           "params", "error"]
+
+
+@app.command("measure")
+def measure_cmd(
+    model_ref: str = typer.Argument(..., help="path/file.py:NAME returning (module, inputs) or {name: (module, inputs)}"),
+    target: str = typer.Option("llvm", "--target", "-t", help="target name or .toml path"),
+    fmt: Format = typer.Option(Format.table, "--format", "-f"),
+    out: Optional[Path] = typer.Option(None, "--out", help="also append the rows to this dataset (.parquet)"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Measure each entry of MODEL_REF on TARGET (median latency, spread, status)."""
+    from ..runners.local import LocalRunner
+
+    t = load_target(target)
+    entries = load_model_ref(model_ref)
+    writer = None
+    if out is not None:
+        writer = CampaignWriter(out, {"target_name": t.name, "target": t.to_dict(), "profile": t.profile,
+                                      "versions": versions(), "host": host_info(), "command": "measure",
+                                      "evaluator": t.evaluator.__dict__})
+    rows = run_campaign(module_workloads(entries), LocalRunner(t), t, writer,
+                        show_progress=progress and fmt == Format.table)
+    for r in rows:
+        r["latency_ms"] = r["latency_ms_median"]
+    emit(rows, fmt, COLUMNS, title=f"measured on {t.name} ({t.profile})")
+    if writer is not None:
+        writer.finish()

@@ -1,0 +1,41 @@
+"""`tvmlat predict`: predict latency of every entry of a MODEL_REF from a predictor file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import typer
+
+from ..errors import PredictorError
+from ..features import count_features
+from ..modelref import load_model_ref
+from ..predictors import load_predictor
+from . import app
+from .common import Format, emit
+
+
+@app.command("predict")
+def predict_cmd(
+    model_ref: str = typer.Argument(..., help="path/file.py:NAME returning (module, inputs) or {name: (module, inputs)}"),
+    predictor: Path = typer.Option(..., "--predictor", "-p", help="predictor JSON (from calibrate or fit)"),
+    profile: Optional[str] = typer.Option(None, "--profile", help="compile profile you want the prediction for"),
+    fmt: Format = typer.Option(Format.table, "--format", "-f"),
+) -> None:
+    """Predict the latency of each entry of MODEL_REF without compiling or running it."""
+    pred = load_predictor(predictor)
+    if profile is not None and profile != pred.profile:
+        raise PredictorError(f"{predictor} was fitted for compile profile {pred.profile!r}, not {profile!r}; "
+                             f"calibrate a predictor with that profile")
+    entries = load_model_ref(model_ref)
+    feats = pd.DataFrame([{"name": n, **count_features(m, x)} for n, (m, x) in entries.items()])
+    lat = pred.predict(feats)
+    total = float(np.sum(lat))
+    rows = [{"name": r["name"], "latency_ms": float(v), "share_%": 100 * float(v) / total if total > 0 else 0.0,
+             "flops": int(r["flops"]), "acts": int(r["acts"]), "inp": int(r["inp"]), "params": int(r["params"])}
+            for r, v in zip(feats.to_dict("records"), lat)]
+    tname = pred.target.get("name", "?")
+    emit(rows, fmt, ["name", "latency_ms", "share_%", "flops", "acts", "inp", "params"],
+         title=f"predicted on {tname} ({pred.profile}) by {predictor.name}")

@@ -1,0 +1,22 @@
+"""`tvmlat targets`: list the target files tvmlat can find."""
+
+from __future__ import annotations
+
+from ..errors import TvmlatError
+from ..targets import available_targets, load_target
+from . import app
+from .common import Format, emit
+
+
+@app.command("targets")
+def targets_cmd(fmt: Format = Format.table) -> None:
+    """List targets (targets/*.toml): name, kind, compile profile, cores, CPU and file."""
+    rows = []
+    for name, path in sorted(available_targets().items()):
+        try:
+            t = load_target(str(path))
+            rows.append({"name": name, "kind": t.kind, "profile": t.profile, "cores": t.cores, "mcpu": t.mcpu,
+                         "description": t.description, "file": str(path)})
+        except TvmlatError as e:
+            rows.append({"name": name, "kind": "?", "profile": "?", "description": f"invalid: {e}", "file": str(path)})
+    emit(rows, fmt, ["name", "kind", "profile", "cores", "mcpu", "description", "file"], title="targets")

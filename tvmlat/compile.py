@@ -1,0 +1,132 @@
+"""torch module -> torch.export -> Relax IRModule -> tvm.compile, with a timing per stage.
+
+The only module besides the runners that imports TVM (lazily, inside functions).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .errors import CompileError
+from .targets import TargetSpec
+
+
+@dataclass
+class Compiled:
+    """A compiled block: the TVM executable plus what it needs to run and be checked."""
+
+    executable: Any
+    inputs: list[np.ndarray]
+    reference: list[np.ndarray] | None
+    stages: dict[str, float] = field(default_factory=dict)  # export_s, import_s, compile_s
+
+
+class StageError(CompileError):
+    """A failure in one stage (``export``, ``import`` or ``compile``) for one block."""
+
+    def __init__(self, stage: str, message: str):
+        super().__init__(f"{stage} failed: {message}")
+        self.stage = stage
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    # TVM errors put the useful line last; torch puts it first. Keep both ends, one line.
+    if not text:
+        return type(e).__name__
+    first, last = text[0], text[-1]
+    msg = first if first == last else f"{first} ... {last}"
+    return f"{type(e).__name__}: {msg}"[:400]
+
+
+def export_module(module: torch.nn.Module, inputs: Sequence[torch.Tensor]):
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        return torch.export.export(module.eval(), tuple(inputs))
+
+
+def import_relax(exported):
+    from tvm.relax.frontend.torch import from_exported_program
+
+    return from_exported_program(exported, keep_params_as_input=False)
+
+
+def to_relax(module: torch.nn.Module, inputs: Sequence[torch.Tensor], stages: dict[str, float] | None = None):
+    """Export and import; raises StageError naming the stage that failed; times into ``stages``."""
+    stages = {} if stages is None else stages
+    t0 = time.perf_counter()
+    try:
+        ep = export_module(module, inputs)
+    except Exception as e:  # noqa: BLE001 - any failure of the user's module is reported as data
+        raise StageError("export", _short(e)) from e
+    t1 = time.perf_counter()
+    stages["export_s"] = t1 - t0
+    try:
+        mod = import_relax(ep)
+    except Exception as e:  # noqa: BLE001
+        raise StageError("import", _short(e)) from e
+    stages["import_s"] = time.perf_counter() - t1
+    return mod
+
+
+def compile_module(module: torch.nn.Module, inputs: Sequence[torch.Tensor], target: TargetSpec,
+                   reference: bool = True) -> Compiled:
+    """Export, import and compile ``module`` for ``target``; time each stage."""
+    import tvm
+
+    stages: dict[str, float] = {}
+    mod = to_relax(module, inputs, stages)
+    t2 = time.perf_counter()
+    try:
+        ex = tvm.compile(mod, target.tvm_target())
+    except Exception as e:  # noqa: BLE001
+        raise StageError("compile", _short(e)) from e
+    stages["compile_s"] = time.perf_counter() - t2
+    ref = None
+    if reference:
+        with torch.no_grad():
+            out = module(*inputs)
+        ref = [o.detach().numpy() for o in (out if isinstance(out, (tuple, list)) else [out])]
+    return Compiled(ex, [t.detach().numpy() for t in inputs], ref, stages)
+
+
+def relax_flops(module: torch.nn.Module, inputs: Sequence[torch.Tensor]) -> dict[str, float]:
+    """TVM's own FLOP count per PrimFunc after LegalizeOps (for cross-checking features.py)."""
+    import tvm
+    from tvm import relax
+
+    mod = relax.transform.LegalizeOps()(to_relax(module, inputs))
+    out: dict[str, float] = {}
+    for gv, fn in mod.functions.items():
+        if type(fn).__name__ == "PrimFunc":
+            out[gv.name_hint] = float(tvm.s_tir.analysis.estimate_tir_flops(tvm.IRModule({gv: fn})))
+    return out
+
+
+def flatten_outputs(out: Any) -> list[np.ndarray]:
+    """VM outputs (tensor or nested array of tensors) as a flat list of numpy arrays."""
+    if hasattr(out, "numpy"):
+        return [out.numpy()]
+    res: list[np.ndarray] = []
+    for o in out:
+        res += flatten_outputs(o)
+    return res
+
+
+def max_rel_error(got: list[np.ndarray], ref: list[np.ndarray]) -> float:
+    """Largest |got - ref| relative to the reference's largest magnitude, over all outputs."""
+    if len(got) != len(ref):
+        return float("inf")
+    worst = 0.0
+    for g, r in zip(got, ref):
+        if g.shape != r.shape:
+            return float("inf")
+        scale = max(float(np.abs(r).max()) if r.size else 0.0, 1e-6)
+        worst = max(worst, float(np.abs(g.astype(np.float64) - r).max()) / scale if r.size else 0.0)
+    return worst

@@ -1,0 +1,163 @@
+"""Datasets: one parquet file per campaign plus a meta.json with provenance.
+
+``datasets/<target>/<campaign>.parquet`` holds one row per (block, target, compile profile);
+failures are rows too. Each row is written as soon as it is measured, by rewriting the file
+atomically (write to a temporary file, then rename), so a crash or Ctrl-C loses at most the
+block in flight and a re-run resumes from what is on disk.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from .errors import DatasetError
+from .features import FEATURE_COLUMNS
+
+SCHEMA_VERSION = 1
+
+ID_COLUMNS = ["block_id", "name", "family", "spec", "target", "profile"]
+RESULT_COLUMNS = [
+    "status", "error", "latency_ms_median", "latency_ms_p10", "latency_ms_p90", "latency_cov", "ci_rel",
+    "n_runs", "number", "repeats", "max_rel_err", "export_s", "import_s", "compile_s", "measure_s",
+    "energy_mj", "peak_memory_bytes", "measured_at",
+]
+COLUMNS = ID_COLUMNS + RESULT_COLUMNS + FEATURE_COLUMNS
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for mod in ("tvm", "torch", "numpy", "tvmlat"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - provenance is best effort
+            out[mod] = "unknown"
+    return out
+
+
+def host_info() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"hostname": platform.node(), "machine": platform.machine(), "cpu": cpu, "cores": os.cpu_count()}
+
+
+def file_hash(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def meta_path(parquet: str | Path) -> Path:
+    p = Path(parquet)
+    return p.with_name(p.stem + ".meta.json")
+
+
+def read_dataset(path: str | Path) -> pd.DataFrame:
+    p = Path(path)
+    if not p.is_file():
+        raise DatasetError(f"dataset {p} does not exist; run `tvmlat calibrate` or give the path of a .parquet file")
+    try:
+        df = pd.read_parquet(p)
+    except Exception as e:  # noqa: BLE001
+        raise DatasetError(f"{p} is not a readable parquet file ({type(e).__name__}); was it written by tvmlat?") from None
+    missing = [c for c in ("block_id", "status", "latency_ms_median") if c not in df.columns]
+    if missing:
+        raise DatasetError(f"{p} lacks the columns {missing}; it is not a tvmlat dataset")
+    return df
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    mp = meta_path(path)
+    if not mp.is_file():
+        return {}
+    try:
+        meta = json.loads(mp.read_text())
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{mp} is not valid JSON ({e})") from None
+    if meta.get("schema_version", 0) > SCHEMA_VERSION:
+        raise DatasetError(f"{mp} has schema_version {meta['schema_version']}, newer than this tvmlat "
+                           f"understands ({SCHEMA_VERSION}); upgrade tvmlat")
+    return meta
+
+
+class CampaignWriter:
+    """Appends rows to a campaign's parquet file; resumes from what is already there."""
+
+    def __init__(self, path: str | Path, meta: dict[str, Any]):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.meta = {"schema_version": SCHEMA_VERSION, **meta}
+        old_meta = read_meta(self.path)
+        if self.path.exists():
+            self.df = read_dataset(self.path)
+            for key in ("target_name", "profile"):
+                if old_meta.get(key) not in (None, self.meta.get(key)):
+                    raise DatasetError(
+                        f"{self.path} was measured with {key}={old_meta[key]!r}, not {self.meta.get(key)!r}; "
+                        f"use another --out or --campaign name")
+            self.meta["created"] = old_meta.get("created", self.meta.get("created"))
+        else:
+            self.df = pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in COLUMNS})
+        self.meta.setdefault("created", _now())
+        self._write_meta()
+
+    def done_ids(self) -> set[str]:
+        """Blocks that need no new measurement: every row already written (failures included)."""
+        return set(self.df["block_id"].astype(str))
+
+    def append(self, row: dict[str, Any]) -> None:
+        row = {c: row.get(c) for c in COLUMNS}
+        row["measured_at"] = row.get("measured_at") or _now()
+        new = pd.DataFrame([row], columns=COLUMNS).astype({c: _dtype(c) for c in COLUMNS})
+        self.df = new if self.df.empty else pd.concat([self.df, new], ignore_index=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        self.df.to_parquet(tmp, index=False)
+        os.replace(tmp, self.path)
+
+    def _write_meta(self) -> None:
+        self.meta["updated"] = _now()
+        mp = meta_path(self.path)
+        tmp = mp.with_name(mp.name + ".tmp")
+        tmp.write_text(json.dumps(self.meta, indent=2, sort_keys=True, default=str))
+        os.replace(tmp, mp)
+
+    def finish(self, **extra: Any) -> None:
+        self.meta.update(extra)
+        self.meta["rows"] = int(len(self.df))
+        self._write_meta()
+
+
+def _dtype(col: str) -> str:
+    if col in ("block_id", "name", "family", "spec", "target", "profile", "status", "error", "measured_at"):
+        return "string"
+    if col in FEATURE_COLUMNS or col in ("n_runs", "number", "repeats"):
+        return "Int64"
+    return "float64"
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def ok_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows usable for fitting: status ok and a positive median latency."""
+    out = df[(df["status"] == "ok") & (df["latency_ms_median"] > 0)]
+    return out.reset_index(drop=True)
+
+
+def concat_datasets(paths: Iterable[str | Path]) -> pd.DataFrame:
+    frames = [read_dataset(p) for p in paths]
+    if not frames:
+        raise DatasetError("no dataset given")
+    return pd.concat(frames, ignore_index=True)

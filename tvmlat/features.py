@@ -1,0 +1,222 @@
+"""Features of a block, counted from the aten operations its forward pass runs. Pure: no TVM.
+
+The module runs once on ``meta`` tensors (no memory, no arithmetic) under a dispatch mode
+that sees every aten op after autograd decomposition, whatever Python the module is.
+
+Conventions (kept everywhere in tvmlat):
+
+* ``flops``: 2 FLOPs per multiply-add for convolution, matrix multiply and attention
+  (the torch ``FlopCounterMode`` / fvcore x2 convention), plus, for the other arithmetic ops,
+  1 FLOP per output element (elementwise, activations), 2 per element for batch norm,
+  5 per element for layer/group norm and softmax, and one per window element for pooling.
+  ``macs`` counts only the multiply-adds of convolution / matmul / attention.
+  Per class: ``flops_conv`` (dense or grouped, kernel > 1x1), ``flops_conv1x1``, ``flops_dwconv``
+  (depthwise), ``flops_matmul`` (mm/addmm: linear layers), ``flops_bmm`` (batched matmul, which is
+  also what attention becomes on the meta device), ``flops_attn`` (a fused attention op, if seen);
+  and, over all reducing ops (conv, matmul, attention, pooling, softmax/layer norm), by reduction
+  length: ``flops_redshort`` / ``flops_redlong`` (each output reduces <= 32 or more elements; see
+  ``OpCounter._reduction``).
+  Attention is counted from the shapes of Q, K, V (QK^T and AV products), because
+  ``FlopCounterMode`` gives 0 for ``_scaled_dot_product_flash_attention_for_cpu``.
+* ``acts``: elements of every tensor an op produces (intermediate and output activations),
+  views and reshapes excluded. ``inp``: elements of the block inputs.
+* ``params``: parameter elements; ``bytes``: bytes each op reads and writes, summed over ops
+  as if nothing were fused (an upper bound of memory traffic).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from functools import lru_cache
+from typing import Any, Iterable, Sequence
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from .specs import BlockSpec
+
+#: columns every feature dict has, in order
+FEATURE_COLUMNS = [
+    "acts", "inp", "flops", "macs", "params", "bytes",
+    "flops_conv", "flops_conv1x1", "flops_dwconv", "flops_matmul", "flops_bmm", "flops_attn",
+    "flops_redshort", "flops_redlong", "acts_conv", "elems_elementwise", "elems_norm", "elems_pool", "elems_copy",
+    "weight_elems", "out", "n_ops",
+]
+
+_VIEW_OPS = {
+    "view", "_unsafe_view", "reshape", "permute", "transpose", "t", "expand", "unsqueeze", "squeeze",
+    "select", "slice", "unbind", "split", "split_with_sizes", "detach", "alias", "as_strided",
+    "lift_fresh", "lift_fresh_copy", "_reshape_alias", "flatten", "unflatten", "view_as", "expand_as",
+    "empty", "zeros", "ones", "full", "scalar_tensor", "_to_copy", "to", "numpy_T", "sym_size", "sym_stride",
+    "sym_numel", "is_same_size", "_local_scalar_dense", "item",
+}
+_COPY_OPS = {"clone", "contiguous", "cat", "stack", "copy", "copy_", "pad", "constant_pad_nd", "index", "gather"}
+_MATMUL_OPS = {"mm", "addmm", "matmul", "linear", "dot", "mv", "addmv"}
+_BMM_OPS = {"bmm", "baddbmm"}
+_NORM5 = {"native_layer_norm", "layer_norm", "native_group_norm", "group_norm", "_softmax", "softmax",
+          "_log_softmax", "log_softmax", "_safe_softmax"}
+_POOL_OPS = {"max_pool2d", "max_pool2d_with_indices", "avg_pool2d", "adaptive_avg_pool2d", "_adaptive_avg_pool2d",
+             "mean", "sum", "amax", "max", "adaptive_max_pool2d", "max_pool1d", "avg_pool1d"}
+
+
+def _numel(t: Any) -> int:
+    return t.numel() if isinstance(t, torch.Tensor) else 0
+
+
+def _nbytes(t: Any) -> int:
+    return t.numel() * t.element_size() if isinstance(t, torch.Tensor) else 0
+
+
+#: reductions up to this length count as short (see OpCounter._reduction)
+REDUCTION_SHORT = 32
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts features per aten op; ``records`` keeps one dict per counted op (for per-layer tables)."""
+
+    def __init__(self):
+        super().__init__()
+        self.totals = dict.fromkeys(FEATURE_COLUMNS, 0)
+        self.records: list[dict[str, Any]] = []
+
+    def _add(self, **kv):
+        for k, v in kv.items():
+            self.totals[k] += v
+
+    def _reduction(self, flops: int, length: int, rec: dict) -> None:
+        """Split the FLOPs of reducing ops by the length of the reduction each output sums over.
+
+        Without a schedule, TVM's CPU code reduces in the innermost loop, one dependent
+        multiply-add after another; a short reduction is unrolled and vectorised across outputs
+        instead. Measured on the untuned LLVM profile: ~1.5 GFLOP/s for long reductions,
+        5-30 GFLOP/s for reductions of <= REDUCTION_SHORT elements.
+        """
+        key = "flops_redshort" if length <= REDUCTION_SHORT else "flops_redlong"
+        self._add(**{key: flops})
+        rec["reduction"] = max(rec.get("reduction", 0), int(length))
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        name = func.overloadpacket.__name__
+        if name in _VIEW_OPS:
+            return out
+        ins = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
+        outs = [o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor)]
+        if name in ("max_pool2d_with_indices",):
+            outs = outs[:1]
+        if name.startswith("_scaled_dot_product") or name == "scaled_dot_product_attention":
+            outs = outs[:1]  # the rest are logsumexp / rng state, not activations
+        if "batch_norm" in name and "training" not in name:
+            outs = outs[:1]
+        if name == "native_layer_norm" or name == "native_group_norm":
+            outs = outs[:1]
+        out_elems = sum(_numel(o) for o in outs)
+        flops = 0
+        rec: dict[str, Any] = {"op": name}
+        if name == "convolution":
+            x, w = args[0], args[1]
+            groups = args[8] if len(args) > 8 else kwargs.get("groups", 1)
+            cin_per_group = w.shape[1]
+            macs = out_elems * cin_per_group * math.prod(w.shape[2:])
+            flops = 2 * macs
+            dw = cin_per_group == 1 and groups > 1
+            kind = "dwconv" if dw else "conv1x1" if math.prod(w.shape[2:]) == 1 else "conv"
+            self._add(macs=macs, acts_conv=out_elems, weight_elems=_numel(w), **{f"flops_{kind}": flops})
+            self._reduction(flops, cin_per_group * math.prod(w.shape[2:]), rec)
+            rec["kind"] = kind
+        elif name in _MATMUL_OPS or name in _BMM_OPS:
+            a, b = (args[1], args[2]) if name in ("addmm", "baddbmm", "addmv") else (args[0], args[1])
+            macs = out_elems * a.shape[-1]
+            flops = 2 * macs
+            kind = "bmm" if name in _BMM_OPS else "matmul"
+            self._add(macs=macs, weight_elems=_numel(b) if kind == "matmul" else 0, **{f"flops_{kind}": flops})
+            self._reduction(flops, a.shape[-1], rec)
+            rec["kind"] = kind
+        elif name.startswith("_scaled_dot_product") or name == "scaled_dot_product_attention":
+            q, k, v = args[0], args[1], args[2]
+            L, S, E, Ev = q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1]
+            batch = math.prod(q.shape[:-2])
+            macs = batch * L * S * (E + Ev)
+            flops = 2 * macs + 5 * batch * L * S  # + softmax over the score matrix
+            self._add(macs=macs, flops_attn=flops, elems_norm=batch * L * S)
+            self._reduction(2 * batch * L * S * E, E, rec)
+            self._reduction(2 * batch * L * S * Ev, S, rec)
+            rec["kind"] = "attention"
+        elif "batch_norm" in name:
+            flops = 2 * out_elems
+            self._add(elems_norm=out_elems)
+            rec["kind"] = "norm"
+        elif name in _NORM5:
+            flops = 5 * out_elems
+            self._add(elems_norm=out_elems)
+            self._reduction(flops, args[0].shape[-1] if args[0].dim() else 1, rec)
+            rec["kind"] = "norm"
+        elif name in _POOL_OPS:
+            in_elems = _numel(args[0])
+            if "max_pool" in name or name == "avg_pool2d":
+                k = args[1] if len(args) > 1 else kwargs.get("kernel_size")
+                k = list(k) if isinstance(k, (list, tuple)) else [k]
+                window = math.prod(k) if len(k) > 1 else k[0] ** 2
+                flops = out_elems * window
+            else:
+                window = in_elems // max(out_elems, 1)
+                flops = in_elems
+            self._add(elems_pool=in_elems)
+            self._reduction(flops, window, rec)
+            rec["kind"] = "pool"
+        elif name in _COPY_OPS:
+            self._add(elems_copy=out_elems)
+            rec["kind"] = "copy"
+        else:
+            flops = out_elems
+            self._add(elems_elementwise=out_elems)
+            rec["kind"] = "elementwise"
+        nbytes = sum(_nbytes(t) for t in ins) + sum(_nbytes(o) for o in outs)
+        self._add(flops=flops, acts=out_elems, bytes=nbytes, n_ops=1)
+        rec.update(flops=flops, acts=out_elems, bytes=nbytes)
+        self.records.append(rec)
+        return out
+
+
+def count_features(module: torch.nn.Module, inputs: Sequence[torch.Tensor]) -> dict[str, int]:
+    """Count features of ``module(*inputs)``. Runs on the meta device: fast and memory-free."""
+    on_meta = all(t.device.type == "meta" for t in inputs) and all(
+        p.device.type == "meta" for p in module.parameters())
+    if not on_meta:
+        module = copy.deepcopy(module).to("meta")
+        inputs = [torch.empty(t.shape, dtype=t.dtype, device="meta") for t in inputs]
+    counter = OpCounter()
+    with torch.no_grad(), counter:
+        out = module(*inputs)
+    feats = dict(counter.totals)
+    feats["inp"] = sum(t.numel() for t in inputs)
+    feats["params"] = sum(p.numel() for p in module.parameters())
+    feats["out"] = sum(o.numel() for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor))
+    return {k: int(v) for k, v in feats.items()}
+
+
+@lru_cache(maxsize=65536)
+def _block_features_cached(spec_json: str) -> tuple[tuple[str, int], ...]:
+    from .blocks import build_block
+
+    spec = BlockSpec.from_json(spec_json)
+    module, inputs = build_block(spec, device="meta")
+    return tuple(count_features(module, inputs).items())
+
+
+def block_features(spec: BlockSpec) -> dict[str, int]:
+    """Features of a block spec (cached by its canonical JSON)."""
+    return dict(_block_features_cached(spec.to_json()))
+
+
+def features_frame(specs: Iterable[BlockSpec]):
+    """A DataFrame with one row per spec: block_id, family, spec JSON and the feature columns."""
+    import pandas as pd
+
+    rows = []
+    for s in specs:
+        rows.append({"block_id": s.block_id, "family": s.family, "spec": s.to_json(), **block_features(s)})
+    return pd.DataFrame(rows, columns=["block_id", "family", "spec", *FEATURE_COLUMNS])

@@ -1,0 +1,94 @@
+"""Accuracy metrics and cross-validation splits (random k-fold and leave-one-family-out)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+METRIC_LABELS = {
+    "n": "blocks",
+    "median_ape": "median APE %",
+    "median_ape_ge1ms": "median APE % (>= 1 ms)",
+    "median_ape_lt1ms": "median APE % (< 1 ms)",
+    "within5": "within +-5 %",
+    "within10": "within +-10 %",
+    "mape": "MAPE %",
+    "rmspe": "RMSPE %",
+    "spearman": "Spearman rho",
+    "r2_log": "R2 (log latency)",
+}
+
+
+def accuracy(y_true, y_pred) -> dict[str, float]:
+    """APE-based metrics in percent; shares within +-5/10 % as fractions; R^2 on log10 latency."""
+    y = np.asarray(y_true, dtype=float)
+    p = np.asarray(y_pred, dtype=float)
+    if len(y) == 0:
+        return {k: math.nan for k in METRIC_LABELS} | {"n": 0}
+    ape = np.abs(p - y) / y * 100
+    big = y >= 1.0
+
+    def med(a):
+        return float(np.median(a)) if len(a) else math.nan
+
+    ly, lp = np.log10(y), np.log10(np.maximum(p, 1e-9))
+    ss_tot = float(np.sum((ly - ly.mean()) ** 2))
+    return {
+        "n": int(len(y)),
+        "median_ape": med(ape),
+        "median_ape_ge1ms": med(ape[big]),
+        "median_ape_lt1ms": med(ape[~big]),
+        "within5": float(np.mean(ape <= 5)),
+        "within10": float(np.mean(ape <= 10)),
+        "mape": float(np.mean(ape)),
+        "rmspe": float(np.sqrt(np.mean(ape ** 2))),
+        "spearman": float(spearmanr(y, p).statistic) if len(y) > 2 else math.nan,
+        "r2_log": 1 - float(np.sum((ly - lp) ** 2)) / ss_tot if ss_tot > 0 else math.nan,
+    }
+
+
+def family_splits(df: pd.DataFrame) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """Leave-one-family-out: train on every other family, test on this one."""
+    fam = df["family"].astype(str).to_numpy()
+    for f in sorted(set(fam)):
+        test = fam == f
+        yield f, np.flatnonzero(~test), np.flatnonzero(test)
+
+
+def kfold_splits(df: pd.DataFrame, k: int = 5, seed: int = 0) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    idx = np.random.default_rng(seed).permutation(len(df))
+    for i, test in enumerate(np.array_split(idx, k)):
+        yield f"fold{i}", np.setdiff1d(idx, test), np.sort(test)
+
+
+def cross_validate(df: pd.DataFrame, make_model: Callable[[], Any], split: str = "family",
+                   k: int = 5, seed: int = 0) -> tuple[dict[str, float], pd.DataFrame]:
+    """Fit a fresh model per split, predict the held-out rows; metrics over all held-out rows pooled.
+
+    Returns (pooled metrics, per-row predictions with columns block_id, family, measured, predicted, split).
+    """
+    splits = family_splits(df) if split == "family" else kfold_splits(df, k, seed)
+    y = df["latency_ms_median"].to_numpy(dtype=float)
+    parts = []
+    for name, tr, te in splits:
+        if len(tr) == 0 or len(te) == 0:
+            continue
+        model = make_model().fit(df.iloc[tr], y[tr])
+        parts.append(pd.DataFrame({"block_id": df["block_id"].iloc[te].to_numpy(),
+                                   "family": df["family"].iloc[te].to_numpy(),
+                                   "measured": y[te], "predicted": model.predict(df.iloc[te]), "split": name}))
+    preds = pd.concat(parts, ignore_index=True)
+    return accuracy(preds["measured"], preds["predicted"]), preds
+
+
+def per_family(preds: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for fam, g in preds.groupby("family"):
+        m = accuracy(g["measured"], g["predicted"])
+        rows.append({"family": fam, "n": m["n"], "median_ape": m["median_ape"], "within10": m["within10"],
+                     "bias": float(np.median(g["predicted"] / g["measured"]))})
+    return pd.DataFrame(rows)

@@ -1,0 +1,65 @@
+"""MODEL_REF: ``path/file.py:NAME`` names a callable returning ``(module, example_inputs)`` or a
+mapping ``{name: (module, example_inputs)}``; each entry becomes one output row."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import ModelRefError
+
+Entry = tuple[torch.nn.Module, tuple[torch.Tensor, ...]]
+
+
+def _check_entry(name: str, value: Any, ref: str) -> Entry:
+    if not (isinstance(value, (tuple, list)) and len(value) == 2):
+        raise ModelRefError(f"{ref}: entry {name!r} must be a (module, example_inputs) pair, "
+                            f"got {type(value).__name__}")
+    module, inputs = value
+    if not isinstance(module, torch.nn.Module):
+        raise ModelRefError(f"{ref}: entry {name!r}: first item must be a torch.nn.Module, got {type(module).__name__}")
+    if isinstance(inputs, torch.Tensor):
+        inputs = (inputs,)
+    if not (isinstance(inputs, (tuple, list)) and inputs and all(isinstance(t, torch.Tensor) for t in inputs)):
+        raise ModelRefError(f"{ref}: entry {name!r}: example_inputs must be a tensor or a tuple of tensors")
+    return module.eval(), tuple(inputs)
+
+
+def load_model_ref(ref: str) -> dict[str, Entry]:
+    """Load a MODEL_REF into ``{name: (module, inputs)}``; every problem is one ModelRefError line."""
+    if ":" not in ref:
+        raise ModelRefError(f"MODEL_REF {ref!r} must look like path/file.py:NAME")
+    path_s, _, attr = ref.rpartition(":")
+    path = Path(path_s)
+    if not path.is_file():
+        raise ModelRefError(f"MODEL_REF {ref!r}: file {path} does not exist")
+    if path.suffix != ".py":
+        raise ModelRefError(f"MODEL_REF {ref!r}: {path} is not a .py file")
+    mod_name = f"_tvmlat_modelref_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        sys.modules[mod_name] = module
+        spec.loader.exec_module(module)
+    except Exception as e:  # noqa: BLE001 - the user's file failed to import
+        raise ModelRefError(f"MODEL_REF {ref!r}: importing {path} failed: {type(e).__name__}: {e}") from None
+    if not hasattr(module, attr):
+        names = sorted(n for n in vars(module) if not n.startswith("_") and callable(getattr(module, n)))
+        raise ModelRefError(f"MODEL_REF {ref!r}: {path} has no callable {attr!r}; callables there: "
+                            f"{', '.join(names[:12]) or 'none'}")
+    fn = getattr(module, attr)
+    if not callable(fn):
+        raise ModelRefError(f"MODEL_REF {ref!r}: {attr!r} is not callable")
+    try:
+        value = fn()
+    except Exception as e:  # noqa: BLE001
+        raise ModelRefError(f"MODEL_REF {ref!r}: calling {attr}() failed: {type(e).__name__}: {e}") from None
+    if isinstance(value, dict):
+        if not value:
+            raise ModelRefError(f"MODEL_REF {ref!r}: {attr}() returned an empty mapping")
+        return {str(k): _check_entry(str(k), v, ref) for k, v in value.items()}
+    return {attr: _check_entry(attr, value, ref)}

@@ -1,0 +1,88 @@
+"""Predictor files: one versioned JSON document per predictor. Never pickle."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import PredictorError
+
+SCHEMA_VERSION = 1
+
+
+def _kinds():
+    from .linear import LinearPredictor
+
+    return {"linear": LinearPredictor}
+
+
+def predictor_document(model, *, target: dict[str, Any], profile: str, dataset_hash: str = "",
+                       training: dict[str, Any] | None = None) -> dict[str, Any]:
+    from .. import __version__
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": model.kind,
+        "tvmlat_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "target": target,
+        "profile": profile,
+        "dataset_hash": dataset_hash,
+        "training": training or {},
+        "model": model.to_dict(),
+        "features": model.feature_names_in_,
+    }
+
+
+def save_predictor(model, path: str | Path, **kw: Any) -> dict[str, Any]:
+    doc = predictor_document(model, **kw)
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(doc, indent=2, default=float))
+    return doc
+
+
+class LoadedPredictor:
+    """A predictor file: the model plus what it was fitted for."""
+
+    def __init__(self, doc: dict[str, Any], model):
+        self.doc = doc
+        self.model = model
+
+    @property
+    def target(self) -> dict[str, Any]:
+        return self.doc.get("target", {})
+
+    @property
+    def profile(self) -> str:
+        return self.doc.get("profile", "default")
+
+    def predict(self, X):
+        return self.model.predict(X)
+
+
+def load_predictor(path: str | Path) -> LoadedPredictor:
+    p = Path(path)
+    if not p.is_file():
+        raise PredictorError(f"predictor file {p} does not exist; fit one with `tvmlat calibrate` or `tvmlat fit`")
+    try:
+        doc = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PredictorError(f"{p} is not a JSON predictor file ({e})") from None
+    if not isinstance(doc, dict) or "schema_version" not in doc or "kind" not in doc:
+        raise PredictorError(f"{p} is not a tvmlat predictor (no schema_version/kind)")
+    v = doc["schema_version"]
+    if not isinstance(v, int) or v > SCHEMA_VERSION:
+        raise PredictorError(f"{p} has schema_version {v!r}; this tvmlat reads up to {SCHEMA_VERSION}: upgrade tvmlat")
+    kinds = _kinds()
+    if doc["kind"] not in kinds:
+        raise PredictorError(f"{p} is a {doc['kind']!r} predictor; this tvmlat knows {sorted(kinds)}")
+    try:
+        model = kinds[doc["kind"]].from_dict(doc["model"])
+    except KeyError:
+        raise PredictorError(f"{p} has no 'model' section") from None
+    except PredictorError as e:
+        raise PredictorError(f"{p}: {e}") from None
+    return LoadedPredictor(doc, model)

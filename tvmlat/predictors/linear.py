@@ -1,0 +1,222 @@
+"""The interpretable linear latency model, with a separate low-latency segment.
+
+Main segment:  latency_ms = sum_i coef_i * feature_i + intercept,  coef_i >= 0, intercept >= 0,
+fitted by minimising the error of log(predicted / measured) under non-negativity bounds, so a
+0.05 ms block counts as much as a 50 ms one and over- and under-prediction by the same factor
+cost the same (plain relative least squares drifts to under-prediction across decades).
+
+Low segment: blocks whose main-segment prediction (``initial``) is below ``breakpoint_ms_`` get
+``latency_ms = low_slope_ * initial + low_offset_`` instead, fitted on the rows below the
+breakpoint. The breakpoint is chosen by search over quantiles of ``initial``, minimising the
+total squared relative error. Small blocks are dominated by fixed per-kernel overheads that a
+model fitted on large blocks gets wrong; this segment absorbs them.
+
+Feature sets:
+* ``published``: ACTS, INP, FLOPs, the form used by earlier predictors (the ablation baseline).
+* ``ops``: ACTS, INP, FLOPs shared by all blocks, plus the FLOPs and elements of each class of
+  operation (dense conv, 1x1 conv, depthwise conv, matmul, batched matmul, elementwise,
+  normalisation, pooling, copies) and the weights. A block of an unseen family is made of the
+  same operation classes, so these carry over to held-out families where one global FLOPs
+  coefficient cannot. The per-class coefficients are pulled towards zero by ``penalty``, so a
+  class seen in few training blocks falls back on the shared terms instead of a wild estimate.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+from scipy.optimize import nnls
+
+from ..errors import NotFittedError, PredictorError
+
+#: feature sets: (shared features, per-class features pulled towards zero by ``penalty``)
+FEATURE_SETS: dict[str, tuple[list[str], list[str]]] = {
+    "published": (["acts", "inp", "flops"], []),
+    "ops": (["acts", "inp", "flops_redshort", "flops_redlong", "n_ops"],
+            ["flops_conv", "flops_conv1x1", "flops_dwconv", "flops_matmul", "flops_bmm", "flops_attn",
+             "elems_elementwise", "elems_norm", "elems_pool", "elems_copy", "weight_elems"]),
+}
+
+
+def _matrix(X, features: Sequence[str]) -> np.ndarray:
+    try:
+        cols = [np.asarray(X[f], dtype=float) for f in features]
+    except KeyError as e:
+        raise PredictorError(f"input lacks the feature column {e.args[0]!r}; needed: {list(features)}") from None
+    return np.column_stack(cols) if cols else np.zeros((len(X), 0))
+
+
+def _fit_log(A: np.ndarray, y: np.ndarray, penalized: np.ndarray | None = None, penalty: float = 0.0,
+             loss: str = "soft_l1") -> np.ndarray:
+    """Non-negative w minimising sum(rho(log(A w) - log y)) + sum_j (penalty * w_j * max|A_j| / max y)^2
+    over the ``penalized`` columns.
+
+    Squared *relative* error is lopsided (predicting 10x too little costs 0.81, 10x too much 81),
+    so a relative least-squares fit of blocks spanning decades drifts to under-prediction; the log
+    ratio is symmetric. ``soft_l1`` keeps a few outlying blocks from dragging the fit. The penalty
+    pulls per-class coefficients towards zero, so where a class is rare in the training data the
+    shared terms (ACTS, INP, FLOPs) carry the prediction. Columns that are zero in every row get
+    coefficient 0. The last column of ``A`` must be the intercept (ones; kept >= 1e-6 ms).
+    """
+    from scipy.optimize import least_squares
+
+    n_cols = A.shape[1]
+    penalized = np.zeros(n_cols, bool) if penalized is None else np.asarray(penalized, bool)
+    live = np.abs(A).max(axis=0) > 0
+    live[-1] = True
+    A, pen = A[:, live], penalized[live]
+    scale = np.abs(A).max(axis=0)
+    As = A / scale
+    w0, _ = nnls(As / y[:, None], np.ones_like(y), maxiter=50 * A.shape[1] + 500)
+    lower = np.zeros(A.shape[1])
+    lower[-1] = 1e-6
+    w0 = np.maximum(w0, lower + 1e-9)
+    if not np.all(As @ w0 > 0):
+        w0[-1] = max(w0[-1], float(np.min(y)) / 2)
+    ly, ymax = np.log(y), float(np.max(y))
+
+    def resid(w):
+        r = np.log(np.maximum(As @ w, 1e-12)) - ly
+        return np.concatenate([r, penalty * w[pen] / ymax]) if penalty > 0 and pen.any() else r
+
+    sol = least_squares(resid, w0, bounds=(lower, np.inf), loss=loss, f_scale=0.1, method="trf",
+                        x_scale="jac", max_nfev=2000)
+    out = np.zeros(n_cols)
+    out[live] = sol.x / scale
+    return out
+
+
+class LinearPredictor:
+    """scikit-learn style: ``fit(X, y)`` returns self; learned attributes end in ``_``."""
+
+    kind = "linear"
+
+    def __init__(self, *, features: Sequence[str] | str = "ops", segmented: bool = True,
+                 penalty: float = 1.0, min_segment_rows: int = 6):
+        self.features = features
+        self.segmented = segmented
+        self.penalty = penalty
+        self.min_segment_rows = min_segment_rows
+
+    def _feature_split(self) -> tuple[list[str], list[str]]:
+        if isinstance(self.features, str):
+            if self.features not in FEATURE_SETS:
+                raise PredictorError(f"unknown feature set {self.features!r}; known: {sorted(FEATURE_SETS)}")
+            shared, extra = FEATURE_SETS[self.features]
+            return list(shared), list(extra)
+        return list(self.features), []
+
+    @property
+    def feature_names(self) -> list[str]:
+        shared, extra = self._feature_split()
+        return shared + extra
+
+    # ----------------------------------------------------------------------------- fit
+
+    def _fit_main(self, A: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+        shared, extra = self._feature_split()
+        pen = np.array([False] * len(shared) + [True] * len(extra) + [False])
+        w = _fit_log(np.column_stack([A, np.ones(len(y))]), y, pen, self.penalty)
+        return w[:-1], float(w[-1])
+
+    def fit(self, X, y) -> "LinearPredictor":
+        names = self.feature_names
+        A = _matrix(X, names)
+        y = np.asarray(y, dtype=float)
+        if len(y) < 8:
+            raise PredictorError(f"need at least 8 measured blocks to fit the linear model, got {len(y)}")
+        if np.any(~np.isfinite(y)) or np.any(y <= 0):
+            raise PredictorError("latencies must be finite and positive; drop failed rows before fitting")
+        coef, icpt = self._fit_main(A, y)
+        self.breakpoint_ms_, self.low_slope_, self.low_offset_ = 0.0, 1.0, 0.0
+        if self.segmented and len(y) >= 2 * self.min_segment_rows:
+            init = A @ coef + icpt
+            best = (float(np.sum(np.log(init / y) ** 2)), 0.0, 1.0, 0.0, coef, icpt)
+            for q in np.linspace(0.1, 0.6, 11):
+                b = float(np.quantile(init, q))
+                lo = init < b
+                if lo.sum() < self.min_segment_rows or (~lo).sum() < self.min_segment_rows:
+                    continue
+                c_hi, i_hi = self._fit_main(A[~lo], y[~lo])
+                s_lo = _fit_log(np.column_stack([init[lo], np.ones(lo.sum())]), y[lo])
+                pred = np.where(lo, s_lo[0] * init + s_lo[1], A @ c_hi + i_hi)
+                err = float(np.sum(np.log(pred / y) ** 2))
+                if err < best[0]:
+                    best = (err, b, float(s_lo[0]), float(s_lo[1]), coef, icpt)
+            _, self.breakpoint_ms_, self.low_slope_, self.low_offset_, _, _ = best
+            if self.breakpoint_ms_ > 0:
+                lo = init < self.breakpoint_ms_
+                coef, icpt = self._fit_main(A[~lo], y[~lo])
+        self.coef_ = np.asarray(coef, dtype=float)
+        self.intercept_ = float(icpt)
+        self.feature_names_in_ = names
+        self.n_train_ = int(len(y))
+        return self
+
+    # ----------------------------------------------------------------------------- predict
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "coef_"):
+            raise NotFittedError("this LinearPredictor is not fitted yet; call fit() or load a predictor file")
+
+    def predict_initial(self, X) -> np.ndarray:
+        """Main-segment prediction (ms) for every row, before the low segment is applied."""
+        self._check_fitted()
+        return _matrix(X, self.feature_names_in_) @ self.coef_ + self.intercept_
+
+    def predict(self, X) -> np.ndarray:
+        """Predicted latency (ms) for every row of ``X`` (a DataFrame or a mapping of columns). Vectorised."""
+        init = self.predict_initial(X)
+        if self.breakpoint_ms_ > 0:
+            return np.where(init < self.breakpoint_ms_, self.low_slope_ * init + self.low_offset_, init)
+        return init
+
+    # ----------------------------------------------------------------------------- JSON
+
+    def get_params(self) -> dict[str, Any]:
+        return {"features": self.features, "segmented": self.segmented, "penalty": self.penalty,
+                "min_segment_rows": self.min_segment_rows}
+
+    def to_dict(self) -> dict[str, Any]:
+        self._check_fitted()
+        return {
+            "params": self.get_params(),
+            "features": self.feature_names_in_,
+            "coefficients": dict(zip(self.feature_names_in_, map(float, self.coef_))),
+            "intercept_ms": self.intercept_,
+            "segments": {"breakpoint_ms": self.breakpoint_ms_,
+                         "low": {"slope": self.low_slope_, "offset_ms": self.low_offset_}},
+            "n_train": self.n_train_,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LinearPredictor":
+        try:
+            p = d.get("params", {})
+            self = cls(features=p.get("features", d["features"]), segmented=p.get("segmented", True),
+                       penalty=p.get("penalty", 1.0), min_segment_rows=p.get("min_segment_rows", 6))
+            self.feature_names_in_ = list(d["features"])
+            self.coef_ = np.array([float(d["coefficients"][f]) for f in self.feature_names_in_])
+            self.intercept_ = float(d["intercept_ms"])
+            seg = d["segments"]
+            self.breakpoint_ms_ = float(seg["breakpoint_ms"])
+            self.low_slope_ = float(seg["low"]["slope"])
+            self.low_offset_ = float(seg["low"]["offset_ms"])
+            self.n_train_ = int(d.get("n_train", 0))
+        except (KeyError, TypeError, ValueError) as e:
+            raise PredictorError(f"linear model section is malformed: missing or bad {e}") from None
+        if any(not math.isfinite(v) for v in [*self.coef_, self.intercept_, self.breakpoint_ms_]):
+            raise PredictorError("linear model section holds non-finite numbers")
+        return self
+
+    def describe(self) -> str:
+        """The fitted formula, one line per segment."""
+        self._check_fitted()
+        terms = " + ".join(f"{c:.3e}·{f}" for f, c in zip(self.feature_names_in_, self.coef_) if c > 0)
+        s = f"latency_ms = {terms or '0'} + {self.intercept_:.4f}"
+        if self.breakpoint_ms_ > 0:
+            s += (f"\n  below {self.breakpoint_ms_:.4f} ms: latency_ms = {self.low_slope_:.4f}·initial"
+                  f" + {self.low_offset_:.4f}")
+        return s
