@@ -97,15 +97,24 @@ def compile_module(module: torch.nn.Module, inputs: Sequence[torch.Tensor], targ
 
 
 def relax_flops(module: torch.nn.Module, inputs: Sequence[torch.Tensor]) -> dict[str, float]:
-    """TVM's own FLOP count per PrimFunc after LegalizeOps (for cross-checking features.py)."""
+    """TVM's own FLOP count after LegalizeOps, per PrimFunc times the number of calls to it in
+    ``main`` (TVM shares one PrimFunc between identical ops). For cross-checking features.py."""
     import tvm
     from tvm import relax
 
     mod = relax.transform.LegalizeOps()(to_relax(module, inputs))
+    calls: dict[str, int] = {}
+    call_tir = tvm.ir.Op.get("relax.call_tir")
+    for block in mod["main"].body.blocks:
+        for b in block.bindings:
+            v = b.value
+            if isinstance(v, relax.Call) and v.op.same_as(call_tir):
+                calls[v.args[0].name_hint] = calls.get(v.args[0].name_hint, 0) + 1
     out: dict[str, float] = {}
     for gv, fn in mod.functions.items():
         if type(fn).__name__ == "PrimFunc":
-            out[gv.name_hint] = float(tvm.s_tir.analysis.estimate_tir_flops(tvm.IRModule({gv: fn})))
+            flops = float(tvm.s_tir.analysis.estimate_tir_flops(tvm.IRModule({gv: fn})))
+            out[gv.name_hint] = flops * calls.get(gv.name_hint, 1)
     return out
 
 

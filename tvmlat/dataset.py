@@ -101,10 +101,16 @@ class CampaignWriter:
         old_meta = read_meta(self.path)
         if self.path.exists():
             self.df = read_dataset(self.path)
-            for key in ("target_name", "profile"):
-                if old_meta.get(key) not in (None, self.meta.get(key)):
+            old_cpu = old_meta.get("host", {}).get("cpu")
+            new_cpu = self.meta.get("host", {}).get("cpu")
+            checks = [("target_name", old_meta.get("target_name"), self.meta.get("target_name")),
+                      ("profile", old_meta.get("profile"), self.meta.get("profile")),
+                      ("mcpu", old_meta.get("target", {}).get("mcpu"), self.meta.get("target", {}).get("mcpu")),
+                      ("host cpu", old_cpu, new_cpu)]
+            for key, old, new in checks:
+                if old is not None and new is not None and old != new:
                     raise DatasetError(
-                        f"{self.path} was measured with {key}={old_meta[key]!r}, not {self.meta.get(key)!r}; "
+                        f"{self.path} was measured with {key}={old!r}, not {new!r}; resuming would mix the two: "
                         f"use another --out or --campaign name")
             self.meta["created"] = old_meta.get("created", self.meta.get("created"))
         else:

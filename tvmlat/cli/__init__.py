@@ -18,6 +18,10 @@ def _register() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors are one line on stderr and exit code 2, Ctrl-C is 130."""
+    import warnings
+
+    # torch.export emits FutureWarnings about its own internals on every export; they are not the user's.
+    warnings.filterwarnings("ignore", category=FutureWarning)
     _register()
     try:
         app(args=argv, standalone_mode=False)

@@ -22,7 +22,10 @@ class Format(str, Enum):
 
 
 def console(stderr: bool = False) -> Console:
-    return Console(stderr=stderr, highlight=False)
+    c = Console(stderr=stderr, highlight=False)
+    if not c.is_terminal:  # piped or logged: don't squeeze tables into 80 columns
+        c = Console(stderr=stderr, highlight=False, width=150)
+    return c
 
 
 def _fmt(v: Any) -> str:

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from ..errors import TvmlatError
 from ..dataset import CampaignWriter, host_info, versions
 from ..measure import module_workloads, run_campaign
 from ..modelref import load_model_ref
@@ -16,6 +17,7 @@ from .common import Format, emit
 
 COLUMNS = ["name", "status", "latency_ms", "latency_ms_p10", "latency_ms_p90", "latency_cov", "n_runs", "flops",
            "params", "error"]
+TABLE_COLUMNS = ["name", "status", "latency_ms", "p10_ms", "p90_ms", "cov_%", "runs", "flops", "params"]
 
 
 @app.command("measure")
@@ -40,6 +42,13 @@ def measure_cmd(
                         show_progress=progress and fmt == Format.table)
     for r in rows:
         r["latency_ms"] = r["latency_ms_median"]
-    emit(rows, fmt, COLUMNS, title=f"measured on {t.name} ({t.profile})")
+        r.update({"p10_ms": r["latency_ms_p10"], "p90_ms": r["latency_ms_p90"], "cov_%": 100 * r["latency_cov"],
+                  "runs": r["n_runs"]})
+    emit(rows, fmt, TABLE_COLUMNS if fmt == Format.table else COLUMNS, title=f"measured on {t.name} ({t.profile})")
     if writer is not None:
         writer.finish()
+    failed = [r for r in rows if r["status"] != "ok"]
+    if failed:
+        first = failed[0]
+        raise TvmlatError(f"{len(failed)} of {len(rows)} entries failed; {first['name']}: {first['error']}"
+                          + ("" if out is None else f" (the rows are saved in {out})"))

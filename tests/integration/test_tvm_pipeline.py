@@ -1,0 +1,127 @@
+"""Real TVM: compile, run and time blocks on the host CPU (marker `tvm`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from tvmlat.blocks import FAMILIES, build_block, sample_specs
+from tvmlat.compile import compile_module, flatten_outputs, max_rel_error, relax_flops
+from tvmlat.dataset import CampaignWriter, read_dataset
+from tvmlat.features import count_features
+from tvmlat.measure import Workload, run_campaign, spec_workloads
+from tvmlat.runners.local import REL_TOL, LocalRunner
+from tvmlat.targets import load_target
+
+pytestmark = pytest.mark.tvm
+
+SMALL = dict(min_flops=2e4, max_flops=3e6)  # keeps each block well under a second untuned
+
+
+@pytest.fixture(scope="module")
+def target():
+    t = load_target("llvm")
+    # few, short repeats: these tests check behaviour, not precision
+    return dataclasses.replace(t, evaluator=dataclasses.replace(t.evaluator, min_repeat_ms=2.0, max_seconds=0.3))
+
+
+@pytest.fixture(scope="module")
+def one_per_family():
+    return {fam: sample_specs(1, seed=11, families=[fam], **SMALL)[0] for fam in FAMILIES}
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_tvm_output_matches_torch(family, one_per_family, target):
+    import tvm
+    from tvm import relax
+
+    module, inputs = build_block(one_per_family[family])
+    c = compile_module(module, inputs, target)
+    vm = relax.VirtualMachine(c.executable, tvm.cpu())
+    got = flatten_outputs(vm["main"](*[tvm.runtime.tensor(a) for a in c.inputs]))
+    assert max_rel_error(got, c.reference) <= REL_TOL
+    assert set(c.stages) == {"export_s", "import_s", "compile_s"}
+
+
+@pytest.mark.parametrize("family", ["conv_bn_relu", "linear", "matmul", "inverted_residual", "basic_block",
+                                    "bottleneck", "mlp", "attention", "squeeze_excitation"])
+def test_flops_agree_with_tvm(family, one_per_family):
+    """Our multiply-add FLOPs equal TVM's estimate of its conv/matmul kernels after LegalizeOps."""
+    module, inputs = build_block(one_per_family[family])
+    ours = count_features(module, inputs)
+    tvm_counts = relax_flops(module, inputs)
+    tvm_mac_flops = sum(v for k, v in tvm_counts.items() if "conv" in k or "matmul" in k)
+    assert tvm_mac_flops == pytest.approx(2 * ours["macs"], rel=1e-6)
+    # and the totals (elementwise conventions differ a little: TVM counts batch norm as 4/elem)
+    assert sum(tvm_counts.values()) == pytest.approx(ours["flops"], rel=0.1)
+
+
+def test_local_runner_times_a_block(target):
+    spec = sample_specs(1, seed=2, families=["conv_bn_relu"], **SMALL)[0]
+    module, inputs = build_block(spec)
+    res = LocalRunner(target).run(module, inputs)
+    assert res.status == "ok", res.error
+    assert 0 < res.latency_ms_p10 <= res.latency_ms_median <= res.latency_ms_p90
+    assert res.repeats >= target.evaluator.min_repeats
+    assert res.number >= 1 and res.n_runs == res.number * res.repeats
+    # one repeat lasts at least min_repeat_ms (to within timer noise)
+    assert res.number * res.latency_ms_median >= 0.5 * target.evaluator.min_repeat_ms
+    assert res.max_rel_err <= REL_TOL
+    assert all(res.stages[k] > 0 for k in ("export_s", "import_s", "compile_s", "measure_s"))
+
+
+class _FFT(torch.nn.Module):
+    def forward(self, x):
+        return torch.fft.rfft(x).abs()
+
+
+def test_campaign_records_import_failure_and_goes_on(tmp_path, target):
+    good = spec_workloads(sample_specs(2, seed=4, families=["pool"], **SMALL))
+    bad = Workload("fft", "fft", "custom", "", lambda: (_FFT(), (torch.randn(1, 8, 16),)))
+    writer = CampaignWriter(tmp_path / "c.parquet", {"target_name": target.name, "profile": target.profile})
+    rows = run_campaign([good[0], bad, good[1]], LocalRunner(target), target, writer, show_progress=False)
+    df = read_dataset(tmp_path / "c.parquet")
+    assert list(df["block_id"]) == [good[0].key, "fft", good[1].key]
+    status = dict(zip(df["block_id"], df["status"]))
+    assert status["fft"] == "import_error"
+    assert "fft" in df.set_index("block_id").loc["fft", "error"]
+    assert status[good[0].key] == status[good[1].key] == "ok"
+    assert len(rows) == 3
+
+
+def test_cli_calibrate_and_measure_real(tmp_path, monkeypatch, capsys):
+    """The README's main job, small: calibrate on real TVM, then measure and predict a model ref."""
+    from tvmlat.cli import main
+
+    fast = tmp_path / "fast.toml"
+    fast.write_text(open(load_target("llvm").source).read()
+                    .replace("max_seconds = 1.0", "max_seconds = 0.2").replace("min_repeat_ms = 10.0", "min_repeat_ms = 2.0"))
+    out = tmp_path / "run"
+    main(["calibrate", "--target", str(fast), "--samples", "14", "--families", "pool,squeeze_excitation,linear",
+          "--out", str(out), "--no-progress"])
+    printed = capsys.readouterr().out
+    assert "fitted model" in printed and "held-out families" in printed
+    df = pd.read_parquet(out / "calib-n14-s0.parquet")
+    assert len(df) == 14 and (df["status"] == "ok").all()
+    pred = out / "calib-n14-s0.predictor.json"
+    assert json.loads(pred.read_text())["profile"] == "default"
+
+    model = tmp_path / "m.py"
+    model.write_text("import torch\n"
+                     "def blocks():\n"
+                     "    return {'fc': (torch.nn.Linear(64, 32), (torch.randn(4, 64),)),\n"
+                     "            'pool': (torch.nn.MaxPool2d(2), (torch.randn(1, 8, 16, 16),))}\n")
+    main(["measure", f"{model}:blocks", "--target", str(fast), "--format", "json", "--no-progress"])
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == ["fc", "pool"]
+    assert all(r["status"] == "ok" and r["latency_ms"] > 0 for r in rows)
+
+    main(["predict", f"{model}:blocks", "--predictor", str(pred), "--format", "json"])
+    preds = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in preds] == ["fc", "pool"]
+    assert all(math.isfinite(r["latency_ms"]) and r["latency_ms"] > 0 for r in preds)
