@@ -162,8 +162,36 @@ def ok_rows(df: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+def refresh_features(df: pd.DataFrame) -> pd.DataFrame:
+    """Recompute the feature columns of block rows (those with a spec) from their spec."""
+    from .features import block_features
+    from .specs import BlockSpec
+
+    df = df.copy()
+    has_spec = df["spec"].fillna("").astype(str).str.len() > 0
+    if has_spec.any():
+        fresh = pd.DataFrame([block_features(BlockSpec.from_json(s)) for s in df.loc[has_spec, "spec"]],
+                             index=df.index[has_spec])
+        for c in FEATURE_COLUMNS:
+            df.loc[has_spec, c] = fresh[c].astype("int64")
+    return df
+
+
+def load_for_fit(path: str | Path) -> pd.DataFrame:
+    """A dataset with features as the current code defines them (older datasets are refreshed)."""
+    from .features import FEATURES_VERSION
+
+    df = read_dataset(path)
+    if read_meta(path).get("features_version") != FEATURES_VERSION or any(c not in df for c in FEATURE_COLUMNS):
+        for c in FEATURE_COLUMNS:
+            if c not in df:
+                df[c] = pd.Series(0, index=df.index, dtype="Int64")
+        df = refresh_features(df)
+    return df
+
+
 def concat_datasets(paths: Iterable[str | Path]) -> pd.DataFrame:
-    frames = [read_dataset(p) for p in paths]
+    frames = [load_for_fit(p) for p in paths]
     if not frames:
         raise DatasetError("no dataset given")
     return pd.concat(frames, ignore_index=True)

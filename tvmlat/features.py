@@ -37,6 +37,9 @@ from torch.utils._pytree import tree_flatten
 
 from .specs import BlockSpec
 
+#: bump when a feature's definition changes; datasets record it, and fitting recomputes stale features
+FEATURES_VERSION = 2
+
 #: columns every feature dict has, in order
 FEATURE_COLUMNS = [
     "acts", "inp", "flops", "macs", "params", "bytes",

@@ -11,6 +11,7 @@ import typer
 from ..blocks import FAMILIES, log10_span, sample_specs
 from ..dataset import CampaignWriter, file_hash, host_info, ok_rows, versions
 from ..errors import TvmlatError
+from ..features import FEATURES_VERSION
 from ..measure import run_campaign, spec_workloads
 from ..targets import load_target
 from . import app
@@ -23,7 +24,7 @@ def calibrate_cmd(
     samples: int = typer.Option(100, "--samples", "-n", help="number of calibration blocks"),
     seed: int = typer.Option(0, "--seed", help="sampler seed: same seed, same blocks"),
     out: Optional[Path] = typer.Option(None, "--out", help="folder for dataset and predictor [datasets/<target>]"),
-    campaign: Optional[str] = typer.Option(None, "--campaign", help="campaign name [calib-n<samples>-s<seed>]"),
+    campaign: Optional[str] = typer.Option(None, "--campaign", help="campaign name [calib-<cpu>-n<samples>-s<seed>]"),
     families: Optional[str] = typer.Option(None, "--families", help="comma-separated families [all]"),
     features: str = typer.Option("ops", "--features", help="feature set of the linear model: ops | published"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
@@ -42,13 +43,13 @@ def calibrate_cmd(
         raise TvmlatError(f"unknown families {[f for f in fams if f not in FAMILIES]}; known: {', '.join(FAMILIES)}")
     t = load_target(target)
     out = out or Path("datasets") / t.name
-    name = campaign or f"calib-n{samples}-s{seed}"
+    name = campaign or f"calib-{t.mcpu or 'generic'}-n{samples}-s{seed}"
     path = out / f"{name}.parquet"
     con = console()
     specs = sample_specs(samples, seed=seed, families=fams)
     meta = {"target_name": t.name, "target": t.to_dict(), "profile": t.profile, "versions": versions(),
             "host": host_info(), "sampler": {"seed": seed, "samples": samples, "families": fams or list(FAMILIES)},
-            "evaluator": t.evaluator.__dict__, "command": "calibrate"}
+            "evaluator": t.evaluator.__dict__, "command": "calibrate", "features_version": FEATURES_VERSION}
     writer = CampaignWriter(path, meta)
     already = len(writer.done_ids() & {s.block_id for s in specs})
     con.print(f"[bold]calibrating[/] {t.name} ({t.kind}, mcpu={t.mcpu or 'generic'}, {t.cores} cores, "

@@ -9,6 +9,7 @@ import typer
 
 from ..errors import TvmlatError
 from ..dataset import CampaignWriter, host_info, versions
+from ..features import FEATURES_VERSION
 from ..measure import module_workloads, run_campaign
 from ..modelref import load_model_ref
 from ..targets import load_target
@@ -37,7 +38,7 @@ def measure_cmd(
     if out is not None:
         writer = CampaignWriter(out, {"target_name": t.name, "target": t.to_dict(), "profile": t.profile,
                                       "versions": versions(), "host": host_info(), "command": "measure",
-                                      "evaluator": t.evaluator.__dict__})
+                                      "evaluator": t.evaluator.__dict__, "features_version": FEATURES_VERSION})
     rows = run_campaign(module_workloads(entries), LocalRunner(t), t, writer,
                         show_progress=progress and fmt == Format.table)
     for r in rows:

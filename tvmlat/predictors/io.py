@@ -21,9 +21,11 @@ def _kinds():
 def predictor_document(model, *, target: dict[str, Any], profile: str, dataset_hash: str = "",
                        training: dict[str, Any] | None = None) -> dict[str, Any]:
     from .. import __version__
+    from ..features import FEATURES_VERSION
 
     return {
         "schema_version": SCHEMA_VERSION,
+        "features_version": FEATURES_VERSION,
         "kind": model.kind,
         "tvmlat_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -76,6 +78,12 @@ def load_predictor(path: str | Path) -> LoadedPredictor:
     v = doc["schema_version"]
     if not isinstance(v, int) or v > SCHEMA_VERSION:
         raise PredictorError(f"{p} has schema_version {v!r}; this tvmlat reads up to {SCHEMA_VERSION}: upgrade tvmlat")
+    from ..features import FEATURES_VERSION
+
+    fv = doc.get("features_version", FEATURES_VERSION)
+    if fv != FEATURES_VERSION:
+        raise PredictorError(f"{p} was fitted on features version {fv}, this tvmlat computes version "
+                             f"{FEATURES_VERSION}; refit it with `tvmlat fit --dataset ...`")
     kinds = _kinds()
     if doc["kind"] not in kinds:
         raise PredictorError(f"{p} is a {doc['kind']!r} predictor; this tvmlat knows {sorted(kinds)}")
