@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
+from .errors import PredictorError
+
 METRIC_LABELS = {
     "n": "blocks",
     "median_ape": "median APE %",
@@ -81,6 +83,9 @@ def cross_validate(df: pd.DataFrame, make_model: Callable[[], Any], split: str =
         parts.append(pd.DataFrame({"block_id": df["block_id"].iloc[te].to_numpy(),
                                    "family": df["family"].iloc[te].to_numpy(),
                                    "measured": y[te], "predicted": model.predict(df.iloc[te]), "split": name}))
+    if not parts:
+        raise PredictorError(f"no {split} split has both training and test rows "
+                             f"({df['family'].nunique()} families, {len(df)} rows); measure more blocks or families")
     preds = pd.concat(parts, ignore_index=True)
     return accuracy(preds["measured"], preds["predicted"]), preds
 

@@ -6,6 +6,7 @@ Lookup of ``--target NAME``: a path to a .toml file; else ``NAME.toml`` in ``$TV
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import asdict, dataclass, field
@@ -30,6 +31,14 @@ class EvaluatorConfig:
 
     def check(self) -> "EvaluatorConfig":
         problems = []
+        for name in ("warmup_runs", "min_repeats", "max_repeats"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise TargetError(f"bad [evaluator] settings: {name} must be an integer, got {v!r}")
+        for name in ("min_repeat_ms", "rel_precision", "max_seconds"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+                raise TargetError(f"bad [evaluator] settings: {name} must be a finite number, got {v!r}")
         if self.warmup_runs < 0:
             problems.append("warmup_runs must be >= 0")
         if self.min_repeat_ms <= 0:
@@ -120,7 +129,9 @@ def load_target(name_or_path: str) -> TargetSpec:
             raise TargetError(f"unknown target {name_or_path!r}; known targets: {known} (see `tvmlat targets`)")
         path = targets[name_or_path]
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise TargetError(f"{path}: not a UTF-8 text file; a target is a TOML file like targets/llvm.toml") from None
     except tomllib.TOMLDecodeError as e:
         raise TargetError(f"{path}: not valid TOML ({e}); fix the file or copy targets/llvm.toml") from None
     return target_from_dict(raw, source=str(path), default_name=path.stem)
@@ -160,5 +171,7 @@ def target_from_dict(raw: dict[str, Any], source: str = "", default_name: str = 
         ev = EvaluatorConfig(**ev_raw).check()
     except TypeError as e:
         raise TargetError(f"{where}: bad [evaluator] settings: {e}") from None
+    except TargetError as e:
+        raise TargetError(f"{where}: {e}") from None
     return TargetSpec(name=str(raw.get("name", default_name)), kind=kind, profile=profile, cores=cores,
                       mcpu=mcpu, description=str(raw.get("description", "")), evaluator=ev, source=source)

@@ -23,24 +23,32 @@ def main(argv: list[str] | None = None) -> None:
     # torch.export emits FutureWarnings about its own internals on every export; they are not the user's.
     warnings.filterwarnings("ignore", category=FutureWarning)
     _register()
+    click_exc = _click_exceptions()
     try:
-        app(args=argv, standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False)
     except TvmlatError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
+        rv = 130
+    except typer.Exit as e:
+        rv = e.exit_code
+    except click_exc.ClickException as e:  # usage errors: click prints usage and the problem
+        e.show()
+        sys.exit(e.exit_code)
+    except click_exc.Abort:
+        rv = 130
+    if rv == 130:  # typer turns Ctrl-C into exit code 130
         print("interrupted: everything measured so far is saved; run the same command again to resume",
               file=sys.stderr)
-        sys.exit(130)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except typer.Abort:
-        print("aborted", file=sys.stderr)
-        sys.exit(1)
-    except Exception as e:  # click usage errors
-        import click
+    if isinstance(rv, int) and rv != 0:
+        sys.exit(rv)
 
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
+
+def _click_exceptions():
+    """typer >= 0.29 vendors click as typer._click; older typer depends on click itself."""
+    try:
+        from typer._click import exceptions
+    except ImportError:  # pragma: no cover - older typer
+        from click import exceptions
+    return exceptions

@@ -42,6 +42,7 @@ def evaluate_cmd(
         con = console()
         con.print(metrics_table(results, f"{predictor.name} on {len(df)} blocks"))
         emit(per_family(fam_preds).to_dict("records"), Format.table,
-             ["family", "n", "median_ape", "within10", "bias"], title="held-out families: error per family")
+             ["family", "n", "median_ape", "within10", "bias"],
+             title="held-out families: error per family" if "held-out families" in results else "5-fold: error per family")
     else:
         emit([{"name": k, **v} for k, v in results.items()], fmt, ["name", *next(iter(results.values())).keys()])

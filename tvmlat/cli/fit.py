@@ -17,10 +17,14 @@ from .common import console, emit, Format, metrics_table
 
 
 def evaluation_suite(df: pd.DataFrame, make_model) -> tuple[dict[str, dict], pd.DataFrame]:
-    """Held-out-family and 5-fold metrics for a model configuration; plus per-row family predictions."""
-    fam, fam_preds = cross_validate(df, make_model, split="family")
-    kf, _ = cross_validate(df, make_model, split="kfold", k=5)
-    return {"held-out families": fam, "5-fold": kf}, fam_preds
+    """Held-out-family (when there are >= 2 families) and 5-fold metrics for a model configuration;
+    plus the per-row predictions of the split shown per family."""
+    out = {}
+    fam_preds = None
+    if df["family"].nunique() >= 2:
+        out["held-out families"], fam_preds = cross_validate(df, make_model, split="family")
+    out["5-fold"], kf_preds = cross_validate(df, make_model, split="kfold", k=5)
+    return out, fam_preds if fam_preds is not None else kf_preds
 
 
 def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any], profile: str,
@@ -39,7 +43,8 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
     con.print(f"\n[bold]fitted model[/] (features: {features})\n{model.describe()}")
     con.print(metrics_table(results, "accuracy of the linear model"))
     emit(per_family(fam_preds).to_dict("records"), Format.table,
-         ["family", "n", "median_ape", "within10", "bias"], title="held-out families: error per family")
+         ["family", "n", "median_ape", "within10", "bias"],
+         title="held-out families: error per family" if "held-out families" in results else "5-fold: error per family")
     con.print(f"predictor saved to {out}")
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import typer
 
-from ..errors import PredictorError
+from ..errors import ModelRefError, PredictorError
 from ..features import count_features
 from ..modelref import load_model_ref
 from ..predictors import load_predictor
@@ -30,7 +30,15 @@ def predict_cmd(
         raise PredictorError(f"{predictor} was fitted for compile profile {pred.profile!r}, not {profile!r}; "
                              f"calibrate a predictor with that profile")
     entries = load_model_ref(model_ref)
-    feats = pd.DataFrame([{"name": n, **count_features(m, x)} for n, (m, x) in entries.items()])
+    rows = []
+    for n, (m, x) in entries.items():
+        try:
+            rows.append({"name": n, **count_features(m, x)})
+        except Exception as e:  # noqa: BLE001 - the user's module does not run on its own example inputs
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelRefError(f"{model_ref}: entry {n!r} does not run on its example inputs: "
+                                f"{type(e).__name__}: {msg}") from None
+    feats = pd.DataFrame(rows)
     lat = pred.predict(feats)
     total = float(np.sum(lat))
     rows = [{"name": r["name"], "latency_ms": float(v), "share_%": 100 * float(v) / total if total > 0 else 0.0,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typer
+
 from ..errors import TvmlatError
 from ..targets import available_targets, load_target
 from . import app
@@ -9,7 +11,7 @@ from .common import Format, emit
 
 
 @app.command("targets")
-def targets_cmd(fmt: Format = Format.table) -> None:
+def targets_cmd(fmt: Format = typer.Option(Format.table, "--format", "-f")) -> None:
     """List targets (targets/*.toml): name, kind, compile profile, cores, CPU and file."""
     rows = []
     for name, path in sorted(available_targets().items()):

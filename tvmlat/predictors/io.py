@@ -85,8 +85,10 @@ def load_predictor(path: str | Path) -> LoadedPredictor:
         raise PredictorError(f"{p} was fitted on features version {fv}, this tvmlat computes version "
                              f"{FEATURES_VERSION}; refit it with `tvmlat fit --dataset ...`")
     kinds = _kinds()
-    if doc["kind"] not in kinds:
+    if not isinstance(doc["kind"], str) or doc["kind"] not in kinds:
         raise PredictorError(f"{p} is a {doc['kind']!r} predictor; this tvmlat knows {sorted(kinds)}")
+    if not isinstance(doc.get("model"), dict):
+        raise PredictorError(f"{p} has no 'model' object")
     try:
         model = kinds[doc["kind"]].from_dict(doc["model"])
     except KeyError:

@@ -205,6 +205,8 @@ class LinearPredictor:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "LinearPredictor":
+        if not isinstance(d, dict) or not isinstance(d.get("params", {}), dict):
+            raise PredictorError("linear model section is malformed: expected a JSON object with a 'params' object")
         try:
             p = d.get("params", {})
             self = cls(features=p.get("features", d["features"]), segmented=p.get("segmented"),

@@ -1,0 +1,118 @@
+"""`tvmlat calibrate` end to end, with LocalRunner replaced by the FakeRunner (no TVM compilation)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from helpers import run_cli
+from tvmlat.blocks import sample_specs
+from tvmlat.dataset import meta_path, read_dataset
+from tvmlat.features import FEATURES_VERSION
+from tvmlat.predictors import load_predictor
+from tvmlat.runners.fake import FakeRunner
+
+
+@pytest.fixture
+def fakes(monkeypatch, tmp_path):
+    """Each LocalRunner(target) the command builds is a FakeRunner, kept here for inspection."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TVMLAT_TARGETS", raising=False)
+    made: list[FakeRunner] = []
+    opts: dict = {}
+
+    def factory(target, check=True):
+        r = FakeRunner(**opts)
+        r.target = target
+        made.append(r)
+        return r
+
+    monkeypatch.setattr("tvmlat.runners.local.LocalRunner", factory)
+    return made, opts
+
+
+def _files(out):
+    return (sorted(out.glob("*.parquet")), sorted(out.glob("*.meta.json")), sorted(out.glob("*.predictor.json")))
+
+
+def test_calibrate_end_to_end_and_resume(tmp_path, capsys, fakes):
+    made, _ = fakes
+    out = tmp_path / "cal"
+    args = ["calibrate", "--samples", "20", "--out", out, "--no-progress"]
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert "Traceback" not in stdout + err
+    parquets, metas, preds = _files(out)
+    assert len(parquets) == len(metas) == len(preds) == 1
+    assert len(made) == 1 and made[0].calls == 20
+    assert made[0].target.name == "llvm"
+
+    df = read_dataset(parquets[0])
+    specs = sample_specs(20, seed=0)
+    assert len(df) == 20
+    assert set(df["block_id"]) == {s.block_id for s in specs}
+    assert (df["status"] == "ok").all()
+
+    meta = json.loads(metas[0].read_text())
+    assert meta_path(parquets[0]) == metas[0]
+    assert meta["target_name"] == "llvm" and meta["profile"] == "default"
+    assert meta["sampler"]["seed"] == 0 and meta["sampler"]["samples"] == 20
+    assert meta["features_version"] == FEATURES_VERSION
+    assert meta["rows"] == 20
+
+    loaded = load_predictor(preds[0])
+    assert loaded.profile == "default"
+    assert loaded.target["name"] == "llvm"
+    assert loaded.doc["training"]["n"] == 20
+    p = loaded.predict(df)
+    assert np.all(np.isfinite(p)) and np.all(p > 0)
+    assert "predictor saved to" in stdout
+
+    # the same command again: everything is on disk, nothing new is measured
+    code, stdout2, err2 = run_cli(args, capsys)
+    assert code == 0, err2
+    assert len(made) == 2 and made[1].calls == 0
+    assert "resuming: 20 already measured" in stdout2
+    assert len(read_dataset(parquets[0])) == 20
+    assert _files(out) == (parquets, metas, preds)
+
+
+def test_calibrate_interrupt_keeps_rows_and_resumes(tmp_path, capsys, fakes):
+    made, opts = fakes
+    out = tmp_path / "cal"
+    args = ["calibrate", "--samples", "12", "--out", out, "--no-progress", "--campaign", "c"]
+    opts["interrupt_after"] = 5
+    code, stdout, err = run_cli(args, capsys)
+    assert "Traceback" not in err
+    assert len(read_dataset(out / "c.parquet")) == 5
+    assert not (out / "c.predictor.json").exists()  # stopped before fitting
+
+    opts.clear()
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert made[-1].calls == 12 - 5
+    df = read_dataset(out / "c.parquet")
+    assert len(df) == 12 and df["block_id"].is_unique
+    assert set(df["block_id"]) == {s.block_id for s in sample_specs(12, seed=0)}
+    assert (out / "c.predictor.json").is_file()
+
+
+def test_calibrate_interrupt_exits_130(tmp_path, capsys, fakes):
+    _, opts = fakes
+    opts["interrupt_after"] = 2
+    code, stdout, err = run_cli(["calibrate", "--samples", "12", "--out", tmp_path / "cal", "--no-progress"], capsys)
+    assert code == 130
+    assert "interrupted" in err
+
+
+def test_calibrate_refuses_to_mix_profiles(tmp_path, capsys, fakes):
+    out = tmp_path / "cal"
+    args = ["calibrate", "--samples", "12", "--out", out, "--no-progress", "--campaign", "c"]
+    assert run_cli(args, capsys)[0] == 0
+    mp = out / "c.meta.json"
+    meta = json.loads(mp.read_text())
+    meta["profile"] = "tuned"
+    mp.write_text(json.dumps(meta))
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 2
+    assert err.startswith("error:") and "profile" in err and "Traceback" not in err
