@@ -23,6 +23,8 @@ METRIC_LABELS = {
     "spearman": "Spearman rho",
     "r2_log": "R2 (log latency)",
 }
+#: what the metrics tables show: accuracy plus the empirical coverage and width of 90% intervals
+TABLE_LABELS = {**METRIC_LABELS, "cov90": "90 % interval: coverage", "width90": "90 % interval: width / pred"}
 
 
 def accuracy(y_true, y_pred) -> dict[str, float]:

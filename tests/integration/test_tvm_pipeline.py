@@ -106,9 +106,10 @@ def test_cli_calibrate_and_measure_real(tmp_path, monkeypatch, capsys):
           "--out", str(out), "--no-progress"])
     printed = capsys.readouterr().out
     assert "fitted model" in printed and "held-out families" in printed
-    df = pd.read_parquet(out / "calib-n14-s0.parquet")
+    [data] = list(out.glob("calib-*-n14-s0.parquet"))
+    df = pd.read_parquet(data)
     assert len(df) == 14 and (df["status"] == "ok").all()
-    pred = out / "calib-n14-s0.predictor.json"
+    pred = data.with_name(data.name.replace(".parquet", ".predictor.json"))
     assert json.loads(pred.read_text())["profile"] == "default"
 
     model = tmp_path / "m.py"

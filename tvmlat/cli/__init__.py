@@ -13,7 +13,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 
 def _register() -> None:
-    from . import calibrate, evaluate, fit, measure, predict, targets  # noqa: F401  (commands register themselves)
+    from . import ablation, calibrate, evaluate, fit, measure, predict, targets  # noqa: F401  (commands register themselves)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     except click_exc.ClickException as e:  # usage errors: click prints usage and the problem
         e.show()
         sys.exit(e.exit_code)
-    except click_exc.Abort:
+    except typer.Abort:
         rv = 130
     if rv == 130:  # typer turns Ctrl-C into exit code 130
         print("interrupted: everything measured so far is saved; run the same command again to resume",

@@ -27,6 +27,7 @@ def calibrate_cmd(
     campaign: Optional[str] = typer.Option(None, "--campaign", help="campaign name [calib-<cpu>-n<samples>-s<seed>]"),
     families: Optional[str] = typer.Option(None, "--families", help="comma-separated families [all]"),
     features: str = typer.Option("ops", "--features", help="feature set of the linear model: ops | published"),
+    model: str = typer.Option("linear", "--model", help="linear | linear+xgb (XGBoost on the linear residual) | xgb"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
 ) -> None:
     """Measure a seeded sample of blocks on TARGET, fit the linear predictor, print it and its accuracy.
@@ -34,8 +35,9 @@ def calibrate_cmd(
     Resumable: running the same command again skips blocks already in the dataset.
     """
     from ..runners.local import LocalRunner
-    from .fit import fit_and_report
+    from .fit import fit_and_report, make_model_factory
 
+    make_model_factory(model, features)  # a bad --model/--features fails now, not after measuring
     if samples < 12:
         raise TvmlatError(f"--samples {samples} is too few to fit and evaluate a predictor; use at least 12")
     fams = [f.strip() for f in families.split(",")] if families else None
@@ -68,4 +70,4 @@ def calibrate_cmd(
               f"({log10_span(good['latency_ms_median']):.1f} decades)")
     pred_path = out / f"{name}.predictor.json"
     fit_and_report(good, features=features, target=t.to_dict(), profile=t.profile,
-                   dataset_hash=file_hash(path), out=pred_path, con=con)
+                   dataset_hash=file_hash(path), out=pred_path, con=con, model=model)

@@ -12,7 +12,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from ..metrics import METRIC_LABELS
+from ..metrics import TABLE_LABELS
 
 
 class Format(str, Enum):
@@ -63,11 +63,11 @@ def metrics_table(results: dict[str, dict[str, float]], title: str) -> Table:
     t.add_column("metric")
     for name in results:
         t.add_column(name, justify="right")
-    for key, label in METRIC_LABELS.items():
+    for key, label in TABLE_LABELS.items():
         vals = []
         for m in results.values():
             v = m.get(key, math.nan)
-            if key.startswith("within"):
+            if key.startswith("within") or key == "cov90":
                 vals.append("-" if math.isnan(v) else f"{100 * v:.0f} %")
             elif key == "n":
                 vals.append(str(v))

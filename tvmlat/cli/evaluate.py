@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List
 
+import numpy as np
 import typer
 
 from ..dataset import concat_datasets, ok_rows, read_meta
 from ..errors import PredictorError
 from ..metrics import accuracy, per_family
-from ..predictors import LinearPredictor, load_predictor
+from ..predictors import load_predictor
 from . import app
 from .common import Format, console, emit, metrics_table
 from .fit import evaluation_suite
@@ -35,8 +36,12 @@ def evaluate_cmd(
         raise PredictorError(f"no successfully measured rows in {', '.join(map(str, dataset))}")
     y = df["latency_ms_median"].to_numpy()
     results = {"this predictor": accuracy(y, pred.predict(df))}
-    params = pred.model.get_params()
-    cv, fam_preds = evaluation_suite(df, lambda: LinearPredictor(**params))
+    params, cls = pred.model.get_params(), type(pred.model)
+    cv, fam_preds = evaluation_suite(df, lambda: cls(**params))
+    if pred.doc.get("interval", {}).get("abs_log_residuals"):
+        _, lo, hi = pred.interval(df, 0.9)
+        results["this predictor"].update(cov90=float(np.mean((y >= lo) & (y <= hi))),
+                                         width90=float(np.median((hi - lo) / pred.predict(df))))
     results.update(cv)
     if fmt == Format.table:
         con = console()

@@ -11,38 +11,67 @@ import typer
 from ..dataset import concat_datasets, file_hash, ok_rows, read_meta
 from ..errors import TvmlatError
 from ..metrics import accuracy, cross_validate, per_family
+from ..predictors.conformal import heldout_scores, split_coverage
 from ..predictors import FEATURE_SETS, LinearPredictor, save_predictor
 from . import app
 from .common import console, emit, Format, metrics_table
 
 
+MODELS = ("linear", "linear+xgb", "xgb")
+
+
+def make_model_factory(model: str, features: str):
+    """A zero-argument factory of unfitted predictors of the given kind."""
+    from ..predictors.residual import ResidualPredictor, XGBPredictor
+
+    if features not in FEATURE_SETS:
+        raise TvmlatError(f"unknown --features {features!r}; known: {', '.join(FEATURE_SETS)}")
+    if model == "linear":
+        return lambda: LinearPredictor(features=features)
+    if model == "linear+xgb":
+        return lambda: ResidualPredictor(linear={"features": features})
+    if model == "xgb":
+        return lambda: XGBPredictor()
+    raise TvmlatError(f"unknown --model {model!r}; known: {', '.join(MODELS)}")
+
+
 def evaluation_suite(df: pd.DataFrame, make_model) -> tuple[dict[str, dict], pd.DataFrame]:
-    """Held-out-family (when there are >= 2 families) and 5-fold metrics for a model configuration;
-    plus the per-row predictions of the split shown per family."""
+    """Held-out-family (when there are >= 2 families) and 5-fold metrics for a model configuration,
+    with the empirical coverage/width of 90% conformal intervals; plus the held-out predictions
+    (by family when possible) that size the predictor's intervals."""
     out = {}
     fam_preds = None
     if df["family"].nunique() >= 2:
         out["held-out families"], fam_preds = cross_validate(df, make_model, split="family")
+        out["held-out families"].update(_cov(fam_preds))
     out["5-fold"], kf_preds = cross_validate(df, make_model, split="kfold", k=5)
+    out["5-fold"].update(_cov(kf_preds))
     return out, fam_preds if fam_preds is not None else kf_preds
 
 
+def _cov(preds: pd.DataFrame) -> dict[str, float]:
+    c = split_coverage(preds, 0.9)
+    return {"cov90": c["coverage"], "width90": c["width"]}
+
+
 def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any], profile: str,
-                   dataset_hash: str, out: Path, con) -> None:
-    if features not in FEATURE_SETS:
-        raise TvmlatError(f"unknown --features {features!r}; known: {', '.join(FEATURE_SETS)}")
+                   dataset_hash: str, out: Path, con, model: str = "linear") -> None:
+    make = make_model_factory(model, features)
     if len(good) < 12:
         raise TvmlatError(f"only {len(good)} blocks measured successfully; need at least 12 to fit a predictor")
     y = good["latency_ms_median"].to_numpy()
-    model = LinearPredictor(features=features).fit(good, y)
-    results = {"in-sample": accuracy(y, model.predict(good))}
-    cv, fam_preds = evaluation_suite(good, lambda: LinearPredictor(features=features))
+    fitted = make().fit(good, y)
+    results = {"in-sample": accuracy(y, fitted.predict(good))}
+    cv, heldout = evaluation_suite(good, make)
     results.update(cv)
-    save_predictor(model, out, target=target, profile=profile, dataset_hash=dataset_hash,
+    split = "leave-one-family-out" if "held-out families" in cv else "5-fold"
+    interval = {"method": f"split-conformal on |log(measured/predicted)| of {split} predictions",
+                "abs_log_residuals": heldout_scores(heldout)}
+    save_predictor(fitted, out, target=target, profile=profile, dataset_hash=dataset_hash, interval=interval,
                    training={"n": int(len(good)), "families": sorted(good["family"].unique()), "metrics": results})
-    con.print(f"\n[bold]fitted model[/] (features: {features})\n{model.describe()}")
-    con.print(metrics_table(results, "accuracy of the linear model"))
-    emit(per_family(fam_preds).to_dict("records"), Format.table,
+    con.print(f"\n[bold]fitted model[/] ({model}, features: {features})\n{fitted.describe()}")
+    con.print(metrics_table(results, f"accuracy of the {model} model"))
+    emit(per_family(heldout).to_dict("records"), Format.table,
          ["family", "n", "median_ape", "within10", "bias"],
          title="held-out families: error per family" if "held-out families" in results else "5-fold: error per family")
     con.print(f"predictor saved to {out}")
@@ -53,8 +82,9 @@ def fit_cmd(
     dataset: List[Path] = typer.Option(..., "--dataset", "-d", help="dataset parquet file(s)"),
     out: Path = typer.Option(..., "--out", "-o", help="predictor JSON to write"),
     features: str = typer.Option("ops", "--features", help="feature set: ops | published"),
+    model: str = typer.Option("linear", "--model", help="linear | linear+xgb (XGBoost on the linear residual) | xgb"),
 ) -> None:
-    """Fit the linear predictor on measured datasets and report its held-out accuracy."""
+    """Fit a predictor on measured datasets and report its held-out accuracy and interval coverage."""
     df = concat_datasets(dataset)
     metas = [read_meta(p) for p in dataset]
     targets = {m.get("target_name") for m in metas if m}
@@ -64,4 +94,4 @@ def fit_cmd(
                           " fit one predictor per target and profile")
     meta = metas[0] if metas else {}
     fit_and_report(ok_rows(df), features=features, target=meta.get("target", {}), profile=meta.get("profile", "default"),
-                   dataset_hash=",".join(file_hash(p) for p in dataset), out=out, con=console())
+                   dataset_hash=",".join(file_hash(p) for p in dataset), out=out, con=console(), model=model)

@@ -22,6 +22,7 @@ def predict_cmd(
     model_ref: str = typer.Argument(..., help="path/file.py:NAME returning (module, inputs) or {name: (module, inputs)}"),
     predictor: Path = typer.Option(..., "--predictor", "-p", help="predictor JSON (from calibrate or fit)"),
     profile: Optional[str] = typer.Option(None, "--profile", help="compile profile you want the prediction for"),
+    interval: Optional[float] = typer.Option(None, "--interval", help="add a conformal interval of this coverage, e.g. 0.9"),
     fmt: Format = typer.Option(Format.table, "--format", "-f"),
 ) -> None:
     """Predict the latency of each entry of MODEL_REF without compiling or running it."""
@@ -39,11 +40,19 @@ def predict_cmd(
             raise ModelRefError(f"{model_ref}: entry {n!r} does not run on its example inputs: "
                                 f"{type(e).__name__}: {msg}") from None
     feats = pd.DataFrame(rows)
-    lat = pred.predict(feats)
+    if interval is not None:
+        lat, lo, hi = pred.interval(feats, interval)
+    else:
+        lat = pred.predict(feats)
     total = float(np.sum(lat))
     rows = [{"name": r["name"], "latency_ms": float(v), "share_%": 100 * float(v) / total if total > 0 else 0.0,
              "flops": int(r["flops"]), "acts": int(r["acts"]), "inp": int(r["inp"]), "params": int(r["params"])}
             for r, v in zip(feats.to_dict("records"), lat)]
+    cols = ["name", "latency_ms", "share_%", "flops", "acts", "inp", "params"]
+    if interval is not None:
+        for r, a, b in zip(rows, lo, hi):
+            r["low_ms"], r["high_ms"] = float(a), float(b)
+        cols[2:2] = ["low_ms", "high_ms"]
     tname = pred.target.get("name", "?")
-    emit(rows, fmt, ["name", "latency_ms", "share_%", "flops", "acts", "inp", "params"],
-         title=f"predicted on {tname} ({pred.profile}) by {predictor.name}")
+    emit(rows, fmt, cols, title=f"predicted on {tname} ({pred.profile}) by {predictor.name}"
+         + (f", {100 * interval:.0f}% intervals" if interval is not None else ""))

@@ -14,12 +14,13 @@ SCHEMA_VERSION = 1
 
 def _kinds():
     from .linear import LinearPredictor
+    from .residual import ResidualPredictor, XGBPredictor
 
-    return {"linear": LinearPredictor}
+    return {"linear": LinearPredictor, "linear+xgb": ResidualPredictor, "xgb": XGBPredictor}
 
 
 def predictor_document(model, *, target: dict[str, Any], profile: str, dataset_hash: str = "",
-                       training: dict[str, Any] | None = None) -> dict[str, Any]:
+                       training: dict[str, Any] | None = None, interval: dict[str, Any] | None = None) -> dict[str, Any]:
     from .. import __version__
     from ..features import FEATURES_VERSION
 
@@ -34,7 +35,8 @@ def predictor_document(model, *, target: dict[str, Any], profile: str, dataset_h
         "dataset_hash": dataset_hash,
         "training": training or {},
         "model": model.to_dict(),
-        "features": model.feature_names_in_,
+        "features": list(model.feature_names_in_),
+        "interval": interval or {},
     }
 
 
@@ -63,6 +65,17 @@ class LoadedPredictor:
 
     def predict(self, X):
         return self.model.predict(X)
+
+    def interval(self, X, coverage: float):
+        """(predicted, low, high) in ms for every row, from the file's conformal residuals."""
+        from .conformal import interval_bounds
+
+        pred = self.model.predict(X)
+        scores = self.doc.get("interval", {}).get("abs_log_residuals")
+        if not scores:
+            raise PredictorError("this predictor file holds no interval calibration; refit it with `tvmlat fit`")
+        lo, hi = interval_bounds(pred, scores, coverage)
+        return pred, lo, hi
 
 
 def load_predictor(path: str | Path) -> LoadedPredictor:

@@ -1,0 +1,46 @@
+"""Batch prediction speed, the latency-oracle use in architecture search.
+
+    python benchmarks/predict_throughput.py [--rows 1000000] [--dataset D.parquet]
+
+Fits the linear ('ops' features) and linear + XGBoost residual predictors on a dataset (the
+shipped CPU campaign by default) and prints predictions per second on ROWS feature rows
+(the dataset's rows repeated), i.e. Predictor.predict(features_df) vectorised.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from tvmlat.dataset import load_for_fit, ok_rows
+from tvmlat.predictors import LinearPredictor
+from tvmlat.predictors.residual import ResidualPredictor
+
+DEFAULT = Path(__file__).resolve().parent.parent / "datasets" / "llvm" / "calib-znver3-n200-s0.parquet"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--dataset", type=Path, default=DEFAULT)
+    a = ap.parse_args()
+    df = ok_rows(load_for_fit(a.dataset))
+    big = pd.concat([df] * (a.rows // len(df) + 1), ignore_index=True).iloc[: a.rows]
+    y = df["latency_ms_median"]
+    for name, model in [("linear (ops)", LinearPredictor()), ("linear (published)", LinearPredictor(features="published")),
+                        ("linear + xgb residual", ResidualPredictor())]:
+        model.fit(df, y)
+        model.predict(big.iloc[:1000])
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            model.predict(big)
+            best = min(best, time.perf_counter() - t0)
+        print(f"{name:24s} {a.rows / best:14,.0f} predictions/s  ({best:.3f} s for {a.rows:,} rows)")
+
+
+if __name__ == "__main__":
+    main()

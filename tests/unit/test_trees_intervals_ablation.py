@@ -1,0 +1,135 @@
+"""XGBoost predictors, conformal intervals and the ablation report (fake-runner data, no TVM)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tvmlat.ablation import model_zoo, run_ablation, write_report
+from tvmlat.errors import PredictorError
+from tvmlat.metrics import cross_validate
+from tvmlat.predictors import LinearPredictor, load_predictor, save_predictor
+from tvmlat.predictors.conformal import conformal_quantile, heldout_scores, interval_bounds, split_coverage
+from tvmlat.predictors.residual import ResidualPredictor, XGBPredictor, tree_features
+from helpers import assert_user_error, make_target, run_cli
+
+pytest.importorskip("xgboost")
+
+
+def _y(df):
+    return df["latency_ms_median"].to_numpy(float)
+
+
+@pytest.mark.parametrize("cls", [ResidualPredictor, XGBPredictor])
+def test_tree_predictors_fit_predict_and_roundtrip(cls, ok_frame, tmp_path):
+    model = cls(n_estimators=30).fit(ok_frame, _y(ok_frame))
+    pred = model.predict(ok_frame)
+    assert pred.shape == (len(ok_frame),) and np.all(np.isfinite(pred)) and np.all(pred > 0)
+    path = tmp_path / "p.json"
+    save_predictor(model, path, target=make_target().to_dict(), profile="default")
+    doc = json.loads(path.read_text())
+    assert doc["kind"] == cls.kind
+    assert "learner" in doc["model"]["xgboost"]  # xgboost's own JSON, embedded as data
+    again = load_predictor(path)
+    np.testing.assert_allclose(again.predict(ok_frame), pred, rtol=1e-6)
+
+
+def test_residual_model_fits_training_data_better_than_linear(ok_frame):
+    y = _y(ok_frame)
+    lin = LinearPredictor(features="ops").fit(ok_frame, y)
+    res = ResidualPredictor(n_estimators=100).fit(ok_frame, y)
+    err = lambda p: np.median(np.abs(np.log(p / y)))  # noqa: E731
+    assert err(res.predict(ok_frame)) < err(lin.predict(ok_frame))
+
+
+def test_tree_features_are_finite_for_all_zero_rows(ok_frame):
+    zero = ok_frame.iloc[:3].copy()
+    for c in zero.columns:
+        if zero[c].dtype.kind in "iuf" or str(zero[c].dtype) == "Int64":
+            zero[c] = 0
+    assert np.all(np.isfinite(tree_features(zero)))
+
+
+def test_corrupt_embedded_xgboost_model_is_a_clear_error(ok_frame, tmp_path):
+    path = tmp_path / "p.json"
+    save_predictor(XGBPredictor(n_estimators=5).fit(ok_frame, _y(ok_frame)), path, target={}, profile="default")
+    doc = json.loads(path.read_text())
+    doc["model"]["xgboost"] = {"learner": "garbage"}
+    path.write_text(json.dumps(doc))
+    with pytest.raises(PredictorError, match="xgboost"):
+        load_predictor(path)
+
+
+def test_conformal_quantile_is_the_finite_sample_rank():
+    scores = np.arange(1, 20) / 100  # 19 scores
+    assert conformal_quantile(scores, 0.9) == pytest.approx(0.18)  # ceil(20 * 0.9) = 18th smallest
+    assert conformal_quantile(scores, 0.99) == float("inf")  # too few scores for 99 %
+    with pytest.raises(PredictorError):
+        conformal_quantile(scores, 1.5)
+    lo, hi = interval_bounds(np.array([1.0, 2.0]), scores, 0.5)
+    assert np.all(lo < [1.0, 2.0]) and np.all(hi > [1.0, 2.0])
+    np.testing.assert_allclose(lo * hi, [1.0, 4.0])  # symmetric in ratio
+
+
+def test_split_conformal_intervals_cover_held_out_families(ok_frame):
+    _, preds = cross_validate(ok_frame, lambda: LinearPredictor(features="published"), split="family")
+    c = split_coverage(preds, 0.8)
+    assert 0.6 <= c["coverage"] <= 1.0 and c["width"] > 0
+    wide = split_coverage(preds, 0.95)
+    assert wide["width"] >= c["width"]
+
+
+def test_predict_interval_cli(tmp_path, ok_frame, capsys):
+    from helpers import MODELS
+
+    model = LinearPredictor(features="ops").fit(ok_frame, _y(ok_frame))
+    _, preds = cross_validate(ok_frame, lambda: LinearPredictor(features="ops"), split="family")
+    path = tmp_path / "p.json"
+    save_predictor(model, path, target=make_target().to_dict(), profile="default",
+                   interval={"method": "test", "abs_log_residuals": heldout_scores(preds)})
+    models = tmp_path / "models.py"
+    models.write_text(MODELS)
+    code, out, err = run_cli(["predict", "-p", path, f"{models}:good", "--interval", "0.8", "--format", "json"], capsys)
+    assert code == 0, err
+    rows = json.loads(out)
+    assert rows and all(r["low_ms"] < r["latency_ms"] < r["high_ms"] for r in rows)
+    assert_user_error(run_cli(["predict", "-p", path, f"{models}:good", "--interval", "2"], capsys), "coverage")
+
+
+def test_predict_interval_without_calibration_is_a_clear_error(tmp_path, predictor_path, capsys):
+    from helpers import MODELS
+
+    models = tmp_path / "models.py"
+    models.write_text(MODELS)
+    assert_user_error(run_cli(["predict", "-p", predictor_path, f"{models}:good", "--interval", "0.9"], capsys),
+                      "interval")
+
+
+def test_ablation_report(ok_frame, tmp_path):
+    zoo = {k: v for k, v in model_zoo(with_xgb=True).items() if k in ("linear-published", "linear-ops+xgb")}
+    res = run_ablation(ok_frame, zoo, sizes=(10, 20), draws=2)
+    assert set(res.metrics["model"]) == set(zoo)
+    assert set(res.metrics["split"]) == {"held-out families", "5-fold"}
+    # every model is scored on the very same held-out rows
+    for split, g in res.predictions.groupby("split_kind"):
+        ids = [sorted(gg["block_id"]) for _, gg in g.groupby("model")]
+        assert all(i == ids[0] for i in ids)
+    assert set(res.curve["n_train"]) >= {10, 20}
+    files = write_report(res, tmp_path / "rep", "test")
+    names = {f.name for f in files}
+    assert {"report.md", "metrics.csv", "learning_curve.csv", "pred_vs_measured.png", "error_cdf.png",
+            "learning_curve.png"} <= names
+    assert all(f.stat().st_size > 0 for f in files)
+    assert "linear-ops+xgb" in (tmp_path / "rep" / "report.md").read_text()
+    back = pd.read_csv(tmp_path / "rep" / "metrics.csv")
+    assert len(back) == len(res.metrics)
+
+
+def test_ablation_cli_rejects_tiny_dataset(tmp_path, fake_dataset, capsys):
+    path, df = fake_dataset
+    small = tmp_path / "small.parquet"
+    df.head(5).to_parquet(small)
+    assert_user_error(run_cli(["ablation", "-d", small], capsys), "at least 20")

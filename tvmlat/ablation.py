@@ -1,0 +1,198 @@
+"""The linear-vs-tree ablation: the same splits for every model, a learning curve, a report.
+
+Models: the published 3-feature linear form (one and two segments), the per-op-class linear
+model, XGBoost alone, and linear + XGBoost on the log residual. Splits: random 5-fold and
+leave-one-family-out, identical for every model. Learning curve: a fixed 30% test split, and
+training subsets of 10, 20, 50, 100, 200... blocks from the rest (5 random draws each).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from .metrics import accuracy, cross_validate
+from .predictors.conformal import split_coverage
+from .predictors.linear import LinearPredictor
+
+
+def model_zoo(with_xgb: bool = True) -> dict[str, Callable[[], object]]:
+    zoo: dict[str, Callable[[], object]] = {
+        "linear-published": lambda: LinearPredictor(features="published", segmented=False),
+        "linear-published-2seg": lambda: LinearPredictor(features="published", segmented=True),
+        "linear-ops": lambda: LinearPredictor(features="ops"),
+    }
+    if with_xgb:
+        from .predictors.residual import ResidualPredictor, XGBPredictor
+
+        zoo["xgb"] = lambda: XGBPredictor()
+        zoo["linear-ops+xgb"] = lambda: ResidualPredictor()
+    return zoo
+
+
+@dataclass
+class AblationResult:
+    metrics: pd.DataFrame       # one row per (model, split)
+    predictions: pd.DataFrame   # held-out predictions: model, split_kind, block_id, family, measured, predicted
+    curve: pd.DataFrame         # learning curve: model, n_train, draw, median_ape, within10
+
+
+def predict_rate(model, df: pd.DataFrame, rows: int = 200_000) -> float:
+    """Predictions per second on ``rows`` rows (the dataset repeated)."""
+    big = pd.concat([df] * max(1, rows // len(df) + 1), ignore_index=True).iloc[:rows]
+    model.predict(big.iloc[:100])
+    t0 = time.perf_counter()
+    model.predict(big)
+    return rows / (time.perf_counter() - t0)
+
+
+def run_ablation(df: pd.DataFrame, zoo: dict[str, Callable[[], object]], sizes=(10, 20, 50, 100, 200, 500),
+                 draws: int = 5, seed: int = 0, progress: Callable[[str], None] | None = None) -> AblationResult:
+    y = df["latency_ms_median"].to_numpy(dtype=float)
+    rows, preds, curve = [], [], []
+    for name, make in zoo.items():
+        if progress:
+            progress(name)
+        t0 = time.perf_counter()
+        full = make().fit(df, y)
+        fit_s = time.perf_counter() - t0
+        rate = predict_rate(full, df)
+        for split in ("family", "kfold"):
+            if split == "family" and df["family"].nunique() < 2:
+                continue
+            m, p = cross_validate(df, make, split=split, k=5, seed=seed)
+            c = split_coverage(p, 0.9)
+            rows.append({"model": name, "split": "held-out families" if split == "family" else "5-fold", **m,
+                         "cov90": c["coverage"], "width90": c["width"], "fit_s": fit_s,
+                         "predict_s_per_1e6": 1e6 / rate})
+            preds.append(p.assign(model=name, split_kind=split))
+        curve += learning_curve(df, make, name, sizes, draws, seed)
+    return AblationResult(pd.DataFrame(rows), pd.concat(preds, ignore_index=True), pd.DataFrame(curve))
+
+
+def learning_curve(df: pd.DataFrame, make, name: str, sizes, draws: int, seed: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(len(df))
+    n_test = max(1, int(0.3 * len(df)))
+    test, pool = idx[:n_test], idx[n_test:]
+    y = df["latency_ms_median"].to_numpy(dtype=float)
+    out = []
+    sizes = sorted({n for n in sizes if n < len(pool)} | {len(pool)})
+    for n in sizes:
+        for d in range(draws if n < len(pool) else 1):
+            tr = np.random.default_rng(seed + 1000 * n + d).choice(pool, size=n, replace=False)
+            try:
+                model = make().fit(df.iloc[tr], y[tr])
+            except Exception:  # noqa: BLE001 - too few rows for this model: a gap in the curve
+                continue
+            m = accuracy(y[test], model.predict(df.iloc[test]))
+            out.append({"model": name, "n_train": n, "draw": d, "median_ape": m["median_ape"],
+                        "within10": m["within10"]})
+    return out
+
+
+def write_report(res: AblationResult, out: Path, title: str) -> list[Path]:
+    """report.md, CSVs, and PNG plots (predicted vs measured, error CDF, learning curve)."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    res.metrics.to_csv(out / "metrics.csv", index=False)
+    res.predictions.to_csv(out / "predictions.csv", index=False)
+    res.curve.to_csv(out / "learning_curve.csv", index=False)
+    files += [out / "metrics.csv", out / "predictions.csv", out / "learning_curve.csv"]
+    files += _plots(res, out)
+    cols = ["model", "split", "median_ape", "median_ape_ge1ms", "median_ape_lt1ms", "within5", "within10", "mape",
+            "rmspe", "spearman", "r2_log", "cov90", "width90", "fit_s", "predict_s_per_1e6"]
+    table = res.metrics[cols].copy()
+    for c in ("within5", "within10", "cov90"):
+        table[c] = (100 * table[c]).round(0)
+    curve = (res.curve.groupby(["model", "n_train"])["median_ape"].median().unstack("n_train").round(1)
+             if not res.curve.empty else pd.DataFrame())
+    md = [f"# {title}", "",
+          "Median APE and MAPE/RMSPE in %, within-5/10 and 90%-interval coverage in % of blocks, width90 = "
+          "(high - low) / predicted of the 90% conformal interval, fit time in s, predict time in s per 10^6 blocks.",
+          "", md_table(table), "",
+          "## Learning curve (median APE %, 30% fixed test split, median of 5 draws)", "",
+          md_table(curve.reset_index()) if not curve.empty else "(no data)", "",
+          "![predicted vs measured](pred_vs_measured.png)", "", "![error CDF](error_cdf.png)", "",
+          "![learning curve](learning_curve.png)", ""]
+    (out / "report.md").write_text("\n".join(md))
+    files.append(out / "report.md")
+    return files
+
+
+def md_table(df: pd.DataFrame) -> str:
+    """A GitHub markdown table (numbers to 3 significant digits), without extra dependencies."""
+    def cell(v):
+        if isinstance(v, (float, np.floating)):
+            return "-" if np.isnan(v) else f"{v:.3g}"
+        return str(v)
+    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    sep = "| " + " | ".join("---" for _ in df.columns) + " |"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, sep, *body])
+
+
+def _plots(res: AblationResult, out: Path) -> list[Path]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    files = []
+    p = res.predictions[res.predictions["split_kind"] == "family"]
+    if p.empty:
+        p = res.predictions
+    models = list(dict.fromkeys(p["model"]))
+    fig, axes = plt.subplots(1, len(models), figsize=(3.6 * len(models), 3.6), squeeze=False)
+    for ax, m in zip(axes[0], models):
+        g = p[p["model"] == m]
+        ax.loglog(g["measured"], g["predicted"], ".", alpha=0.6)
+        lo, hi = g[["measured", "predicted"]].min().min(), g[["measured", "predicted"]].max().max()
+        ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+        ax.fill_between([lo, hi], [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="g", alpha=0.15)
+        ax.set_title(m, fontsize=9)
+        ax.set_xlabel("measured (ms)")
+    axes[0][0].set_ylabel("predicted, held-out family (ms)")
+    fig.tight_layout()
+    fig.savefig(out / "pred_vs_measured.png", dpi=110)
+    files.append(out / "pred_vs_measured.png")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for m in models:
+        g = p[p["model"] == m]
+        e = np.sort(np.abs(g["predicted"] / g["measured"] - 1) * 100)
+        ax.plot(e, np.arange(1, len(e) + 1) / len(e), label=m)
+    ax.axvline(10, color="k", lw=0.6, ls="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("absolute percentage error (%)")
+    ax.set_ylabel("share of blocks")
+    ax.legend(fontsize=8)
+    ax.set_title("error CDF, held-out families")
+    fig.tight_layout()
+    fig.savefig(out / "error_cdf.png", dpi=110)
+    files.append(out / "error_cdf.png")
+    plt.close(fig)
+
+    if not res.curve.empty:
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        for m, g in res.curve.groupby("model", sort=False):
+            med = g.groupby("n_train")["median_ape"].median()
+            ax.plot(med.index, med.values, "o-", label=m)
+        ax.set_xscale("log")
+        ax.set_xlabel("calibration blocks")
+        ax.set_ylabel("median APE on test split (%)")
+        ax.legend(fontsize=8)
+        ax.set_title("learning curve")
+        fig.tight_layout()
+        fig.savefig(out / "learning_curve.png", dpi=110)
+        files.append(out / "learning_curve.png")
+        plt.close(fig)
+    return files

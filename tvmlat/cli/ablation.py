@@ -1,0 +1,55 @@
+"""`tvmlat ablation`: linear vs tree predictors on identical splits, with a learning curve and a report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..dataset import concat_datasets, ok_rows
+from ..errors import TvmlatError
+from . import app
+from .common import Format, console, emit
+
+
+@app.command("ablation")
+def ablation_cmd(
+    dataset: List[Path] = typer.Option(..., "--dataset", "-d", help="dataset parquet file(s)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="folder for report.md, CSVs and PNG plots"),
+    draws: int = typer.Option(5, "--draws", help="random training draws per learning-curve point"),
+    xgb: bool = typer.Option(True, "--xgb/--no-xgb", help="include the XGBoost models"),
+    fmt: Format = typer.Option(Format.table, "--format", "-f"),
+) -> None:
+    """Compare linear (published / two-segment / per-op-class), XGBoost alone and linear + XGBoost
+    residual on the same random 5-fold and leave-one-family-out splits."""
+    from ..ablation import model_zoo, run_ablation, write_report
+
+    df = ok_rows(concat_datasets(dataset))
+    if len(df) < 20:
+        raise TvmlatError(f"only {len(df)} measured blocks in the dataset(s); the ablation needs at least 20")
+    con = console()
+    with con.status("fitting") as status:
+        res = run_ablation(df, model_zoo(with_xgb=xgb), draws=draws,
+                           progress=lambda m: status.update(f"cross-validating {m}"))
+    cols = ["model", "split", "median_ape", "median_ape_ge1ms", "median_ape_lt1ms", "within5", "within10", "mape",
+            "rmspe", "spearman", "r2_log", "cov90", "width90", "fit_s", "predict_s_per_1e6"]
+    if fmt == Format.table:  # the terminal gets the columns that fit; the report and CSV have all of them
+        short = {"median_ape": "medAPE%", "median_ape_ge1ms": ">=1ms", "median_ape_lt1ms": "<1ms",
+                 "within10": "+-10%", "mape": "MAPE%", "spearman": "rho", "cov90": "cov90", "width90": "width90",
+                 "fit_s": "fit_s", "predict_s_per_1e6": "s/1e6 pred"}
+        recs = [{"model": r["model"], "split": r["split"].replace("held-out families", "LOFO"),
+                 **{v: (100 * r[k] if k in ("within10", "cov90") else r[k]) for k, v in short.items()}}
+                for r in res.metrics.to_dict("records")]
+        emit(recs, fmt, ["model", "split", *short.values()], title=f"ablation on {len(df)} blocks "
+             "(LOFO = leave-one-family-out; % of blocks for +-10% and cov90)")
+    else:
+        emit(res.metrics.to_dict("records"), fmt, cols, title="ablation")
+    if fmt == Format.table and not res.curve.empty:
+        curve = res.curve.groupby(["model", "n_train"])["median_ape"].median().unstack("n_train")
+        rows = [{"model": m, **{str(k): float(v) for k, v in r.items()}} for m, r in curve.iterrows()]
+        emit(rows, Format.table, ["model", *map(str, curve.columns)],
+             title="learning curve: median APE % on a fixed 30% test split vs. calibration blocks")
+    if out is not None:
+        files = write_report(res, out, f"tvmlat ablation: {', '.join(p.name for p in dataset)}")
+        con.print("report: " + ", ".join(str(f) for f in files))
