@@ -83,10 +83,13 @@ class OpCounter(TorchDispatchMode):
         super().__init__()
         self.totals = dict.fromkeys(FEATURE_COLUMNS, 0)
         self.records: list[dict[str, Any]] = []
+        self._cur: dict[str, int] = {}
 
     def _add(self, **kv):
+        """Add to the totals and to the current op's own feature increments (``record["feat"]``)."""
         for k, v in kv.items():
             self.totals[k] += v
+            self._cur[k] = self._cur.get(k, 0) + v
 
     def _reduction(self, flops: int, length: int, rec: dict) -> None:
         """Split the FLOPs of reducing ops by the length of the reduction each output sums over.
@@ -118,7 +121,8 @@ class OpCounter(TorchDispatchMode):
             outs = outs[:1]
         out_elems = sum(_numel(o) for o in outs)
         flops = 0
-        rec: dict[str, Any] = {"op": name}
+        self._cur = {}
+        rec: dict[str, Any] = {"op": name, "feat": self._cur}
         if name == "convolution":
             x, w = args[0], args[1]
             groups = args[8] if len(args) > 8 else kwargs.get("groups", 1)

@@ -29,8 +29,28 @@ def _check_entry(name: str, value: Any, ref: str) -> Entry:
     return module.eval(), tuple(inputs)
 
 
+def _torchvision(name: str, ref: str) -> dict[str, Entry]:
+    try:
+        import torchvision
+    except Exception as e:  # noqa: BLE001 - ImportError, or a torchvision built for another torch
+        raise ModelRefError(f"MODEL_REF {ref!r} needs torchvision, which does not import here "
+                            f"({type(e).__name__}); install the torchvision release that matches your torch") from None
+    try:
+        model = torchvision.models.get_model(name, weights=None)
+    except Exception as e:  # noqa: BLE001
+        known = ", ".join(sorted(torchvision.models.list_models())[:20])
+        raise ModelRefError(f"MODEL_REF {ref!r}: torchvision has no model {name!r} ({e}); e.g. {known}") from None
+    size = 299 if name.startswith("inception") else 224
+    return {name: (model.eval(), (torch.randn(1, 3, size, size),))}
+
+
 def load_model_ref(ref: str) -> dict[str, Entry]:
-    """Load a MODEL_REF into ``{name: (module, inputs)}``; every problem is one ModelRefError line."""
+    """Load a MODEL_REF into ``{name: (module, inputs)}``; every problem is one ModelRefError line.
+
+    Forms: ``path/file.py:NAME`` and ``torchvision:NAME`` (weights are never downloaded: latency
+    does not depend on them)."""
+    if ref.startswith("torchvision:"):
+        return _torchvision(ref.split(":", 1)[1], ref)
     if ":" not in ref:
         raise ModelRefError(f"MODEL_REF {ref!r} must look like path/file.py:NAME")
     path_s, _, attr = ref.rpartition(":")

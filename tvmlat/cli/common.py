@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import sys
 from enum import Enum
 from typing import Any, Sequence
@@ -24,11 +25,15 @@ class Format(str, Enum):
 def console(stderr: bool = False) -> Console:
     c = Console(stderr=stderr, highlight=False)
     if not c.is_terminal:  # piped or logged: don't squeeze tables into 80 columns
-        c = Console(stderr=stderr, highlight=False, width=150)
+        c = Console(stderr=stderr, highlight=False, width=200)
     return c
 
 
 def _fmt(v: Any) -> str:
+    if isinstance(v, numbers.Integral) and not isinstance(v, bool):
+        v = int(v)
+    elif isinstance(v, numbers.Real) and not isinstance(v, bool):
+        v = float(v)
     if isinstance(v, float):
         if math.isnan(v):
             return "-"
@@ -51,7 +56,8 @@ def emit(rows: Sequence[dict[str, Any]], fmt: Format, columns: Sequence[str], ti
     else:
         t = Table(title=title or None)
         for c in columns:
-            t.add_column(c, justify="left" if c in ("name", "family", "status", "error", "split", "target") else "right")
+            left = c in ("name", "family", "status", "error", "split", "target", "model", "op")
+            t.add_column(c, justify="left" if left else "right", no_wrap=c in ("name", "model"))
         for r in rows:
             t.add_row(*[_fmt(r.get(c, "")) for c in columns])
         console().print(t)

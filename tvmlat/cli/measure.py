@@ -51,5 +51,10 @@ def measure_cmd(
     failed = [r for r in rows if r["status"] != "ok"]
     if failed:
         first = failed[0]
-        raise TvmlatError(f"{len(failed)} of {len(rows)} entries failed; {first['name']}: {first['error']}"
+        msg = first["error"]
+        if first["status"] == "import_error" and first["name"] in entries:
+            from ..analysis import explain_import_error
+
+            msg = explain_import_error(*entries[first["name"]], msg)
+        raise TvmlatError(f"{len(failed)} of {len(rows)} entries failed; {first['name']}: {msg}"
                           + ("" if out is None else f" (the rows are saved in {out})"))

@@ -1,0 +1,135 @@
+"""Whole-network analysis on the meta device (no TVM): reference totals, stable layer names, CLI."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tvmlat.analysis import explain_import_error, layer_table, totals_row, trace_layers
+from helpers import assert_user_error, run_cli
+
+NETS = Path(__file__).resolve().parents[2] / "examples" / "networks.py"
+
+
+@pytest.fixture(scope="module")
+def nets():
+    spec = importlib.util.spec_from_file_location("tvmlat_example_networks", NETS)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_mobilenet_v2_reference_totals(nets):
+    """torchvision's MobileNetV2 (1000 classes, 224x224): 3,504,872 parameters, 300.77 M multiply-adds
+    in convolutions and the linear layer, 13.37 MiB of float32 weights."""
+    m, x = nets.mobilenet_v2()
+    tot = totals_row(layer_table(m, x))
+    assert tot["params"] == 3_504_872 == sum(p.numel() for p in m.parameters())
+    assert round(tot["macs"] / 1e6, 2) == 300.77
+    assert round(tot["weights_mb"] * 1e6 / 2**20, 2) == 13.37
+
+
+@pytest.mark.parametrize("name, params, gmacs", [("resnet18", 11_689_512, 1.81), ("resnet50", 25_557_032, 4.09)])
+def test_resnet_reference_totals(nets, name, params, gmacs):
+    m, x = getattr(nets, name)()
+    df = layer_table(m, x)
+    tot = totals_row(df)
+    assert tot["params"] == params
+    assert round(tot["macs"] / 1e9, 2) == gmacs
+    assert tot["weights_mb"] == pytest.approx(params * 4 / 1e6)
+    # every parameter is attributed to exactly one layer
+    assert df["params"].sum() == params
+
+
+def test_layer_names_follow_module_paths_and_are_stable(nets):
+    m, x = nets.mobilenet_v2()
+    names = [lay.name for lay in trace_layers(m, x)[0]]
+    assert names[:4] == ["features.0", "features.1.conv.0", "features.1.conv.1", "features.2.conv.0"]
+    assert "features.3.conv.2" in names and "classifier.1" in names
+    assert len(set(names)) == len(names)
+    m2, x2 = nets.mobilenet_v2()
+    assert [lay.name for lay in trace_layers(m2, x2)[0]] == names
+    r, xr = nets.resnet18()
+    rnames = [lay.name for lay in trace_layers(r, xr)[0]]
+    assert {"conv1", "maxpool", "layer1.0.conv1", "layer2.0.downsample", "fc"} <= set(rnames)
+
+
+def test_layer_sums_match_whole_network_counts(nets):
+    from tvmlat.features import count_features
+
+    m, x = nets.resnet18()
+    df = layer_table(m, x)
+    whole = count_features(m, x)
+    assert df["flops"].sum() == whole["flops"] and df["macs"].sum() == whole["macs"]
+
+
+def test_predicted_latency_column(nets, predictor_path):
+    from tvmlat.predictors import load_predictor
+
+    m, x = nets.small_cnn()
+    df = layer_table(m, x, load_predictor(predictor_path))
+    assert (df["latency_ms"] > 0).all()
+    assert df["share_%"].sum() == pytest.approx(100)
+
+
+def test_import_error_names_the_layer():
+    class Spectrum(torch.nn.Module):
+        def forward(self, x):
+            return torch.fft.rfft(x).abs()
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(16, 16)
+            self.spectrum = Spectrum()
+
+        def forward(self, x):
+            return self.spectrum(self.fc(x))
+
+    msg = explain_import_error(Net(), (torch.randn(2, 16),),
+                               "import failed: AssertionError: Unsupported function types ['_fft_r2c.default']")
+    assert "spectrum" in msg and "_fft_r2c" in msg
+
+
+def test_analyze_cli_formats_sort_top_plot(tmp_path, predictor_path, capsys):
+    ref = f"{NETS}:small_cnn"
+    code, out, err = run_cli(["analyze", ref, "-p", predictor_path, "--format", "json", "--sort", "flops"], capsys)
+    assert code == 0, err
+    rows = json.loads(out)
+    flops = [r["flops"] for r in rows]
+    assert flops == sorted(flops, reverse=True)
+    assert all({"name", "latency_ms", "params", "read_mb", "weights_mb"} <= set(r) for r in rows)
+    code, out, err = run_cli(["analyze", ref, "--format", "csv", "--top", "3"], capsys)
+    assert code == 0 and out.splitlines()[0].startswith("name,")
+    code, out, err = run_cli(["analyze", ref, "--top", "3", "--plot", tmp_path / "top.png"], capsys)
+    assert code == 0 and "TOTAL" in out and (tmp_path / "top.png").stat().st_size > 0
+    code, out, err = run_cli(["analyze", ref, "--format", "html", "--out", tmp_path / "t.html"], capsys)
+    assert code == 0 and "<table" in (tmp_path / "t.html").read_text()
+    code, out, err = run_cli(["analyze", ref, "--input-shape", "1x3x32x32", "--format", "json"], capsys)
+    assert code == 0 and json.loads(out)[0]["input_shape"] == "1x3x32x32"
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--sort", "nosuch"], "nosuch"),
+    (["--input-shape", "1xAx3"], "input-shape"),
+    (["--format", "pdf"], "format"),
+])
+def test_analyze_bad_options(args, needle, capsys):
+    assert_user_error(run_cli(["analyze", f"{NETS}:small_cnn", *args], capsys), needle)
+
+
+def test_analyze_bad_model_refs(tmp_path, capsys):
+    assert_user_error(run_cli(["analyze", f"{NETS}:nosuch"], capsys), "mobilenet_v2")
+    bad = tmp_path / "bad.py"
+    bad.write_text("import torch\ndef net():\n    return torch.nn.Linear(4, 2), (torch.randn(2, 5),)\n")
+    assert_user_error(run_cli(["analyze", f"{bad}:net"], capsys), "does not run")
+    # torchvision either is missing here (clear message) or builds the model without weights
+    code, out, err = run_cli(["analyze", "torchvision:resnet18", "--format", "json"], capsys)
+    if code:
+        assert_user_error((code, out, err), "torchvision")
+    else:
+        assert json.loads(out)

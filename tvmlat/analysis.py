@@ -1,0 +1,199 @@
+"""Whole-network analysis: split a network into layers, count each, predict each, find bottlenecks.
+
+The network runs once on the meta device under the op counter, with forward hooks that tell
+which module each aten op came from. Ops are grouped the way TVM's FuseOps groups them: each
+*anchor* op (convolution, matmul, attention, pooling) starts a layer, and the elementwise and
+normalisation ops after it (BN, activation, residual add) join that layer. A layer is named after
+its anchor's module path; a conv that is the first child of a conv-norm-activation Sequential
+(torchvision's ``Conv2dNormActivation``, a ``downsample``) takes its parent's name, e.g.
+``features.3.conv.0`` or ``layer1.0.downsample``. Ops before the first anchor form a layer of
+their own. The split depends only on the module tree and the forward order: it is stable.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import pandas as pd
+import torch
+
+from .features import FEATURE_COLUMNS, OpCounter
+
+ANCHORS = {"conv", "conv1x1", "dwconv", "matmul", "bmm", "attention", "pool"}
+MB = 1e6
+MIB = 2**20
+
+
+class _PathCounter(OpCounter):
+    """OpCounter that tags every record with the innermost module path and its tensor shapes."""
+
+    def __init__(self):
+        super().__init__()
+        self.stack: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        n = len(self.records)
+        out = super().__torch_dispatch__(func, types, args, kwargs)
+        if len(self.records) > n:
+            rec = self.records[-1]
+            rec["path"] = self.stack[-1] if self.stack else ""
+            ins = [a for a in args if isinstance(a, torch.Tensor)]
+            rec["in_shape"] = "x".join(map(str, ins[0].shape)) if ins else ""
+            o = out[0] if isinstance(out, (tuple, list)) else out
+            rec["out_shape"] = "x".join(map(str, o.shape)) if isinstance(o, torch.Tensor) else ""
+            rec["out_bytes"] = o.numel() * o.element_size() if isinstance(o, torch.Tensor) else 0
+            rec["in_bytes"] = rec["bytes"] - rec["out_bytes"]
+        return out
+
+
+@dataclass
+class Layer:
+    name: str
+    op: str
+    module: str
+    in_shape: str
+    out_shape: str
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _layer_name(path: str, modules: dict[str, torch.nn.Module]) -> str:
+    """A conv that opens a conv-norm-act Sequential is named after that Sequential."""
+    if "." in path:
+        parent, last = path.rsplit(".", 1)
+        pm = modules.get(parent)
+        if last == "0" and isinstance(pm, torch.nn.Sequential) and len(pm) <= 3:
+            return parent
+    return path
+
+
+def trace_layers(module: torch.nn.Module, inputs: Sequence[torch.Tensor]) -> tuple[list[Layer], dict[str, int]]:
+    """Run ``module`` on meta tensors; return its layers (in execution order) and totals."""
+    module = copy.deepcopy(module).to("meta").eval()
+    inputs = [torch.empty(t.shape, dtype=t.dtype, device="meta") for t in inputs]
+    names = {m: n for n, m in module.named_modules()}
+    modules = dict(module.named_modules())
+    counter = _PathCounter()
+
+    def pre(m, _args):
+        counter.stack.append(names.get(m, "?"))
+
+    def post(m, _args, _out):
+        if counter.stack:
+            counter.stack.pop()
+
+    hooks = [m.register_forward_pre_hook(pre) for m in modules.values()]
+    hooks += [m.register_forward_hook(post) for m in modules.values()]
+    try:
+        with torch.no_grad(), counter:
+            module(*inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    layers: list[Layer] = []
+    for rec in counter.records:
+        kind = rec.get("kind", "")
+        if kind in ANCHORS or not layers:
+            path = rec["path"]
+            layers.append(Layer(_layer_name(path, modules) if kind in ANCHORS else (path or "input"),
+                                op=kind, module=type(modules.get(path, module)).__name__,
+                                in_shape=rec["in_shape"], out_shape=rec["out_shape"]))
+        layers[-1].records.append(rec)
+        layers[-1].out_shape = rec["out_shape"]
+    # unique names (a module called twice gives two layers)
+    seen: dict[str, int] = {}
+    for lay in layers:
+        k = seen.get(lay.name, 0)
+        seen[lay.name] = k + 1
+        if k:
+            lay.name = f"{lay.name}#{k + 1}"
+    totals = dict(counter.totals)
+    totals["inp"] = sum(t.numel() for t in inputs)
+    totals["params"] = sum(p.numel() for p in module.parameters())
+    return layers, totals
+
+
+def layer_table(module: torch.nn.Module, inputs: Sequence[torch.Tensor], predictor=None) -> pd.DataFrame:
+    """One row per layer: shapes, params, MACs, FLOPs, memory, weights, activations and, with a
+    predictor, predicted latency and its share. Sizes in MB (10^6 bytes); weights also in MiB."""
+    layers, totals = trace_layers(module, inputs)
+    modules = dict(module.named_modules())
+    rows, feats = [], []
+    for lay in layers:
+        paths = list(dict.fromkeys(r["path"] for r in lay.records))
+        params = [p for path in paths if path in modules for p in modules[path].parameters(recurse=False)]
+        n_params = sum(p.numel() for p in params)
+        f = dict.fromkeys(FEATURE_COLUMNS, 0)
+        for r in lay.records:
+            for k, v in r["feat"].items():
+                f[k] += v
+        first, last = lay.records[0], lay.records[-1]
+        in_elems = first["in_bytes"] // 4 if first["in_bytes"] else 0
+        f.update(inp=_elems(lay.in_shape) or in_elems, params=n_params, out=_elems(lay.out_shape))
+        feats.append(f)
+        rows.append({
+            "name": lay.name, "op": "+".join(dict.fromkeys(r["kind"] for r in lay.records)), "module": lay.module,
+            "input_shape": lay.in_shape, "output_shape": lay.out_shape, "params": n_params,
+            "macs": f["macs"], "flops": f["flops"],
+            "read_mb": sum(r["in_bytes"] for r in lay.records) / MB,
+            "write_mb": sum(r["out_bytes"] for r in lay.records) / MB,
+            "weights_mb": sum(p.numel() * p.element_size() for p in params) / MB,
+            "act_mb": last["out_bytes"] / MB,
+        })
+    df = pd.DataFrame(rows)
+    if predictor is not None and len(df):
+        lat = predictor.predict(pd.DataFrame(feats))
+        df["latency_ms"] = lat
+        df["share_%"] = 100 * lat / lat.sum() if lat.sum() > 0 else 0.0
+    df.attrs["totals"] = totals
+    return df
+
+
+def _elems(shape: str) -> int:
+    if not shape:
+        return 0
+    n = 1
+    for d in shape.split("x"):
+        n *= int(d)
+    return n
+
+
+def totals_row(df: pd.DataFrame) -> dict[str, Any]:
+    row: dict[str, Any] = {"name": "TOTAL", "op": f"{len(df)} layers"}
+    for c in ("params", "macs", "flops", "read_mb", "write_mb", "weights_mb", "latency_ms", "share_%"):
+        if c in df:
+            row[c] = df[c].sum()
+    if "act_mb" in df:
+        row["act_mb"] = df["act_mb"].max()  # the largest activation alive at a layer boundary
+    return row
+
+
+def locate_ops(module: torch.nn.Module, inputs: Sequence[torch.Tensor], op_names: Sequence[str]) -> dict[str, list[str]]:
+    """Module paths (layers) where each aten op in ``op_names`` (e.g. ``_fft_r2c``) runs."""
+    wanted = {o.split(".")[0] for o in op_names}
+    layers, _ = trace_layers(module, inputs)
+    found: dict[str, list[str]] = {}
+    for lay in layers:
+        for r in lay.records:
+            if r["op"] in wanted:
+                found.setdefault(r["op"], [])
+                if r["path"] not in found[r["op"]]:
+                    found[r["op"]].append(r["path"] or "<top level>")
+    return found
+
+
+def explain_import_error(module: torch.nn.Module, inputs: Sequence[torch.Tensor], error: str) -> str:
+    """Add the layers that use the unsupported ops named in a Relax import error, if any."""
+    import re
+
+    m = re.search(r"Unsupported function types \[([^\]]*)\]", error)
+    if not m:
+        return error
+    ops = [o.strip().strip("'\"") for o in m.group(1).split(",") if o.strip()]
+    try:
+        where = locate_ops(module, inputs, ops)
+    except Exception:  # noqa: BLE001 - best effort; the original error stands
+        return error
+    parts = [f"{op} in {', '.join(paths[:5])}" for op, paths in where.items()]
+    return error + (f" (used by: {'; '.join(parts)})" if parts else "")

@@ -1,0 +1,132 @@
+"""`tvmlat analyze`: per-layer table of a whole network, bottlenecks, and predicted vs measured latency."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import ModelRefError, TvmlatError
+from ..modelref import load_model_ref
+from . import app
+from .common import Format, console, emit
+
+COLUMNS = ["name", "op", "input_shape", "output_shape", "params", "macs", "flops", "read_mb", "write_mb",
+           "weights_mb", "act_mb", "latency_ms", "share_%"]
+
+
+def _parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(d) for d in text.lower().replace(",", "x").split("x"))
+    except ValueError:
+        raise TvmlatError(f"--input-shape {text!r} must look like 1x3x224x224") from None
+    if not shape or any(d <= 0 for d in shape):
+        raise TvmlatError(f"--input-shape {text!r}: every dimension must be a positive integer")
+    return shape
+
+
+@app.command("analyze")
+def analyze_cmd(
+    model_ref: str = typer.Argument(..., help="path/file.py:NAME or torchvision:NAME"),
+    predictor: Optional[Path] = typer.Option(None, "--predictor", "-p", help="predictor JSON: adds predicted latency"),
+    input_shape: Optional[str] = typer.Option(None, "--input-shape", help="replace the (single) example input, e.g. 1x3x224x224"),
+    sort: Optional[str] = typer.Option(None, "--sort", help="sort by this column (descending for numbers)"),
+    top: Optional[int] = typer.Option(None, "--top", help="show only the top K layers (after --sort; default sort: latency or FLOPs)"),
+    fmt: str = typer.Option("table", "--format", "-f", help="table | csv | json | html"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="bar chart (PNG) of the top layers by predicted time (or FLOPs)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="write the csv/json/html output to this file instead of stdout"),
+    compare_measured: bool = typer.Option(False, "--compare-measured", help="also compile and time the whole network"),
+    target: str = typer.Option("llvm", "--target", "-t", help="target for --compare-measured"),
+) -> None:
+    """Split a network into layers (named by module path) and show where time, memory and compute go."""
+    import torch
+
+    from ..analysis import layer_table, totals_row
+    from ..predictors import load_predictor
+
+    if fmt not in ("table", "csv", "json", "html"):
+        raise TvmlatError(f"--format {fmt!r}: choose table, csv, json or html")
+    pred = load_predictor(predictor) if predictor else None
+    entries = load_model_ref(model_ref)
+    con = console()
+    for name, (module, inputs) in entries.items():
+        if input_shape:
+            if len(inputs) != 1:
+                raise TvmlatError(f"--input-shape replaces a single input, but {name!r} takes {len(inputs)}")
+            inputs = (torch.randn(_parse_shape(input_shape)),)
+        try:
+            df = layer_table(module, inputs, pred)
+        except Exception as e:  # noqa: BLE001 - the user's network does not run on its inputs
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise ModelRefError(f"{model_ref}: {name!r} does not run on its example inputs: "
+                                f"{type(e).__name__}: {first}") from None
+        key = sort or ("latency_ms" if "latency_ms" in df else "flops" if top else None)
+        if key is not None:
+            if key not in df.columns:
+                raise TvmlatError(f"--sort {key!r}: no such column; columns: {', '.join(df.columns)}")
+            df = df.sort_values(key, ascending=df[key].dtype == object, kind="stable")
+        full = df
+        if top is not None:
+            df = df.head(top)
+        total = totals_row(full)
+        cols = [c for c in COLUMNS if c in df.columns]
+        rows = df.to_dict("records") + [total]
+        title = f"{name}: {len(full)} layers" + (f", predicted on {pred.target.get('name', '?')} ({pred.profile})"
+                                                  if pred else "")
+        if fmt == "table":  # M-units keep the table narrow; csv/json/html carry the exact counts
+            for r in rows:
+                r["mmacs"], r["mflops"] = r["macs"] / 1e6, r["flops"] / 1e6
+            tcols = [{"macs": "mmacs", "flops": "mflops"}.get(c, c) for c in cols]
+            emit(rows, Format.table, tcols, title=title)
+            con.print(f"totals: {total['params']:,} parameters, {total['macs'] / 1e6:,.2f} M multiply-adds "
+                      f"(conv, matmul, attention), {total['flops'] / 1e6:,.2f} MFLOPs with elementwise ops, "
+                      f"weights {total['weights_mb']:.2f} MB = {total['weights_mb'] * 1e6 / 2**20:.2f} MiB"
+                      + (f", predicted {total['latency_ms']:.3f} ms" if pred else ""))
+        else:
+            text = (full.to_csv(index=False) if fmt == "csv" else full.to_json(orient="records", indent=2)
+                    if fmt == "json" else full.to_html(index=False))
+            if out:
+                out.write_text(text)
+            else:
+                print(text)
+        if plot is not None:
+            _bar_chart(df.head(top or 15), plot, title)
+            con.print(f"chart: {plot}")
+        if compare_measured:
+            _compare(module, inputs, target, total, con, name)
+
+
+def _bar_chart(df, path: Path, title: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise TvmlatError("--plot needs matplotlib: pip install 'tvmlat[plot]'") from None
+    col = "latency_ms" if "latency_ms" in df else "flops"
+    d = df.sort_values(col).tail(15)
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(d) + 1.2))
+    ax.barh(d["name"], d[col])
+    ax.set_xlabel("predicted latency (ms)" if col == "latency_ms" else "FLOPs")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _compare(module, inputs, target: str, total: dict, con, name: str) -> None:
+    from ..runners.local import LocalRunner
+    from ..targets import load_target
+
+    t = load_target(target)
+    res = LocalRunner(t).run(module, inputs, key=name)
+    if res.status != "ok":
+        raise TvmlatError(f"measuring {name!r} on {t.name} failed: {res.error}")
+    measured = res.latency_ms_median
+    predicted = total.get("latency_ms", math.nan)
+    con.print(f"[bold]{name}[/] on {t.name}: measured whole network {measured:.3f} ms (CoV "
+              f"{100 * res.latency_cov:.1f} %), predicted sum of layers {predicted:.3f} ms, "
+              f"ratio predicted/measured {predicted / measured:.2f}")
