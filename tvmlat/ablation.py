@@ -171,28 +171,27 @@ def _plots(res: AblationResult, out: Path) -> list[Path]:
         e = np.sort(np.abs(g["predicted"] / g["measured"] - 1) * 100)
         ax.plot(e, np.arange(1, len(e) + 1) / len(e), label=m)
     ax.axvline(10, color="k", lw=0.6, ls="--")
-    ax.set_xscale("log")
-    ax.set_xlabel("absolute percentage error (%)")
-    ax.set_ylabel("share of blocks")
-    ax.legend(fontsize=8)
-    ax.set_title("error CDF, held-out families")
-    fig.tight_layout()
-    fig.savefig(out / "error_cdf.png", dpi=110)
-    files.append(out / "error_cdf.png")
-    plt.close(fig)
+    files.append(_finish_log_x(plt, fig, ax, "absolute percentage error (%)", "share of blocks",
+                               "error CDF, held-out families", out / "error_cdf.png"))
 
     if not res.curve.empty:
         fig, ax = plt.subplots(figsize=(5.5, 4))
         for m, g in res.curve.groupby("model", sort=False):
             med = g.groupby("n_train")["median_ape"].median()
             ax.plot(med.index, med.values, "o-", label=m)
-        ax.set_xscale("log")
-        ax.set_xlabel("calibration blocks")
-        ax.set_ylabel("median APE on test split (%)")
-        ax.legend(fontsize=8)
-        ax.set_title("learning curve")
-        fig.tight_layout()
-        fig.savefig(out / "learning_curve.png", dpi=110)
-        files.append(out / "learning_curve.png")
-        plt.close(fig)
+        files.append(_finish_log_x(plt, fig, ax, "calibration blocks", "median APE on test split (%)",
+                                   "learning curve", out / "learning_curve.png"))
     return files
+
+
+def _finish_log_x(plt, fig, ax, xlabel: str, ylabel: str, title: str, path: Path) -> Path:
+    """Log x axis, labels, legend, title; save to ``path`` and close."""
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -25,7 +25,7 @@ class Format(str, Enum):
 def console(stderr: bool = False) -> Console:
     c = Console(stderr=stderr, highlight=False)
     if not c.is_terminal:  # piped or logged: don't squeeze tables into 80 columns
-        c = Console(stderr=stderr, highlight=False, width=200)
+        c = Console(stderr=stderr, highlight=False, width=200, soft_wrap=True)
     return c
 
 
