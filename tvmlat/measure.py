@@ -62,9 +62,13 @@ def run_campaign(workloads: Sequence[Workload], runner: Runner, target: TargetSp
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[last]}"),
                         console=console, disable=not show_progress, transient=False)
+    prefetch = getattr(runner, "prefetch", None)
     with progress:
         task = progress.add_task(f"measuring on {target.name}", total=len(todo), last="")
-        for w in todo:
+        for i, w in enumerate(todo):
+            if prefetch is not None:  # keep the compile worker one block ahead of the timing
+                for nxt in todo[i:i + 2]:
+                    prefetch(nxt.key, nxt.spec)
             progress.update(task, last=f"[dim]{w.name[:60]}")
             t0 = time.perf_counter()
             try:

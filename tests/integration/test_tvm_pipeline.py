@@ -126,3 +126,18 @@ def test_cli_calibrate_and_measure_real(tmp_path, monkeypatch, capsys):
     preds = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in preds] == ["fc", "pool"]
     assert all(math.isfinite(r["latency_ms"]) and r["latency_ms"] > 0 for r in preds)
+
+
+def test_compile_ahead_gives_the_same_rows(tmp_path, target):
+    """With the compile worker, blocks come back ok, checked against torch, with stage timings."""
+    specs = sample_specs(3, seed=8, families=["conv_bn_relu", "linear", "pool"], **SMALL)
+    runner = LocalRunner(target, ahead=True)
+    try:
+        rows = run_campaign(spec_workloads(specs), runner, target, None, show_progress=False)
+    finally:
+        runner.close()
+    assert [r["block_id"] for r in rows] == [s.block_id for s in specs]
+    for r in rows:
+        assert r["status"] == "ok", r["error"]
+        assert r["max_rel_err"] <= REL_TOL
+        assert r["compile_s"] > 0 and r["latency_ms_median"] > 0

@@ -21,7 +21,7 @@ def fakes(monkeypatch, tmp_path):
     made: list[FakeRunner] = []
     opts: dict = {}
 
-    def factory(target, check=True):
+    def factory(target, check=True, **_):
         r = FakeRunner(**opts)
         r.target = target
         made.append(r)

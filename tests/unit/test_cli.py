@@ -30,7 +30,7 @@ def fake_local(monkeypatch):
     """Replace LocalRunner (what measure/calibrate construct) by a FakeRunner factory."""
     made: list[FakeRunner] = []
 
-    def factory(target, check=True):
+    def factory(target, check=True, **_):
         r = FakeRunner()
         r.target = target
         made.append(r)
@@ -302,7 +302,7 @@ def test_measure_with_fake_runner(models, tmp_path, capsys, fake_local):
 
 
 def test_measure_failed_entry_is_an_error(models, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("tvmlat.runners.local.LocalRunner", lambda target, check=True: FakeRunner(fail_keys={"b"}))
+    monkeypatch.setattr("tvmlat.runners.local.LocalRunner", lambda target, check=True, **_: FakeRunner(fail_keys={"b"}))
     out_p = tmp_path / "m.parquet"
     result = run_cli(["measure", f"{models}:good", "--format", "json", "--no-progress", "--out", out_p], capsys)
     assert_user_error(result, "1 of 2 entries failed", "b:", str(out_p))

@@ -28,6 +28,8 @@ def calibrate_cmd(
     families: Optional[str] = typer.Option(None, "--families", help="comma-separated families [all]"),
     features: str = typer.Option("ops", "--features", help="feature set of the linear model: ops | published"),
     model: str = typer.Option("linear", "--model", help="linear | linear+xgb (XGBoost on the linear residual) | xgb"),
+    overlap: bool = typer.Option(True, "--overlap/--no-overlap",
+                                 help="compile the next block in a worker process while timing this one"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
 ) -> None:
     """Measure a seeded sample of blocks on TARGET, fit the linear predictor, print it and its accuracy.
@@ -51,14 +53,19 @@ def calibrate_cmd(
     specs = sample_specs(samples, seed=seed, families=fams)
     meta = {"target_name": t.name, "target": t.to_dict(), "profile": t.profile, "versions": versions(),
             "host": host_info(), "sampler": {"seed": seed, "samples": samples, "families": fams or list(FAMILIES)},
-            "evaluator": t.evaluator.__dict__, "command": "calibrate", "features_version": FEATURES_VERSION}
+            "evaluator": t.evaluator.__dict__, "command": "calibrate", "features_version": FEATURES_VERSION,
+            "compile_overlap": overlap}
     writer = CampaignWriter(path, meta)
     already = len(writer.done_ids() & {s.block_id for s in specs})
     con.print(f"[bold]calibrating[/] {t.name} ({t.kind}, mcpu={t.mcpu or 'generic'}, {t.cores} cores, "
               f"profile {t.profile}): {samples} blocks, seed {seed} -> {path}"
               + (f" (resuming: {already} already measured)" if already else ""))
     t0 = time.perf_counter()
-    run_campaign(spec_workloads(specs), LocalRunner(t), t, writer, show_progress=progress, console=con)
+    runner = LocalRunner(t, ahead=overlap)
+    try:
+        run_campaign(spec_workloads(specs), runner, t, writer, show_progress=progress, console=con)
+    finally:
+        runner.close()
     wall = time.perf_counter() - t0
     df = writer.df[writer.df["block_id"].isin({s.block_id for s in specs})]
     good = ok_rows(df)

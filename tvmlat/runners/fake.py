@@ -45,3 +45,6 @@ class FakeRunner:
         return RunResult(latency_ms_median=ms, latency_ms_p10=ms * 0.99, latency_ms_p90=ms * 1.01,
                          latency_cov=0.005, ci_rel=0.004, n_runs=50, number=10, repeats=5, max_rel_err=0.0,
                          stages={"export_s": 0.0, "import_s": 0.0, "compile_s": 0.0, "measure_s": 0.0})
+
+    def close(self) -> None:
+        """Nothing to release (the protocol's clean-up hook)."""
