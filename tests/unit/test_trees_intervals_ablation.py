@@ -133,3 +133,30 @@ def test_ablation_cli_rejects_tiny_dataset(tmp_path, fake_dataset, capsys):
     small = tmp_path / "small.parquet"
     df.head(5).to_parquet(small)
     assert_user_error(run_cli(["ablation", "-d", small], capsys), "at least 20")
+
+
+def test_evaluate_refuses_a_predictor_of_another_target(tmp_path, fake_dataset, ok_frame, capsys):
+    path, _ = fake_dataset
+    other = tmp_path / "other.json"
+    save_predictor(LinearPredictor(features="published").fit(ok_frame, _y(ok_frame)), other,
+                   target=make_target(name="rpi4").to_dict(), profile="default")
+    assert_user_error(run_cli(["evaluate", "-p", other, "-d", path], capsys), "rpi4")
+
+
+def test_foreign_parquet_is_a_clear_error(tmp_path, capsys):
+    foreign = tmp_path / "foreign.parquet"
+    pd.DataFrame({"a": [1, 2], "b": [3.0, 4.0]}).to_parquet(foreign)
+    assert_user_error(run_cli(["ablation", "-d", foreign], capsys), "not a tvmlat dataset")
+
+
+def test_missing_xgboost_names_the_extra(monkeypatch, ok_frame, tmp_path, capsys, fake_dataset):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "xgboost", None)  # import xgboost -> ImportError
+    from tvmlat.errors import MissingExtraError
+
+    with pytest.raises(MissingExtraError, match=r"tvmlat\[xgb\]"):
+        XGBPredictor().fit(ok_frame, _y(ok_frame))
+    path, _ = fake_dataset
+    assert_user_error(run_cli(["fit", "-d", path, "-o", tmp_path / "p.json", "--model", "linear+xgb"], capsys),
+                      "xgb")

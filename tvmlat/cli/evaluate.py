@@ -31,6 +31,10 @@ def evaluate_cmd(
         if meta.get("profile") not in (None, pred.profile):
             raise PredictorError(f"{p} was measured with profile {meta['profile']!r} but {predictor} predicts "
                                  f"profile {pred.profile!r}")
+        pt = pred.target.get("name")
+        if meta.get("target_name") and pt and meta["target_name"] != pt:
+            raise PredictorError(f"{p} was measured on target {meta['target_name']!r} but {predictor} predicts "
+                                 f"target {pt!r}; evaluate it on that target's dataset")
     df = ok_rows(concat_datasets(dataset))
     if df.empty:
         raise PredictorError(f"no successfully measured rows in {', '.join(map(str, dataset))}")
