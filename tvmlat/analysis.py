@@ -68,6 +68,26 @@ def _layer_name(path: str, modules: dict[str, torch.nn.Module]) -> str:
     return path
 
 
+def group_layers(records: list[dict[str, Any]], name_of, module_of) -> list[Layer]:
+    """Group op records into layers: an anchor op starts a layer, the ops after it join it."""
+    layers: list[Layer] = []
+    for rec in records:
+        kind = rec.get("kind", "")
+        if kind in ANCHORS or not layers:
+            path = rec["path"]
+            layers.append(Layer(name_of(path) if kind in ANCHORS else (path or "input"), op=kind,
+                                module=module_of(path), in_shape=rec["in_shape"], out_shape=rec["out_shape"]))
+        layers[-1].records.append(rec)
+        layers[-1].out_shape = rec["out_shape"]
+    seen: dict[str, int] = {}  # unique names (a module called twice gives two layers)
+    for lay in layers:
+        k = seen.get(lay.name, 0)
+        seen[lay.name] = k + 1
+        if k:
+            lay.name = f"{lay.name}#{k + 1}"
+    return layers
+
+
 def trace_layers(module: torch.nn.Module, inputs: Sequence[torch.Tensor]) -> tuple[list[Layer], dict[str, int]]:
     """Run ``module`` on meta tensors; return its layers (in execution order) and totals."""
     module = copy.deepcopy(module).to("meta").eval()
@@ -91,23 +111,8 @@ def trace_layers(module: torch.nn.Module, inputs: Sequence[torch.Tensor]) -> tup
     finally:
         for h in hooks:
             h.remove()
-    layers: list[Layer] = []
-    for rec in counter.records:
-        kind = rec.get("kind", "")
-        if kind in ANCHORS or not layers:
-            path = rec["path"]
-            layers.append(Layer(_layer_name(path, modules) if kind in ANCHORS else (path or "input"),
-                                op=kind, module=type(modules.get(path, module)).__name__,
-                                in_shape=rec["in_shape"], out_shape=rec["out_shape"]))
-        layers[-1].records.append(rec)
-        layers[-1].out_shape = rec["out_shape"]
-    # unique names (a module called twice gives two layers)
-    seen: dict[str, int] = {}
-    for lay in layers:
-        k = seen.get(lay.name, 0)
-        seen[lay.name] = k + 1
-        if k:
-            lay.name = f"{lay.name}#{k + 1}"
+    layers = group_layers(counter.records, lambda path: _layer_name(path, modules),
+                          lambda path: type(modules.get(path, module)).__name__)
     totals = dict(counter.totals)
     totals["inp"] = sum(t.numel() for t in inputs)
     totals["params"] = sum(p.numel() for p in module.parameters())
@@ -116,21 +121,46 @@ def trace_layers(module: torch.nn.Module, inputs: Sequence[torch.Tensor]) -> tup
 
 def layer_table(module: torch.nn.Module, inputs: Sequence[torch.Tensor], predictor=None) -> pd.DataFrame:
     """One row per layer: shapes, params, MACs, FLOPs, memory, weights, activations and, with a
-    predictor, predicted latency and its share. Sizes in MB (10^6 bytes); weights also in MiB."""
+    predictor, predicted latency and its share. Sizes in MB (10^6 bytes)."""
     layers, totals = trace_layers(module, inputs)
     modules = dict(module.named_modules())
+
+    def params_of(lay: Layer) -> tuple[int, int]:
+        paths = dict.fromkeys(r["path"] for r in lay.records)
+        ps = [p for path in paths if path in modules for p in modules[path].parameters(recurse=False)]
+        return sum(p.numel() for p in ps), sum(p.numel() * p.element_size() for p in ps)
+
+    return _table(layers, params_of, predictor, totals)
+
+
+def onnx_layer_table(model, predictor=None) -> pd.DataFrame:
+    """layer_table for an ONNX model (tvmlat.onnx_model.OnnxModel), counted from its graph."""
+    from .onnx_model import onnx_records
+
+    recs = onnx_records(model)
+    layers = group_layers(recs, lambda path: path, lambda path: next(r["op"] for r in recs if r["path"] == path))
+    totals = dict.fromkeys(FEATURE_COLUMNS, 0)
+    for r in recs:
+        for k, v in r["feat"].items():
+            totals[k] += v
+
+    def params_of(lay: Layer) -> tuple[int, int]:
+        n = sum(r["params"] for r in lay.records)
+        return n, 4 * n
+
+    return _table(layers, params_of, predictor, totals)
+
+
+def _table(layers: list[Layer], params_of, predictor, totals: dict[str, int]) -> pd.DataFrame:
     rows, feats = [], []
     for lay in layers:
-        paths = list(dict.fromkeys(r["path"] for r in lay.records))
-        params = [p for path in paths if path in modules for p in modules[path].parameters(recurse=False)]
-        n_params = sum(p.numel() for p in params)
+        n_params, weight_bytes = params_of(lay)
         f = dict.fromkeys(FEATURE_COLUMNS, 0)
         for r in lay.records:
             for k, v in r["feat"].items():
                 f[k] += v
         first, last = lay.records[0], lay.records[-1]
-        in_elems = first["in_bytes"] // 4 if first["in_bytes"] else 0
-        f.update(inp=_elems(lay.in_shape) or in_elems, params=n_params, out=_elems(lay.out_shape))
+        f.update(inp=_elems(lay.in_shape) or first["in_bytes"] // 4, params=n_params, out=_elems(lay.out_shape))
         feats.append(f)
         rows.append({
             "name": lay.name, "op": "+".join(dict.fromkeys(r["kind"] for r in lay.records)), "module": lay.module,
@@ -138,7 +168,7 @@ def layer_table(module: torch.nn.Module, inputs: Sequence[torch.Tensor], predict
             "macs": f["macs"], "flops": f["flops"],
             "read_mb": sum(r["in_bytes"] for r in lay.records) / MB,
             "write_mb": sum(r["out_bytes"] for r in lay.records) / MB,
-            "weights_mb": sum(p.numel() * p.element_size() for p in params) / MB,
+            "weights_mb": weight_bytes / MB,
             "act_mb": last["out_bytes"] / MB,
         })
     df = pd.DataFrame(rows)

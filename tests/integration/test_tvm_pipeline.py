@@ -141,3 +141,21 @@ def test_compile_ahead_gives_the_same_rows(tmp_path, target):
         assert r["status"] == "ok", r["error"]
         assert r["max_rel_err"] <= REL_TOL
         assert r["compile_s"] > 0 and r["latency_ms_median"] > 0
+
+
+def test_onnx_model_measured_through_relax_onnx_frontend(tmp_path, capsys):
+    pytest.importorskip("onnx")
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from onnx_models import small_onnx
+
+    from tvmlat.cli import main
+
+    path = tmp_path / "small.onnx"
+    small_onnx(path)
+    main(["measure", str(path), "--format", "json"])
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["name"] == "small" and row["status"] == "ok" and row["latency_ms"] > 0
+    assert row["compile_s"] > 0

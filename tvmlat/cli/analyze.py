@@ -49,8 +49,19 @@ def analyze_cmd(
     if fmt not in ("table", "csv", "json", "html"):
         raise TvmlatError(f"--format {fmt!r}: choose table, csv, json or html")
     pred = load_predictor(predictor) if predictor else None
-    entries = load_model_ref(model_ref)
     con = console()
+    if model_ref.endswith(".onnx"):
+        from ..analysis import onnx_layer_table
+        from ..onnx_model import load_onnx
+
+        if input_shape:
+            raise TvmlatError("--input-shape does not apply to ONNX models: their shapes are fixed in the file")
+        model = load_onnx(model_ref)
+        _report(onnx_layer_table(model, pred), model.name, pred, sort, top, fmt, plot, out, con)
+        if compare_measured:
+            _compare_onnx(model, target, con)
+        return
+    entries = load_model_ref(model_ref)
     for name, (module, inputs) in entries.items():
         if input_shape:
             if len(inputs) != 1:
@@ -62,40 +73,48 @@ def analyze_cmd(
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise ModelRefError(f"{model_ref}: {name!r} does not run on its example inputs: "
                                 f"{type(e).__name__}: {first}") from None
-        key = sort or ("latency_ms" if "latency_ms" in df else "flops" if top else None)
-        if key is not None:
-            if key not in df.columns:
-                raise TvmlatError(f"--sort {key!r}: no such column; columns: {', '.join(df.columns)}")
-            df = df.sort_values(key, ascending=df[key].dtype == object, kind="stable")
-        full = df
-        if top is not None:
-            df = df.head(top)
-        total = totals_row(full)
-        cols = [c for c in COLUMNS if c in df.columns]
-        rows = df.to_dict("records") + [total]
-        title = f"{name}: {len(full)} layers" + (f", predicted on {pred.target.get('name', '?')} ({pred.profile})"
-                                                  if pred else "")
-        if fmt == "table":  # M-units keep the table narrow; csv/json/html carry the exact counts
-            for r in rows:
-                r["mmacs"], r["mflops"] = r["macs"] / 1e6, r["flops"] / 1e6
-            tcols = [{"macs": "mmacs", "flops": "mflops"}.get(c, c) for c in cols]
-            emit(rows, Format.table, tcols, title=title)
-            con.print(f"totals: {total['params']:,} parameters, {total['macs'] / 1e6:,.2f} M multiply-adds "
-                      f"(conv, matmul, attention), {total['flops'] / 1e6:,.2f} MFLOPs with elementwise ops, "
-                      f"weights {total['weights_mb']:.2f} MB = {total['weights_mb'] * 1e6 / 2**20:.2f} MiB"
-                      + (f", predicted {total['latency_ms']:.3f} ms" if pred else ""))
-        else:
-            text = (full.to_csv(index=False) if fmt == "csv" else full.to_json(orient="records", indent=2)
-                    if fmt == "json" else full.to_html(index=False))
-            if out:
-                out.write_text(text)
-            else:
-                print(text)
-        if plot is not None:
-            _bar_chart(df.head(top or 15), plot, title)
-            con.print(f"chart: {plot}")
+        total = _report(df, name, pred, sort, top, fmt, plot, out, con)
         if compare_measured:
             _compare(module, inputs, target, total, con, name)
+
+
+def _report(df, name: str, pred, sort, top, fmt: str, plot, out, con) -> dict:
+    """Sort, cut, print (or write) one network's layer table; return its totals row."""
+    from ..analysis import totals_row
+
+    key = sort or ("latency_ms" if "latency_ms" in df else "flops" if top else None)
+    if key is not None:
+        if key not in df.columns:
+            raise TvmlatError(f"--sort {key!r}: no such column; columns: {', '.join(df.columns)}")
+        df = df.sort_values(key, ascending=df[key].dtype == object, kind="stable")
+    full = df
+    if top is not None:
+        df = df.head(top)
+    total = totals_row(full)
+    cols = [c for c in COLUMNS if c in df.columns]
+    rows = df.to_dict("records") + [total]
+    title = f"{name}: {len(full)} layers" + (f", predicted on {pred.target.get('name', '?')} ({pred.profile})"
+                                              if pred else "")
+    if fmt == "table":  # M-units keep the table narrow; csv/json/html carry the exact counts
+        for r in rows:
+            r["mmacs"], r["mflops"] = r["macs"] / 1e6, r["flops"] / 1e6
+        tcols = [{"macs": "mmacs", "flops": "mflops"}.get(c, c) for c in cols]
+        emit(rows, Format.table, tcols, title=title)
+        con.print(f"totals: {total['params']:,} parameters, {total['macs'] / 1e6:,.2f} M multiply-adds "
+                  f"(conv, matmul, attention), {total['flops'] / 1e6:,.2f} MFLOPs with elementwise ops, "
+                  f"weights {total['weights_mb']:.2f} MB = {total['weights_mb'] * 1e6 / 2**20:.2f} MiB"
+                  + (f", predicted {total['latency_ms']:.3f} ms" if pred else ""))
+    else:
+        text = (full.to_csv(index=False) if fmt == "csv" else full.to_json(orient="records", indent=2)
+                if fmt == "json" else full.to_html(index=False))
+        if out:
+            out.write_text(text)
+        else:
+            print(text)
+    if plot is not None:
+        _bar_chart(df.head(top or 15), plot, title)
+        con.print(f"chart: {plot}")
+    return total
 
 
 def _bar_chart(df, path: Path, title: str) -> None:
@@ -115,6 +134,19 @@ def _bar_chart(df, path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _compare_onnx(model, target: str, con) -> None:
+    from ..onnx_model import random_inputs, relax_from_onnx
+    from ..runners.local import LocalRunner
+    from ..targets import load_target
+
+    t = load_target(target)
+    res = LocalRunner(t).run_relax(relax_from_onnx(model), random_inputs(model), key=model.name)
+    if res.status != "ok":
+        raise TvmlatError(f"measuring {model.name!r} on {t.name} failed: {res.error}")
+    con.print(f"[bold]{model.name}[/] on {t.name}: measured whole network {res.latency_ms_median:.3f} ms "
+              f"(CoV {100 * res.latency_cov:.1f} %)")
 
 
 def _compare(module, inputs, target: str, total: dict, con, name: str) -> None:

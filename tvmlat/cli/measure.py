@@ -33,6 +33,9 @@ def measure_cmd(
     from ..runners.local import LocalRunner
 
     t = load_target(target)
+    if model_ref.endswith(".onnx"):
+        _measure_onnx(model_ref, t, fmt)
+        return
     entries = load_model_ref(model_ref)
     writer = None
     if out is not None:
@@ -58,3 +61,19 @@ def measure_cmd(
             msg = explain_import_error(*entries[first["name"]], msg)
         raise TvmlatError(f"{len(failed)} of {len(rows)} entries failed; {first['name']}: {msg}"
                           + ("" if out is None else f" (the rows are saved in {out})"))
+
+
+def _measure_onnx(path: str, t, fmt: Format) -> None:
+    """Compile an ONNX model through TVM's Relax ONNX frontend and time it (one row)."""
+    from ..onnx_model import load_onnx, onnx_features, random_inputs, relax_from_onnx
+    from ..runners.local import LocalRunner
+
+    model = load_onnx(path)
+    res = LocalRunner(t).run_relax(relax_from_onnx(model), random_inputs(model), key=model.name)
+    feats = onnx_features(model)
+    row = {"name": model.name, **res.as_row(), "latency_ms": res.latency_ms_median, "flops": feats["flops"],
+           "params": feats["params"], "p10_ms": res.latency_ms_p10, "p90_ms": res.latency_ms_p90,
+           "cov_%": 100 * res.latency_cov, "runs": res.n_runs}
+    emit([row], fmt, TABLE_COLUMNS if fmt == Format.table else COLUMNS, title=f"measured on {t.name} ({t.profile})")
+    if res.status != "ok":
+        raise TvmlatError(f"{model.name}: {res.error}")

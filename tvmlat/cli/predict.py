@@ -30,8 +30,13 @@ def predict_cmd(
     if profile is not None and profile != pred.profile:
         raise PredictorError(f"{predictor} was fitted for compile profile {pred.profile!r}, not {profile!r}; "
                              f"calibrate a predictor with that profile")
-    entries = load_model_ref(model_ref)
     rows = []
+    if model_ref.endswith(".onnx"):
+        from ..onnx_model import load_onnx, onnx_features
+
+        model = load_onnx(model_ref)
+        rows.append({"name": model.name, **onnx_features(model)})
+    entries = {} if rows else load_model_ref(model_ref)
     for n, (m, x) in entries.items():
         try:
             rows.append({"name": n, **count_features(m, x)})

@@ -1,0 +1,59 @@
+"""ONNX models: counted from the graph (no TVM), same conventions as the torch counter."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("onnx")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from onnx_models import SmallTwin, small_onnx  # noqa: E402
+
+from tvmlat.analysis import layer_table, onnx_layer_table, totals_row  # noqa: E402
+from tvmlat.errors import ModelRefError  # noqa: E402
+from tvmlat.onnx_model import load_onnx  # noqa: E402
+from helpers import assert_user_error, run_cli  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def onnx_path(tmp_path_factory):
+    p = tmp_path_factory.mktemp("onnx") / "small.onnx"
+    small_onnx(p)
+    return p
+
+
+def test_onnx_counts_match_the_torch_twin(onnx_path):
+    import torch
+
+    df = onnx_layer_table(load_onnx(onnx_path))
+    twin = layer_table(SmallTwin().eval(), (torch.randn(1, 3, 32, 32),))
+    a, b = totals_row(df), totals_row(twin)
+    assert a["params"] == b["params"]
+    assert a["macs"] == b["macs"]
+    assert a["flops"] == b["flops"]
+    assert list(df["name"]) == ["stem.conv", "pool", "block.conv", "gap", "fc"]
+    assert list(df["op"])[0] == "conv+norm+elementwise"
+
+
+def test_onnx_analyze_and_predict_cli(onnx_path, predictor_path, capsys):
+    code, out, err = run_cli(["analyze", onnx_path, "-p", predictor_path, "--format", "json"], capsys)
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [r["name"] for r in rows][:2] == ["stem.conv", "pool"] or "latency_ms" in rows[0]
+    assert all(r["latency_ms"] > 0 for r in rows)
+    code, out, err = run_cli(["predict", onnx_path, "-p", predictor_path, "--format", "json"], capsys)
+    assert code == 0, err
+    [row] = json.loads(out)
+    assert row["name"] == "small" and row["latency_ms"] > 0
+
+
+def test_corrupt_or_missing_onnx_is_a_clear_error(tmp_path, capsys):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07garbage that is not a protobuf model \xff\xfe")
+    with pytest.raises(ModelRefError, match="not a valid ONNX model"):
+        load_onnx(bad)
+    assert_user_error(run_cli(["analyze", bad], capsys), "not a valid ONNX model")
+    assert_user_error(run_cli(["analyze", tmp_path / "missing.onnx"], capsys), "does not exist")
