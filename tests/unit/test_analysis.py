@@ -133,3 +133,49 @@ def test_analyze_bad_model_refs(tmp_path, capsys):
         assert_user_error((code, out, err), "torchvision")
     else:
         assert json.loads(out)
+
+
+def test_loo_factors_leave_each_network_out():
+    import numpy as np
+
+    from tvmlat.cli.network_correction import loo_factors
+
+    m = np.array([2.0, 4.0, 8.0])
+    p = np.array([1.0, 2.0, 4.0])  # a constant factor of 2: every leave-one-out factor is 2
+    np.testing.assert_allclose(loo_factors(m, p), [2.0, 2.0, 2.0])
+    f = loo_factors(np.array([1.0, 1.0, 4.0]), np.ones(3))
+    assert f[2] == 1.0 and f[0] == pytest.approx(2.0)
+
+
+def test_network_correction_cli_with_fake_runner(tmp_path, predictor_path, monkeypatch, capsys):
+    import shutil
+
+    from tvmlat.predictors import load_predictor
+    from tvmlat.runners.fake import FakeRunner
+
+    monkeypatch.setattr("tvmlat.runners.local.LocalRunner", lambda target, check=True, **_: FakeRunner())
+    pred = tmp_path / "p.json"
+    shutil.copy(predictor_path, pred)
+    target = tmp_path / "fake.toml"  # the fixture predictor was fitted for target "fake"
+    target.write_text('name = "fake"\nkind = "llvm"\ncores = 1\n')
+    code, out, err = run_cli(["network-correction", f"{NETS}:small_cnn", f"{NETS}:vit_tiny", f"{NETS}:resnet18",
+                              "-p", pred, "--target", target], capsys)
+    assert code == 0, err
+    corr = load_predictor(pred).doc["network_correction"]
+    assert corr["factor"] > 0 and corr["networks"] == ["small_cnn", "vit_tiny", "resnet18"]
+    assert "corrected_error_%" in out
+    code, out, err = run_cli(["analyze", f"{NETS}:small_cnn", "-p", pred], capsys)
+    assert code == 0 and "with the network correction" in out
+    # a predictor for another target is refused
+    assert_user_error(run_cli(["network-correction", f"{NETS}:small_cnn", "-p", pred, "--target", "llvm"], capsys),
+                      "fake")
+
+
+def test_network_correction_needs_three_networks(tmp_path, predictor_path, monkeypatch, capsys):
+    from tvmlat.runners.fake import FakeRunner
+
+    monkeypatch.setattr("tvmlat.runners.local.LocalRunner", lambda target, check=True, **_: FakeRunner())
+    target = tmp_path / "fake.toml"
+    target.write_text('name = "fake"\nkind = "llvm"\ncores = 1\n')
+    assert_user_error(run_cli(["network-correction", f"{NETS}:small_cnn", "-p", predictor_path, "-t", target],
+                              capsys), "at least 3")

@@ -13,7 +13,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 
 def _register() -> None:
-    from . import ablation, analyze, calibrate, evaluate, fit, measure, predict, targets  # noqa: F401  (commands register themselves)
+    from . import (ablation, analyze, calibrate, evaluate, fit, measure, network_correction,  # noqa: F401
+                   predict, targets)  # (commands register themselves)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -103,7 +103,7 @@ def _report(df, name: str, pred, sort, top, fmt: str, plot, out, con) -> dict:
         con.print(f"totals: {total['params']:,} parameters, {total['macs'] / 1e6:,.2f} M multiply-adds "
                   f"(conv, matmul, attention), {total['flops'] / 1e6:,.2f} MFLOPs with elementwise ops, "
                   f"weights {total['weights_mb']:.2f} MB = {total['weights_mb'] * 1e6 / 2**20:.2f} MiB"
-                  + (f", predicted {total['latency_ms']:.3f} ms" if pred else ""))
+                  + (f", predicted {total['latency_ms']:.3f} ms" if pred else "") + _corrected(pred, total))
     else:
         text = (full.to_csv(index=False) if fmt == "csv" else full.to_json(orient="records", indent=2)
                 if fmt == "json" else full.to_html(index=False))
@@ -115,6 +115,15 @@ def _report(df, name: str, pred, sort, top, fmt: str, plot, out, con) -> dict:
         _bar_chart(df.head(top or 15), plot, title)
         con.print(f"chart: {plot}")
     return total
+
+
+def _corrected(pred, total: dict) -> str:
+    """The whole-network prediction, if the predictor carries a fitted network correction."""
+    corr = (pred.doc.get("network_correction") or {}) if pred else {}
+    if not corr.get("factor") or "latency_ms" not in total:
+        return ""
+    return (f"; whole network {total['latency_ms'] * corr['factor']:.3f} ms with the network correction "
+            f"x{corr['factor']:.3f} (fitted on {len(corr.get('networks', []))} networks)")
 
 
 def _bar_chart(df, path: Path, title: str) -> None:
