@@ -160,3 +160,13 @@ def test_missing_xgboost_names_the_extra(monkeypatch, ok_frame, tmp_path, capsys
     path, _ = fake_dataset
     assert_user_error(run_cli(["fit", "-d", path, "-o", tmp_path / "p.json", "--model", "linear+xgb"], capsys),
                       "xgb")
+
+
+def test_predict_specs_matches_predict_on_counted_features(predictor_path, dataset_specs):
+    from tvmlat.features import features_frame
+    from tvmlat.predictors import predict_specs
+
+    pred = load_predictor(predictor_path)
+    got = predict_specs(pred, dataset_specs[:7])
+    np.testing.assert_allclose(got, pred.predict(features_frame(dataset_specs[:7])))
+    assert np.all(got > 0)

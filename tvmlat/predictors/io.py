@@ -109,3 +109,14 @@ def load_predictor(path: str | Path) -> LoadedPredictor:
     except PredictorError as e:
         raise PredictorError(f"{p}: {e}") from None
     return LoadedPredictor(doc, model)
+
+
+def predict_specs(predictor, specs) -> "list[float]":
+    """Latency (ms) of block specs without compiling anything: the architecture-search oracle.
+
+    ``predictor`` is a loaded predictor (or any model with ``predict``); ``specs`` an iterable of
+    BlockSpec. Features are counted once per distinct spec on torch's meta device (cached); no TVM.
+    """
+    from ..features import features_frame
+
+    return predictor.predict(features_frame(list(specs)))
