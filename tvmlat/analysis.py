@@ -68,6 +68,11 @@ def _layer_name(path: str, modules: dict[str, torch.nn.Module]) -> str:
     return path
 
 
+#: name of a layer whose anchor op is called in the root module's own forward (no submodule path)
+ROOT_NAMES = {"conv": "conv", "conv1x1": "conv", "dwconv": "conv", "matmul": "matmul", "bmm": "matmul",
+              "attention": "attention", "pool": "pool"}
+
+
 def group_layers(records: list[dict[str, Any]], name_of, module_of) -> list[Layer]:
     """Group op records into layers: an anchor op starts a layer, the ops after it join it."""
     layers: list[Layer] = []
@@ -75,7 +80,8 @@ def group_layers(records: list[dict[str, Any]], name_of, module_of) -> list[Laye
         kind = rec.get("kind", "")
         if kind in ANCHORS or not layers:
             path = rec["path"]
-            layers.append(Layer(name_of(path) if kind in ANCHORS else (path or "input"), op=kind,
+            name = (name_of(path) or ROOT_NAMES[kind]) if kind in ANCHORS else (path or "input")
+            layers.append(Layer(name, op=kind,
                                 module=module_of(path), in_shape=rec["in_shape"], out_shape=rec["out_shape"]))
         layers[-1].records.append(rec)
         layers[-1].out_shape = rec["out_shape"]

@@ -159,3 +159,26 @@ def test_onnx_model_measured_through_relax_onnx_frontend(tmp_path, capsys):
     [row] = json.loads(capsys.readouterr().out)
     assert row["name"] == "small" and row["status"] == "ok" and row["latency_ms"] > 0
     assert row["compile_s"] > 0
+
+
+def test_measure_layers_splits_a_network_into_timed_layers(tmp_path, capsys):
+    from tvmlat.cli import main
+
+    model = tmp_path / "net.py"
+    model.write_text("import torch\n"
+                     "class Net(torch.nn.Module):\n"
+                     "    def __init__(self):\n"
+                     "        super().__init__()\n"
+                     "        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)\n"
+                     "        self.bn = torch.nn.BatchNorm2d(8)\n"
+                     "        self.fc = torch.nn.Linear(8, 4)\n"
+                     "    def forward(self, x):\n"
+                     "        x = torch.relu(self.bn(self.conv(x)))\n"
+                     "        return self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1))\n"
+                     "def net():\n"
+                     "    return Net().eval(), (torch.randn(1, 3, 16, 16),)\n")
+    main(["measure", f"{model}:net", "--layers", "--format", "json", "--no-progress"])
+    rows = json.loads(capsys.readouterr().out)
+    names = [r["name"] for r in rows]
+    assert names[0] == "conv" and "fc" in names and len(names) == 3  # conv+bn+relu, pool, fc
+    assert all(r["status"] == "ok" and r["latency_ms"] > 0 and r["max_rel_err"] <= REL_TOL for r in rows)

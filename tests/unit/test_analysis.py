@@ -179,3 +179,16 @@ def test_network_correction_needs_three_networks(tmp_path, predictor_path, monke
     target.write_text('name = "fake"\nkind = "llvm"\ncores = 1\n')
     assert_user_error(run_cli(["network-correction", f"{NETS}:small_cnn", "-p", predictor_path, "-t", target],
                               capsys), "at least 3")
+
+
+@pytest.mark.parametrize("net", ["resnet18", "small_cnn"])
+def test_split_layers_match_analyze_layers_and_run(nets, net):
+    from tvmlat.split import split_layers
+
+    m, x = getattr(nets, net)()
+    pieces = split_layers(m, x)
+    assert list(pieces) == [lay.name for lay in trace_layers(m, x)[0]]
+    for name, (piece, args) in pieces.items():
+        out = piece(*args)
+        assert isinstance(out, (torch.Tensor, tuple, list)), name
+        assert not any(p.requires_grad for p in piece.parameters())  # weights are bound buffers

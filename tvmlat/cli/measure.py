@@ -27,6 +27,9 @@ def measure_cmd(
     target: str = typer.Option("llvm", "--target", "-t", help="target name or .toml path"),
     fmt: Format = typer.Option(Format.table, "--format", "-f"),
     out: Optional[Path] = typer.Option(None, "--out", help="also append the rows to this dataset (.parquet)"),
+    whole: bool = typer.Option(True, "--whole/--layers",
+                               help="time each entry as one complete network [default], or split it into the "
+                                    "layers `analyze` shows and time each layer on its own"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Measure each entry of MODEL_REF on TARGET (median latency, spread, status)."""
@@ -37,6 +40,19 @@ def measure_cmd(
         _measure_onnx(model_ref, t, fmt)
         return
     entries = load_model_ref(model_ref)
+    if not whole:
+        from ..split import split_layers
+
+        split = {}
+        for name, (module, inputs) in entries.items():
+            try:
+                layers = split_layers(module, inputs)
+            except Exception as e:  # noqa: BLE001 - export of the whole network failed
+                raise TvmlatError(f"{model_ref}: can't split {name!r} into layers: {type(e).__name__}: "
+                                  f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}") from None
+            prefix = f"{name}/" if len(entries) > 1 else ""
+            split.update({prefix + k: v for k, v in layers.items()})
+        entries = split
     writer = None
     if out is not None:
         writer = CampaignWriter(out, {"target_name": t.name, "target": t.to_dict(), "profile": t.profile,
