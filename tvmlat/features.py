@@ -124,7 +124,7 @@ class OpCounter(TorchDispatchMode):
         self._cur = {}
         rec: dict[str, Any] = {"op": name, "feat": self._cur}
         if name == "convolution":
-            x, w = args[0], args[1]
+            w = args[1]
             groups = args[8] if len(args) > 8 else kwargs.get("groups", 1)
             cin_per_group = w.shape[1]
             macs = out_elems * cin_per_group * math.prod(w.shape[2:])

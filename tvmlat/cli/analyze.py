@@ -43,7 +43,7 @@ def analyze_cmd(
     """Split a network into layers (named by module path) and show where time, memory and compute go."""
     import torch
 
-    from ..analysis import layer_table, totals_row
+    from ..analysis import layer_table
     from ..predictors import load_predictor
 
     if fmt not in ("table", "csv", "json", "html"):
