@@ -83,6 +83,12 @@ def compile_module(module: torch.nn.Module, inputs: Sequence[torch.Tensor], targ
     stages: dict[str, float] = {}
     mod = to_relax(module, inputs, stages)
     t2 = time.perf_counter()
+    if target.profile == "tuned":
+        try:
+            mod = tune_relax(mod, target, stages)
+        except Exception as e:  # noqa: BLE001
+            raise StageError("tune", _short(e)) from e
+        t2 = time.perf_counter()
     try:
         ex = tvm.compile(mod, target.tvm_target())
     except Exception as e:  # noqa: BLE001
@@ -94,6 +100,48 @@ def compile_module(module: torch.nn.Module, inputs: Sequence[torch.Tensor], targ
             out = module(*inputs)
         ref = [o.detach().numpy() for o in (out if isinstance(out, (tuple, list)) else [out])]
     return Compiled(ex, [t.detach().numpy() for t in inputs], ref, stages)
+
+
+def tune_relax(mod, target: TargetSpec, stages: dict[str, float] | None = None):
+    """The ``tuned`` profile: MetaSchedule-tune the module's fused kernels and apply the best schedules.
+
+    Kernels are tasks; a task whose workload already has records in the target's shared JSON
+    database (``target.database_dir()``) is not tuned again, so blocks that share a kernel shape
+    are tuned once, across blocks, campaigns and interrupted runs. Returns the module with the
+    tuned schedules applied, ready for ``tvm.compile``. Records ``tune_s`` and ``tasks_tuned``.
+    """
+    import tvm
+    from tvm import relax
+    from tvm.s_tir import meta_schedule as ms
+
+    import logging
+
+    # MetaSchedule logs every search step at INFO/DEBUG; keep its warnings only
+    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+    t0 = time.perf_counter()
+    tvm_target = target.tvm_target()
+    with tvm_target:
+        mod = tvm.transform.Sequential([relax.transform.DecomposeOpsForInference(),
+                                        relax.transform.CanonicalizeBindings(),
+                                        relax.pipeline.zero_pipeline()])(mod)
+    work_dir = target.database_dir()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    db = ms.database.JSONDatabase(work_dir=str(work_dir))
+    tasks = ms.relax_integration.extract_tasks(mod, tvm_target)
+    new = [t for t in tasks if not db.has_workload(t.dispatched[0])]
+    if new:
+        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(new, work_dir=str(work_dir))
+        n = target.tuning.trials_per_task
+        ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir), max_trials_global=n * len(new),
+                      max_trials_per_task=n, num_trials_per_iter=min(n, 16), database=db,
+                      builder=ms.builder.LocalBuilder(timeout_sec=target.tuning.builder_timeout_s))
+    with tvm_target, db:
+        mod = relax.transform.MetaScheduleApplyDatabase()(mod)
+    if stages is not None:
+        stages["tune_s"] = time.perf_counter() - t0
+        stages["tasks"] = float(len(tasks))
+        stages["tasks_tuned"] = float(len(new))
+    return mod
 
 
 def relax_flops(module: torch.nn.Module, inputs: Sequence[torch.Tensor]) -> dict[str, float]:

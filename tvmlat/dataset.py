@@ -26,7 +26,7 @@ SCHEMA_VERSION = 1
 ID_COLUMNS = ["block_id", "name", "family", "spec", "target", "profile"]
 RESULT_COLUMNS = [
     "status", "error", "latency_ms_median", "latency_ms_p10", "latency_ms_p90", "latency_cov", "ci_rel",
-    "n_runs", "number", "repeats", "max_rel_err", "export_s", "import_s", "compile_s", "measure_s",
+    "n_runs", "number", "repeats", "max_rel_err", "export_s", "import_s", "tune_s", "compile_s", "measure_s",
     "energy_mj", "peak_memory_bytes", "measured_at",
 ]
 COLUMNS = ID_COLUMNS + RESULT_COLUMNS + FEATURE_COLUMNS

@@ -17,7 +17,7 @@ from .errors import TargetError
 
 PROJECT_TARGETS = Path(__file__).resolve().parent.parent / "targets"
 KINDS = {"llvm"}
-PROFILES = {"default"}
+PROFILES = {"default", "tuned"}
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,26 @@ class EvaluatorConfig:
 
 
 @dataclass(frozen=True)
+class TuningConfig:
+    """The ``tuned`` profile: MetaSchedule with this many trials per task, a shared JSON database."""
+
+    trials_per_task: int = 32
+    builder_timeout_s: float = 600.0  # candidate builds of a conv took > 30 s (the default) on a 2-vCPU VM
+    database: str = ""  # folder of MetaSchedule's JSON database; "" = datasets/<target>/tuning
+
+    def check(self) -> "TuningConfig":
+        if not isinstance(self.trials_per_task, int) or isinstance(self.trials_per_task, bool) \
+                or self.trials_per_task < 1:
+            raise TargetError(f"bad [tuning] settings: trials_per_task must be a positive integer, "
+                              f"got {self.trials_per_task!r}")
+        if not isinstance(self.builder_timeout_s, (int, float)) or not self.builder_timeout_s > 0:
+            raise TargetError(f"bad [tuning] settings: builder_timeout_s must be > 0, got {self.builder_timeout_s!r}")
+        if not isinstance(self.database, str):
+            raise TargetError("bad [tuning] settings: database must be a folder path (a string)")
+        return self
+
+
+@dataclass(frozen=True)
 class TargetSpec:
     name: str
     kind: str
@@ -64,6 +84,21 @@ class TargetSpec:
     description: str = ""
     evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
     source: str = ""
+    tuning: TuningConfig = field(default_factory=TuningConfig)
+
+    def database_dir(self) -> Path:
+        """Where the tuned profile's MetaSchedule database lives (shared by every campaign of this target)."""
+        return Path(self.tuning.database) if self.tuning.database else Path("datasets") / self.name / "tuning"
+
+    def with_profile(self, profile: str | None) -> "TargetSpec":
+        """This target with another compile profile (``--profile``); None keeps the file's."""
+        if profile is None or profile == self.profile:
+            return self
+        if profile not in PROFILES:
+            raise TargetError(f"--profile {profile!r} is not supported; supported: {sorted(PROFILES)}")
+        from dataclasses import replace
+
+        return replace(self, profile=profile)
 
     def tvm_target(self):
         """The ``tvm.target.Target`` this spec compiles for (imports TVM)."""
@@ -83,6 +118,7 @@ class TargetSpec:
     def from_dict(cls, d: dict[str, Any]) -> "TargetSpec":
         d = dict(d)
         d["evaluator"] = EvaluatorConfig(**d.get("evaluator", {}))
+        d["tuning"] = TuningConfig(**d.get("tuning", {}))
         return cls(**d)
 
 
@@ -140,7 +176,7 @@ def load_target(name_or_path: str) -> TargetSpec:
 def target_from_dict(raw: dict[str, Any], source: str = "", default_name: str = "") -> TargetSpec:
     where = source or "target"
     raw = dict(raw)
-    known = {"name", "description", "kind", "mcpu", "cores", "profile", "evaluator"}
+    known = {"name", "description", "kind", "mcpu", "cores", "profile", "evaluator", "tuning"}
     extra = set(raw) - known
     if extra:
         raise TargetError(f"{where}: unknown keys {sorted(extra)}; allowed: {sorted(known)}")
@@ -173,5 +209,16 @@ def target_from_dict(raw: dict[str, Any], source: str = "", default_name: str = 
         raise TargetError(f"{where}: bad [evaluator] settings: {e}") from None
     except TargetError as e:
         raise TargetError(f"{where}: {e}") from None
-    return TargetSpec(name=str(raw.get("name", default_name)), kind=kind, profile=profile, cores=cores,
+    tu_raw = raw.get("tuning", {})
+    if not isinstance(tu_raw, dict):
+        raise TargetError(f"{where}: [tuning] must be a table")
+    bad = set(tu_raw) - set(TuningConfig.__dataclass_fields__)
+    if bad:
+        raise TargetError(f"{where}: unknown [tuning] keys {sorted(bad)}; allowed: "
+                          f"{sorted(TuningConfig.__dataclass_fields__)}")
+    try:
+        tuning = TuningConfig(**tu_raw).check()
+    except TargetError as e:
+        raise TargetError(f"{where}: {e}") from None
+    return TargetSpec(name=str(raw.get("name", default_name)), kind=kind, profile=profile, cores=cores, tuning=tuning,
                       mcpu=mcpu, description=str(raw.get("description", "")), evaluator=ev, source=source)

@@ -182,3 +182,21 @@ def test_measure_layers_splits_a_network_into_timed_layers(tmp_path, capsys):
     names = [r["name"] for r in rows]
     assert names[0] == "conv" and "fc" in names and len(names) == 3  # conv+bn+relu, pool, fc
     assert all(r["status"] == "ok" and r["latency_ms"] > 0 and r["max_rel_err"] <= REL_TOL for r in rows)
+
+
+def test_tuned_profile_tunes_once_and_reuses_the_shared_database(tmp_path, target):
+    """A tiny MetaSchedule run (one pooling kernel, 2 trials): the second compile of the same block
+    tunes nothing, because the workload is already in the target's JSON database."""
+    from tvmlat.targets import TuningConfig
+
+    tuned = dataclasses.replace(target.with_profile("tuned"),
+                                tuning=TuningConfig(trials_per_task=2, database=str(tmp_path / "tuning")))
+    spec = sample_specs(1, seed=3, families=["pool"], min_flops=2e4, max_flops=2e5)[0]
+    module, inputs = build_block(spec)
+    first = LocalRunner(tuned).run(module, inputs)
+    assert first.status == "ok", first.error
+    assert first.stages["tasks_tuned"] >= 1 and first.max_rel_err <= REL_TOL
+    assert any((tmp_path / "tuning").glob("database_tuning_record.json"))
+    again = LocalRunner(tuned).run(module, inputs)
+    assert again.status == "ok" and again.stages["tasks_tuned"] == 0
+    assert again.stages["tasks"] == first.stages["tasks"]

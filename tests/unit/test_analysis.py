@@ -192,3 +192,8 @@ def test_split_layers_match_analyze_layers_and_run(nets, net):
         out = piece(*args)
         assert isinstance(out, (torch.Tensor, tuple, list)), name
         assert not any(p.requires_grad for p in piece.parameters())  # weights are bound buffers
+
+
+def test_analyze_refuses_a_predictor_of_another_profile(predictor_path, capsys):
+    assert_user_error(run_cli(["analyze", f"{NETS}:small_cnn", "-p", predictor_path, "--profile", "tuned"], capsys),
+                      "profile")

@@ -86,7 +86,7 @@ BAD_FILES = {
     "cores-neg": (GOOD.replace("cores = 2", "cores = -4"), "cores", True),
     "cores-float": (GOOD.replace("cores = 2", "cores = 1.5"), "cores", True),
     "cores-bool": (GOOD.replace("cores = 2", "cores = true"), "cores", True),
-    "profile": (GOOD.replace('profile = "default"', 'profile = "tuned"'), "profile", True),
+    "profile": (GOOD.replace('profile = "default"', 'profile = "fastest"'), "profile", True),
     "mcpu-int": (GOOD.replace('mcpu = ""', "mcpu = 3"), "mcpu", True),
     "evaluator-not-table": (GOOD + "evaluator = 3\n", "evaluator", True),
     "evaluator-unknown-key": (GOOD + "[evaluator]\nrepeat_forever = true\n", "repeat_forever", True),
@@ -125,3 +125,32 @@ def test_target_from_dict_direct():
     assert (t.name, t.cores, t.mcpu) == ("d", 3, "")
     with pytest.raises(TargetError, match="kind"):
         target_from_dict({"kind": "opencl"})
+
+
+def test_tuning_section_and_profile_override(tmp_path):
+    from tvmlat.targets import load_target
+
+    p = tmp_path / "t.toml"
+    p.write_text('name = "x"\nkind = "llvm"\ncores = 1\nprofile = "tuned"\n[tuning]\ntrials_per_task = 8\n')
+    t = load_target(str(p))
+    assert t.profile == "tuned" and t.tuning.trials_per_task == 8
+    assert str(t.database_dir()).endswith("x/tuning")
+    assert t.with_profile("default").profile == "default" and t.with_profile(None) is t
+    with pytest.raises(TargetError, match="profile"):
+        t.with_profile("fastest")
+
+
+@pytest.mark.parametrize("section, needle", [
+    ("[tuning]\ntrials_per_task = 0\n", "trials_per_task"),
+    ("[tuning]\nbuilder_timeout_s = -1\n", "builder_timeout_s"),
+    ("[tuning]\ntrials = 3\n", "unknown [tuning] keys"),
+    ("tuning = 3\n", "[tuning] must be a table"),
+])
+def test_bad_tuning_sections(tmp_path, section, needle):
+    from tvmlat.targets import load_target
+
+    p = tmp_path / "t.toml"
+    p.write_text('name = "x"\nkind = "llvm"\ncores = 1\n' + section)
+    with pytest.raises(TargetError) as e:
+        load_target(str(p))
+    assert needle in str(e.value) and str(p) in str(e.value)

@@ -39,6 +39,7 @@ def analyze_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="write the csv/json/html output to this file instead of stdout"),
     compare_measured: bool = typer.Option(False, "--compare-measured", help="also compile and time the whole network"),
     target: str = typer.Option("llvm", "--target", "-t", help="target for --compare-measured"),
+    profile: Optional[str] = typer.Option(None, "--profile", help="compile profile the prediction is for"),
 ) -> None:
     """Split a network into layers (named by module path) and show where time, memory and compute go."""
     import torch
@@ -49,6 +50,9 @@ def analyze_cmd(
     if fmt not in ("table", "csv", "json", "html"):
         raise TvmlatError(f"--format {fmt!r}: choose table, csv, json or html")
     pred = load_predictor(predictor) if predictor else None
+    if pred is not None and profile is not None and profile != pred.profile:
+        raise TvmlatError(f"{predictor} was fitted for compile profile {pred.profile!r}, not {profile!r}; "
+                          f"calibrate a predictor with that profile")
     con = console()
     if model_ref.endswith(".onnx"):
         from ..analysis import onnx_layer_table
@@ -75,7 +79,7 @@ def analyze_cmd(
                                 f"{type(e).__name__}: {first}") from None
         total = _report(df, name, pred, sort, top, fmt, plot, out, con)
         if compare_measured:
-            _compare(module, inputs, target, total, con, name)
+            _compare(module, inputs, target, total, con, name, profile or (pred.profile if pred else None))
 
 
 def _report(df, name: str, pred, sort, top, fmt: str, plot, out, con) -> dict:
@@ -158,11 +162,11 @@ def _compare_onnx(model, target: str, con) -> None:
               f"(CoV {100 * res.latency_cov:.1f} %)")
 
 
-def _compare(module, inputs, target: str, total: dict, con, name: str) -> None:
+def _compare(module, inputs, target: str, total: dict, con, name: str, profile: str | None = None) -> None:
     from ..runners.local import LocalRunner
     from ..targets import load_target
 
-    t = load_target(target)
+    t = load_target(target).with_profile(profile)
     res = LocalRunner(t).run(module, inputs, key=name)
     if res.status != "ok":
         raise TvmlatError(f"measuring {name!r} on {t.name} failed: {res.error}")

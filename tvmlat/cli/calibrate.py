@@ -21,6 +21,7 @@ from .common import console
 @app.command("calibrate")
 def calibrate_cmd(
     target: str = typer.Option("llvm", "--target", "-t", help="target name (see `tvmlat targets`) or a .toml path"),
+    profile: Optional[str] = typer.Option(None, "--profile", help="compile profile: default | tuned [the target file's]"),
     samples: int = typer.Option(100, "--samples", "-n", help="number of calibration blocks"),
     seed: int = typer.Option(0, "--seed", help="sampler seed: same seed, same blocks"),
     out: Optional[Path] = typer.Option(None, "--out", help="folder for dataset and predictor [datasets/<target>]"),
@@ -45,9 +46,10 @@ def calibrate_cmd(
     fams = [f.strip() for f in families.split(",")] if families else None
     if fams and [f for f in fams if f not in FAMILIES]:
         raise TvmlatError(f"unknown families {[f for f in fams if f not in FAMILIES]}; known: {', '.join(FAMILIES)}")
-    t = load_target(target)
+    t = load_target(target).with_profile(profile)
     out = out or Path("datasets") / t.name
-    name = campaign or f"calib-{t.mcpu or 'generic'}-n{samples}-s{seed}"
+    tag = "" if t.profile == "default" else f"-{t.profile}{t.tuning.trials_per_task}"
+    name = campaign or f"calib-{t.mcpu or 'generic'}{tag}-n{samples}-s{seed}"
     path = out / f"{name}.parquet"
     con = console()
     specs = sample_specs(samples, seed=seed, families=fams)
@@ -61,7 +63,8 @@ def calibrate_cmd(
               f"profile {t.profile}): {samples} blocks, seed {seed} -> {path}"
               + (f" (resuming: {already} already measured)" if already else ""))
     t0 = time.perf_counter()
-    runner = LocalRunner(t, ahead=overlap)
+    # tuned kernels are multi-threaded, and tuning itself uses both cores: no overlap for them
+    runner = LocalRunner(t, ahead=overlap and t.profile == "default")
     try:
         run_campaign(spec_workloads(specs), runner, t, writer, show_progress=progress, console=con)
     finally:

@@ -25,6 +25,7 @@ TABLE_COLUMNS = ["name", "status", "latency_ms", "p10_ms", "p90_ms", "cov_%", "r
 def measure_cmd(
     model_ref: str = typer.Argument(..., help="path/file.py:NAME returning (module, inputs) or {name: (module, inputs)}"),
     target: str = typer.Option("llvm", "--target", "-t", help="target name or .toml path"),
+    profile: Optional[str] = typer.Option(None, "--profile", help="compile profile: default | tuned [the target file's]"),
     fmt: Format = typer.Option(Format.table, "--format", "-f"),
     out: Optional[Path] = typer.Option(None, "--out", help="also append the rows to this dataset (.parquet)"),
     whole: bool = typer.Option(True, "--whole/--layers",
@@ -35,7 +36,7 @@ def measure_cmd(
     """Measure each entry of MODEL_REF on TARGET (median latency, spread, status)."""
     from ..runners.local import LocalRunner
 
-    t = load_target(target)
+    t = load_target(target).with_profile(profile)
     if model_ref.endswith(".onnx"):
         _measure_onnx(model_ref, t, fmt)
         return

@@ -12,7 +12,7 @@ import torch
 
 from ..targets import EvaluatorConfig
 
-STATUSES = ("ok", "export_error", "import_error", "compile_error", "run_error", "wrong_result")
+STATUSES = ("ok", "export_error", "import_error", "tune_error", "compile_error", "run_error", "wrong_result")
 
 
 @dataclass
@@ -35,7 +35,7 @@ class RunResult:
     def as_row(self) -> dict:
         d = asdict(self)
         stages = d.pop("stages")
-        for k in ("export_s", "import_s", "compile_s", "measure_s"):
+        for k in ("export_s", "import_s", "tune_s", "compile_s", "measure_s"):
             d[k] = float(stages.get(k, math.nan))
         return d
 
