@@ -144,7 +144,8 @@ def onnx_layer_table(model, predictor=None) -> pd.DataFrame:
     from .onnx_model import onnx_records
 
     recs = onnx_records(model)
-    layers = group_layers(recs, lambda path: path, lambda path: next(r["op"] for r in recs if r["path"] == path))
+    op_of = {r["path"]: r["op"] for r in recs}
+    layers = group_layers(recs, lambda path: path, op_of.get)
     totals = dict.fromkeys(FEATURE_COLUMNS, 0)
     for r in recs:
         for k, v in r["feat"].items():

@@ -226,13 +226,18 @@ def test_evaluate_dataset_not_parquet(tmp_path, predictor_path, capsys):
     assert_user_error(run_cli(["evaluate", "-p", predictor_path, "-d", d], capsys), "parquet")
 
 
+def _copy_with_meta(src, dst, **changes):
+    """Copy a dataset and its meta.json, changing some meta fields."""
+    shutil.copy(src, dst)
+    meta = json.loads(meta_path(src).read_text())
+    meta.update(changes)
+    meta_path(dst).write_text(json.dumps(meta))
+    return dst
+
+
 def test_evaluate_profile_mismatch(tmp_path, predictor_path, fake_dataset, capsys):
     src, _ = fake_dataset
-    d = tmp_path / "tuned.parquet"
-    shutil.copy(src, d)
-    meta = json.loads(meta_path(src).read_text())
-    meta["profile"] = "tuned"
-    meta_path(d).write_text(json.dumps(meta))
+    d = _copy_with_meta(src, tmp_path / "tuned.parquet", profile="tuned")
     assert_user_error(run_cli(["evaluate", "-p", predictor_path, "-d", d], capsys), "'tuned'", "'default'")
 
 
@@ -258,11 +263,7 @@ def test_fit_unknown_features(tmp_path, fake_dataset, capsys):
 
 def test_fit_mixed_targets(tmp_path, fake_dataset, capsys):
     src, _ = fake_dataset
-    other = tmp_path / "other.parquet"
-    shutil.copy(src, other)
-    meta = json.loads(meta_path(src).read_text())
-    meta["target_name"] = "another-board"
-    meta_path(other).write_text(json.dumps(meta))
+    other = _copy_with_meta(src, tmp_path / "other.parquet", target_name="another-board")
     assert_user_error(run_cli(["fit", "-d", src, "-d", other, "-o", tmp_path / "x.json"], capsys), "mix")
 
 

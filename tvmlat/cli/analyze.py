@@ -61,9 +61,12 @@ def analyze_cmd(
         if input_shape:
             raise TvmlatError("--input-shape does not apply to ONNX models: their shapes are fixed in the file")
         model = load_onnx(model_ref)
-        _report(onnx_layer_table(model, pred), model.name, pred, sort, top, fmt, plot, out, con)
+        total = _report(onnx_layer_table(model, pred), model.name, pred, sort, top, fmt, plot, out, con)
         if compare_measured:
-            _compare_onnx(model, target, con)
+            from ..onnx_model import random_inputs, relax_from_onnx
+
+            _compare(lambda r: r.run_relax(relax_from_onnx(model), random_inputs(model), key=model.name),
+                     target, total, con, model.name, profile or (pred.profile if pred else None))
         return
     entries = load_model_ref(model_ref)
     for name, (module, inputs) in entries.items():
@@ -79,7 +82,8 @@ def analyze_cmd(
                                 f"{type(e).__name__}: {first}") from None
         total = _report(df, name, pred, sort, top, fmt, plot, out, con)
         if compare_measured:
-            _compare(module, inputs, target, total, con, name, profile or (pred.profile if pred else None))
+            _compare(lambda r, m=module, x=inputs, n=name: r.run(m, x, key=n), target, total, con, name,
+                     profile or (pred.profile if pred else None))
 
 
 def _report(df, name: str, pred, sort, top, fmt: str, plot, out, con) -> dict:
@@ -149,29 +153,18 @@ def _bar_chart(df, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _compare_onnx(model, target: str, con) -> None:
-    from ..onnx_model import random_inputs, relax_from_onnx
-    from ..runners.local import LocalRunner
-    from ..targets import load_target
-
-    t = load_target(target)
-    res = LocalRunner(t).run_relax(relax_from_onnx(model), random_inputs(model), key=model.name)
-    if res.status != "ok":
-        raise TvmlatError(f"measuring {model.name!r} on {t.name} failed: {res.error}")
-    con.print(f"[bold]{model.name}[/] on {t.name}: measured whole network {res.latency_ms_median:.3f} ms "
-              f"(CoV {100 * res.latency_cov:.1f} %)")
-
-
-def _compare(module, inputs, target: str, total: dict, con, name: str, profile: str | None = None) -> None:
+def _compare(measure, target: str, total: dict, con, name: str, profile: str | None = None) -> None:
+    """Time the whole network (``measure(runner)`` returns its RunResult) and print it next to the
+    predicted sum of layers."""
     from ..runners.local import LocalRunner
     from ..targets import load_target
 
     t = load_target(target).with_profile(profile)
-    res = LocalRunner(t).run(module, inputs, key=name)
+    res = measure(LocalRunner(t))
     if res.status != "ok":
         raise TvmlatError(f"measuring {name!r} on {t.name} failed: {res.error}")
     measured = res.latency_ms_median
     predicted = total.get("latency_ms", math.nan)
     con.print(f"[bold]{name}[/] on {t.name}: measured whole network {measured:.3f} ms (CoV "
-              f"{100 * res.latency_cov:.1f} %), predicted sum of layers {predicted:.3f} ms, "
-              f"ratio predicted/measured {predicted / measured:.2f}")
+              f"{100 * res.latency_cov:.1f} %)" + ("" if math.isnan(predicted) else
+              f", predicted sum of layers {predicted:.3f} ms, ratio predicted/measured {predicted / measured:.2f}"))

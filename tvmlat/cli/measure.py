@@ -62,9 +62,7 @@ def measure_cmd(
     rows = run_campaign(module_workloads(entries), LocalRunner(t), t, writer,
                         show_progress=progress and fmt == Format.table)
     for r in rows:
-        r["latency_ms"] = r["latency_ms_median"]
-        r.update({"p10_ms": r["latency_ms_p10"], "p90_ms": r["latency_ms_p90"], "cov_%": 100 * r["latency_cov"],
-                  "runs": r["n_runs"]})
+        _display_fields(r)
     emit(rows, fmt, TABLE_COLUMNS if fmt == Format.table else COLUMNS, title=f"measured on {t.name} ({t.profile})")
     if writer is not None:
         writer.finish()
@@ -80,6 +78,13 @@ def measure_cmd(
                           + ("" if out is None else f" (the rows are saved in {out})"))
 
 
+def _display_fields(r: dict) -> dict:
+    """Add the columns the table and JSON show (latency_ms is the median) to a measured row."""
+    r.update({"latency_ms": r["latency_ms_median"], "p10_ms": r["latency_ms_p10"], "p90_ms": r["latency_ms_p90"],
+              "cov_%": 100 * r["latency_cov"], "runs": r["n_runs"]})
+    return r
+
+
 def _measure_onnx(path: str, t, fmt: Format) -> None:
     """Compile an ONNX model through TVM's Relax ONNX frontend and time it (one row)."""
     from ..onnx_model import load_onnx, onnx_features, random_inputs, relax_from_onnx
@@ -88,9 +93,7 @@ def _measure_onnx(path: str, t, fmt: Format) -> None:
     model = load_onnx(path)
     res = LocalRunner(t).run_relax(relax_from_onnx(model), random_inputs(model), key=model.name)
     feats = onnx_features(model)
-    row = {"name": model.name, **res.as_row(), "latency_ms": res.latency_ms_median, "flops": feats["flops"],
-           "params": feats["params"], "p10_ms": res.latency_ms_p10, "p90_ms": res.latency_ms_p90,
-           "cov_%": 100 * res.latency_cov, "runs": res.n_runs}
+    row = _display_fields({"name": model.name, **res.as_row(), "flops": feats["flops"], "params": feats["params"]})
     emit([row], fmt, TABLE_COLUMNS if fmt == Format.table else COLUMNS, title=f"measured on {t.name} ({t.profile})")
     if res.status != "ok":
         raise TvmlatError(f"{model.name}: {res.error}")
