@@ -27,7 +27,8 @@ ID_COLUMNS = ["block_id", "name", "family", "spec", "target", "profile"]
 RESULT_COLUMNS = [
     "status", "error", "latency_ms_median", "latency_ms_p10", "latency_ms_p90", "latency_cov", "ci_rel",
     "n_runs", "number", "repeats", "max_rel_err", "export_s", "import_s", "tune_s", "compile_s", "measure_s",
-    "energy_mj", "peak_memory_bytes", "measured_at",
+    "energy_mj", "peak_memory_bytes", "measured_at", "wall_s",
+    "upload_s", "server", "attempts", "rpc_errors",  # remote targets: where it ran, sessions used, what failed
 ]
 COLUMNS = ID_COLUMNS + RESULT_COLUMNS + FEATURE_COLUMNS
 
@@ -106,7 +107,8 @@ class CampaignWriter:
             checks = [("target_name", old_meta.get("target_name"), self.meta.get("target_name")),
                       ("profile", old_meta.get("profile"), self.meta.get("profile")),
                       ("mcpu", old_meta.get("target", {}).get("mcpu"), self.meta.get("target", {}).get("mcpu")),
-                      ("host cpu", old_cpu, new_cpu)]
+                      ("host cpu", old_cpu, new_cpu),
+                      ("RPC key", old_meta.get("device", {}).get("rpc_key"), self.meta.get("device", {}).get("rpc_key"))]
             for key, old, new in checks:
                 if old is not None and new is not None and old != new:
                     raise DatasetError(
@@ -145,9 +147,10 @@ class CampaignWriter:
 
 
 def _dtype(col: str) -> str:
-    if col in ("block_id", "name", "family", "spec", "target", "profile", "status", "error", "measured_at"):
+    if col in ("block_id", "name", "family", "spec", "target", "profile", "status", "error", "measured_at",
+               "server", "rpc_errors"):
         return "string"
-    if col in FEATURE_COLUMNS or col in ("n_runs", "number", "repeats"):
+    if col in FEATURE_COLUMNS or col in ("n_runs", "number", "repeats", "attempts"):
         return "Int64"
     return "float64"
 

@@ -35,3 +35,7 @@ class MissingExtraError(TvmlatError):
 
     def __init__(self, package: str, extra: str):
         super().__init__(f"{package} is not installed: pip install 'tvmlat[{extra}]'")
+
+
+class RPCError(TvmlatError):
+    """The RPC tracker can't be reached, or holds no (free) server for the key asked for."""

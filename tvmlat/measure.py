@@ -62,6 +62,8 @@ def run_campaign(workloads: Sequence[Workload], runner: Runner, target: TargetSp
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[last]}"),
                         console=console, disable=not show_progress, transient=False)
+    if getattr(runner, "parallel", False):
+        return _run_parallel(todo, runner, target, writer, progress)
     prefetch = getattr(runner, "prefetch", None)
     with progress:
         task = progress.add_task(f"measuring on {target.name}", total=len(todo), last="")
@@ -86,4 +88,53 @@ def run_campaign(workloads: Sequence[Workload], runner: Runner, target: TargetSp
             rows.append(row)
             last = (f"{res.latency_ms_median:.3f} ms" if res.status == "ok" else f"[red]{res.status}")
             progress.update(task, advance=1, last=f"{w.name[:50]} {last}")
+    return rows
+
+
+def _run_parallel(todo: Sequence[Workload], runner, target: TargetSpec, writer: CampaignWriter | None,
+                  progress) -> list[dict[str, Any]]:
+    """A runner that measures several blocks at once (one per remote server): rows arrive in
+    completion order and are written one by one; a line per server shows what it is doing."""
+    items = []
+    early: list[dict[str, Any]] = []
+    for w in todo:
+        try:
+            if w.features is not None:
+                feats, make = w.features(), w.make
+            else:
+                module, inputs = w.make()
+                feats, make = count_features(module, inputs), (lambda m=module, i=inputs: (m, i))
+        except Exception as e:  # noqa: BLE001 - a broken workload is a row, not a crash
+            res = RunResult(status="export_error", error=f"building the block failed: {type(e).__name__}: {e}")
+            early.append(make_row(w, res, target, {}))
+            continue
+        items.append((w, make, feats))
+    rows: list[dict[str, Any]] = []
+    for row in early:
+        if writer is not None:
+            writer.append(row)
+        rows.append(row)
+    with progress:
+        task = progress.add_task(f"measuring on {target.name}", total=len(todo), last="", completed=len(early))
+        lines: dict[int, int] = {}
+        t_last = [time.perf_counter()]
+
+        def on_row(w: Workload, res: RunResult, feats: dict, extra: dict) -> None:
+            row = {**make_row(w, res, target, feats), **extra}
+            now = time.perf_counter()
+            row["wall_s"] = now - t_last[0]  # time between finished rows (several servers: < a block's time)
+            t_last[0] = now
+            if writer is not None:
+                writer.append(row)
+            rows.append(row)
+            last = f"{res.latency_ms_median:.3f} ms" if res.status == "ok" else f"[red]{res.status}"
+            progress.update(task, advance=1, last=f"{w.name[:50]} {last}")
+
+        def on_state(state: dict[int, str]) -> None:
+            for wid, text in state.items():
+                if wid not in lines:
+                    lines[wid] = progress.add_task(f"  server slot {wid}", total=None, last="")
+                progress.update(lines[wid], last=text)
+
+        runner.run_all(items, on_row, on_state)
     return rows

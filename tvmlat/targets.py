@@ -74,6 +74,49 @@ class TuningConfig:
         return self
 
 
+DEFAULT_TRACKER = "127.0.0.1:9190"
+TRACKER_ENV = "TVMLAT_TRACKER"
+
+
+def parse_tracker(addr: str) -> tuple[str, int]:
+    """``host:port`` -> (host, port), or a TargetError that says what a tracker address looks like."""
+    if not isinstance(addr, str) or addr.count(":") != 1:
+        raise TargetError(f"tracker address {addr!r} is not HOST:PORT (e.g. 127.0.0.1:9190)")
+    host, port_s = addr.split(":")
+    if not host or not port_s.isdigit() or not 0 < int(port_s) < 65536:
+        raise TargetError(f"tracker address {addr!r} is not HOST:PORT with a port in 1..65535 (e.g. 127.0.0.1:9190)")
+    return host, int(port_s)
+
+
+@dataclass(frozen=True)
+class RPCConfig:
+    """How to reach a target through TVM's RPC tracker. ``key`` = "" means the target is local.
+
+    The tracker address comes from ``--tracker``, else $TVMLAT_TRACKER, else the target file's."""
+
+    key: str = ""
+    tracker: str = DEFAULT_TRACKER
+    request_timeout_s: float = 30.0   # no free server under the key within this: a clear error, never a hang
+    session_timeout_s: float = 300.0  # the server ends a session older than this; the client stops waiting too
+    retries: int = 2                  # a block whose server died or hung is tried again on a new session
+
+    def check(self) -> "RPCConfig":
+        if not isinstance(self.key, str):
+            raise TargetError("bad [rpc] settings: key must be a string")
+        parse_tracker(self.tracker)
+        for name in ("request_timeout_s", "session_timeout_s"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v < 1e6:
+                raise TargetError(f"bad [rpc] settings: {name} must be a number of seconds > 0, got {v!r}")
+        if not isinstance(self.retries, int) or isinstance(self.retries, bool) or self.retries < 0:
+            raise TargetError(f"bad [rpc] settings: retries must be an integer >= 0, got {self.retries!r}")
+        return self
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return parse_tracker(self.tracker)
+
+
 @dataclass(frozen=True)
 class TargetSpec:
     name: str
@@ -85,6 +128,53 @@ class TargetSpec:
     evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
     source: str = ""
     tuning: TuningConfig = field(default_factory=TuningConfig)
+    triple: str = ""            # LLVM target triple of a board, e.g. aarch64-linux-gnu ("" = the host's)
+    mattr: tuple[str, ...] = ()  # LLVM features, e.g. ("+neon",)
+    cross_compiler: str = ""    # C compiler that links the board's shared library ("" = the host's)
+    cross_package: str = ""     # the Debian/Ubuntu package that provides cross_compiler
+    rpc: RPCConfig = field(default_factory=RPCConfig)
+
+    @property
+    def remote(self) -> bool:
+        """Measured on a device behind an RPC tracker (the target names an RPC key)."""
+        return bool(self.rpc.key)
+
+    def with_rpc(self, tracker: str | None = None, key: str | None = None) -> "TargetSpec":
+        """This target with ``--tracker`` / ``--rpc-key`` applied (None keeps the file's or the environment's)."""
+        from dataclasses import replace
+
+        rpc = self.rpc
+        env = os.environ.get(TRACKER_ENV)
+        if tracker or env:
+            parse_tracker(tracker or env)
+            rpc = replace(rpc, tracker=tracker or env)
+        if key is not None:
+            if not key or any(c in key for c in " :\t"):
+                raise TargetError(f"--rpc-key {key!r} is not a valid key (one word without ':' or spaces)")
+            rpc = replace(rpc, key=key)
+        elif tracker and not rpc.key:
+            raise TargetError(f"target {self.name!r} names no RPC key, so --tracker has nothing to ask for; "
+                              f"pass --rpc-key KEY (the key its servers registered with)")
+        return replace(self, rpc=rpc)
+
+    def check_toolchain(self) -> None:
+        """A board target needs its cross compiler here; say which package provides it."""
+        import shutil
+
+        if self.cross_compiler and shutil.which(self.cross_compiler) is None:
+            pkg = self.cross_package or "the cross compiler's package"
+            raise TargetError(f"target {self.name!r} links its libraries with {self.cross_compiler}, which is not "
+                              f"installed; install it (e.g. `sudo apt install {pkg}`) or put it on PATH")
+
+    def export_library(self, executable, path: str) -> None:
+        """Write a compiled module as a shared library the target can load (cross-linked for boards)."""
+        if self.cross_compiler:
+            from tvm.support import cc
+
+            self.check_toolchain()
+            executable.export_library(path, fcompile=cc.cross_compiler(self.cross_compiler))
+        else:
+            executable.export_library(path)
 
     def database_dir(self) -> Path:
         """Where the tuned profile's MetaSchedule database lives (shared by every campaign of this target)."""
@@ -109,6 +199,10 @@ class TargetSpec:
             d["num-cores"] = self.cores
             if self.mcpu:
                 d["mcpu"] = self.mcpu
+            if self.triple:
+                d["mtriple"] = self.triple
+            if self.mattr:
+                d["mattr"] = list(self.mattr)
         return tvm.target.Target(d)
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,6 +213,8 @@ class TargetSpec:
         d = dict(d)
         d["evaluator"] = EvaluatorConfig(**d.get("evaluator", {}))
         d["tuning"] = TuningConfig(**d.get("tuning", {}))
+        d["rpc"] = RPCConfig(**d.get("rpc", {}))
+        d["mattr"] = tuple(d.get("mattr", ()))
         return cls(**d)
 
 
@@ -176,7 +272,8 @@ def load_target(name_or_path: str) -> TargetSpec:
 def target_from_dict(raw: dict[str, Any], source: str = "", default_name: str = "") -> TargetSpec:
     where = source or "target"
     raw = dict(raw)
-    known = {"name", "description", "kind", "mcpu", "cores", "profile", "evaluator", "tuning"}
+    known = {"name", "description", "kind", "mcpu", "cores", "profile", "evaluator", "tuning", "triple", "mattr",
+             "cross_compiler", "cross_package", "rpc"}
     extra = set(raw) - known
     if extra:
         raise TargetError(f"{where}: unknown keys {sorted(extra)}; allowed: {sorted(known)}")
@@ -187,6 +284,9 @@ def target_from_dict(raw: dict[str, Any], source: str = "", default_name: str = 
     if profile not in PROFILES:
         raise TargetError(f"{where}: profile = {profile!r} is not supported; supported: {sorted(PROFILES)}")
     cores = raw.get("cores", "auto")
+    if cores == "auto" and raw.get("triple"):
+        raise TargetError(f"{where}: cores = \"auto\" counts this machine's cores; a board target (triple set) "
+                          f"must say how many cores the board has, e.g. cores = 4")
     if cores == "auto":
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if not isinstance(cores, int) or isinstance(cores, bool) or cores < 1:
@@ -194,8 +294,29 @@ def target_from_dict(raw: dict[str, Any], source: str = "", default_name: str = 
     mcpu = raw.get("mcpu", "")
     if not isinstance(mcpu, str):
         raise TargetError(f"{where}: mcpu must be a string")
+    triple = raw.get("triple", "")
     if mcpu == "host":
+        if triple:
+            raise TargetError(f"{where}: mcpu = \"host\" means this machine's CPU; a board target (triple = "
+                              f"{triple!r}) names its own CPU, e.g. mcpu = \"cortex-a72\"")
         mcpu = _host_cpu()
+    strings = {k: raw.get(k, "") for k in ("triple", "cross_compiler", "cross_package")}
+    for k, v in strings.items():
+        if not isinstance(v, str):
+            raise TargetError(f"{where}: {k} must be a string, got {v!r}")
+    mattr = raw.get("mattr", [])
+    if not isinstance(mattr, list) or not all(isinstance(a, str) and a[:1] in "+-" and len(a) > 1 for a in mattr):
+        raise TargetError(f"{where}: mattr must be a list of LLVM features like [\"+neon\"], got {mattr!r}")
+    rpc_raw = raw.get("rpc", {})
+    if not isinstance(rpc_raw, dict):
+        raise TargetError(f"{where}: [rpc] must be a table")
+    bad = set(rpc_raw) - set(RPCConfig.__dataclass_fields__)
+    if bad:
+        raise TargetError(f"{where}: unknown [rpc] keys {sorted(bad)}; allowed: {sorted(RPCConfig.__dataclass_fields__)}")
+    try:
+        rpc = RPCConfig(**rpc_raw).check()
+    except TargetError as e:
+        raise TargetError(f"{where}: {e}") from None
     ev_raw = raw.get("evaluator", {})
     if not isinstance(ev_raw, dict):
         raise TargetError(f"{where}: [evaluator] must be a table")
@@ -221,4 +342,5 @@ def target_from_dict(raw: dict[str, Any], source: str = "", default_name: str = 
     except TargetError as e:
         raise TargetError(f"{where}: {e}") from None
     return TargetSpec(name=str(raw.get("name", default_name)), kind=kind, profile=profile, cores=cores, tuning=tuning,
-                      mcpu=mcpu, description=str(raw.get("description", "")), evaluator=ev, source=source)
+                      mcpu=mcpu, description=str(raw.get("description", "")), evaluator=ev, source=source,
+                      mattr=tuple(mattr), rpc=rpc, **strings)

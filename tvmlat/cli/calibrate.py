@@ -9,13 +9,12 @@ from typing import Optional
 import typer
 
 from ..blocks import FAMILIES, log10_span, sample_specs
-from ..dataset import CampaignWriter, file_hash, host_info, ok_rows, versions
+from ..dataset import CampaignWriter, file_hash, ok_rows, versions
 from ..errors import TvmlatError
 from ..features import FEATURES_VERSION
 from ..measure import run_campaign, spec_workloads
-from ..targets import load_target
 from . import app
-from .common import console
+from .common import RPC_KEY_HELP, TRACKER_HELP, console, make_runner, provenance, resolve_target
 
 
 @app.command("calibrate")
@@ -32,12 +31,13 @@ def calibrate_cmd(
     overlap: bool = typer.Option(True, "--overlap/--no-overlap",
                                  help="compile the next block in a worker process while timing this one"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
+    tracker: Optional[str] = typer.Option(None, "--tracker", help=TRACKER_HELP),
+    rpc_key: Optional[str] = typer.Option(None, "--rpc-key", help=RPC_KEY_HELP),
 ) -> None:
     """Measure a seeded sample of blocks on TARGET, fit the linear predictor, print it and its accuracy.
 
     Resumable: running the same command again skips blocks already in the dataset.
     """
-    from ..runners.local import LocalRunner
     from .fit import fit_and_report, make_model_factory
 
     make_model_factory(model, features)  # a bad --model/--features fails now, not after measuring
@@ -46,7 +46,7 @@ def calibrate_cmd(
     fams = [f.strip() for f in families.split(",")] if families else None
     if fams and [f for f in fams if f not in FAMILIES]:
         raise TvmlatError(f"unknown families {[f for f in fams if f not in FAMILIES]}; known: {', '.join(FAMILIES)}")
-    t = load_target(target).with_profile(profile)
+    t = resolve_target(target, profile, tracker, rpc_key)
     out = out or Path("datasets") / t.name
     tag = "" if t.profile == "default" else f"-{t.profile}{t.tuning.trials_per_task}"
     name = campaign or f"calib-{t.mcpu or 'generic'}{tag}-n{samples}-s{seed}"
@@ -54,21 +54,22 @@ def calibrate_cmd(
     con = console()
     specs = sample_specs(samples, seed=seed, families=fams)
     meta = {"target_name": t.name, "target": t.to_dict(), "profile": t.profile, "versions": versions(),
-            "host": host_info(), "sampler": {"seed": seed, "samples": samples, "families": fams or list(FAMILIES)},
+            **provenance(t), "sampler": {"seed": seed, "samples": samples, "families": fams or list(FAMILIES)},
             "evaluator": t.evaluator.__dict__, "command": "calibrate", "features_version": FEATURES_VERSION,
             "compile_overlap": overlap}
     writer = CampaignWriter(path, meta)
     already = len(writer.done_ids() & {s.block_id for s in specs})
+    where = f", over RPC key {t.rpc.key!r} at {t.rpc.tracker}" if t.remote else ""
     con.print(f"[bold]calibrating[/] {t.name} ({t.kind}, mcpu={t.mcpu or 'generic'}, {t.cores} cores, "
-              f"profile {t.profile}): {samples} blocks, seed {seed} -> {path}"
+              f"profile {t.profile}{where}): {samples} blocks, seed {seed} -> {path}"
               + (f" (resuming: {already} already measured)" if already else ""))
     t0 = time.perf_counter()
     # tuned kernels are multi-threaded, and tuning itself uses both cores: no overlap for them
-    runner = LocalRunner(t, ahead=overlap and t.profile == "default")
+    runner = make_runner(t, overlap=overlap and t.profile == "default")
     try:
         run_campaign(spec_workloads(specs), runner, t, writer, show_progress=progress, console=con)
     finally:
-        runner.close()
+        getattr(runner, "close", lambda: None)()
     wall = time.perf_counter() - t0
     df = writer.df[writer.df["block_id"].isin({s.block_id for s in specs})]
     good = ok_rows(df)

@@ -81,3 +81,36 @@ def metrics_table(results: dict[str, dict[str, float]], title: str) -> Table:
                 vals.append("-" if math.isnan(v) else f"{v:.3g}" if key in ("spearman", "r2_log") else f"{v:.1f}")
         t.add_row(label, *vals)
     return t
+
+
+TRACKER_HELP = "RPC tracker HOST:PORT [the target's [rpc] tracker, or $TVMLAT_TRACKER]"
+RPC_KEY_HELP = "RPC key of the devices to measure on [the target's [rpc] key]; makes any target remote"
+
+
+def resolve_target(name: str, profile: str | None, tracker: str | None = None, rpc_key: str | None = None):
+    """``--target`` with ``--profile``, ``--tracker`` and ``--rpc-key`` applied."""
+    from ..targets import load_target
+
+    t = load_target(name).with_profile(profile)
+    return t.with_rpc(tracker, rpc_key) if (tracker or rpc_key or t.remote) else t
+
+
+def make_runner(t, overlap: bool = False):
+    """The runner for a target: RPC when it names an RPC key, else local (with compile-ahead)."""
+    if t.remote:
+        from ..runners.rpc import RPCRunner
+
+        return RPCRunner(t)
+    from ..runners.local import LocalRunner
+
+    return LocalRunner(t, ahead=overlap)
+
+
+def provenance(t) -> dict[str, Any]:
+    """Where a campaign was measured: this host, or a device behind a tracker (compiled on this host)."""
+    from ..dataset import host_info
+
+    if t.remote:
+        return {"device": {"rpc_key": t.rpc.key, "tracker": t.rpc.tracker, "triple": t.triple or "host"},
+                "compile_host": host_info()}
+    return {"host": host_info()}

@@ -8,13 +8,12 @@ from typing import Optional
 import typer
 
 from ..errors import TvmlatError
-from ..dataset import CampaignWriter, host_info, versions
+from ..dataset import CampaignWriter, versions
 from ..features import FEATURES_VERSION
 from ..measure import module_workloads, run_campaign
 from ..modelref import load_model_ref
-from ..targets import load_target
 from . import app
-from .common import Format, emit
+from .common import RPC_KEY_HELP, TRACKER_HELP, Format, emit, make_runner, provenance, resolve_target
 
 COLUMNS = ["name", "status", "latency_ms", "latency_ms_p10", "latency_ms_p90", "latency_cov", "n_runs", "flops",
            "params", "error"]
@@ -32,12 +31,15 @@ def measure_cmd(
                                help="time each entry as one complete network [default], or split it into the "
                                     "layers `analyze` shows and time each layer on its own"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    tracker: Optional[str] = typer.Option(None, "--tracker", help=TRACKER_HELP),
+    rpc_key: Optional[str] = typer.Option(None, "--rpc-key", help=RPC_KEY_HELP),
 ) -> None:
     """Measure each entry of MODEL_REF on TARGET (median latency, spread, status)."""
-    from ..runners.local import LocalRunner
-
-    t = load_target(target).with_profile(profile)
+    t = resolve_target(target, profile, tracker, rpc_key)
     if model_ref.endswith(".onnx"):
+        if t.remote:
+            raise TvmlatError("measuring an .onnx model over RPC is not supported yet; export it from torch, "
+                              "or measure it on this host")
         _measure_onnx(model_ref, t, fmt)
         return
     entries = load_model_ref(model_ref)
@@ -57,9 +59,9 @@ def measure_cmd(
     writer = None
     if out is not None:
         writer = CampaignWriter(out, {"target_name": t.name, "target": t.to_dict(), "profile": t.profile,
-                                      "versions": versions(), "host": host_info(), "command": "measure",
+                                      "versions": versions(), **provenance(t), "command": "measure",
                                       "evaluator": t.evaluator.__dict__, "features_version": FEATURES_VERSION})
-    rows = run_campaign(module_workloads(entries), LocalRunner(t), t, writer,
+    rows = run_campaign(module_workloads(entries), make_runner(t), t, writer,
                         show_progress=progress and fmt == Format.table)
     for r in rows:
         _display_fields(r)

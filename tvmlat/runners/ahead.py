@@ -28,30 +28,50 @@ def _worker_init() -> None:
 
 def compile_spec_to_library(spec_json: str, target: dict[str, Any], out_dir: str) -> dict[str, Any]:
     """Build a block from its spec, compile it, export the library; runs in the worker process."""
-    import numpy as np
-
     from ..blocks import build_block
-    from ..compile import StageError, compile_module
     from ..specs import BlockSpec
     from ..targets import TargetSpec
 
     spec = BlockSpec.from_json(spec_json)
     try:
         module, inputs = build_block(spec)
-        c = compile_module(module, inputs, TargetSpec.from_dict(target))
+    except Exception as e:  # noqa: BLE001
+        return {"status": "export_error", "error": f"building the block failed: {type(e).__name__}: {e}"}
+    return compile_to_library(module, inputs, TargetSpec.from_dict(target), out_dir, spec.block_id)
+
+
+def compile_to_library(module, inputs, target, out_dir: str, name: str, check: bool = True) -> dict[str, Any]:
+    """Compile ``module`` for ``target`` into ``out_dir/name.so`` (cross-linked for boards) plus
+    ``name.npz`` with its inputs and torch's reference outputs. Failures come back as a status."""
+    import numpy as np
+
+    from ..compile import StageError, compile_module
+
+    try:
+        c = compile_module(module, inputs, target, reference=check)
     except StageError as e:
         return {"status": f"{e.stage}_error", "error": str(e)}
     except Exception as e:  # noqa: BLE001
         return {"status": "export_error", "error": f"building the block failed: {type(e).__name__}: {e}"}
-    lib = str(Path(out_dir) / f"{spec.block_id}.so")
+    lib = str(Path(out_dir) / f"{name}.so")
     try:
-        c.executable.export_library(lib)
+        target.export_library(c.executable, lib)
     except Exception as e:  # noqa: BLE001
         return {"status": "compile_error", "error": f"export_library failed: {type(e).__name__}: {e}"}
-    data = str(Path(out_dir) / f"{spec.block_id}.npz")
+    data = str(Path(out_dir) / f"{name}.npz")
     np.savez(data, **{f"in{i}": a for i, a in enumerate(c.inputs)},
              **{f"ref{i}": a for i, a in enumerate(c.reference or [])})
     return {"status": "ok", "lib": lib, "data": data, "stages": c.stages}
+
+
+def load_arrays(data_path: str, check: bool = True) -> tuple[list, list | None]:
+    """(inputs, reference outputs or None) from an artefact's .npz."""
+    import numpy as np
+
+    with np.load(data_path) as data:
+        ins = [data[f"in{i}"] for i in range(sum(k.startswith("in") for k in data.files))]
+        refs = [data[f"ref{i}"] for i in range(sum(k.startswith("ref") for k in data.files))]
+    return ins, (refs if check and refs else None)
 
 
 class CompileAhead:

@@ -35,7 +35,7 @@ class RunResult:
     def as_row(self) -> dict:
         d = asdict(self)
         stages = d.pop("stages")
-        for k in ("export_s", "import_s", "tune_s", "compile_s", "measure_s"):
+        for k in ("export_s", "import_s", "tune_s", "compile_s", "measure_s", "upload_s"):
             d[k] = float(stages.get(k, math.nan))
         return d
 

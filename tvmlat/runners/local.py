@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
 
-from ..compile import StageError, compile_module, flatten_outputs, max_rel_error
+from ..compile import StageError, compile_module
 from ..targets import TargetSpec
-from .base import RunResult, adaptive_measure
-
-#: relative tolerance for TVM vs torch outputs (float32, reordered reductions)
-REL_TOL = 1e-3
+from .base import RunResult
+from .vmtime import REL_TOL, time_vm  # noqa: F401 (REL_TOL: re-exported for tests)
 
 
 class LocalRunner:
@@ -55,12 +52,11 @@ class LocalRunner:
             return c.executable, c.inputs, c.reference, c.stages
         if done["status"] != "ok":
             return RunResult(status=done["status"], error=done["error"])
-        import numpy as np
         import tvm
 
-        data = np.load(done["data"])
-        ins = [data[f"in{i}"] for i in range(sum(k.startswith("in") for k in data.files))]
-        ref = [data[f"ref{i}"] for i in range(sum(k.startswith("ref") for k in data.files))] if self.check else None
+        from .ahead import load_arrays
+
+        ins, ref = load_arrays(done["data"], self.check)
         return tvm.runtime.load_module(done["lib"]), ins, ref, done["stages"]
 
     def run(self, module: torch.nn.Module, inputs: Sequence[torch.Tensor], key: str = "") -> RunResult:
@@ -87,29 +83,13 @@ class LocalRunner:
         import os
 
         os.environ.setdefault("TVM_NUM_THREADS", str(self.target.cores))
-        import tvm
         from tvm import relax
 
         try:
             dev = self._device()
-            vm = relax.VirtualMachine(executable, dev)
-            args = [tvm.runtime.tensor(a, dev) for a in host_inputs]
-            err = math.nan
-            if reference is not None:
-                err = max_rel_error(flatten_outputs(vm["main"](*args)), reference)
-            vm.set_input("main", *args)
-
-            def time_fn(number: int, repeats: int) -> list[float]:
-                f = vm.time_evaluator("invoke_stateful", dev, number=number, repeat=repeats, min_repeat_ms=0)
-                return list(f("main").results)
-
-            res = adaptive_measure(time_fn, self.target.evaluator)
+            res = time_vm(relax.VirtualMachine(executable, dev), dev, host_inputs, reference, self.target.evaluator)
         except Exception as e:  # noqa: BLE001 - a failing block is a row, not a crash
             return RunResult(status="run_error", error=f"{type(e).__name__}: {str(e).strip().splitlines()[-1:]}",
                              stages=stages)
         res.stages = {**stages, **res.stages}
-        res.max_rel_err = err
-        if not err <= REL_TOL and not math.isnan(err):
-            res.status = "wrong_result"
-            res.error = f"TVM output differs from torch by {err:.2e} (relative), tolerance {REL_TOL:g}"
         return res

@@ -1,0 +1,368 @@
+"""RPCRunner: compile here, time on devices behind TVM's RPC tracker.
+
+Per block: a session is requested from the tracker (with a timeout: a key with no free server is an
+error after ``request_timeout_s``, never a hang), the exported library is uploaded, timed there
+with the same adaptive evaluator as the local runner (``vmtime.time_vm``), and removed.
+Sessions carry ``session_timeout`` so the server ends one that runs too long; a watchdog here
+gives up on a session that hangs past that too (a frozen board never answers).
+
+A campaign runs one worker thread per server under the key (one block per server at a time),
+while a process compiles the following blocks. A block whose server dies or hangs is tried
+again on a new session, up to ``retries`` times, then recorded as a failed row; the other servers
+carry on. If no server is left, the campaign stops with a clear error; every row measured is
+already on disk and running the same command again resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import socket
+import struct
+import tempfile
+import threading
+import time
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from ..errors import RPCError
+from ..targets import TargetSpec
+from .base import RunResult
+
+#: extra seconds after session_timeout before a silent session is given up on
+HANG_GRACE_S = 10.0
+
+
+def _tracker_socket(addr: tuple[str, int], timeout: float = 5.0) -> socket.socket:
+    from tvm.rpc import base
+
+    host, port = addr
+    start = "start one with `python -m tvm.exec.rpc_tracker --host 127.0.0.1 --port {}`".format(port)
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except socket.gaierror:
+        raise RPCError(f"tracker host {host!r} is unknown (name lookup failed); check --tracker HOST:PORT") from None
+    except OSError as e:
+        raise RPCError(f"cannot reach the RPC tracker at {host}:{port} ({e.strerror or e}); {start}, "
+                       f"or pass --tracker HOST:PORT") from None
+    try:
+        sock.sendall(struct.pack("<i", base.RPC_TRACKER_MAGIC))
+        magic = struct.unpack("<i", base.recvall(sock, 4))[0]
+    except (OSError, RuntimeError, struct.error):
+        sock.close()
+        raise RPCError(f"{host}:{port} accepted a connection but did not answer as a TVM RPC tracker") from None
+    if magic != base.RPC_TRACKER_MAGIC:
+        sock.close()
+        raise RPCError(f"{host}:{port} is not a TVM RPC tracker (it answered something else)")
+    return sock
+
+
+def tracker_summary(addr: tuple[str, int], timeout: float = 5.0) -> dict[str, Any]:
+    """The tracker's summary: ``{"queue_info": {key: {free, pending}}, "server_info": [...]}``."""
+    from tvm.rpc import base
+
+    sock = _tracker_socket(addr, timeout)
+    try:
+        base.sendjson(sock, [base.TrackerCode.SUMMARY])
+        value = base.recvjson(sock)
+    except (OSError, ValueError) as e:
+        raise RPCError(f"the tracker at {addr[0]}:{addr[1]} did not answer a summary request ({e})") from None
+    finally:
+        sock.close()
+    if not isinstance(value, list) or value[0] != base.TrackerCode.SUCCESS:
+        raise RPCError(f"the tracker at {addr[0]}:{addr[1]} answered {value!r} to a summary request")
+    return value[1]
+
+
+def devices(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per key: servers registered, free, busy (in a session) and requests waiting."""
+    servers: dict[str, list[str]] = {}
+    for s in summary.get("server_info", []):
+        key = str(s.get("key", "")).split(":", 1)[-1]
+        servers.setdefault(key, []).append(":".join(map(str, s.get("addr", []))))
+    rows = []
+    for key in sorted(set(servers) | set(summary.get("queue_info", {}))):
+        q = summary.get("queue_info", {}).get(key, {})
+        n = len(servers.get(key, []))
+        free = int(q.get("free", 0))
+        if n == 0 and not q.get("pending"):
+            continue
+        rows.append({"key": key, "servers": n, "free": free, "busy": max(0, n - free),
+                     "pending": int(q.get("pending", 0)), "addresses": " ".join(sorted(servers.get(key, [])))})
+    return rows
+
+
+def wait_for_servers(addr: tuple[str, int], key: str, timeout: float) -> int:
+    """Number of servers registered under ``key``; waits up to ``timeout`` s for the first one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = {r["key"]: r for r in devices(tracker_summary(addr))}
+        if key in rows and rows[key]["servers"] > 0:
+            return rows[key]["servers"]
+        if time.monotonic() >= deadline:
+            held = ", ".join(f"{k} ({r['servers']})" for k, r in rows.items()) or "none"
+            raise RPCError(
+                f"the tracker at {addr[0]}:{addr[1]} has no server under key {key!r} (waited {timeout:g} s; keys "
+                f"it holds: {held}); on the device run `python -m tvm.exec.rpc_server --tracker "
+                f"{addr[0]}:{addr[1]} --key {key}`, or fix --rpc-key / the target's [rpc] key")
+        time.sleep(0.5)
+
+
+class NoFreeServer(RPCError):
+    """No server under the key became free within the request timeout."""
+
+
+def request_session(addr: tuple[str, int], key: str, request_timeout: float, session_timeout: float):
+    """An RPC session with a server under ``key``, or NoFreeServer after ``request_timeout`` s.
+
+    TVM's ``TrackerSession.request`` waits forever for a free server; here the request's socket
+    has a timeout, and closing it withdraws the request (the tracker skips closed requesters)."""
+    from tvm import rpc
+    from tvm.rpc import base
+
+    sock = _tracker_socket(addr)
+    try:
+        sock.settimeout(request_timeout)
+        base.sendjson(sock, [base.TrackerCode.REQUEST, key, "", 1])
+        value = base.recvjson(sock)
+    except (socket.timeout, TimeoutError):
+        raise NoFreeServer(f"no server under key {key!r} became free within {request_timeout:g} s "
+                           f"(tracker {addr[0]}:{addr[1]})") from None
+    except (OSError, ValueError) as e:
+        raise RPCError(f"the tracker at {addr[0]}:{addr[1]} dropped a session request ({e})") from None
+    finally:
+        sock.close()
+    if not isinstance(value, list) or value[0] != base.TrackerCode.SUCCESS:
+        raise RPCError(f"the tracker at {addr[0]}:{addr[1]} answered {value!r} to a session request")
+    url, port, matchkey = value[1]
+    sess = rpc.connect(url, port, matchkey, session_timeout=session_timeout)
+    return sess, f"{url}:{port}"
+
+
+@dataclass
+class Job:
+    """One block on its way: the workload, its compiled artefact (a future), its features."""
+
+    index: int
+    workload: Any
+    artefact: Future
+    features: dict
+    attempts: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class RPCRunner:
+    """Measures workloads on the servers registered under the target's RPC key."""
+
+    name = "rpc"
+    parallel = True
+
+    def __init__(self, target: TargetSpec, check: bool = True, max_servers: int | None = None,
+                 hang_grace_s: float = HANG_GRACE_S):
+        if not target.remote:
+            raise RPCError(f"target {target.name!r} names no RPC key; pass --rpc-key KEY or use a board target")
+        target.check_toolchain()
+        self.target = target
+        self.check = check
+        self.max_servers = max_servers
+        self.hang_grace_s = hang_grace_s
+        self.addr = target.rpc.address
+        self.stats = {"sessions": 0, "retried": 0, "failed": 0, "hung": 0, "servers_lost": 0}
+
+    # -- one block on one session ------------------------------------------------------------
+    def _device(self, sess):
+        return sess.cpu(0) if self.target.kind == "llvm" else sess.device(self.target.kind, 0)
+
+    def time_remote(self, sess, artefact: dict[str, Any]) -> RunResult:
+        """Upload the library, time it on the session's device, remove it. Raises on RPC trouble."""
+        from tvm import relax
+
+        from .ahead import load_arrays
+        from .vmtime import time_vm
+
+        t0 = time.perf_counter()
+        name = os.path.basename(artefact["lib"])
+        sess.upload(artefact["lib"])
+        try:
+            dev = self._device(sess)
+            vm = relax.VirtualMachine(sess.load_module(name), dev)
+            ins, ref = load_arrays(artefact["data"], self.check)
+            t1 = time.perf_counter()
+            res = time_vm(vm, dev, ins, ref, self.target.evaluator)
+        finally:
+            try:
+                sess.remove(name)
+            except Exception:  # noqa: BLE001 - the session may be gone; the server's temp dir goes with it
+                pass
+        res.stages = {**artefact.get("stages", {}), **res.stages, "upload_s": t1 - t0}
+        return res
+
+    # -- a campaign over all servers ---------------------------------------------------------
+    def run_all(self, jobs_in: Sequence[tuple[Any, Callable[[], tuple], dict]],
+                on_row: Callable[[Any, RunResult, dict, dict], None],
+                on_state: Callable[[dict[int, str]], None] | None = None) -> None:
+        """Measure ``(workload, make, features)`` items on every server of the key; ``on_row(w, res,
+        feats, extra)`` is called in this thread for each finished block, in completion order."""
+        if not jobs_in:
+            return
+        rpc = self.target.rpc
+        n_servers = wait_for_servers(self.addr, rpc.key, rpc.request_timeout_s)
+        n_workers = max(1, min(n_servers, len(jobs_in), self.max_servers or n_servers))
+        tmp = tempfile.mkdtemp(prefix="tvmlat-rpc-")
+        import multiprocessing
+
+        from .ahead import _worker_init, compile_spec_to_library, compile_to_library
+
+        pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_worker_init)
+        inline = ThreadPoolExecutor(max_workers=1)
+        work: queue.Queue = queue.Queue()
+        events: queue.Queue = queue.Queue()
+        for i, (w, make, feats) in enumerate(jobs_in):
+            if w.spec:
+                fut = pool.submit(compile_spec_to_library, w.spec, self.target.to_dict(), tmp)
+            else:
+                fut = inline.submit(lambda make=make, key=w.key: compile_to_library(
+                    *make(), self.target, tmp, _safe(key), check=self.check))
+            work.put(Job(i, w, fut, feats))
+        stop = threading.Event()
+        state: dict[int, str] = {}
+        busy: dict[int, tuple[float, Job] | None] = {}
+        abandoned: set[int] = set()
+        lock = threading.Lock()
+
+        def worker(wid: int) -> None:
+            while not stop.is_set():
+                try:
+                    job = work.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                try:
+                    art = job.artefact.result()
+                except Exception as e:  # noqa: BLE001 - the compile worker died
+                    art = {"status": "compile_error", "error": f"compile worker failed: {type(e).__name__}: {e}"}
+                if art["status"] != "ok":
+                    events.put(("row", wid, job, RunResult(status=art["status"], error=art["error"]), ""))
+                    continue
+                events.put(("state", wid, f"[yellow]waiting for a session[/] {job.workload.name[:40]}"))
+                try:
+                    sess, server = request_session(self.addr, rpc.key, rpc.request_timeout_s, rpc.session_timeout_s)
+                except RPCError as e:
+                    work.put(job)  # not its fault: another worker (or a later run) measures it
+                    events.put(("lost", wid, str(e)))
+                    return
+                with lock:
+                    if wid in abandoned:
+                        return
+                    busy[wid] = (time.monotonic(), job)
+                job.attempts += 1
+                events.put(("state", wid, f"[green]{server}[/] {job.workload.name[:40]}"
+                                          + (f" (attempt {job.attempts})" if job.attempts > 1 else "")))
+                try:
+                    res = self.time_remote(sess, art)
+                    err = None
+                except Exception as e:  # noqa: BLE001 - the server died, hung up or failed the block
+                    res, err = None, f"{server}: {type(e).__name__}: {_last_line(e)}"
+                finally:
+                    del sess
+                with lock:
+                    if wid in abandoned:  # the watchdog gave up on this session and moved the job on
+                        return
+                    busy[wid] = None
+                if err is None:
+                    events.put(("row", wid, job, res, server))
+                else:
+                    events.put(("retry", wid, job, err))
+
+        threads: dict[int, threading.Thread] = {}
+        next_wid = [0]
+
+        def spawn() -> None:
+            wid = next_wid[0]
+            next_wid[0] += 1
+            busy[wid] = None
+            state[wid] = "[dim]starting"
+            th = threading.Thread(target=worker, args=(wid,), daemon=True, name=f"tvmlat-rpc-{wid}")
+            threads[wid] = th
+            th.start()
+
+        for _ in range(n_workers):
+            spawn()
+        done = 0
+        lost_msg = ""
+        hang_after = rpc.session_timeout_s + self.hang_grace_s
+        try:
+            while done < len(jobs_in):
+                try:
+                    ev = events.get(timeout=0.2)
+                except queue.Empty:
+                    ev = None
+                if ev is not None:
+                    kind, wid = ev[0], ev[1]
+                    if kind == "state":
+                        state[wid] = ev[2]
+                    elif kind == "row":
+                        _, _, job, res, server = ev
+                        done += 1
+                        self.stats["sessions"] += job.attempts
+                        self.stats["failed"] += res.status != "ok"
+                        state[wid] = "[dim]idle"
+                        on_row(job.workload, res, job.features,
+                               {"server": server, "attempts": job.attempts, "rpc_errors": " | ".join(job.errors)})
+                    elif kind == "retry":
+                        _, _, job, err = ev
+                        self._retry_or_fail(job, err, work, events, wid)
+                        state[wid] = f"[red]retrying[/] {job.workload.name[:30]}: {err[:60]}"
+                    elif kind == "lost":
+                        lost_msg = ev[2]
+                        self.stats["servers_lost"] += 1
+                        state[wid] = f"[red]stopped[/]: {lost_msg[:70]}"
+                        threads.pop(wid, None)
+                # the watchdog: a session silent for longer than the server's own timeout is hung
+                now = time.monotonic()
+                with lock:
+                    for wid, b in list(busy.items()):
+                        if b is not None and now - b[0] > hang_after and wid not in abandoned:
+                            abandoned.add(wid)
+                            busy[wid] = None
+                            threads.pop(wid, None)
+                            self.stats["hung"] += 1
+                            state[wid] = f"[red]hung[/] for {now - b[0]:.0f} s; abandoned"
+                            self._retry_or_fail(b[1], f"session hung for {now - b[0]:.0f} s "
+                                                      f"(session_timeout {rpc.session_timeout_s:g} s)",
+                                                work, events, wid)
+                            spawn()
+                if on_state is not None:
+                    on_state(dict(state))
+                if not threads and done < len(jobs_in):
+                    left = len(jobs_in) - done
+                    raise RPCError(f"{lost_msg}; {left} blocks were not measured (all others are saved): start "
+                                   f"or free servers under key {rpc.key!r} and run the same command again to resume")
+        finally:
+            stop.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            inline.shutdown(wait=False, cancel_futures=True)
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _retry_or_fail(self, job: Job, err: str, work: queue.Queue, events: queue.Queue, wid: int) -> None:
+        job.errors.append(err)
+        if job.attempts <= self.target.rpc.retries:
+            self.stats["retried"] += 1
+            work.put(job)
+        else:
+            events.put(("row", wid, job, RunResult(
+                status="run_error", error=f"failed on {job.attempts} sessions; last: {err}"[:400]), ""))
+
+
+def _safe(key: str) -> str:
+    import hashlib
+
+    return hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
+def _last_line(e: BaseException) -> str:
+    lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+    return lines[-1][:200] if lines else ""

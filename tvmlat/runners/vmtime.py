@@ -1,0 +1,46 @@
+"""Timing a compiled Relax VM, wherever it lives: this process, or a board behind an RPC session.
+
+The same code serves the local and the RPC runner, so both report the same statistics. Outputs are
+read back with ``invoke_stateful`` + ``get_outputs``, which work across RPC, and compared with
+torch's reference; a board that returns garbage gives a ``wrong_result`` row, not a latency.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from ..compile import flatten_outputs, max_rel_error
+from ..targets import EvaluatorConfig
+from .base import RunResult, adaptive_measure
+
+#: relative tolerance for TVM vs torch outputs (float32, reordered reductions)
+REL_TOL = 1e-3
+
+
+def time_vm(vm, dev, host_inputs: Sequence, reference: Sequence | None, cfg: EvaluatorConfig) -> RunResult:
+    """Check ``vm``'s output against ``reference`` (if given), then time ``main`` adaptively.
+
+    Raises whatever TVM raises (the caller decides whether that is the block's fault or the board's)."""
+    import tvm
+
+    args = [tvm.runtime.tensor(a, dev) for a in host_inputs]
+    vm.set_input("main", *args)
+    err = math.nan
+    if reference is not None:
+        vm.invoke_stateful("main")
+        err = max_rel_error(flatten_outputs(vm.get_outputs("main")), list(reference))
+
+    def time_fn(number: int, repeats: int) -> list[float]:
+        f = vm.time_evaluator("invoke_stateful", dev, number=number, repeat=repeats, min_repeat_ms=0)
+        got = [float(x) for x in f("main").results]
+        if len(got) != repeats or not all(math.isfinite(x) and x > 0 for x in got):
+            raise ValueError(f"the device returned invalid timings {got[:5]}")
+        return got
+
+    res = adaptive_measure(time_fn, cfg)
+    res.max_rel_err = err
+    if not err <= REL_TOL and not math.isnan(err):
+        res.status = "wrong_result"
+        res.error = f"TVM output differs from torch by {err:.2e} (relative), tolerance {REL_TOL:g}"
+    return res
