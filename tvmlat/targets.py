@@ -83,9 +83,15 @@ def parse_tracker(addr: str) -> tuple[str, int]:
     if not isinstance(addr, str) or addr.count(":") != 1:
         raise TargetError(f"tracker address {addr!r} is not HOST:PORT (e.g. 127.0.0.1:9190)")
     host, port_s = addr.split(":")
-    if not host or not port_s.isdigit() or not 0 < int(port_s) < 65536:
+    if not host or not (port_s.isascii() and port_s.isdigit()) or not 0 < int(port_s) < 65536:
         raise TargetError(f"tracker address {addr!r} is not HOST:PORT with a port in 1..65535 (e.g. 127.0.0.1:9190)")
     return host, int(port_s)
+
+
+def valid_key(key: str, allow_empty: bool = False) -> bool:
+    """An RPC key is what servers register under: printable, no whitespace, no ':' (the tracker's separator)."""
+    return (allow_empty and key == "") or (bool(key) and key.isprintable() and ":" not in key
+                                           and not any(c.isspace() for c in key))
 
 
 @dataclass(frozen=True)
@@ -101,8 +107,8 @@ class RPCConfig:
     retries: int = 2                  # a block whose server died or hung is tried again on a new session
 
     def check(self) -> "RPCConfig":
-        if not isinstance(self.key, str):
-            raise TargetError("bad [rpc] settings: key must be a string")
+        if not isinstance(self.key, str) or not valid_key(self.key, allow_empty=True):
+            raise TargetError(f"bad [rpc] settings: key must be one word without ':' or spaces, got {self.key!r}")
         parse_tracker(self.tracker)
         for name in ("request_timeout_s", "session_timeout_s"):
             v = getattr(self, name)
@@ -149,7 +155,7 @@ class TargetSpec:
             parse_tracker(tracker or env)
             rpc = replace(rpc, tracker=tracker or env)
         if key is not None:
-            if not key or any(c in key for c in " :\t"):
+            if not valid_key(key):
                 raise TargetError(f"--rpc-key {key!r} is not a valid key (one word without ':' or spaces)")
             rpc = replace(rpc, key=key)
         elif tracker and not rpc.key:

@@ -1,0 +1,195 @@
+"""Real RPC: a tracker and servers started as processes on 127.0.0.1 (marker `rpc`).
+
+Covers a full campaign over two servers, a server killed mid-campaign, a server that hangs, a key
+with no server, resuming an interrupted campaign, `measure` and `devices` through the CLI, and
+cross-compiling a block for an aarch64 board.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import signal
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+
+from tvmlat.blocks import build_block, sample_specs
+from tvmlat.dataset import CampaignWriter, read_dataset
+from tvmlat.errors import RPCError
+from tvmlat.measure import run_campaign, spec_workloads
+from tvmlat.rpc_farm import LocalFarm, kill_tree
+from tvmlat.runners.rpc import RPCRunner, devices, tracker_summary
+from tvmlat.runners.vmtime import REL_TOL
+from tvmlat.targets import load_target
+
+pytestmark = [pytest.mark.rpc, pytest.mark.tvm]
+
+SMALL = {"min_flops": 2e4, "max_flops": 3e6}
+KEY = "tvmlat-test"
+
+
+def remote_target(farm: LocalFarm, key: str = KEY, **rpc):
+    t = load_target("llvm").with_rpc(farm.address, key)
+    ev = dataclasses.replace(t.evaluator, min_repeat_ms=2.0, max_seconds=0.3)
+    return dataclasses.replace(t, evaluator=ev, rpc=dataclasses.replace(t.rpc, request_timeout_s=30.0, **rpc))
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory):
+    with LocalFarm(2, key=KEY, log_dir=tmp_path_factory.mktemp("farm")) as f:
+        yield f
+
+
+def in_session(server: psutil.Popen | object) -> bool:
+    """A TVM server serving a session has its listener and a session process below it."""
+    try:
+        return len(psutil.Process(server.pid).children(recursive=True)) >= 2
+    except psutil.NoSuchProcess:
+        return False
+
+
+def act_when_serving(server, action, timeout: float = 60.0) -> threading.Thread:
+    def run():
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not in_session(server):
+            time.sleep(0.02)
+        action()
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    return th
+
+
+def test_devices_lists_the_farm(farm):
+    rows = {r["key"]: r for r in devices(tracker_summary(("127.0.0.1", farm.port)))}
+    assert rows[KEY]["servers"] == 2
+    assert all(a.startswith("127.0.0.1:") for a in rows[KEY]["addresses"].split())
+
+
+def test_campaign_over_two_servers(farm, tmp_path):
+    t = remote_target(farm)
+    specs = sample_specs(6, seed=21, **SMALL)
+    writer = CampaignWriter(tmp_path / "c.parquet", {"target_name": t.name})
+    runner = RPCRunner(t)
+    rows = run_campaign(spec_workloads(specs), runner, t, writer, show_progress=False)
+    df = read_dataset(tmp_path / "c.parquet")
+    assert sorted(df["block_id"]) == sorted(s.block_id for s in specs)
+    assert (df["status"] == "ok").all(), df[["name", "status", "error"]]
+    assert (df["latency_ms_median"] > 0).all() and (df["max_rel_err"] <= REL_TOL).all()
+    assert (df["attempts"] == 1).all()
+    assert df["server"].nunique() == 2  # both servers were used, one block each at a time
+    assert all(r["server"].startswith("127.0.0.1:") for r in rows)
+
+
+def test_server_killed_mid_campaign_loses_nothing(tmp_path):
+    with LocalFarm(2, key=KEY, log_dir=tmp_path / "logs") as f:
+        t = remote_target(f)
+        specs = sample_specs(8, seed=22, **SMALL)
+        runner = RPCRunner(t)
+        killer = act_when_serving(f.servers[0], lambda: f.kill_server(0))
+        run_campaign(spec_workloads(specs), runner, t, CampaignWriter(tmp_path / "k.parquet", {}), show_progress=False)
+        killer.join(5)
+    df = read_dataset(tmp_path / "k.parquet")
+    assert len(df) == len(specs) and df["block_id"].nunique() == len(specs)  # none lost, none twice
+    assert set(df["status"]) <= {"ok", "run_error"}
+    assert runner.stats["retried"] >= 1
+    retried = df[df["rpc_errors"].fillna("") != ""]
+    assert len(retried) >= 1 and (retried["attempts"] >= 2).all()
+    assert df.loc[df["status"] == "ok", "server"].nunique() >= 1
+
+
+def test_hung_server_is_given_up_and_block_retried(tmp_path):
+    with LocalFarm(2, key=KEY, log_dir=tmp_path / "logs") as f:
+        t = remote_target(f, session_timeout_s=3.0)
+        specs = sample_specs(5, seed=23, **SMALL)
+        runner = RPCRunner(t, hang_grace_s=1.0)
+        freezer = act_when_serving(f.servers[0], lambda: kill_tree(f.servers[0], signal.SIGSTOP))
+        run_campaign(spec_workloads(specs), runner, t, CampaignWriter(tmp_path / "h.parquet", {}), show_progress=False)
+        freezer.join(5)
+    df = read_dataset(tmp_path / "h.parquet")
+    assert len(df) == len(specs) and df["block_id"].nunique() == len(specs)
+    assert runner.stats["hung"] == 1
+    assert df["rpc_errors"].fillna("").str.contains("hung").sum() == 1
+    assert (df["status"] == "ok").all()
+
+
+def test_key_without_server_fails_clearly_within_timeout(farm, tmp_path):
+    t = remote_target(farm, key="nobody-has-this")
+    t = dataclasses.replace(t, rpc=dataclasses.replace(t.rpc, request_timeout_s=1.0))
+    writer = CampaignWriter(tmp_path / "n.parquet", {})
+    t0 = time.monotonic()
+    with pytest.raises(RPCError) as e:
+        run_campaign(spec_workloads(sample_specs(2, seed=24, **SMALL)), RPCRunner(t), t, writer, show_progress=False)
+    assert time.monotonic() - t0 < 30  # it gave up; TVM's own request would wait forever
+    msg = str(e.value)
+    assert "nobody-has-this" in msg and "rpc_server" in msg and KEY in msg  # says which keys exist
+    assert writer.df.empty
+
+
+class InterruptAfter(CampaignWriter):
+    """A writer whose run is interrupted (Ctrl-C) right after it has written ``n`` rows."""
+
+    def __init__(self, path, n):
+        super().__init__(path, {})
+        self.n = n
+
+    def append(self, row):
+        super().append(row)
+        if len(self.df) >= self.n:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_rpc_campaign_resumes(farm, tmp_path):
+    t = remote_target(farm)
+    specs = sample_specs(5, seed=25, **SMALL)
+    path = tmp_path / "r.parquet"
+    with pytest.raises(KeyboardInterrupt):
+        run_campaign(spec_workloads(specs), RPCRunner(t), t, InterruptAfter(path, 2), show_progress=False)
+    assert len(read_dataset(path)) == 2
+    rows = run_campaign(spec_workloads(specs), RPCRunner(t), t, CampaignWriter(path, {}), show_progress=False)
+    assert len(rows) == 3
+    df = read_dataset(path)
+    assert sorted(df["block_id"]) == sorted(s.block_id for s in specs)
+
+
+MODEL = '''
+import torch
+def tiny():
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU()).eval()
+    return {"conv": (m, (torch.randn(1, 3, 16, 16),)),
+            "fc": (torch.nn.Linear(32, 16).eval(), (torch.randn(4, 32),))}
+'''
+
+
+def test_cli_measure_and_devices_over_rpc(farm, tmp_path, capsys):
+    from tvmlat.cli import main
+
+    (tmp_path / "m.py").write_text(MODEL)
+    main(["devices", "--tracker", farm.address, "--format", "json"])
+    listed = json.loads(capsys.readouterr().out)
+    assert [r["key"] for r in listed] == [KEY]
+    main(["measure", f"{tmp_path / 'm.py'}:tiny", "--tracker", farm.address, "--rpc-key", KEY, "--format", "json",
+          "--out", str(tmp_path / "m.parquet")])
+    rows = json.loads(capsys.readouterr().out)
+    assert sorted(r["name"] for r in rows) == ["conv", "fc"]
+    assert all(r["status"] == "ok" and r["latency_ms"] > 0 and r["server"].startswith("127.0.0.1:") for r in rows)
+    meta = json.loads((tmp_path / "m.meta.json").read_text())
+    assert meta["device"]["rpc_key"] == KEY and "host" not in meta
+
+
+@pytest.mark.skipif(shutil.which("aarch64-linux-gnu-gcc") is None,
+                    reason="no aarch64 cross compiler (apt install gcc-aarch64-linux-gnu)")
+def test_cross_compile_for_aarch64_board(tmp_path):
+    from tvmlat.runners.ahead import compile_to_library
+
+    t = load_target("rpi4")
+    module, inputs = build_block(sample_specs(1, seed=26, families=["conv_bn_relu"], **SMALL)[0])
+    art = compile_to_library(module, inputs, t, str(tmp_path), "b")
+    assert art["status"] == "ok", art
+    head = open(art["lib"], "rb").read(20)
+    assert head[:4] == b"\x7fELF" and head[4] == 2  # 64-bit ELF
+    assert int.from_bytes(head[18:20], sys.byteorder if head[5] == 1 else "big") == 183  # EM_AARCH64
