@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .errors import CompileError
+from .runners.vmtime import flatten_outputs, max_rel_error  # noqa: F401 (re-exported)
 from .targets import TargetSpec
 
 
@@ -164,26 +165,3 @@ def relax_flops(module: torch.nn.Module, inputs: Sequence[torch.Tensor]) -> dict
             flops = float(tvm.s_tir.analysis.estimate_tir_flops(tvm.IRModule({gv: fn})))
             out[gv.name_hint] = flops * calls.get(gv.name_hint, 1)
     return out
-
-
-def flatten_outputs(out: Any) -> list[np.ndarray]:
-    """VM outputs (tensor or nested array of tensors) as a flat list of numpy arrays."""
-    if hasattr(out, "numpy"):
-        return [out.numpy()]
-    res: list[np.ndarray] = []
-    for o in out:
-        res += flatten_outputs(o)
-    return res
-
-
-def max_rel_error(got: list[np.ndarray], ref: list[np.ndarray]) -> float:
-    """Largest |got - ref| relative to the reference's largest magnitude, over all outputs."""
-    if len(got) != len(ref):
-        return float("inf")
-    worst = 0.0
-    for g, r in zip(got, ref):
-        if g.shape != r.shape:
-            return float("inf")
-        scale = max(float(np.abs(r).max()) if r.size else 0.0, 1e-6)
-        worst = max(worst, float(np.abs(g.astype(np.float64) - r).max()) / scale if r.size else 0.0)
-    return worst

@@ -29,6 +29,7 @@ RESULT_COLUMNS = [
     "n_runs", "number", "repeats", "max_rel_err", "export_s", "import_s", "tune_s", "compile_s", "measure_s",
     "energy_mj", "peak_memory_bytes", "measured_at", "wall_s",
     "upload_s", "server", "attempts", "rpc_errors",  # remote targets: where it ran, sessions used, what failed
+    "power_w", "idle_power_w", "energy_note",  # where the target measures power (NVML); note: why not trustworthy
 ]
 COLUMNS = ID_COLUMNS + RESULT_COLUMNS + FEATURE_COLUMNS
 
@@ -148,7 +149,7 @@ class CampaignWriter:
 
 def _dtype(col: str) -> str:
     if col in ("block_id", "name", "family", "spec", "target", "profile", "status", "error", "measured_at",
-               "server", "rpc_errors"):
+               "server", "rpc_errors", "energy_note"):
         return "string"
     if col in FEATURE_COLUMNS or col in ("n_runs", "number", "repeats", "attempts"):
         return "Int64"

@@ -16,7 +16,7 @@ from typing import Any
 from .errors import TargetError
 
 PROJECT_TARGETS = Path(__file__).resolve().parent.parent / "targets"
-KINDS = {"llvm"}
+KINDS = {"llvm", "cuda"}
 PROFILES = {"default", "tuned"}
 
 
@@ -139,6 +139,7 @@ class TargetSpec:
     cross_compiler: str = ""    # C compiler that links the board's shared library ("" = the host's)
     cross_package: str = ""     # the Debian/Ubuntu package that provides cross_compiler
     rpc: RPCConfig = field(default_factory=RPCConfig)
+    arch: str = ""              # CUDA: compute capability as sm_XX ("auto" in the file = this machine's GPU)
 
     @property
     def remote(self) -> bool:
@@ -186,6 +187,16 @@ class TargetSpec:
         """Where the tuned profile's MetaSchedule database lives (shared by every campaign of this target)."""
         return Path(self.tuning.database) if self.tuning.database else Path("datasets") / self.name / "tuning"
 
+    def with_arch(self, arch: str | None) -> "TargetSpec":
+        """A CUDA target for this architecture (``--arch``); ``"auto"`` asks the GPU here. None: resolve the file's."""
+        from dataclasses import replace
+
+        if self.kind != "cuda":
+            if arch:
+                raise TargetError(f"--arch is for CUDA targets; {self.name!r} is {self.kind}")
+            return self
+        return replace(self, arch=resolve_cuda_arch(arch or self.arch, f"target {self.name!r}"))
+
     def with_profile(self, profile: str | None) -> "TargetSpec":
         """This target with another compile profile (``--profile``); None keeps the file's."""
         if profile is None or profile == self.profile:
@@ -209,6 +220,9 @@ class TargetSpec:
                 d["mtriple"] = self.triple
             if self.mattr:
                 d["mattr"] = list(self.mattr)
+        elif self.kind == "cuda":
+            d["arch"] = resolve_cuda_arch(self.arch, f"target {self.name!r}")
+            return tvm.target.Target(d, host={"kind": "llvm"})
         return tvm.target.Target(d)
 
     def to_dict(self) -> dict[str, Any]:
@@ -279,7 +293,7 @@ def target_from_dict(raw: dict[str, Any], source: str = "", default_name: str = 
     where = source or "target"
     raw = dict(raw)
     known = {"name", "description", "kind", "mcpu", "cores", "profile", "evaluator", "tuning", "triple", "mattr",
-             "cross_compiler", "cross_package", "rpc"}
+             "cross_compiler", "cross_package", "rpc", "arch"}
     extra = set(raw) - known
     if extra:
         raise TargetError(f"{where}: unknown keys {sorted(extra)}; allowed: {sorted(known)}")
@@ -313,6 +327,13 @@ def target_from_dict(raw: dict[str, Any], source: str = "", default_name: str = 
     mattr = raw.get("mattr", [])
     if not isinstance(mattr, list) or not all(isinstance(a, str) and a[:1] in "+-" and len(a) > 1 for a in mattr):
         raise TargetError(f"{where}: mattr must be a list of LLVM features like [\"+neon\"], got {mattr!r}")
+    arch = raw.get("arch", "")
+    if kind == "cuda":
+        arch = arch or "auto"
+        if arch != "auto":
+            resolve_cuda_arch(arch, where)  # checks the form; "auto" is resolved when it is used
+    elif arch:
+        raise TargetError(f"{where}: arch is for kind = \"cuda\" targets; an {kind} target names its CPU with mcpu")
     rpc_raw = raw.get("rpc", {})
     if not isinstance(rpc_raw, dict):
         raise TargetError(f"{where}: [rpc] must be a table")
@@ -349,4 +370,36 @@ def target_from_dict(raw: dict[str, Any], source: str = "", default_name: str = 
         raise TargetError(f"{where}: {e}") from None
     return TargetSpec(name=str(raw.get("name", default_name)), kind=kind, profile=profile, cores=cores, tuning=tuning,
                       mcpu=mcpu, description=str(raw.get("description", "")), evaluator=ev, source=source,
-                      mattr=tuple(mattr), rpc=rpc, **strings)
+                      mattr=tuple(mattr), rpc=rpc, arch=arch, **strings)
+
+
+def detect_cuda_arch() -> str | None:
+    """sm_XX of GPU 0 from nvidia-smi, or None when there is no NVIDIA GPU (or driver) here."""
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if not out or "." not in out[0]:
+        return None
+    major, minor = out[0].split(".", 1)
+    return f"sm_{major}{minor}" if major.isdigit() and minor.isdigit() else None
+
+
+def resolve_cuda_arch(arch: Any, where: str = "target") -> str:
+    """``"auto"`` (or empty) -> this machine's GPU architecture; ``"sm_90"`` stays; anything else is an error."""
+    if arch in ("", "auto", None):
+        found = os.environ.get("TVMLAT_CUDA_ARCH") or detect_cuda_arch()
+        if not found:
+            raise TargetError(f"{where}: arch = \"auto\" but no NVIDIA GPU was found here to read it from; "
+                              f"name the GPU's architecture (e.g. --arch sm_90 for H100, sm_80 for A100) to "
+                              f"compile for it on this machine")
+        arch = found
+    if not (isinstance(arch, str) and arch.startswith("sm_") and arch[3:].rstrip("a").isdigit()):
+        raise TargetError(f"{where}: arch = {arch!r} is not a CUDA architecture like \"sm_90\" (or \"auto\")")
+    return arch

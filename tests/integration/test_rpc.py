@@ -36,7 +36,7 @@ KEY = "tvmlat-test"
 def remote_target(farm: LocalFarm, key: str = KEY, **rpc):
     t = load_target("llvm").with_rpc(farm.address, key)
     ev = dataclasses.replace(t.evaluator, min_repeat_ms=2.0, max_seconds=0.3)
-    return dataclasses.replace(t, evaluator=ev, rpc=dataclasses.replace(t.rpc, request_timeout_s=30.0, **rpc))
+    return dataclasses.replace(t, evaluator=ev, rpc=dataclasses.replace(t.rpc, **{"request_timeout_s": 30.0, **rpc}))
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +83,14 @@ def test_campaign_over_two_servers(farm, tmp_path):
     assert (df["attempts"] == 1).all()
     assert df["server"].nunique() == 2  # both servers were used, one block each at a time
     assert all(r["server"].startswith("127.0.0.1:") for r in rows)
+
+
+def test_sessions_are_released_block_after_block(farm):
+    # one worker on a two-server farm: if a finished session held its server, block 3 would wait forever
+    t = remote_target(farm, request_timeout_s=10.0)
+    rows = run_campaign(spec_workloads(sample_specs(4, seed=27, **SMALL)), RPCRunner(t, max_servers=1), t, None,
+                        show_progress=False)
+    assert [r["status"] for r in rows] == ["ok"] * 4
 
 
 def test_server_killed_mid_campaign_loses_nothing(tmp_path):

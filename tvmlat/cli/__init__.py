@@ -13,7 +13,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 
 def _register() -> None:
-    from . import (ablation, analyze, calibrate, devices, evaluate, fit, measure, network_correction,  # noqa: F401
+    from . import (ablation, analyze, bundle, calibrate, devices, evaluate, fit, measure, network_correction,  # noqa: F401
                    predict, targets)  # (commands register themselves)
 
 

@@ -17,8 +17,9 @@ def targets_cmd(fmt: Format = typer.Option(Format.table, "--format", "-f")) -> N
     for name, path in sorted(available_targets().items()):
         try:
             t = load_target(str(path))
-            rows.append({"name": name, "kind": t.kind, "profile": t.profile, "cores": t.cores, "mcpu": t.mcpu,
+            rows.append({"name": name, "kind": t.kind, "profile": t.profile, "cores": t.cores,
+                         "cpu/arch": t.arch if t.kind == "cuda" else t.mcpu, "rpc key": t.rpc.key,
                          "description": t.description, "file": str(path)})
         except TvmlatError as e:
             rows.append({"name": name, "kind": "?", "profile": "?", "description": f"invalid: {e}", "file": str(path)})
-    emit(rows, fmt, ["name", "kind", "profile", "cores", "mcpu", "description", "file"], title="targets")
+    emit(rows, fmt, ["name", "kind", "profile", "cores", "cpu/arch", "rpc key", "description", "file"], title="targets")

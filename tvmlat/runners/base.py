@@ -5,12 +5,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 import numpy as np
-import torch
 
 from ..targets import EvaluatorConfig
+
+if TYPE_CHECKING:  # runners.base is imported where only TVM's runtime is (run-bundle): no torch here
+    import torch
 
 STATUSES = ("ok", "export_error", "import_error", "tune_error", "compile_error", "run_error", "wrong_result")
 

@@ -15,6 +15,7 @@ already on disk and running the same command again resumes.
 
 from __future__ import annotations
 
+import gc
 import os
 import queue
 import socket
@@ -265,7 +266,10 @@ class RPCRunner:
                 except Exception as e:  # noqa: BLE001 - the server died, hung up or failed the block
                     res, err = None, f"{server}: {type(e).__name__}: {_last_line(e)}"
                 finally:
+                    # the session ends (and the server goes back to the tracker) only when the last
+                    # reference to it goes; remote modules and tensors hold some in reference cycles
                     del sess
+                    gc.collect()
                 with lock:
                     if wid in abandoned:  # the watchdog gave up on this session and moved the job on
                         return

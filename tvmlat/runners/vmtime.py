@@ -8,9 +8,10 @@ torch's reference; a board that returns garbage gives a ``wrong_result`` row, no
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
-from ..compile import flatten_outputs, max_rel_error
+import numpy as np
+
 from ..targets import EvaluatorConfig
 from .base import RunResult, adaptive_measure
 
@@ -44,3 +45,26 @@ def time_vm(vm, dev, host_inputs: Sequence, reference: Sequence | None, cfg: Eva
         res.status = "wrong_result"
         res.error = f"TVM output differs from torch by {err:.2e} (relative), tolerance {REL_TOL:g}"
     return res
+
+
+def flatten_outputs(out: Any) -> list[np.ndarray]:
+    """VM outputs (tensor or nested array of tensors) as a flat list of numpy arrays."""
+    if hasattr(out, "numpy"):
+        return [out.numpy()]
+    res: list[np.ndarray] = []
+    for o in out:
+        res += flatten_outputs(o)
+    return res
+
+
+def max_rel_error(got: list[np.ndarray], ref: list[np.ndarray]) -> float:
+    """Largest |got - ref| relative to the reference's largest magnitude, over all outputs."""
+    if len(got) != len(ref):
+        return float("inf")
+    worst = 0.0
+    for g, r in zip(got, ref):
+        if g.shape != r.shape:
+            return float("inf")
+        scale = max(float(np.abs(r).max()) if r.size else 0.0, 1e-6)
+        worst = max(worst, float(np.abs(g.astype(np.float64) - r).max()) / scale if r.size else 0.0)
+    return worst

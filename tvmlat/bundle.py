@@ -1,0 +1,172 @@
+"""Offline measurement bundles: compile on any machine, measure on one that has only TVM's runtime.
+
+A bundle is a folder::
+
+    manifest.json        schema_version, target, versions, and one entry per block: key, name, family,
+                         spec, features, input shapes, the library and data files with their SHA-256
+    libs/<key>.so        the compiled block (``export_library``; for CUDA it embeds the device code)
+    data/<key>.npz       its inputs and torch's reference outputs
+    tvmlat/              the few pure-Python modules the bundle runner needs (no torch, no pandas)
+
+On the measuring machine, with TVM's runtime on PYTHONPATH (``tvmlat runtime-pack``)::
+
+    TVM_USE_RUNTIME_LIB=1 PYTHONPATH=B:RUNTIME python -m tvmlat.bundle_run B --out results.jsonl
+
+then, back here, ``tvmlat ingest results.jsonl`` adds the rows to a dataset.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .errors import TvmlatError
+
+BUNDLE_SCHEMA = 1
+MANIFEST = "manifest.json"
+#: modules copied into a bundle so ``python -m tvmlat.bundle_run`` works where tvmlat isn't installed
+RUNNER_MODULES = ["__init__.py", "errors.py", "targets.py", "bundle.py", "bundle_run.py", "power.py",
+                  "runners/__init__.py", "runners/base.py", "runners/vmtime.py"]
+
+
+class BundleError(TvmlatError):
+    """A bundle is missing, tampered with, truncated, or made for another TVM."""
+
+
+def sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def read_manifest(bundle: str | Path) -> dict[str, Any]:
+    """The bundle's manifest, checked for form and version (not the files: see ``verify``)."""
+    mp = Path(bundle) / MANIFEST
+    if not mp.is_file():
+        raise BundleError(f"{bundle} is not a tvmlat bundle (no {MANIFEST}); make one with `tvmlat bundle`")
+    try:
+        m = json.loads(mp.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BundleError(f"{mp} is not valid JSON ({e}); the bundle is damaged: copy it again") from None
+    if not isinstance(m, dict) or m.get("kind") != "tvmlat-bundle":
+        raise BundleError(f"{mp} is not a tvmlat bundle manifest")
+    if m.get("schema_version", 0) > BUNDLE_SCHEMA:
+        raise BundleError(f"{mp} has schema_version {m['schema_version']}, newer than this tvmlat reads "
+                          f"({BUNDLE_SCHEMA}); upgrade tvmlat")
+    if not isinstance(m.get("entries"), list):
+        raise BundleError(f"{mp} has no entries list; the bundle is damaged")
+    return m
+
+
+def verify(bundle: str | Path, manifest: dict[str, Any] | None = None) -> list[str]:
+    """Problems with the bundle's files (missing, wrong size or checksum); [] when all is well."""
+    b = Path(bundle)
+    m = manifest or read_manifest(b)
+    problems = []
+    for e in m["entries"]:
+        for kind in ("lib", "data"):
+            p = b / e[kind]
+            if not p.is_file():
+                problems.append(f"{e[kind]} is missing")
+            elif p.stat().st_size != e["size"][kind]:
+                problems.append(f"{e[kind]} has {p.stat().st_size} bytes, the manifest says {e['size'][kind]} "
+                                f"(truncated or replaced)")
+            elif sha256(p) != e["sha256"][kind]:
+                problems.append(f"{e[kind]} does not match its SHA-256 in the manifest (modified)")
+    return problems
+
+
+class BundleWriter:
+    """Builds a bundle entry by entry; the manifest is rewritten atomically after each, so an
+    interrupted ``tvmlat bundle`` resumes where it stopped."""
+
+    def __init__(self, out: str | Path, target, meta: dict[str, Any]):
+        self.dir = Path(out)
+        (self.dir / "libs").mkdir(parents=True, exist_ok=True)
+        (self.dir / "data").mkdir(exist_ok=True)
+        if (self.dir / MANIFEST).exists():
+            self.manifest = read_manifest(self.dir)
+            old = self.manifest.get("target", {})
+            if (old.get("name"), old.get("kind"), old.get("arch"), old.get("profile")) != \
+                    (target.name, target.kind, target.arch, target.profile):
+                raise BundleError(f"{self.dir} holds a bundle for {old.get('name')} ({old.get('arch') or old.get('kind')}"
+                                  f", {old.get('profile')}); use another --out")
+        else:
+            self.manifest = {"kind": "tvmlat-bundle", "schema_version": BUNDLE_SCHEMA, "created": _now(),
+                             "target": target.to_dict(), "entries": [], "failed": [], **meta}
+        self._copy_runner()
+        self._write()
+
+    def done(self) -> set[str]:
+        return {e["key"] for e in self.manifest["entries"]} | {f["key"] for f in self.manifest["failed"]}
+
+    def add(self, w, feats: dict[str, Any], art: dict[str, Any], inputs: Sequence) -> None:
+        """Record one compiled workload (``art`` from ``compile_to_library`` with files in libs/ and data/)."""
+        base = {"key": w.key, "name": w.name, "family": w.family, "spec": w.spec,
+                "features": {k: int(v) for k, v in feats.items()}}
+        if art["status"] != "ok":
+            self.manifest["failed"].append({**base, "status": art["status"], "error": art["error"]})
+        else:
+            rel = {k: str(Path(art[k]).relative_to(self.dir)) for k in ("lib", "data")}
+            self.manifest["entries"].append({
+                **base, **rel,
+                "inputs": [{"shape": list(a.shape), "dtype": str(a.dtype)} for a in inputs],
+                "size": {k: (self.dir / rel[k]).stat().st_size for k in rel},
+                "sha256": {k: sha256(self.dir / rel[k]) for k in rel},
+                "stages": art.get("stages", {})})
+        self._write()
+
+    def _copy_runner(self) -> None:
+        src = Path(__file__).resolve().parent
+        for rel in RUNNER_MODULES:
+            dst = self.dir / "tvmlat" / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src / rel, dst)
+
+    def _write(self) -> None:
+        self.manifest["updated"] = _now()
+        tmp = self.dir / (MANIFEST + ".tmp")
+        tmp.write_text(json.dumps(self.manifest, indent=1, sort_keys=True, default=str))
+        os.replace(tmp, self.dir / MANIFEST)
+
+
+def build_bundle(workloads, target, out: str | Path, meta: dict[str, Any],
+                 on_done: Callable[[Any, dict], None] | None = None) -> BundleWriter:
+    """Compile every workload not yet in the bundle at ``out`` into it."""
+    from .features import count_features
+    from .runners.ahead import compile_to_library
+
+    target.check_toolchain()
+    bw = BundleWriter(out, target, meta)
+    done = bw.done()
+    for w in workloads:
+        if w.key in done:
+            continue
+        safe = hashlib.sha1(w.key.encode()).hexdigest()[:16] if not w.spec else w.key
+        try:
+            module, inputs = w.make()
+            feats = w.features() if w.features else count_features(module, inputs)
+        except Exception as e:  # noqa: BLE001 - a broken workload is recorded, not fatal
+            art, feats, inputs = {"status": "export_error", "error": f"{type(e).__name__}: {e}"}, {}, []
+        else:
+            art = compile_to_library(module, inputs, target, str(bw.dir / "libs"), safe)
+            if art["status"] == "ok":
+                data = bw.dir / "data" / f"{safe}.npz"
+                os.replace(art["data"], data)
+                art["data"] = str(data)
+                inputs = [i.detach().numpy() for i in inputs]
+        bw.add(w, feats, art, inputs)
+        if on_done is not None:
+            on_done(w, art)
+    return bw
