@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .bundle import BundleError, read_manifest, verify
+from .bundle import BundleError, make_inputs, read_manifest, sampled_error, verify
 from .runners.base import RunResult
 from .targets import TargetSpec
 
@@ -58,7 +58,7 @@ def run_bundle(bundle: str | Path, out: str | Path, check: bool = True, power: b
     """Measure every entry of ``bundle`` not yet in ``out``; returns counts."""
     import numpy as np
     import tvm
-    from tvm import relax
+    from tvm.runtime.vm import VirtualMachine  # not tvm.relax: that needs the compiler library
 
     from .runners.vmtime import time_vm
 
@@ -103,12 +103,13 @@ def run_bundle(bundle: str | Path, out: str | Path, check: bool = True, power: b
             extra: dict[str, Any] = {}
             try:
                 with np.load(b / e["data"]) as data:
-                    ins = [data[f"in{j}"] for j in range(sum(k.startswith("in") for k in data.files))]
-                    ref = [data[f"ref{j}"] for j in range(sum(k.startswith("ref") for k in data.files))]
-                vm = relax.VirtualMachine(tvm.runtime.load_module(str(b / e["lib"])), dev)
-                res = time_vm(vm, dev, ins, ref if check and ref else None, target.evaluator)
+                    ref = {k: data[k] for k in data.files}
+                ins = make_inputs(int(ref.pop("seed")), e["inputs"])
+                vm = VirtualMachine(tvm.runtime.load_module(str(b / e["lib"])), dev)
+                res = time_vm(vm, dev, ins, ref if check else None, target.evaluator, compare=sampled_error)
                 if sampler is not None and res.status == "ok":
-                    extra = _energy(vm, dev, res, sampler)
+                    res.energy = _energy(vm, dev, res, sampler)
+                    extra = {k: v for k, v in res.energy.items() if k.startswith("energy_") and k != "energy_mj"}
             except Exception as ex:  # noqa: BLE001 - a failing block is a row
                 res = RunResult(status="run_error", error=f"{type(ex).__name__}: {str(ex).strip().splitlines()[-1:]}")
             res.stages = {**e.get("stages", {}), **res.stages}

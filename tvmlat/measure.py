@@ -45,7 +45,7 @@ def module_workloads(entries: dict[str, tuple[torch.nn.Module, Sequence[torch.Te
 
 def make_row(w: Workload, res: RunResult, target: TargetSpec, feats: dict[str, int]) -> dict[str, Any]:
     return {"block_id": w.key, "name": w.name, "family": w.family, "spec": w.spec, "target": target.name,
-            "profile": target.profile, **res.as_row(), "energy_mj": math.nan, "peak_memory_bytes": math.nan,
+            "profile": target.profile, "energy_mj": math.nan, "peak_memory_bytes": math.nan, **res.as_row(),
             **feats}
 
 

@@ -222,6 +222,8 @@ class TargetSpec:
                 d["mattr"] = list(self.mattr)
         elif self.kind == "cuda":
             d["arch"] = resolve_cuda_arch(self.arch, f"target {self.name!r}")
+            # what every NVIDIA GPU since Kepler offers without opt-in (TVM would guess and warn)
+            d.update({"max_shared_memory_per_block": 49152, "max_threads_per_block": 1024, "thread_warp_size": 32})
             return tvm.target.Target(d, host={"kind": "llvm"})
         return tvm.target.Target(d)
 

@@ -79,7 +79,8 @@ def test_non_utf8_target_file(tmp_path):
 # The value checks of [evaluator] (EvaluatorConfig.check) do not name the file; see the report.
 BAD_FILES = {
     "unknown-key": (GOOD + 'colour = "red"\n', "unknown keys", True),
-    "kind-cuda": (GOOD.replace('"llvm"', '"cuda"'), "kind", True),
+    "kind-rocm": (GOOD.replace('"llvm"', '"rocm"'), "kind", True),
+    "cuda-arch": (GOOD.replace('"llvm"', '"cuda"').replace('mcpu = ""', 'arch = "sm90"'), "arch", True),
     "kind-missing": ('name = "x"\n', "kind", True),
     "cores-0": (GOOD.replace("cores = 2", "cores = 0"), "cores", True),
     "cores-x": (GOOD.replace("cores = 2", 'cores = "x"'), "cores", True),

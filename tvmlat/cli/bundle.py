@@ -156,7 +156,7 @@ def runtime_pack_cmd(
     here = f"{sys.version_info.major}.{sys.version_info.minor}"
     if python is None or python == here:
         shutil.copytree(Path(tvm_ffi.__file__).parent, out / "tvm_ffi",
-                        ignore=shutil.ignore_patterns("__pycache__", "libtvm_ffi_testing.so"), dirs_exist_ok=True)
+                        ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
     else:  # tvm_ffi has a compiled extension per Python version: fetch the matching wheel
         import importlib.metadata as md
         import tempfile
@@ -173,7 +173,7 @@ def runtime_pack_cmd(
                                   f"{(r.stderr or r.stdout).strip().splitlines()[-1:]}")
             with zipfile.ZipFile(wheels[0]) as z:
                 for n in z.namelist():
-                    if n.startswith("tvm_ffi/") and "libtvm_ffi_testing" not in n:
+                    if n.startswith("tvm_ffi/"):
                         z.extract(n, out)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     console().print(f"TVM runtime for Python {python or here} in {out}: {size / 2**20:.1f} MiB (libtvm_compiler.so, "

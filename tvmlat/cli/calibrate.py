@@ -33,6 +33,8 @@ def calibrate_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
     tracker: Optional[str] = typer.Option(None, "--tracker", help=TRACKER_HELP),
     rpc_key: Optional[str] = typer.Option(None, "--rpc-key", help=RPC_KEY_HELP),
+    arch: Optional[str] = typer.Option(None, "--arch", help="CUDA architecture, e.g. sm_90 [the GPU here]"),
+    power: bool = typer.Option(False, "--power", help="also measure power and energy per inference (NVIDIA, NVML)"),
 ) -> None:
     """Measure a seeded sample of blocks on TARGET, fit the linear predictor, print it and its accuracy.
 
@@ -46,10 +48,10 @@ def calibrate_cmd(
     fams = [f.strip() for f in families.split(",")] if families else None
     if fams and [f for f in fams if f not in FAMILIES]:
         raise TvmlatError(f"unknown families {[f for f in fams if f not in FAMILIES]}; known: {', '.join(FAMILIES)}")
-    t = resolve_target(target, profile, tracker, rpc_key)
-    out = out or Path("datasets") / t.name
+    t = resolve_target(target, profile, tracker, rpc_key, arch)
+    out = out or Path("datasets") / (f"{t.name}-{t.arch}" if t.kind == "cuda" else t.name)
     tag = "" if t.profile == "default" else f"-{t.profile}{t.tuning.trials_per_task}"
-    name = campaign or f"calib-{t.mcpu or 'generic'}{tag}-n{samples}-s{seed}"
+    name = campaign or f"calib-{t.mcpu or t.arch or 'generic'}{tag}-n{samples}-s{seed}"
     path = out / f"{name}.parquet"
     con = console()
     specs = sample_specs(samples, seed=seed, families=fams)
@@ -57,15 +59,21 @@ def calibrate_cmd(
             **provenance(t), "sampler": {"seed": seed, "samples": samples, "families": fams or list(FAMILIES)},
             "evaluator": t.evaluator.__dict__, "command": "calibrate", "features_version": FEATURES_VERSION,
             "compile_overlap": overlap}
-    writer = CampaignWriter(path, meta)
+    # the runner first: a target this machine can't measure fails before anything is written
+    # tuned kernels are multi-threaded, and tuning itself uses both cores: no overlap for them
+    runner = make_runner(t, overlap=overlap and t.profile == "default", power=power)
+    try:
+        writer = CampaignWriter(path, meta)
+    except BaseException:
+        getattr(runner, "close", lambda: None)()
+        raise
     already = len(writer.done_ids() & {s.block_id for s in specs})
     where = f", over RPC key {t.rpc.key!r} at {t.rpc.tracker}" if t.remote else ""
-    con.print(f"[bold]calibrating[/] {t.name} ({t.kind}, mcpu={t.mcpu or 'generic'}, {t.cores} cores, "
+    device = f"arch={t.arch}" if t.kind == "cuda" else f"mcpu={t.mcpu or 'generic'}, {t.cores} cores"
+    con.print(f"[bold]calibrating[/] {t.name} ({t.kind}, {device}, "
               f"profile {t.profile}{where}): {samples} blocks, seed {seed} -> {path}"
               + (f" (resuming: {already} already measured)" if already else ""))
     t0 = time.perf_counter()
-    # tuned kernels are multi-threaded, and tuning itself uses both cores: no overlap for them
-    runner = make_runner(t, overlap=overlap and t.profile == "default")
     try:
         run_campaign(spec_workloads(specs), runner, t, writer, show_progress=progress, console=con)
     finally:

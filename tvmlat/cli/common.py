@@ -13,6 +13,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from ..errors import TvmlatError
 from ..metrics import TABLE_LABELS
 
 
@@ -87,23 +88,38 @@ TRACKER_HELP = "RPC tracker HOST:PORT [the target's [rpc] tracker, or $TVMLAT_TR
 RPC_KEY_HELP = "RPC key of the devices to measure on [the target's [rpc] key]; makes any target remote"
 
 
-def resolve_target(name: str, profile: str | None, tracker: str | None = None, rpc_key: str | None = None):
-    """``--target`` with ``--profile``, ``--tracker`` and ``--rpc-key`` applied."""
+def resolve_target(name: str, profile: str | None, tracker: str | None = None, rpc_key: str | None = None,
+                   arch: str | None = None):
+    """``--target`` with ``--profile``, ``--arch`` (CUDA: "auto" asks the GPU here), ``--tracker`` and
+    ``--rpc-key`` applied."""
     from ..targets import load_target
 
-    t = load_target(name).with_profile(profile)
+    t = load_target(name).with_profile(profile).with_arch(arch)
     return t.with_rpc(tracker, rpc_key) if (tracker or rpc_key or t.remote) else t
 
 
-def make_runner(t, overlap: bool = False):
+def make_runner(t, overlap: bool = False, power: bool = False):
     """The runner for a target: RPC when it names an RPC key, else local (with compile-ahead)."""
     if t.remote:
         from ..runners.rpc import RPCRunner
 
+        if power:
+            raise TvmlatError("--power works on a local NVIDIA GPU (or in run-bundle), not over RPC")
         return RPCRunner(t)
     from ..runners.local import LocalRunner
 
-    return LocalRunner(t, ahead=overlap)
+    sampler = None
+    if power:
+        if t.kind != "cuda":
+            raise TvmlatError(f"--power needs an NVIDIA GPU target (NVML); {t.name!r} is a {t.kind} target. "
+                              f"CPU energy (RAPL) is not measured yet")
+        from ..power import NVMLSampler
+
+        try:
+            sampler = NVMLSampler()
+        except Exception as e:  # noqa: BLE001 - no binding, no driver, no GPU
+            raise TvmlatError(f"--power: NVML is not usable here ({e}); pip install nvidia-ml-py on a GPU machine")
+    return LocalRunner(t, ahead=overlap, sampler=sampler)
 
 
 def provenance(t) -> dict[str, Any]:

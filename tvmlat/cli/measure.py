@@ -33,9 +33,10 @@ def measure_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     tracker: Optional[str] = typer.Option(None, "--tracker", help=TRACKER_HELP),
     rpc_key: Optional[str] = typer.Option(None, "--rpc-key", help=RPC_KEY_HELP),
+    arch: Optional[str] = typer.Option(None, "--arch", help="CUDA architecture, e.g. sm_90 [the GPU here]"),
 ) -> None:
     """Measure each entry of MODEL_REF on TARGET (median latency, spread, status)."""
-    t = resolve_target(target, profile, tracker, rpc_key)
+    t = resolve_target(target, profile, tracker, rpc_key, arch)
     if model_ref.endswith(".onnx"):
         if t.remote:
             raise TvmlatError("measuring an .onnx model over RPC is not supported yet; export it from torch, "

@@ -33,10 +33,15 @@ class RunResult:
     repeats: int = 0
     max_rel_err: float = math.nan  # TVM output vs torch, relative to the output's magnitude
     stages: dict[str, float] = field(default_factory=dict)  # export_s, import_s, compile_s, measure_s
+    energy: dict = field(default_factory=dict)  # power.measure_energy's reading, where the target has one
 
     def as_row(self) -> dict:
         d = asdict(self)
         stages = d.pop("stages")
+        energy = d.pop("energy")
+        for k in ("energy_mj", "power_w", "idle_power_w", "energy_note"):
+            if k in energy:
+                d[k] = energy[k]
         for k in ("export_s", "import_s", "tune_s", "compile_s", "measure_s", "upload_s"):
             d[k] = float(stages.get(k, math.nan))
         return d

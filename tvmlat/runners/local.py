@@ -18,9 +18,19 @@ class LocalRunner:
 
     name = "local"
 
-    def __init__(self, target: TargetSpec, check: bool = True, ahead: bool = False):
+    def __init__(self, target: TargetSpec, check: bool = True, ahead: bool = False, sampler=None):
         self.target = target
         self.check = check
+        self.sampler = sampler  # a power.PowerSampler: also measure power and energy per inference
+        if target.kind != "llvm":
+            import tvm
+
+            if not tvm.device(target.kind, 0).exist:
+                from ..errors import TvmlatError
+
+                raise TvmlatError(f"target {target.name!r} measures on a {target.kind} device and this machine has "
+                                  f"none that TVM can see; to compile here and measure there: tvmlat bundle --target "
+                                  f"{target.name} --arch {target.arch or 'sm_XX'} --out B/ (see README)")
         self._ahead = None
         if ahead:
             from .ahead import CompileAhead
@@ -87,9 +97,18 @@ class LocalRunner:
 
         try:
             dev = self._device()
-            res = time_vm(relax.VirtualMachine(executable, dev), dev, host_inputs, reference, self.target.evaluator)
+            vm = relax.VirtualMachine(executable, dev)
+            res = time_vm(vm, dev, host_inputs, reference, self.target.evaluator)
         except Exception as e:  # noqa: BLE001 - a failing block is a row, not a crash
             return RunResult(status="run_error", error=f"{type(e).__name__}: {str(e).strip().splitlines()[-1:]}",
                              stages=stages)
         res.stages = {**stages, **res.stages}
+        if self.sampler is not None and res.status == "ok":
+            from ..power import measure_energy
+
+            def run(n: int) -> float:
+                f = vm.time_evaluator("invoke_stateful", dev, number=n, repeat=1, min_repeat_ms=0)
+                return float(f("main").mean) * n
+
+            res.energy = measure_energy(run, res.latency_ms_median / 1000.0, self.sampler)
         return res

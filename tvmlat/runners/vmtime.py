@@ -8,7 +8,7 @@ torch's reference; a board that returns garbage gives a ``wrong_result`` row, no
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -19,9 +19,11 @@ from .base import RunResult, adaptive_measure
 REL_TOL = 1e-3
 
 
-def time_vm(vm, dev, host_inputs: Sequence, reference: Sequence | None, cfg: EvaluatorConfig) -> RunResult:
+def time_vm(vm, dev, host_inputs: Sequence, reference: Any, cfg: EvaluatorConfig,
+            compare: Callable[[list, Any], float] | None = None) -> RunResult:
     """Check ``vm``'s output against ``reference`` (if given), then time ``main`` adaptively.
 
+    ``compare(outputs, reference)`` gives the relative error; default: every value (``max_rel_error``).
     Raises whatever TVM raises (the caller decides whether that is the block's fault or the board's)."""
     import tvm
 
@@ -30,7 +32,7 @@ def time_vm(vm, dev, host_inputs: Sequence, reference: Sequence | None, cfg: Eva
     err = math.nan
     if reference is not None:
         vm.invoke_stateful("main")
-        err = max_rel_error(flatten_outputs(vm.get_outputs("main")), list(reference))
+        err = (compare or max_rel_error)(flatten_outputs(vm.get_outputs("main")), reference)
 
     def time_fn(number: int, repeats: int) -> list[float]:
         f = vm.time_evaluator("invoke_stateful", dev, number=number, repeat=repeats, min_repeat_ms=0)
