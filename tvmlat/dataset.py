@@ -28,6 +28,7 @@ RESULT_COLUMNS = [
     "status", "error", "latency_ms_median", "latency_ms_p10", "latency_ms_p90", "latency_cov", "ci_rel",
     "n_runs", "number", "repeats", "max_rel_err", "export_s", "import_s", "tune_s", "compile_s", "measure_s",
     "energy_mj", "peak_memory_bytes", "measured_at", "wall_s",
+    "cache_hit",  # 1: the compiled block came from the compile cache (export/import/compile_s are the original's)
     "upload_s", "server", "attempts", "rpc_errors",  # remote targets: where it ran, sessions used, what failed
     "power_w", "idle_power_w", "energy_note",  # where the target measures power (NVML); note: why not trustworthy
 ]

@@ -35,6 +35,8 @@ def calibrate_cmd(
     rpc_key: Optional[str] = typer.Option(None, "--rpc-key", help=RPC_KEY_HELP),
     arch: Optional[str] = typer.Option(None, "--arch", help="CUDA architecture, e.g. sm_90 [the GPU here]"),
     power: bool = typer.Option(False, "--power", help="also measure power and energy per inference (NVIDIA, NVML)"),
+    cache: bool = typer.Option(True, "--cache/--no-cache",
+                               help="reuse compiled blocks from the compile cache ($TVMLAT_CACHE or ~/.cache/tvmlat)"),
 ) -> None:
     """Measure a seeded sample of blocks on TARGET, fit the linear predictor, print it and its accuracy.
 
@@ -61,7 +63,7 @@ def calibrate_cmd(
             "compile_overlap": overlap}
     # the runner first: a target this machine can't measure fails before anything is written
     # tuned kernels are multi-threaded, and tuning itself uses both cores: no overlap for them
-    runner = make_runner(t, overlap=overlap and t.profile == "default", power=power)
+    runner = make_runner(t, overlap=overlap and t.profile == "default", power=power, cache=cache)
     try:
         writer = CampaignWriter(path, meta)
     except BaseException:

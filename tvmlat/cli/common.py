@@ -98,14 +98,18 @@ def resolve_target(name: str, profile: str | None, tracker: str | None = None, r
     return t.with_rpc(tracker, rpc_key) if (tracker or rpc_key or t.remote) else t
 
 
-def make_runner(t, overlap: bool = False, power: bool = False):
-    """The runner for a target: RPC when it names an RPC key, else local (with compile-ahead)."""
+def make_runner(t, overlap: bool = False, power: bool = False, cache: bool = False):
+    """The runner for a target: RPC when it names an RPC key, else local (with compile-ahead);
+    ``cache``: reuse compiled blocks from the compile cache (tvmlat.cache)."""
+    from ..cache import cache_root
+
+    cache_dir = cache_root() if cache else None
     if t.remote:
         from ..runners.rpc import RPCRunner
 
         if power:
             raise TvmlatError("--power works on a local NVIDIA GPU (or in run-bundle), not over RPC")
-        return RPCRunner(t)
+        return RPCRunner(t, cache_dir=cache_dir)
     from ..runners.local import LocalRunner
 
     sampler = None
@@ -119,7 +123,7 @@ def make_runner(t, overlap: bool = False, power: bool = False):
             sampler = NVMLSampler()
         except Exception as e:  # noqa: BLE001 - no binding, no driver, no GPU
             raise TvmlatError(f"--power: NVML is not usable here ({e}); pip install nvidia-ml-py on a GPU machine")
-    return LocalRunner(t, ahead=overlap, sampler=sampler)
+    return LocalRunner(t, ahead=overlap, sampler=sampler, cache_dir=cache_dir)
 
 
 def provenance(t) -> dict[str, Any]:

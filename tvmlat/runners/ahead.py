@@ -26,18 +26,29 @@ def _worker_init() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 
-def compile_spec_to_library(spec_json: str, target: dict[str, Any], out_dir: str) -> dict[str, Any]:
-    """Build a block from its spec, compile it, export the library; runs in the worker process."""
+def compile_spec_to_library(spec_json: str, target: dict[str, Any], out_dir: str,
+                            cache_dir: str | None = None) -> dict[str, Any]:
+    """Build a block from its spec, compile it, export the library (or take it from the compile
+    cache in ``cache_dir``); runs in the worker process, or in-process for uncached targets."""
     from ..blocks import build_block
     from ..specs import BlockSpec
     from ..targets import TargetSpec
 
     spec = BlockSpec.from_json(spec_json)
+    cache = None
+    if cache_dir:
+        from ..cache import CompileCache
+
+        cache = CompileCache(cache_dir, target)
+        hit = cache.get(spec.block_id)
+        if hit is not None:
+            return hit
     try:
         module, inputs = build_block(spec)
     except Exception as e:  # noqa: BLE001
         return {"status": "export_error", "error": f"building the block failed: {type(e).__name__}: {e}"}
-    return compile_to_library(module, inputs, TargetSpec.from_dict(target), out_dir, spec.block_id)
+    art = compile_to_library(module, inputs, TargetSpec.from_dict(target), out_dir, spec.block_id)
+    return cache.put(spec.block_id, art) if cache is not None else art
 
 
 def compile_to_library(module, inputs, target, out_dir: str, name: str, check: bool = True) -> dict[str, Any]:
@@ -77,8 +88,9 @@ def load_arrays(data_path: str, check: bool = True) -> tuple[list, list | None]:
 class CompileAhead:
     """One worker process compiling block specs into a temporary folder, keyed by block id."""
 
-    def __init__(self, target: dict[str, Any]):
+    def __init__(self, target: dict[str, Any], cache_dir: str | None = None):
         self.target = target
+        self.cache_dir = cache_dir
         self.dir = tempfile.mkdtemp(prefix="tvmlat-ahead-")
         self.pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
                                         initializer=_worker_init)
@@ -86,7 +98,8 @@ class CompileAhead:
 
     def submit(self, key: str, spec_json: str) -> None:
         if key not in self.futures and spec_json:
-            self.futures[key] = self.pool.submit(compile_spec_to_library, spec_json, self.target, self.dir)
+            self.futures[key] = self.pool.submit(compile_spec_to_library, spec_json, self.target, self.dir,
+                                                 self.cache_dir)
 
     def take(self, key: str) -> dict[str, Any] | None:
         """The worker's result for ``key`` (waits for it), or None if it was never submitted."""

@@ -42,7 +42,7 @@ class RunResult:
         for k in ("energy_mj", "power_w", "idle_power_w", "energy_note"):
             if k in energy:
                 d[k] = energy[k]
-        for k in ("export_s", "import_s", "tune_s", "compile_s", "measure_s", "upload_s"):
+        for k in ("export_s", "import_s", "tune_s", "compile_s", "measure_s", "upload_s", "cache_hit"):
             d[k] = float(stages.get(k, math.nan))
         return d
 

@@ -18,9 +18,12 @@ class LocalRunner:
 
     name = "local"
 
-    def __init__(self, target: TargetSpec, check: bool = True, ahead: bool = False, sampler=None):
+    def __init__(self, target: TargetSpec, check: bool = True, ahead: bool = False, sampler=None,
+                 cache_dir: str | None = None):
         self.target = target
         self.check = check
+        self.cache_dir = str(cache_dir) if cache_dir else None  # compile cache (spec workloads only)
+        self._specs: dict[str, str] = {}
         self.sampler = sampler  # a power.PowerSampler: also measure power and energy per inference
         if target.kind != "llvm":
             import tvm
@@ -35,9 +38,11 @@ class LocalRunner:
         if ahead:
             from .ahead import CompileAhead
 
-            self._ahead = CompileAhead(target.to_dict())
+            self._ahead = CompileAhead(target.to_dict(), self.cache_dir)
 
     def prefetch(self, key: str, spec_json: str) -> None:
+        if spec_json:
+            self._specs[key] = spec_json
         if self._ahead is not None:
             self._ahead.submit(key, spec_json)
 
@@ -45,6 +50,11 @@ class LocalRunner:
         if self._ahead is not None:
             self._ahead.close()
             self._ahead = None
+        if getattr(self, "_tmp", None):
+            import shutil
+
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
 
     def _device(self):
         import tvm
@@ -54,6 +64,13 @@ class LocalRunner:
     def _compiled(self, module, inputs, key: str):
         """(executable, inputs, reference, stages) or a failed RunResult."""
         done = self._ahead.take(key) if self._ahead is not None and key else None
+        if done is None and self.cache_dir and key in self._specs:
+            import tempfile
+
+            from .ahead import compile_spec_to_library
+
+            self._tmp = getattr(self, "_tmp", None) or tempfile.mkdtemp(prefix="tvmlat-local-")
+            done = compile_spec_to_library(self._specs[key], self.target.to_dict(), self._tmp, self.cache_dir)
         if done is None:
             try:
                 c = compile_module(module, inputs, self.target, reference=self.check)

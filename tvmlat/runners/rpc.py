@@ -160,7 +160,7 @@ class RPCRunner:
     parallel = True
 
     def __init__(self, target: TargetSpec, check: bool = True, max_servers: int | None = None,
-                 hang_grace_s: float = HANG_GRACE_S):
+                 hang_grace_s: float = HANG_GRACE_S, cache_dir: str | None = None):
         if not target.remote:
             raise RPCError(f"target {target.name!r} names no RPC key; pass --rpc-key KEY or use a board target")
         target.check_toolchain()
@@ -168,6 +168,7 @@ class RPCRunner:
         self.check = check
         self.max_servers = max_servers
         self.hang_grace_s = hang_grace_s
+        self.cache_dir = str(cache_dir) if cache_dir else None
         self.addr = target.rpc.address
         self.stats = {"sessions": 0, "retried": 0, "failed": 0, "hung": 0, "servers_lost": 0}
 
@@ -222,7 +223,7 @@ class RPCRunner:
         events: queue.Queue = queue.Queue()
         for i, (w, make, feats) in enumerate(jobs_in):
             if w.spec:
-                fut = pool.submit(compile_spec_to_library, w.spec, self.target.to_dict(), tmp)
+                fut = pool.submit(compile_spec_to_library, w.spec, self.target.to_dict(), tmp, self.cache_dir)
             else:
                 fut = inline.submit(lambda make=make, key=w.key: compile_to_library(
                     *make(), self.target, tmp, _safe(key), check=self.check))
