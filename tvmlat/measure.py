@@ -51,8 +51,11 @@ def make_row(w: Workload, res: RunResult, target: TargetSpec, feats: dict[str, i
 
 def run_campaign(workloads: Sequence[Workload], runner: Runner, target: TargetSpec,
                  writer: CampaignWriter | None = None, show_progress: bool = True,
-                 console=None) -> list[dict[str, Any]]:
-    """Measure every workload not yet in ``writer``'s dataset; return the new rows."""
+                 console=None, stop: Callable[[list[dict[str, Any]]], str] | None = None) -> list[dict[str, Any]]:
+    """Measure every workload not yet in ``writer``'s dataset; return the new rows.
+
+    ``stop(rows)`` is asked after each row; a non-empty answer (why) ends the campaign early
+    (e.g. a tuning budget spent); what is measured stays, and the same command resumes."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
         TimeRemainingColumn
 
@@ -88,6 +91,10 @@ def run_campaign(workloads: Sequence[Workload], runner: Runner, target: TargetSp
             rows.append(row)
             last = (f"{res.latency_ms_median:.3f} ms" if res.status == "ok" else f"[red]{res.status}")
             progress.update(task, advance=1, last=f"{w.name[:50]} {last}")
+            why = stop(rows) if stop is not None else ""
+            if why:
+                progress.update(task, last=f"[yellow]stopped: {why}")
+                break
     return rows
 
 

@@ -35,6 +35,9 @@ def calibrate_cmd(
     rpc_key: Optional[str] = typer.Option(None, "--rpc-key", help=RPC_KEY_HELP),
     arch: Optional[str] = typer.Option(None, "--arch", help="CUDA architecture, e.g. sm_90 [the GPU here]"),
     power: bool = typer.Option(False, "--power", help="also measure power and energy per inference (NVIDIA, NVML)"),
+    tune_budget: Optional[str] = typer.Option(None, "--tune-budget",
+                                              help="tuned profile: stop tuning new blocks after this much tuning "
+                                                   "time, e.g. 30m, 2h, 900s (resume later to continue)"),
     cache: bool = typer.Option(True, "--cache/--no-cache",
                                help="reuse compiled blocks from the compile cache ($TVMLAT_CACHE or ~/.cache/tvmlat)"),
 ) -> None:
@@ -45,6 +48,7 @@ def calibrate_cmd(
     from .fit import fit_and_report, make_model_factory
 
     make_model_factory(model, features)  # a bad --model/--features fails now, not after measuring
+    budget_s = parse_duration(tune_budget) if tune_budget else None
     if samples < 12:
         raise TvmlatError(f"--samples {samples} is too few to fit and evaluate a predictor; use at least 12")
     fams = [f.strip() for f in families.split(",")] if families else None
@@ -75,9 +79,18 @@ def calibrate_cmd(
     con.print(f"[bold]calibrating[/] {t.name} ({t.kind}, {device}, "
               f"profile {t.profile}{where}): {samples} blocks, seed {seed} -> {path}"
               + (f" (resuming: {already} already measured)" if already else ""))
+    if budget_s is not None and t.profile != "tuned":
+        con.print("[yellow]note:[/] --tune-budget applies to the tuned profile only; ignored")
+        budget_s = None
+
+    def over_budget(rows) -> str:
+        spent = sum(r.get("tune_s", 0) or 0 for r in rows if r.get("tune_s") == r.get("tune_s"))
+        return f"tuning budget {tune_budget} spent ({spent:.0f} s)" if budget_s is not None and spent >= budget_s else ""
+
     t0 = time.perf_counter()
     try:
-        run_campaign(spec_workloads(specs), runner, t, writer, show_progress=progress, console=con)
+        new = run_campaign(spec_workloads(specs), runner, t, writer, show_progress=progress, console=con,
+                           stop=over_budget)
     finally:
         getattr(runner, "close", lambda: None)()
     wall = time.perf_counter() - t0
@@ -85,6 +98,12 @@ def calibrate_cmd(
     good = ok_rows(df)
     writer.finish(wall_s_last_run=round(wall, 2))
     failed = len(df) - len(good)
+    con.print(time_report(new, wall))
+    if over_budget(new):
+        con.print(f"[yellow]stopped early:[/] {over_budget(new)}; {len(df)} of {samples} blocks are measured. "
+                  f"Run the same command again (with a budget) to continue.")
+        if len(good) < 12:
+            raise TvmlatError(f"only {len(good)} blocks measured so far, too few to fit; run again to continue")
     con.print(f"measured {len(df)} blocks in {wall:.1f} s this run ({failed} failed); median CoV "
               f"{100 * good['latency_cov'].median():.2f} %, median CI of the median +-{100 * good['ci_rel'].median():.2f} %, "
               f"latency {good['latency_ms_median'].min():.4f}..{good['latency_ms_median'].max():.1f} ms "
@@ -92,3 +111,35 @@ def calibrate_cmd(
     pred_path = out / f"{name}.predictor.json"
     fit_and_report(good, features=features, target=t.to_dict(), profile=t.profile,
                    dataset_hash=file_hash(path), out=pred_path, con=con, model=model)
+
+
+def parse_duration(text: str) -> float:
+    """``30m``, ``2h``, ``900s``, ``1h30m`` or a bare number of minutes -> seconds."""
+    import re
+
+    t = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", t):
+        return float(t) * 60
+    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?", t)
+    if not t or parts is None or not any(parts.groups()):
+        raise TvmlatError(f"--tune-budget {text!r} is not a duration; use e.g. 30m, 2h, 1h30m or 900s")
+    h, m, s = (float(x) if x else 0.0 for x in parts.groups())
+    seconds = 3600 * h + 60 * m + s
+    if seconds <= 0:
+        raise TvmlatError(f"--tune-budget {text!r} must be longer than zero")
+    return seconds
+
+
+def time_report(rows, wall: float) -> str:
+    """Where this run's time went: tuning, building (export+import+compile), timing, the rest."""
+    def total(col):  # a block from the compile cache cost no building (its stages are the original's)
+        return sum(float(r.get(col) or 0) for r in rows if r.get(col) == r.get(col)
+                   and (col == "measure_s" or r.get("cache_hit") != 1))
+
+    tune, meas = total("tune_s"), total("measure_s")
+    build = total("export_s") + total("import_s") + total("compile_s")
+    hits = sum(1 for r in rows if r.get("cache_hit") == 1)
+    parts = [f"tuning {tune:.0f} s" if tune else "", f"export+import+compile {build:.0f} s", f"timing {meas:.0f} s"]
+    note = f" ({hits} blocks from the compile cache)" if hits else ""
+    return (f"time this run: {wall:.0f} s wall; " + ", ".join(p for p in parts if p) + note
+            + " (summed per block; compile-ahead overlaps building with timing)")
