@@ -24,10 +24,10 @@ def cuda_target():
 def test_blocks_compile_run_and_match_torch_on_gpu(cuda_target):
     from tvmlat.blocks import FAMILIES, sample_specs
     from tvmlat.measure import run_campaign, spec_workloads
+    from tvmlat.runners.local import LocalRunner
 
     specs = [sample_specs(1, seed=41, families=[f], max_flops=3e6)[0] for f in FAMILIES]
-    rows = run_campaign(spec_workloads(specs), __import__("tvmlat.runners.local", fromlist=["LocalRunner"])
-                        .LocalRunner(cuda_target), cuda_target, None, show_progress=False)
+    rows = run_campaign(spec_workloads(specs), LocalRunner(cuda_target), cuda_target, None, show_progress=False)
     assert [r["status"] for r in rows] == ["ok"] * len(specs), [(r["name"], r["error"]) for r in rows]
     assert all(r["latency_ms_median"] > 0 for r in rows)
 
