@@ -16,7 +16,7 @@ from typing import Any
 from .errors import TargetError
 
 PROJECT_TARGETS = Path(__file__).resolve().parent.parent / "targets"
-KINDS = {"llvm", "cuda"}
+KINDS = {"llvm", "cuda", "torch-eager", "torch-compile"}
 PROFILES = {"default", "tuned"}
 
 
@@ -334,6 +334,9 @@ def target_from_dict(raw: dict[str, Any], source: str = "", default_name: str = 
         arch = arch or "auto"
         if arch != "auto":
             resolve_cuda_arch(arch, where)  # checks the form; "auto" is resolved when it is used
+    elif kind.startswith("torch-"):
+        if arch not in ("", "cuda"):
+            raise TargetError(f"{where}: a {kind} target runs on the CPU (no arch) or on the GPU (arch = \"cuda\")")
     elif arch:
         raise TargetError(f"{where}: arch is for kind = \"cuda\" targets; an {kind} target names its CPU with mcpu")
     rpc_raw = raw.get("rpc", {})

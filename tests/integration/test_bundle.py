@@ -172,6 +172,28 @@ def test_torn_last_line_keeps_the_next_row(built, specs, tmp_path):
     assert sorted(r["key"] for r in _rows(res)) == sorted(s.block_id for s in specs)
 
 
+@pytest.mark.xfail(strict=True, reason="BUG: a crash while writing the header leaves a non-empty file, so no header "
+                                       "is ever written again and the first row is glued onto the fragment")
+def test_torn_header_line_is_tolerated(built, specs, tmp_path):
+    res = tmp_path / "results.jsonl"
+    res.write_text('{"type": "header", "result_sch')
+    assert run_bundle(built[0], res, log=_quiet)["measured"] == 3
+    header, rows = read_results(res)
+    assert sorted(r["key"] for r in rows) == sorted(s.block_id for s in specs)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: json.dumps writes float NaN as the bare token NaN (default= is never "
+                                       "called for floats), so results files are not standard JSON")
+def test_results_file_is_standard_json(built, tmp_path):
+    res = tmp_path / "results.jsonl"
+    run_bundle(built[0], res, log=_quiet)
+
+    def no_constants(name):
+        raise ValueError(f"{name} is not JSON")
+    for line in res.read_text().splitlines():
+        json.loads(line, parse_constant=no_constants)
+
+
 def test_building_again_compiles_nothing_new(bundle, specs, fast_target, monkeypatch):
     import tvmlat.runners.ahead as ahead
 

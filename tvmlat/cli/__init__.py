@@ -13,8 +13,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 
 def _register() -> None:
-    from . import (ablation, analyze, bundle, calibrate, devices, evaluate, fit, measure, network_correction,  # noqa: F401
-                   predict, targets)  # (commands register themselves)
+    from . import (ablation, analyze, bundle, calibrate, compare, devices, evaluate, fit, measure,  # noqa: F401
+                   network_correction, predict, targets)  # (commands register themselves)
 
 
 def main(argv: list[str] | None = None) -> None:

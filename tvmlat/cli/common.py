@@ -104,6 +104,12 @@ def make_runner(t, overlap: bool = False, power: bool = False, cache: bool = Fal
     from ..cache import cache_root
 
     cache_dir = cache_root() if cache else None
+    if t.kind.startswith("torch-"):
+        if t.remote or power:
+            raise TvmlatError(f"{t.name}: PyTorch back-ends run on this machine, without --power")
+        from ..runners.torch_runner import TorchRunner
+
+        return TorchRunner(t)
     if t.remote:
         from ..runners.rpc import RPCRunner
 

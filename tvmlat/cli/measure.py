@@ -45,18 +45,7 @@ def measure_cmd(
         return
     entries = load_model_ref(model_ref)
     if not whole:
-        from ..split import split_layers
-
-        split = {}
-        for name, (module, inputs) in entries.items():
-            try:
-                layers = split_layers(module, inputs)
-            except Exception as e:  # noqa: BLE001 - export of the whole network failed
-                raise TvmlatError(f"{model_ref}: can't split {name!r} into layers: {type(e).__name__}: "
-                                  f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}") from None
-            prefix = f"{name}/" if len(entries) > 1 else ""
-            split.update({prefix + k: v for k, v in layers.items()})
-        entries = split
+        entries = split_entries(entries, model_ref)
     writer = None
     if out is not None:
         writer = CampaignWriter(out, {"target_name": t.name, "target": t.to_dict(), "profile": t.profile,
@@ -100,3 +89,19 @@ def _measure_onnx(path: str, t, fmt: Format) -> None:
     emit([row], fmt, TABLE_COLUMNS if fmt == Format.table else COLUMNS, title=f"measured on {t.name} ({t.profile})")
     if res.status != "ok":
         raise TvmlatError(f"{model.name}: {res.error}")
+
+
+def split_entries(entries: dict, model_ref: str) -> dict:
+    """Each entry's layers (as `analyze` shows them), named ``entry/layer`` when there are several entries."""
+    from ..split import split_layers
+
+    split = {}
+    for name, (module, inputs) in entries.items():
+        try:
+            layers = split_layers(module, inputs)
+        except Exception as e:  # noqa: BLE001 - export of the whole network failed
+            raise TvmlatError(f"{model_ref}: can't split {name!r} into layers: {type(e).__name__}: "
+                              f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}") from None
+        prefix = f"{name}/" if len(entries) > 1 else ""
+        split.update({prefix + k: v for k, v in layers.items()})
+    return split
