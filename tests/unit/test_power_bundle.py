@@ -156,7 +156,7 @@ def test_sampled_error_small_outputs():
     assert sampled_error([np.array([1.0, -2.0, 5.0], np.float32), refs[1]], ref) == pytest.approx(0.25)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: max(worst, nan) keeps worst, so NaN outputs compare as a perfect match")
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="BUG: max(worst, nan) keeps worst, so NaN outputs compare as a perfect match")
 def test_sampled_error_nan_output_is_not_a_match():
     refs = _refs()
     ref = sample_reference(refs, 5)

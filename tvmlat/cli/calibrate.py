@@ -35,6 +35,8 @@ def calibrate_cmd(
     rpc_key: Optional[str] = typer.Option(None, "--rpc-key", help=RPC_KEY_HELP),
     arch: Optional[str] = typer.Option(None, "--arch", help="CUDA architecture, e.g. sm_90 [the GPU here]"),
     power: bool = typer.Option(False, "--power", help="also measure power and energy per inference (NVIDIA, NVML)"),
+    prior: Optional[Path] = typer.Option(None, "--from", help="few-shot: adapt this predictor of another target "
+                                                                "with the new samples (then --samples 10 is enough)"),
     tune_budget: Optional[str] = typer.Option(None, "--tune-budget",
                                               help="tuned profile: stop tuning new blocks after this much tuning "
                                                    "time, e.g. 30m, 2h, 900s (resume later to continue)"),
@@ -49,8 +51,14 @@ def calibrate_cmd(
 
     make_model_factory(model, features)  # a bad --model/--features fails now, not after measuring
     budget_s = parse_duration(tune_budget) if tune_budget else None
-    if samples < 12:
-        raise TvmlatError(f"--samples {samples} is too few to fit and evaluate a predictor; use at least 12")
+    prior_doc = None
+    if prior is not None:
+        from ..predictors.io import load_predictor
+
+        prior_doc = load_predictor(prior).doc
+    if samples < (3 if prior_doc else 12):
+        raise TvmlatError(f"--samples {samples} is too few to fit and evaluate a predictor; use at least "
+                          f"{3 if prior_doc else 12}" + ("" if prior_doc else " (or adapt another target's with --from)"))
     fams = [f.strip() for f in families.split(",")] if families else None
     if fams and [f for f in fams if f not in FAMILIES]:
         raise TvmlatError(f"unknown families {[f for f in fams if f not in FAMILIES]}; known: {', '.join(FAMILIES)}")
@@ -102,7 +110,7 @@ def calibrate_cmd(
     if over_budget(new):
         con.print(f"[yellow]stopped early:[/] {over_budget(new)}; {len(df)} of {samples} blocks are measured. "
                   f"Run the same command again (with a budget) to continue.")
-        if len(good) < 12:
+        if len(good) < (3 if prior_doc else 12):
             raise TvmlatError(f"only {len(good)} blocks measured so far, too few to fit; run again to continue")
     con.print(f"measured {len(df)} blocks in {wall:.1f} s this run ({failed} failed); median CoV "
               f"{100 * good['latency_cov'].median():.2f} %, median CI of the median +-{100 * good['ci_rel'].median():.2f} %, "
@@ -110,7 +118,7 @@ def calibrate_cmd(
               f"({log10_span(good['latency_ms_median']):.1f} decades)")
     pred_path = out / f"{name}.predictor.json"
     fit_and_report(good, features=features, target=t.to_dict(), profile=t.profile,
-                   dataset_hash=file_hash(path), out=pred_path, con=con, model=model)
+                   dataset_hash=file_hash(path), out=pred_path, con=con, model=model, prior=prior_doc)
 
 
 def parse_duration(text: str) -> float:

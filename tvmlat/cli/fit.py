@@ -20,9 +20,16 @@ from .common import console, emit, Format, metrics_table
 MODELS = ("linear", "linear+xgb", "xgb")
 
 
-def make_model_factory(model: str, features: str):
-    """A zero-argument factory of unfitted predictors of the given kind."""
+def make_model_factory(model: str, features: str, prior: dict[str, Any] | None = None):
+    """A zero-argument factory of unfitted predictors of the given kind (``prior``: a predictor
+    document of another target, to adapt with few samples)."""
     from ..predictors.residual import ResidualPredictor, XGBPredictor
+
+    if prior is not None:
+        from ..predictors.adapted import AdaptedPredictor
+
+        doc = {k: prior[k] for k in ("kind", "model", "target", "profile", "features") if k in prior}
+        return lambda: AdaptedPredictor(prior=doc)
 
     if features not in FEATURE_SETS:
         raise TvmlatError(f"unknown --features {features!r}; known: {', '.join(FEATURE_SETS)}")
@@ -55,10 +62,13 @@ def _cov(preds: pd.DataFrame) -> dict[str, float]:
 
 
 def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any], profile: str,
-                   dataset_hash: str, out: Path, con, model: str = "linear") -> None:
-    make = make_model_factory(model, features)
-    if len(good) < 12:
-        raise TvmlatError(f"only {len(good)} blocks measured successfully; need at least 12 to fit a predictor")
+                   dataset_hash: str, out: Path, con, model: str = "linear", prior: dict[str, Any] | None = None) -> None:
+    make = make_model_factory(model, features, prior)
+    need = 3 if prior is not None else 12
+    if len(good) < need:
+        raise TvmlatError(f"only {len(good)} blocks measured successfully; need at least {need} to fit a predictor")
+    if prior is not None:
+        model = f"adapted from {prior.get('target', {}).get('name', '?')}"
     y = good["latency_ms_median"].to_numpy()
     fitted = make().fit(good, y)
     results = {"in-sample": accuracy(y, fitted.predict(good))}

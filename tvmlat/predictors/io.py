@@ -13,10 +13,12 @@ SCHEMA_VERSION = 1
 
 
 def _kinds():
+    from .adapted import AdaptedPredictor
     from .linear import LinearPredictor
     from .residual import ResidualPredictor, XGBPredictor
 
-    return {"linear": LinearPredictor, "linear+xgb": ResidualPredictor, "xgb": XGBPredictor}
+    return {"linear": LinearPredictor, "linear+xgb": ResidualPredictor, "xgb": XGBPredictor,
+            "adapted": AdaptedPredictor}
 
 
 def predictor_document(model, *, target: dict[str, Any], profile: str, dataset_hash: str = "",
