@@ -1,0 +1,77 @@
+"""Few-shot adaptation: the adapted predictor's fit, JSON round trip and CLI errors (fake data, no TVM)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers import assert_user_error, run_cli
+from tvmlat.errors import NotFittedError, PredictorError
+from tvmlat.predictors import LinearPredictor, save_predictor
+from tvmlat.predictors.adapted import AdaptedPredictor
+from tvmlat.predictors.io import load_predictor, predictor_document
+
+
+@pytest.fixture(scope="module")
+def prior_doc(fake_dataset):
+    _, df = fake_dataset
+    m = LinearPredictor(features="ops").fit(df, df["latency_ms_median"].to_numpy())
+    return predictor_document(m, target={"name": "other"}, profile="default"), df
+
+
+def _adapted(doc):
+    return AdaptedPredictor(prior={k: doc[k] for k in ("kind", "model", "target")})
+
+
+def test_recovers_a_scaled_target(prior_doc):
+    doc, df = prior_doc
+    prior_pred = LinearPredictor.from_dict(doc["model"]).predict(df)
+    y_new = 3.0 * prior_pred  # the new device is 3x slower on every block
+    a = _adapted(doc).fit(df.iloc[:5], y_new[:5])
+    assert np.allclose(a.predict(df), y_new, rtol=1e-6)
+    assert a.b_ == pytest.approx(1.0) and np.exp(a.a_) == pytest.approx(3.0)
+
+
+def test_slope_is_pulled_to_one_with_few_samples_and_learned_with_many(prior_doc):
+    doc, df = prior_doc
+    z = LinearPredictor.from_dict(doc["model"]).predict(df)
+    y_new = 2.0 * z ** 0.7  # big blocks gain more than small ones
+    few = _adapted(doc).fit(df.iloc[:3], y_new[:3])
+    many = _adapted(doc).fit(df, y_new)
+    assert abs(many.b_ - 0.7) < abs(few.b_ - 0.7)
+    assert many.b_ == pytest.approx(0.7, abs=0.05)
+
+
+def test_json_round_trip(prior_doc, tmp_path):
+    doc, df = prior_doc
+    a = _adapted(doc).fit(df.iloc[:10], df["latency_ms_median"].to_numpy()[:10])
+    save_predictor(a, tmp_path / "a.json", target={"name": "new"}, profile="default")
+    back = load_predictor(tmp_path / "a.json")
+    assert back.doc["kind"] == "adapted"
+    assert np.allclose(back.predict(df), a.predict(df))
+    assert "prior" in back.model.describe()
+
+
+def test_not_fitted_and_bad_documents(prior_doc):
+    doc, df = prior_doc
+    with pytest.raises(NotFittedError):
+        _adapted(doc).predict(df)
+    with pytest.raises(PredictorError):
+        AdaptedPredictor(prior={"kind": "nonsense", "model": {}}).fit(df, df["latency_ms_median"])
+    with pytest.raises(PredictorError):
+        AdaptedPredictor.from_dict({"prior": {"kind": "linear", "model": doc["model"]}})  # no a/b
+
+
+def test_calibrate_from_missing_predictor_is_a_user_error(tmp_path, capsys):
+    assert_user_error(run_cli(["calibrate", "--from", tmp_path / "nope.json", "--samples", "10",
+                               "--out", tmp_path], capsys), "does not exist")
+
+
+def test_too_few_samples_even_with_prior(fake_dataset, tmp_path, capsys, prior_doc):
+    doc, _ = prior_doc
+    p = tmp_path / "prior.json"
+    import json
+
+    p.write_text(json.dumps(doc))
+    assert_user_error(run_cli(["calibrate", "--from", p, "--samples", "2", "--out", tmp_path], capsys), "at least 3")
+    assert not list(tmp_path.glob("*.parquet"))
