@@ -87,7 +87,10 @@ def sampled_error(outputs, ref: dict[str, Any]) -> float:
         got = o.reshape(-1)[ref[f"refidx{j}"]].astype(np.float64)
         scale = max(float(ref[f"refscale{j}"]), 1e-6)
         if got.size:
-            worst = max(worst, float(np.abs(got - ref[f"refval{j}"]).max()) / scale)
+            diff = np.abs(got - ref[f"refval{j}"])
+            if not np.isfinite(diff).all():  # NaN or inf where the reference has a number
+                return float("inf")
+            worst = max(worst, float(diff.max()) / scale)
     return worst
 
 
@@ -118,7 +121,9 @@ def read_manifest(bundle: str | Path) -> dict[str, Any]:
         raise BundleError(f"{mp} is not valid JSON ({e}); the bundle is damaged: copy it again") from None
     if not isinstance(m, dict) or m.get("kind") != "tvmlat-bundle":
         raise BundleError(f"{mp} is not a tvmlat bundle manifest")
-    if m.get("schema_version", 0) > BUNDLE_SCHEMA:
+    if not isinstance(m.get("schema_version"), int):
+        raise BundleError(f"{mp} has no integer schema_version; the bundle is damaged")
+    if m["schema_version"] > BUNDLE_SCHEMA:
         raise BundleError(f"{mp} has schema_version {m['schema_version']}, newer than this tvmlat reads "
                           f"({BUNDLE_SCHEMA}); upgrade tvmlat")
     if not isinstance(m.get("entries"), list):
@@ -155,8 +160,9 @@ class BundleWriter:
         if (self.dir / MANIFEST).exists():
             self.manifest = read_manifest(self.dir)
             old = self.manifest.get("target", {})
-            if (old.get("name"), old.get("kind"), old.get("arch"), old.get("profile")) != \
-                    (target.name, target.kind, target.arch, target.profile):
+            fields = ("name", "kind", "arch", "profile", "mcpu", "cores", "triple")
+            new = target.to_dict()
+            if any(old.get(k) != new.get(k) for k in fields):
                 raise BundleError(f"{self.dir} holds a bundle for {old.get('name')} ({old.get('arch') or old.get('kind')}"
                                   f", {old.get('profile')}); use another --out")
         else:

@@ -31,18 +31,35 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def done_keys(results: Path) -> set[str]:
-    """Keys already measured in a results file (a torn last line from a crash is ignored)."""
-    keys = set()
+def _records(results: Path) -> list[dict[str, Any]]:
+    out = []
     if results.exists():
         for line in results.read_text().splitlines():
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
-                continue
-            if rec.get("type") == "row":
-                keys.add(rec["key"])
-    return keys
+                continue  # a line torn by a crash
+            if isinstance(rec, dict):
+                out.append(rec)
+    return out
+
+
+def _clean(o):
+    """NaN -> null, numpy scalars -> Python: the results file is standard JSON (jq reads it)."""
+    if isinstance(o, dict):
+        return {k: _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    if hasattr(o, "item") and not isinstance(o, (str, bytes)):
+        o = o.item()
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return o
+
+
+def done_keys(results: Path) -> set[str]:
+    """Keys already measured in a results file (a torn last line from a crash is ignored)."""
+    return {r["key"] for r in _records(results) if r.get("type") == "row" and "key" in r}
 
 
 def _device(tvm, kind: str):
@@ -82,13 +99,17 @@ def run_bundle(bundle: str | Path, out: str | Path, check: bool = True, power: b
 
         sampler = NVMLSampler()
     counts = {"measured": 0, "skipped": len(done), "failed": 0}
+    has_header = any(r.get("type") == "header" for r in _records(out))
+    torn = out.exists() and out.stat().st_size > 0 and not out.read_bytes().endswith(b"\n")
     with open(out, "a") as f:
         def write(rec: dict[str, Any]) -> None:
-            f.write(json.dumps(rec, default=_json_default) + "\n")
+            f.write(json.dumps(_clean(rec), default=str, allow_nan=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
 
-        if not done and out.stat().st_size == 0:
+        if torn:  # a crash cut the last line: end it, so it stays one unreadable line on its own
+            f.write("\n")
+        if not has_header:
             write({"type": "header", "result_schema": RESULT_SCHEMA, "bundle": str(b.resolve()),
                    "bundle_created": m.get("created"), "target": m["target"], "compile_versions": m.get("versions", {}),
                    "compile_host": m.get("host", {}), "runtime": {"tvm": tvm.__version__, "python": platform.python_version(),
@@ -139,15 +160,6 @@ def _device_name(tvm, dev, kind: str) -> str:
         return str(dev.device_name) if kind == "cuda" else platform.processor() or platform.machine()
     except Exception:  # noqa: BLE001
         return kind
-
-
-def _json_default(o):
-    if isinstance(o, float) and math.isnan(o):
-        return None
-    try:
-        return o.item()  # numpy scalars
-    except AttributeError:
-        return str(o)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -405,6 +405,8 @@ def resolve_cuda_arch(arch: Any, where: str = "target") -> str:
                               f"name the GPU's architecture (e.g. --arch sm_90 for H100, sm_80 for A100) to "
                               f"compile for it on this machine")
         arch = found
-    if not (isinstance(arch, str) and arch.startswith("sm_") and arch[3:].rstrip("a").isdigit()):
+    import re
+
+    if not (isinstance(arch, str) and re.fullmatch(r"sm_[0-9]{2,3}a?", arch)):
         raise TargetError(f"{where}: arch = {arch!r} is not a CUDA architecture like \"sm_90\" (or \"auto\")")
     return arch

@@ -156,7 +156,6 @@ def test_sampled_error_small_outputs():
     assert sampled_error([np.array([1.0, -2.0, 5.0], np.float32), refs[1]], ref) == pytest.approx(0.25)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="BUG: max(worst, nan) keeps worst, so NaN outputs compare as a perfect match")
 def test_sampled_error_nan_output_is_not_a_match():
     refs = _refs()
     ref = sample_reference(refs, 5)
@@ -171,7 +170,7 @@ def test_resolve_cuda_arch_accepts_sm_xx(arch, no_gpu):
     assert resolve_cuda_arch(arch) == arch
 
 
-@pytest.mark.parametrize("arch", ["sm90", "90", "compute_90", "sm_", "sm_x0"])
+@pytest.mark.parametrize("arch", ["sm90", "90", "compute_90", "sm_", "sm_x0", "sm_90aa", "sm_9"])
 def test_resolve_cuda_arch_rejects_other_forms(arch, no_gpu):
     with pytest.raises(TargetError) as ei:
         resolve_cuda_arch(arch, "target 'cuda'")
@@ -248,6 +247,18 @@ def test_read_manifest_newer_schema(tmp_path):
     _write_manifest(tmp_path, json.dumps({"kind": "tvmlat-bundle", "schema_version": BUNDLE_SCHEMA + 1, "entries": []}))
     with pytest.raises(BundleError, match=f"schema_version {BUNDLE_SCHEMA + 1}.*upgrade tvmlat"):
         read_manifest(tmp_path)
+
+
+def test_read_manifest_schema_version_not_an_integer(tmp_path):
+    _write_manifest(tmp_path, json.dumps({"kind": "tvmlat-bundle", "schema_version": "1", "entries": []}))
+    with pytest.raises(BundleError, match="schema_version"):
+        read_manifest(tmp_path)
+
+
+def test_bundle_for_another_cpu_is_not_resumed(tmp_path):
+    BundleWriter(tmp_path / "b", make_target(mcpu="znver3"), {})
+    with pytest.raises(BundleError, match="another --out"):
+        BundleWriter(tmp_path / "b", make_target(mcpu="cortex-a72"), {})
 
 
 def test_read_manifest_without_entries(tmp_path):

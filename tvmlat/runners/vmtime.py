@@ -68,5 +68,9 @@ def max_rel_error(got: list[np.ndarray], ref: list[np.ndarray]) -> float:
         if g.shape != r.shape:
             return float("inf")
         scale = max(float(np.abs(r).max()) if r.size else 0.0, 1e-6)
-        worst = max(worst, float(np.abs(g.astype(np.float64) - r).max()) / scale if r.size else 0.0)
+        if r.size:
+            diff = np.abs(g.astype(np.float64) - r)
+            if not np.isfinite(diff).all():  # NaN/inf in the output (or the reference): no match
+                return float("inf")
+            worst = max(worst, float(diff.max()) / scale)
     return worst
