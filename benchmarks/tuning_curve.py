@@ -49,13 +49,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--budgets", default="4,16,64")
     ap.add_argument("--out", default="benchmarks/out")
+    ap.add_argument("--only", default="", help="comma-separated families of BLOCKS to run [all]")
+    ap.add_argument("--append", action="store_true", help="add to an existing tuning_curve.csv in --out")
     a = ap.parse_args()
     budgets = [int(b) for b in a.budgets.split(",")]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     base = load_target("llvm")
     rows = []
-    for spec in BLOCKS:
+    if a.append and (out / "tuning_curve.csv").exists():
+        rows = pd.read_csv(out / "tuning_curve.csv").to_dict("records")
+    only = {f for f in a.only.split(",") if f}
+    for spec in [b for b in BLOCKS if not only or b.family in only]:
         module, inputs = build_block(spec)
         eager = torch_eager_ms(module, inputs)
         res = LocalRunner(base).run(module, inputs)

@@ -70,13 +70,13 @@ def kfold_splits(df: pd.DataFrame, k: int = 5, seed: int = 0) -> Iterator[tuple[
 
 
 def cross_validate(df: pd.DataFrame, make_model: Callable[[], Any], split: str = "family",
-                   k: int = 5, seed: int = 0) -> tuple[dict[str, float], pd.DataFrame]:
+                   k: int = 5, seed: int = 0, y_col: str = "latency_ms_median") -> tuple[dict[str, float], pd.DataFrame]:
     """Fit a fresh model per split, predict the held-out rows; metrics over all held-out rows pooled.
 
     Returns (pooled metrics, per-row predictions with columns block_id, family, measured, predicted, split).
     """
     splits = family_splits(df) if split == "family" else kfold_splits(df, k, seed)
-    y = df["latency_ms_median"].to_numpy(dtype=float)
+    y = df[y_col].to_numpy(dtype=float)
     parts = []
     for name, tr, te in splits:
         if len(tr) == 0 or len(te) == 0:

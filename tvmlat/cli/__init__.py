@@ -13,7 +13,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 
 def _register() -> None:
-    from . import (ablation, analyze, bundle, calibrate, compare, devices, evaluate, fit, measure,  # noqa: F401
+    from . import (ablation, analyze, bundle, calibrate, compare, devices, evaluate, fit, measure, memory,  # noqa: F401
                    network_correction, predict, targets)  # (commands register themselves)
 
 

@@ -58,6 +58,13 @@ def predict_cmd(
         for r, a, b in zip(rows, lo, hi):
             r["low_ms"], r["high_ms"] = float(a), float(b)
         cols[2:2] = ["low_ms", "high_ms"]
+    if pred.doc.get("memory"):  # a memory model fitted by `tvmlat memory --predictor`
+        from ..memory import MemoryModel
+
+        mem = MemoryModel.from_dict(pred.doc["memory"]).predict(feats)
+        for r, b in zip(rows, mem):
+            r["peak_memory_mib"] = float(b) / 2**20
+        cols.append("peak_memory_mib")
     tname = pred.target.get("name", "?")
     emit(rows, fmt, cols, title=f"predicted on {tname} ({pred.profile}) by {predictor.name}"
          + (f", {100 * interval:.0f}% intervals" if interval is not None else ""))

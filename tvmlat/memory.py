@@ -1,0 +1,119 @@
+"""Peak memory of a block from TVM's own memory planning (no compilation to machine code, no run).
+
+The block is imported into Relax and taken through the target's pipeline up to
+``StaticPlanBlockMemory``; then ``main``'s allocations are summed: the planned storage pools
+(intermediate activations, reused where lifetimes don't overlap) and the tensors that escape
+(outputs). Peak memory = weights + inputs + planned storage + outputs, in bytes. The weights are
+the block's bound parameters (constants in the module), counted from the module itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+
+def planned_memory(module: torch.nn.Module, inputs: Sequence[torch.Tensor], target) -> dict[str, int]:
+    import tvm
+    from tvm import relax
+
+    from .compile import to_relax
+
+    import importlib
+
+    mod = to_relax(module, inputs, {})
+    tt = target.tvm_target()
+    # the target's own default pipeline, stopped right after memory planning (its package does
+    # not re-export dataflow_lower_passes in TVM 0.27, hence the module itself)
+    backend = importlib.import_module(f"tvm.relax.backend.{'cuda' if target.kind == 'cuda' else 'cpu_generic'}.pipeline")
+    with tt:
+        passes = (backend.library_dispatch_passes(tt) + backend.legalize_passes(tt)
+                  + backend.dataflow_lower_passes(tt) + [relax.transform.StaticPlanBlockMemory()])
+        mod = tvm.transform.Sequential(passes)(mod)
+    storage = alloc_storage_bytes(mod["main"])
+    weights = sum(int(p.numel()) * p.element_size() for p in module.parameters())
+    weights += sum(int(b.numel()) * b.element_size() for b in module.buffers())
+    inp = sum(int(t.numel()) * t.element_size() for t in inputs)
+    return {"planned_bytes": storage["planned"], "output_bytes": storage["outputs"], "weight_bytes": weights,
+            "input_bytes": inp, "peak_memory_bytes": weights + inp + storage["planned"] + storage["outputs"],
+            "n_pools": storage["pools"]}
+
+
+def alloc_storage_bytes(func) -> dict[str, int]:
+    """Bytes of ``relax.memory.alloc_storage`` pools and of escaping ``relax.builtin.alloc_tensor``s."""
+    import tvm
+    from tvm import relax
+
+    alloc_storage = tvm.ir.Op.get("relax.memory.alloc_storage")
+    alloc_tensor = tvm.ir.Op.get("relax.builtin.alloc_tensor")
+    out = {"planned": 0, "outputs": 0, "pools": 0}
+
+    def size_of(shape, dtype: str) -> int:
+        n = 1
+        for d in shape.values:
+            n *= int(d.value)
+        dt = tvm.DataType(dtype)
+        return n * ((dt.bits + 7) // 8) * dt.lanes
+
+    def visit(e: Any) -> None:
+        if isinstance(e, relax.Call):
+            if e.op.same_as(alloc_storage):
+                out["planned"] += int(e.args[0].values[0].value)
+                out["pools"] += 1
+            elif e.op.same_as(alloc_tensor):
+                out["outputs"] += size_of(e.args[0], e.args[1].value)
+
+    relax.analysis.post_order_visit(func.body, visit)
+    return out
+
+
+#: features of the memory model: bytes are 4 per element (float32 blocks)
+MEMORY_FEATURES = ("weight_elems", "inp", "acts")
+
+
+class MemoryModel:
+    """peak_memory_bytes ~ c_w*weights + c_i*inputs + c_a*activations + c_0 (non-negative, fitted on
+    relative error). Weights and inputs are resident; planning keeps only part of the activations."""
+
+    kind = "memory-linear"
+
+    def fit(self, X, y) -> "MemoryModel":
+        import numpy as np
+        from scipy.optimize import nnls
+
+        A = self._matrix(X)
+        y = np.asarray(y, dtype=float)
+        w = 1.0 / y
+        self.coef_, _ = nnls(A * w[:, None], np.ones_like(y))
+        return self
+
+    @staticmethod
+    def _matrix(X):
+        import numpy as np
+
+        cols = [np.asarray(X[f], dtype=float) * 4.0 for f in MEMORY_FEATURES]
+        return np.column_stack(cols + [np.full(len(cols[0]), 1024.0)])
+
+    def predict(self, X):
+        if not hasattr(self, "coef_"):
+            from .errors import NotFittedError
+
+            raise NotFittedError("this MemoryModel is not fitted yet")
+        return self._matrix(X) @ self.coef_
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "features": list(MEMORY_FEATURES), "unit": "bytes",
+                "coefficients": dict(zip([*MEMORY_FEATURES, "intercept_kib"], map(float, self.coef_)))}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "MemoryModel":
+        from .errors import PredictorError
+
+        try:
+            c = d["coefficients"]
+            m = cls()
+            m.coef_ = __import__("numpy").asarray([float(c[f]) for f in [*MEMORY_FEATURES, "intercept_kib"]])
+        except (KeyError, TypeError, ValueError) as e:
+            raise PredictorError(f"memory model in the predictor file is malformed ({e})") from None
+        return m
