@@ -75,3 +75,18 @@ def test_too_few_samples_even_with_prior(fake_dataset, tmp_path, capsys, prior_d
     p.write_text(json.dumps(doc))
     assert_user_error(run_cli(["calibrate", "--from", p, "--samples", "2", "--out", tmp_path], capsys), "at least 3")
     assert not list(tmp_path.glob("*.parquet"))
+
+
+def test_memory_model_fit_and_round_trip(fake_dataset):
+    from tvmlat.memory import MemoryModel
+
+    _, df = fake_dataset
+    y = 4.0 * (df["weight_elems"] + df["inp"]).to_numpy(dtype=float) + 0.5 * 4 * df["acts"].to_numpy(dtype=float)
+    m = MemoryModel().fit(df, y)
+    assert np.allclose(m.predict(df), y, rtol=1e-3)
+    back = MemoryModel.from_dict(m.to_dict())
+    assert np.allclose(back.predict(df), m.predict(df))
+    with pytest.raises(PredictorError):
+        MemoryModel.from_dict({"coefficients": {"acts": 1.0}})
+    with pytest.raises(NotFittedError):
+        MemoryModel().predict(df)

@@ -1,0 +1,58 @@
+"""Peak memory from TVM's memory planning, and the memory model (real TVM import and planning; marker `tvm`)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tvmlat.blocks import build_block, sample_specs
+from tvmlat.dataset import CampaignWriter, read_dataset
+from tvmlat.measure import run_campaign, spec_workloads
+from tvmlat.memory import MemoryModel, planned_memory
+from tvmlat.runners.fake import FakeRunner
+from tvmlat.specs import BlockSpec
+from tvmlat.targets import load_target
+
+pytestmark = pytest.mark.tvm
+
+
+def test_linear_block_memory_is_exact():
+    spec = BlockSpec.make("linear", tokens=8, din=64, dout=32, bias=True)
+    m = planned_memory(*build_block(spec), load_target("llvm"))
+    assert m["weight_bytes"] == (64 * 32 + 32) * 4
+    assert m["input_bytes"] == 8 * 64 * 4
+    assert m["output_bytes"] == 8 * 32 * 4  # the output escapes main: not in a planned pool
+    assert m["peak_memory_bytes"] == m["weight_bytes"] + m["input_bytes"] + m["planned_bytes"] + m["output_bytes"]
+
+
+def test_planning_reuses_memory_in_a_deep_block():
+    spec = BlockSpec.make("inverted_residual", cin=32, cout=32, hw=14, expand=6, k=3, stride=1)
+    m = planned_memory(*build_block(spec), load_target("llvm"))
+    expanded = 32 * 6 * 14 * 14 * 4  # one expanded activation
+    assert m["n_pools"] >= 1
+    # several expanded activations live in the block, but planning keeps only a few at a time
+    assert expanded <= m["planned_bytes"] < 4 * expanded
+
+
+def test_memory_command_fills_dataset_and_predictor(tmp_path, capsys):
+    from tvmlat.cli import main
+    from tvmlat.predictors import LinearPredictor, save_predictor
+
+    t = load_target("llvm")
+    specs = sample_specs(10, seed=61, min_flops=2e4, max_flops=3e6)
+    path = tmp_path / "d.parquet"
+    run_campaign(spec_workloads(specs), FakeRunner(), t,
+                 CampaignWriter(path, {"target_name": t.name, "target": t.to_dict()}), show_progress=False)
+    df = read_dataset(path)
+    save_predictor(LinearPredictor().fit(df, df["latency_ms_median"].to_numpy()), tmp_path / "p.json",
+                   target=t.to_dict(), profile="default")
+    main(["memory", "--dataset", str(path), "--predictor", str(tmp_path / "p.json"), "--no-progress"])
+    df = read_dataset(path)
+    assert (df["peak_memory_bytes"] > 0).all()
+    doc = json.loads((tmp_path / "p.json").read_text())
+    back = MemoryModel.from_dict(doc["memory"])
+    assert np.all(back.predict(df) > 0)
+    assert "held-out families" in doc["memory"]["training"]["metrics"]
+    assert "memory model" in capsys.readouterr().out
