@@ -291,6 +291,23 @@ def load_target(name_or_path: str) -> TargetSpec:
     return target_from_dict(raw, source=str(path), default_name=path.stem)
 
 
+def _table(raw: dict[str, Any], name: str, cls, where: str):
+    """The ``[name]`` table of a target file as a checked ``cls`` (EvaluatorConfig, TuningConfig, RPCConfig)."""
+    d = raw.get(name, {})
+    if not isinstance(d, dict):
+        raise TargetError(f"{where}: [{name}] must be a table")
+    allowed = set(cls.__dataclass_fields__)
+    bad = set(d) - allowed
+    if bad:
+        raise TargetError(f"{where}: unknown [{name}] keys {sorted(bad)}; allowed: {sorted(allowed)}")
+    try:
+        return cls(**d).check()
+    except TypeError as e:
+        raise TargetError(f"{where}: bad [{name}] settings: {e}") from None
+    except TargetError as e:
+        raise TargetError(f"{where}: {e}") from None
+
+
 def target_from_dict(raw: dict[str, Any], source: str = "", default_name: str = "") -> TargetSpec:
     where = source or "target"
     raw = dict(raw)
@@ -339,40 +356,9 @@ def target_from_dict(raw: dict[str, Any], source: str = "", default_name: str = 
             raise TargetError(f"{where}: a {kind} target runs on the CPU (no arch) or on the GPU (arch = \"cuda\")")
     elif arch:
         raise TargetError(f"{where}: arch is for kind = \"cuda\" targets; an {kind} target names its CPU with mcpu")
-    rpc_raw = raw.get("rpc", {})
-    if not isinstance(rpc_raw, dict):
-        raise TargetError(f"{where}: [rpc] must be a table")
-    bad = set(rpc_raw) - set(RPCConfig.__dataclass_fields__)
-    if bad:
-        raise TargetError(f"{where}: unknown [rpc] keys {sorted(bad)}; allowed: {sorted(RPCConfig.__dataclass_fields__)}")
-    try:
-        rpc = RPCConfig(**rpc_raw).check()
-    except TargetError as e:
-        raise TargetError(f"{where}: {e}") from None
-    ev_raw = raw.get("evaluator", {})
-    if not isinstance(ev_raw, dict):
-        raise TargetError(f"{where}: [evaluator] must be a table")
-    allowed = set(EvaluatorConfig.__dataclass_fields__)
-    bad = set(ev_raw) - allowed
-    if bad:
-        raise TargetError(f"{where}: unknown [evaluator] keys {sorted(bad)}; allowed: {sorted(allowed)}")
-    try:
-        ev = EvaluatorConfig(**ev_raw).check()
-    except TypeError as e:
-        raise TargetError(f"{where}: bad [evaluator] settings: {e}") from None
-    except TargetError as e:
-        raise TargetError(f"{where}: {e}") from None
-    tu_raw = raw.get("tuning", {})
-    if not isinstance(tu_raw, dict):
-        raise TargetError(f"{where}: [tuning] must be a table")
-    bad = set(tu_raw) - set(TuningConfig.__dataclass_fields__)
-    if bad:
-        raise TargetError(f"{where}: unknown [tuning] keys {sorted(bad)}; allowed: "
-                          f"{sorted(TuningConfig.__dataclass_fields__)}")
-    try:
-        tuning = TuningConfig(**tu_raw).check()
-    except TargetError as e:
-        raise TargetError(f"{where}: {e}") from None
+    rpc = _table(raw, "rpc", RPCConfig, where)
+    ev = _table(raw, "evaluator", EvaluatorConfig, where)
+    tuning = _table(raw, "tuning", TuningConfig, where)
     return TargetSpec(name=str(raw.get("name", default_name)), kind=kind, profile=profile, cores=cores, tuning=tuning,
                       mcpu=mcpu, description=str(raw.get("description", "")), evaluator=ev, source=source,
                       mattr=tuple(mattr), rpc=rpc, arch=arch, **strings)

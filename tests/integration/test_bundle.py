@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import assert_user_error, run_cli
+
 import tvmlat.dataset
 from tvmlat.blocks import sample_specs
 from tvmlat.bundle import MANIFEST, BundleError, build_bundle, read_manifest, sha256, verify
@@ -64,25 +66,6 @@ def bundle(built, tmp_path):
     return out
 
 
-def run_cli(args, capsys):
-    from tvmlat.cli import main
-
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_user_error(result, *needles):
-    code, out, err = result
-    assert code == 2, (code, out, err)
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), err
-    assert all(n in lines[0] for n in needles), (needles, lines[0])
-    return lines[0]
 
 
 def _rows(results: Path) -> list[dict]:

@@ -59,21 +59,34 @@ def _tracker_socket(addr: tuple[str, int], timeout: float = 5.0) -> socket.socke
     return sock
 
 
+def _ask_tracker(addr: tuple[str, int], message: list, what: str, wait: float | None = None,
+                 connect_timeout: float = 5.0) -> Any:
+    """Send one message to the tracker and return its answer's payload. ``wait``: how long to wait
+    for the answer (TimeoutError after that; closing the socket withdraws a pending request)."""
+    from tvm.rpc import base
+
+    sock = _tracker_socket(addr, connect_timeout)
+    try:
+        if wait is not None:
+            sock.settimeout(wait)
+        base.sendjson(sock, message)
+        value = base.recvjson(sock)
+    except (OSError, ValueError) as e:
+        if isinstance(e, TimeoutError) and wait is not None:
+            raise
+        raise RPCError(f"the tracker at {addr[0]}:{addr[1]} did not answer a {what} ({e})") from None
+    finally:
+        sock.close()
+    if not isinstance(value, list) or value[0] != base.TrackerCode.SUCCESS:
+        raise RPCError(f"the tracker at {addr[0]}:{addr[1]} answered {value!r} to a {what}")
+    return value[1]
+
+
 def tracker_summary(addr: tuple[str, int], timeout: float = 5.0) -> dict[str, Any]:
     """The tracker's summary: ``{"queue_info": {key: {free, pending}}, "server_info": [...]}``."""
     from tvm.rpc import base
 
-    sock = _tracker_socket(addr, timeout)
-    try:
-        base.sendjson(sock, [base.TrackerCode.SUMMARY])
-        value = base.recvjson(sock)
-    except (OSError, ValueError) as e:
-        raise RPCError(f"the tracker at {addr[0]}:{addr[1]} did not answer a summary request ({e})") from None
-    finally:
-        sock.close()
-    if not isinstance(value, list) or value[0] != base.TrackerCode.SUCCESS:
-        raise RPCError(f"the tracker at {addr[0]}:{addr[1]} answered {value!r} to a summary request")
-    return value[1]
+    return _ask_tracker(addr, [base.TrackerCode.SUMMARY], "summary request", connect_timeout=timeout)
 
 
 def devices(summary: dict[str, Any]) -> list[dict[str, Any]]:
@@ -122,21 +135,12 @@ def request_session(addr: tuple[str, int], key: str, request_timeout: float, ses
     from tvm import rpc
     from tvm.rpc import base
 
-    sock = _tracker_socket(addr)
     try:
-        sock.settimeout(request_timeout)
-        base.sendjson(sock, [base.TrackerCode.REQUEST, key, "", 1])
-        value = base.recvjson(sock)
-    except (socket.timeout, TimeoutError):
+        url, port, matchkey = _ask_tracker(addr, [base.TrackerCode.REQUEST, key, "", 1], "session request",
+                                           wait=request_timeout)
+    except TimeoutError:
         raise NoFreeServer(f"no server under key {key!r} became free within {request_timeout:g} s "
                            f"(tracker {addr[0]}:{addr[1]})") from None
-    except (OSError, ValueError) as e:
-        raise RPCError(f"the tracker at {addr[0]}:{addr[1]} dropped a session request ({e})") from None
-    finally:
-        sock.close()
-    if not isinstance(value, list) or value[0] != base.TrackerCode.SUCCESS:
-        raise RPCError(f"the tracker at {addr[0]}:{addr[1]} answered {value!r} to a session request")
-    url, port, matchkey = value[1]
     sess = rpc.connect(url, port, matchkey, session_timeout=session_timeout)
     return sess, f"{url}:{port}"
 

@@ -1,4 +1,4 @@
-"""Helpers shared by the unit tests (imported as a plain module; pytest puts tests/unit on sys.path)."""
+"""Helpers shared by the tests (a plain module: tests/conftest.py puts tests/ on sys.path)."""
 
 from __future__ import annotations
 
