@@ -201,3 +201,33 @@ def test_cross_compile_for_aarch64_board(tmp_path):
     head = open(art["lib"], "rb").read(20)
     assert head[:4] == b"\x7fELF" and head[4] == 2  # 64-bit ELF
     assert int.from_bytes(head[18:20], sys.byteorder if head[5] == 1 else "big") == 183  # EM_AARCH64
+
+
+def test_tvmlat_tracker_and_server_commands(tmp_path):
+    import subprocess
+
+    from tvmlat.rpc_farm import free_port
+    from tvmlat.runners.rpc import wait_for_servers
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "tvmlat.cli"]
+    procs = [subprocess.Popen(cmd + ["tracker", "--port", str(port)], stderr=subprocess.PIPE)]
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                tracker_summary(("127.0.0.1", port))
+                break
+            except RPCError:
+                assert time.monotonic() < deadline, "tracker did not come up"
+                time.sleep(0.3)
+        procs.append(subprocess.Popen(cmd + ["server", "--key", "wrapped", "--tracker", f"127.0.0.1:{port}",
+                                             "--port", str(free_port())], stderr=subprocess.PIPE))
+        assert wait_for_servers(("127.0.0.1", port), "wrapped", 60) == 1
+        # both listen on loopback only: every registered address is 127.0.0.1
+        rows = devices(tracker_summary(("127.0.0.1", port)))
+        assert all(a.startswith("127.0.0.1:") for r in rows for a in r["addresses"].split())
+    finally:
+        for p in procs:
+            kill_tree(p)
+    assert all(b"warning" not in (p.stderr.read() or b"") for p in procs)

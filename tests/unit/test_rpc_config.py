@@ -559,3 +559,13 @@ def test_rpc_runner_on_a_remote_target_needs_no_tracker_yet():
     assert r.addr == ("127.0.0.1", 1)
     assert r.target.rpc.key == "k"
     assert r.stats["sessions"] == 0
+
+
+@pytest.mark.parametrize("host,warns", [("127.0.0.1", False), ("localhost", False), ("0.0.0.0", True),
+                                        ("192.168.1.5", True)])
+def test_public_listen_address_warns(host, warns, capsys):
+    from tvmlat.cli.rpc_serve import _warn_if_public
+
+    _warn_if_public(host)
+    err = capsys.readouterr().err
+    assert ("no authentication" in err) == warns

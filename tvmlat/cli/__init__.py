@@ -14,7 +14,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 def _register() -> None:
     from . import (ablation, analyze, bundle, calibrate, compare, devices, evaluate, fit, measure, memory,  # noqa: F401
-                   network_correction, predict, targets)  # (commands register themselves)
+                   network_correction, predict, rpc_serve, targets)  # (commands register themselves)
 
 
 def main(argv: list[str] | None = None) -> None:
