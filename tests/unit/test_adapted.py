@@ -90,3 +90,39 @@ def test_memory_model_fit_and_round_trip(fake_dataset):
         MemoryModel.from_dict({"coefficients": {"acts": 1.0}})
     with pytest.raises(NotFittedError):
         MemoryModel().predict(df)
+
+
+def test_calibrate_from_prior_falls_back_to_own_model_when_the_prior_misleads(tmp_path, capsys, fake_dataset):
+    """A prior whose shape is unrelated to the new target loses to the target's own model on 5-fold."""
+    import json
+
+    from tvmlat.cli.fit import fit_and_report
+    from rich.console import Console
+
+    _, df = fake_dataset
+    rng = np.random.default_rng(0)
+    y_other = df["latency_ms_median"].to_numpy() * np.exp(rng.normal(0, 1.5, len(df)))  # scrambled shape
+    prior = predictor_document(LinearPredictor().fit(df, y_other), target={"name": "other"}, profile="default")
+    out = tmp_path / "p.json"
+    fit_and_report(df, features="ops", target={"name": "new"}, profile="default", dataset_hash="", out=out,
+                   con=Console(width=200), prior=prior)
+    assert json.loads(out.read_text())["kind"] == "linear"
+    assert "does not help" in capsys.readouterr().out
+
+
+def test_calibrate_from_prior_keeps_a_prior_that_helps(tmp_path, fake_dataset):
+    import json
+
+    from rich.console import Console
+
+    from tvmlat.cli.fit import fit_and_report
+
+    _, df = fake_dataset
+    prior_model = LinearPredictor().fit(df, df["latency_ms_median"].to_numpy())
+    prior = predictor_document(prior_model, target={"name": "other"}, profile="default")
+    new = df.copy()
+    new["latency_ms_median"] = 2.5 * prior_model.predict(df)  # the new target: the same shape, 2.5x slower
+    out = tmp_path / "p.json"
+    fit_and_report(new, features="ops", target={"name": "new"}, profile="default", dataset_hash="", out=out,
+                   con=Console(width=200), prior=prior)
+    assert json.loads(out.read_text())["kind"] == "adapted"

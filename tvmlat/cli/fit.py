@@ -68,7 +68,16 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
     if len(good) < need:
         raise TvmlatError(f"only {len(good)} blocks measured successfully; need at least {need} to fit a predictor")
     if prior is not None:
-        model = f"adapted from {prior.get('target', {}).get('name', '?')}"
+        src = prior.get("target", {}).get("name", "?")
+        model = f"adapted from {src}"
+        if len(good) >= 12:  # enough samples for a model of its own: keep the prior only if it helps
+            own = make_model_factory("linear", features)
+            err_prior = cross_validate(good, make, split="kfold", k=5)[0]["median_ape"]
+            err_own = cross_validate(good, own, split="kfold", k=5)[0]["median_ape"]
+            con.print(f"5-fold median APE: adapted from {src} {err_prior:.1f} %, own linear model {err_own:.1f} %")
+            if err_own < err_prior:
+                make, model = own, "linear"
+                con.print(f"[yellow]the prior from {src} does not help on this target; fitting its own model[/]")
     y = good["latency_ms_median"].to_numpy()
     fitted = make().fit(good, y)
     results = {"in-sample": accuracy(y, fitted.predict(good))}
