@@ -208,7 +208,7 @@ def build_bundle(workloads, target, out: str | Path, meta: dict[str, Any],
                  on_done: Callable[[Any, dict], None] | None = None) -> BundleWriter:
     """Compile every workload not yet in the bundle at ``out`` into it."""
     from .features import count_features
-    from .runners.ahead import compile_to_library
+    from .runners.ahead import artefact_name, compile_to_library
 
     target.check_toolchain()
     bw = BundleWriter(out, target, meta)
@@ -216,7 +216,7 @@ def build_bundle(workloads, target, out: str | Path, meta: dict[str, Any],
     for w in workloads:
         if w.key in done:
             continue
-        safe = hashlib.sha1(w.key.encode()).hexdigest()[:16] if not w.spec else w.key
+        safe = artefact_name(w.key, w.spec)
         try:
             module, inputs = w.make()
             feats = w.features() if w.features else count_features(module, inputs)

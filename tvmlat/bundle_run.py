@@ -77,7 +77,7 @@ def run_bundle(bundle: str | Path, out: str | Path, check: bool = True, power: b
     import tvm
     from tvm.runtime.vm import VirtualMachine  # not tvm.relax: that needs the compiler library
 
-    from .runners.vmtime import time_vm
+    from .runners.vmtime import time_vm, vm_energy
 
     b = Path(bundle)
     m = read_manifest(b)
@@ -129,7 +129,7 @@ def run_bundle(bundle: str | Path, out: str | Path, check: bool = True, power: b
                 vm = VirtualMachine(tvm.runtime.load_module(str(b / e["lib"])), dev)
                 res = time_vm(vm, dev, ins, ref if check else None, target.evaluator, compare=sampled_error)
                 if sampler is not None and res.status == "ok":
-                    res.energy = _energy(vm, dev, res, sampler)
+                    res.energy = vm_energy(vm, dev, res.latency_ms_median, sampler)
                     extra = {k: v for k, v in res.energy.items() if k.startswith("energy_") and k != "energy_mj"}
             except Exception as ex:  # noqa: BLE001 - a failing block is a row
                 res = RunResult(status="run_error", error=f"{type(ex).__name__}: {str(ex).strip().splitlines()[-1:]}")
@@ -143,16 +143,6 @@ def run_bundle(bundle: str | Path, out: str | Path, check: bool = True, power: b
             lat = f"{res.latency_ms_median:.4f} ms" if res.status == "ok" else res.status
             log(f"[{i}/{len(todo)}] {e['name'][:60]}: {lat}")
     return counts
-
-
-def _energy(vm, dev, res: RunResult, sampler) -> dict[str, Any]:
-    from .power import measure_energy
-
-    def run(n: int) -> float:
-        f = vm.time_evaluator("invoke_stateful", dev, number=n, repeat=1, min_repeat_ms=0)
-        return float(f("main").mean) * n
-
-    return measure_energy(run, res.latency_ms_median / 1000.0, sampler)
 
 
 def _device_name(tvm, dev, kind: str) -> str:

@@ -23,7 +23,6 @@ from tvmlat.blocks import sample_specs
 from tvmlat.bundle import MANIFEST, BundleError, build_bundle, read_manifest, sha256, verify
 from tvmlat.bundle_run import done_keys, run_bundle
 from tvmlat.cli.bundle import read_results
-from tvmlat.errors import TvmlatError
 from tvmlat.measure import spec_workloads
 from tvmlat.runners.vmtime import REL_TOL
 from tvmlat.targets import load_target

@@ -75,6 +75,14 @@ def compile_to_library(module, inputs, target, out_dir: str, name: str, check: b
     return {"status": "ok", "lib": lib, "data": data, "stages": c.stages}
 
 
+def artefact_name(key: str, spec: str) -> str:
+    """File name for a workload's library/data: its block id, or (model entries, whose names may
+    hold '/' or spaces) a hash of its key."""
+    import hashlib
+
+    return key if spec else hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
 def load_arrays(data_path: str, check: bool = True) -> tuple[list, list | None]:
     """(inputs, reference outputs or None) from an artefact's .npz."""
     import numpy as np

@@ -9,7 +9,7 @@ import torch
 from ..compile import StageError, compile_module
 from ..targets import TargetSpec
 from .base import RunResult
-from .vmtime import REL_TOL, time_vm  # noqa: F401 (REL_TOL: re-exported for tests)
+from .vmtime import REL_TOL, time_vm, vm_energy  # noqa: F401 (REL_TOL: re-exported for tests)
 
 
 class LocalRunner:
@@ -24,6 +24,7 @@ class LocalRunner:
         self.check = check
         self.cache_dir = str(cache_dir) if cache_dir else None  # compile cache (spec workloads only)
         self._specs: dict[str, str] = {}
+        self._tmp: str | None = None  # where in-process compiles for the cache write their files
         self.sampler = sampler  # a power.PowerSampler: also measure power and energy per inference
         if target.kind != "llvm":
             import tvm
@@ -50,7 +51,7 @@ class LocalRunner:
         if self._ahead is not None:
             self._ahead.close()
             self._ahead = None
-        if getattr(self, "_tmp", None):
+        if self._tmp:
             import shutil
 
             shutil.rmtree(self._tmp, ignore_errors=True)
@@ -69,7 +70,7 @@ class LocalRunner:
 
             from .ahead import compile_spec_to_library
 
-            self._tmp = getattr(self, "_tmp", None) or tempfile.mkdtemp(prefix="tvmlat-local-")
+            self._tmp = self._tmp or tempfile.mkdtemp(prefix="tvmlat-local-")
             done = compile_spec_to_library(self._specs[key], self.target.to_dict(), self._tmp, self.cache_dir)
         if done is None:
             try:
@@ -121,11 +122,5 @@ class LocalRunner:
                              stages=stages)
         res.stages = {**stages, **res.stages}
         if self.sampler is not None and res.status == "ok":
-            from ..power import measure_energy
-
-            def run(n: int) -> float:
-                f = vm.time_evaluator("invoke_stateful", dev, number=n, repeat=1, min_repeat_ms=0)
-                return float(f("main").mean) * n
-
-            res.energy = measure_energy(run, res.latency_ms_median / 1000.0, self.sampler)
+            res.energy = vm_energy(vm, dev, res.latency_ms_median, self.sampler)
         return res

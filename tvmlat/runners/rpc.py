@@ -218,7 +218,7 @@ class RPCRunner:
         tmp = tempfile.mkdtemp(prefix="tvmlat-rpc-")
         import multiprocessing
 
-        from .ahead import _worker_init, compile_spec_to_library, compile_to_library
+        from .ahead import _worker_init, artefact_name, compile_spec_to_library, compile_to_library
 
         pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_worker_init)
@@ -230,7 +230,7 @@ class RPCRunner:
                 fut = pool.submit(compile_spec_to_library, w.spec, self.target.to_dict(), tmp, self.cache_dir)
             else:
                 fut = inline.submit(lambda make=make, key=w.key: compile_to_library(
-                    *make(), self.target, tmp, _safe(key), check=self.check))
+                    *make(), self.target, tmp, artefact_name(key, ""), check=self.check))
             work.put(Job(i, w, fut, feats))
         stop = threading.Event()
         state: dict[int, str] = {}
@@ -364,12 +364,6 @@ class RPCRunner:
         else:
             events.put(("row", wid, job, RunResult(
                 status="run_error", error=f"failed on {job.attempts} sessions; last: {err}"[:400]), ""))
-
-
-def _safe(key: str) -> str:
-    import hashlib
-
-    return hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
 def _last_line(e: BaseException) -> str:

@@ -49,6 +49,17 @@ def time_vm(vm, dev, host_inputs: Sequence, reference: Any, cfg: EvaluatorConfig
     return res
 
 
+def vm_energy(vm, dev, latency_ms: float, sampler) -> dict[str, Any]:
+    """Power and energy per inference of ``main`` (run back to back while ``sampler`` reads power)."""
+    from ..power import measure_energy
+
+    def run(n: int) -> float:
+        f = vm.time_evaluator("invoke_stateful", dev, number=n, repeat=1, min_repeat_ms=0)
+        return float(f("main").mean) * n
+
+    return measure_energy(run, latency_ms / 1000.0, sampler)
+
+
 def flatten_outputs(out: Any) -> list[np.ndarray]:
     """VM outputs (tensor or nested array of tensors) as a flat list of numpy arrays."""
     if hasattr(out, "numpy"):
