@@ -16,6 +16,7 @@ import torch
 from .errors import CompileError
 from .runners.vmtime import flatten_outputs, max_rel_error  # noqa: F401 (re-exported)
 from .targets import TargetSpec
+from .tuning import open_database, tune_extracted, tuning_pipeline
 
 
 @dataclass
@@ -111,31 +112,17 @@ def tune_relax(mod, target: TargetSpec, stages: dict[str, float] | None = None):
     are tuned once, across blocks, campaigns and interrupted runs. Returns the module with the
     tuned schedules applied, ready for ``tvm.compile``. Records ``tune_s`` and ``tasks_tuned``.
     """
-    import tvm
     from tvm import relax
     from tvm.s_tir import meta_schedule as ms
 
-    import logging
-
-    # MetaSchedule logs every search step at INFO/DEBUG; keep its warnings only
-    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
     t0 = time.perf_counter()
     tvm_target = target.tvm_target()
-    with tvm_target:
-        mod = tvm.transform.Sequential([relax.transform.DecomposeOpsForInference(),
-                                        relax.transform.CanonicalizeBindings(),
-                                        relax.pipeline.zero_pipeline()])(mod)
-    work_dir = target.database_dir()
-    work_dir.mkdir(parents=True, exist_ok=True)
-    db = ms.database.JSONDatabase(work_dir=str(work_dir))
+    mod = tuning_pipeline(mod, tvm_target)
+    db = open_database(target)
     tasks = ms.relax_integration.extract_tasks(mod, tvm_target)
     new = [t for t in tasks if not db.has_workload(t.dispatched[0])]
     if new:
-        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(new, work_dir=str(work_dir))
-        n = target.tuning.trials_per_task
-        ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir), max_trials_global=n * len(new),
-                      max_trials_per_task=n, num_trials_per_iter=min(n, 16), database=db,
-                      builder=ms.builder.LocalBuilder(timeout_sec=target.tuning.builder_timeout_s))
+        tune_extracted(new, target, db)
     with tvm_target, db:
         mod = relax.transform.MetaScheduleApplyDatabase()(mod)
     if stages is not None:

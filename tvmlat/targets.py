@@ -59,6 +59,9 @@ class TuningConfig:
     """The ``tuned`` profile: MetaSchedule with this many trials per task, a shared JSON database."""
 
     trials_per_task: int = 32
+    # Candidates the evolutionary search keeps per generation. TVM's default, 512, spent ~20 s of
+    # CPU per task here on mutating and scoring candidates that a 32-trial budget never measures.
+    population: int = 128
     builder_timeout_s: float = 600.0  # candidate builds of a conv took > 30 s (the default) on a 2-vCPU VM
     database: str = ""  # folder of MetaSchedule's JSON database; "" = datasets/<target>/tuning
 
@@ -67,6 +70,8 @@ class TuningConfig:
                 or self.trials_per_task < 1:
             raise TargetError(f"bad [tuning] settings: trials_per_task must be a positive integer, "
                               f"got {self.trials_per_task!r}")
+        if not isinstance(self.population, int) or isinstance(self.population, bool) or self.population < 8:
+            raise TargetError(f"bad [tuning] settings: population must be an integer >= 8, got {self.population!r}")
         if not isinstance(self.builder_timeout_s, (int, float)) or not self.builder_timeout_s > 0:
             raise TargetError(f"bad [tuning] settings: builder_timeout_s must be > 0, got {self.builder_timeout_s!r}")
         if not isinstance(self.database, str):
@@ -206,6 +211,15 @@ class TargetSpec:
         from dataclasses import replace
 
         return replace(self, profile=profile)
+
+    def with_trials(self, trials: int) -> "TargetSpec":
+        """This target with another MetaSchedule trial budget per kernel (``--trials``, tuned profile)."""
+        from dataclasses import replace
+
+        if self.profile != "tuned":
+            raise TargetError(f"--trials applies to the tuned profile only, and target {self.name!r} uses "
+                              f"{self.profile!r}; add --profile tuned")
+        return replace(self, tuning=replace(self.tuning, trials_per_task=trials).check())
 
     def tvm_target(self):
         """The ``tvm.target.Target`` this spec compiles for (imports TVM)."""

@@ -21,6 +21,8 @@ from .common import RPC_KEY_HELP, TRACKER_HELP, console, make_runner, provenance
 def calibrate_cmd(
     target: str = typer.Option("llvm", "--target", "-t", help="target name (see `tvmlat targets`) or a .toml path"),
     profile: Optional[str] = typer.Option(None, "--profile", help="compile profile: default | tuned [the target file's]"),
+    trials: Optional[int] = typer.Option(None, "--trials", help="tuned profile: MetaSchedule trials per kernel "
+                                                               "[the target file's [tuning] trials_per_task]"),
     samples: int = typer.Option(100, "--samples", "-n", help="number of calibration blocks"),
     seed: int = typer.Option(0, "--seed", help="sampler seed: same seed, same blocks"),
     out: Optional[Path] = typer.Option(None, "--out", help="folder for dataset and predictor [datasets/<target>]"),
@@ -63,6 +65,8 @@ def calibrate_cmd(
     if fams and [f for f in fams if f not in FAMILIES]:
         raise TvmlatError(f"unknown families {[f for f in fams if f not in FAMILIES]}; known: {', '.join(FAMILIES)}")
     t = resolve_target(target, profile, tracker, rpc_key, arch)
+    if trials is not None:
+        t = t.with_trials(trials)
     out = out or Path("datasets") / (f"{t.name}-{t.arch}" if t.kind == "cuda" else t.name)
     tag = "" if t.profile == "default" else f"-{t.profile}{t.tuning.trials_per_task}"
     name = campaign or f"calib-{t.mcpu or t.arch or 'generic'}{tag}-n{samples}-s{seed}"
@@ -91,24 +95,34 @@ def calibrate_cmd(
         con.print("[yellow]note:[/] --tune-budget applies to the tuned profile only; ignored")
         budget_s = None
 
-    def over_budget(rows) -> str:
-        spent = sum(r.get("tune_s", 0) or 0 for r in rows if r.get("tune_s") == r.get("tune_s"))
-        return f"tuning budget {tune_budget} spent ({spent:.0f} s)" if budget_s is not None and spent >= budget_s else ""
-
     t0 = time.perf_counter()
+    workloads = spec_workloads(specs)
+    tuning = None
     try:
-        new = run_campaign(spec_workloads(specs), runner, t, writer, show_progress=progress, console=con,
-                           stop=over_budget)
+        if t.profile == "tuned":
+            # tune every new block's kernels first (deduplicated across blocks), then measure with
+            # nothing else running: tuning in the background would disturb the timings
+            from ..tuning import tune_ahead
+
+            todo = [w for w in workloads if w.key not in writer.done_ids()]
+            if todo:
+                tuning = tune_ahead(todo, t, budget_s=budget_s, console=con, show_progress=progress)
+                con.print(tuning_report(tuning))
+                workloads = [w for w in workloads if w.key not in tuning["tasks_of"] or w.key in tuning["ready"]]
+        new = run_campaign(workloads, runner, t, writer, show_progress=progress, console=con)
     finally:
         getattr(runner, "close", lambda: None)()
     wall = time.perf_counter() - t0
     df = writer.df[writer.df["block_id"].isin({s.block_id for s in specs})]
     good = ok_rows(df)
-    writer.finish(wall_s_last_run=round(wall, 2))
+    writer.finish(wall_s_last_run=round(wall, 2),
+                  **({"tuning_last_run": {k: v for k, v in tuning.items() if k not in ("ready", "tasks_of")}}
+                     if tuning is not None else {}))
     failed = len(df) - len(good)
     con.print(time_report(new, wall))
-    if over_budget(new):
-        con.print(f"[yellow]stopped early:[/] {over_budget(new)}; {len(df)} of {samples} blocks are measured. "
+    why = tuning["stopped"] if tuning is not None else ""
+    if why:
+        con.print(f"[yellow]stopped early:[/] {why}; {len(df)} of {samples} blocks are measured. "
                   f"Run the same command again (with a budget) to continue.")
         if len(good) < (3 if prior_doc else 12):
             raise TvmlatError(f"only {len(good)} blocks measured so far, too few to fit; run again to continue")
@@ -136,6 +150,13 @@ def parse_duration(text: str) -> float:
     if seconds <= 0:
         raise TvmlatError(f"--tune-budget {text!r} must be longer than zero")
     return seconds
+
+
+def tuning_report(r: dict) -> str:
+    """One line on the tune-ahead phase: blocks, kernels, how many the shared database saved."""
+    return (f"tuning: {r['blocks']} blocks have {r['tasks']} kernels, {r['unique']} distinct; "
+            f"{r['already_tuned']} were in the shared database, {r['tuned']} tuned now in {r['tune_s']:.0f} s "
+            f"(+{r['extract_s']:.0f} s extracting); {len(r['ready'])} blocks ready to measure")
 
 
 def time_report(rows, wall: float) -> str:
