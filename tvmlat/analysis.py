@@ -183,6 +183,11 @@ def _table(layers: list[Layer], params_of, predictor, totals: dict[str, int]) ->
         lat = predictor.predict(pd.DataFrame(feats))
         df["latency_ms"] = lat
         df["share_%"] = 100 * lat / lat.sum() if lat.sum() > 0 else 0.0
+        from .energy import predict_energy
+
+        en = predict_energy(predictor, pd.DataFrame(feats), lat)
+        if en is not None:
+            df["energy_mj"], df["power_w"] = en
     df.attrs["totals"] = totals
     return df
 
@@ -203,6 +208,9 @@ def totals_row(df: pd.DataFrame) -> dict[str, Any]:
             row[c] = df[c].sum()
     if "act_mb" in df:
         row["act_mb"] = df["act_mb"].max()  # the largest activation alive at a layer boundary
+    if "energy_mj" in df:
+        row["energy_mj"] = df["energy_mj"].sum()
+        row["power_w"] = row["energy_mj"] / row["latency_ms"] if row.get("latency_ms", 0) > 0 else float("nan")
     return row
 
 

@@ -200,3 +200,41 @@ def test_tuned_profile_tunes_once_and_reuses_the_shared_database(tmp_path, targe
     again = LocalRunner(tuned).run(module, inputs)
     assert again.status == "ok" and again.stages["tasks_tuned"] == 0
     assert again.stages["tasks"] == first.stages["tasks"]
+
+
+def test_tuned_calibration_tunes_shared_kernels_once_then_measures(tmp_path, capsys):
+    """`calibrate --profile tuned` tunes first: two copies of one block have the same kernels, so the
+    distinct kernels are half of all kernels; a second campaign finds everything in the database."""
+    import shutil
+
+    from tvmlat.cli import main
+    from tvmlat.tuning import tune_ahead
+
+    tfile = tmp_path / "tiny.toml"
+    tfile.write_text(f'name = "tiny"\nkind = "llvm"\ncores = 1\nprofile = "tuned"\n'
+                     f'[evaluator]\nmin_repeat_ms = 2.0\nmax_seconds = 0.3\n'
+                     f'[tuning]\ntrials_per_task = 2\ndatabase = "{tmp_path / "db"}"\n')
+    from tvmlat.targets import load_target
+
+    t = load_target(str(tfile))
+    spec = sample_specs(1, seed=3, families=["pool"], min_flops=2e4, max_flops=2e5)[0]
+    one = spec_workloads([spec])[0]
+    twin = dataclasses.replace(one, key="twin")
+    report = tune_ahead([one, twin], t, show_progress=False)
+    assert report["tasks"] == 2 * report["unique"] >= 2
+    assert report["tuned"] == report["unique"] and report["already_tuned"] == 0
+    assert sorted(report["ready"]) == sorted([one.key, "twin"])
+    again = tune_ahead([one], t, show_progress=False)
+    assert again["tuned"] == 0 and again["already_tuned"] == again["unique"] and again["ready"] == [one.key]
+    # a budget already spent tunes nothing new and measures no block that still needs tuning
+    shutil.rmtree(tmp_path / "db")
+    spent = tune_ahead([one], t, budget_s=1e-9, show_progress=False)
+    assert spent["stopped"] and spent["tuned"] == 0 and spent["ready"] == []
+
+    main(["calibrate", "--target", str(tfile), "--samples", "12", "--families", "pool", "--no-progress",
+          "--out", str(tmp_path / "out"), "--seed", "5"])
+    out = capsys.readouterr().out
+    assert "tuning:" in out and "12 blocks ready to measure" in out
+    df = read_dataset(next((tmp_path / "out").glob("*.parquet")))
+    assert len(df) == 12 and (df["status"] == "ok").all() and (df["profile"] == "tuned").all()
+    assert (df["max_rel_err"] <= REL_TOL).all()

@@ -14,7 +14,7 @@ from . import app
 from .common import Format, console, emit
 
 COLUMNS = ["name", "op", "input_shape", "output_shape", "params", "macs", "flops", "read_mb", "write_mb",
-           "weights_mb", "act_mb", "latency_ms", "share_%"]
+           "weights_mb", "act_mb", "latency_ms", "share_%", "energy_mj", "power_w"]
 
 
 def _parse_shape(text: str) -> tuple[int, ...]:
@@ -111,7 +111,9 @@ def _report(df, name: str, pred, sort, top, fmt: str, plot, out, con) -> dict:
         con.print(f"totals: {total['params']:,} parameters, {total['macs'] / 1e6:,.2f} M multiply-adds "
                   f"(conv, matmul, attention), {total['flops'] / 1e6:,.2f} MFLOPs with elementwise ops, "
                   f"weights {total['weights_mb']:.2f} MB = {total['weights_mb'] * 1e6 / 2**20:.2f} MiB"
-                  + (f", predicted {total['latency_ms']:.3f} ms" if pred else "") + _corrected(pred, total))
+                  + (f", predicted {total['latency_ms']:.3f} ms" if pred else "")
+                  + (f", {total['energy_mj']:.3f} mJ per inference at {total['power_w']:.1f} W" if "energy_mj" in total
+                     else "") + _corrected(pred, total))
     else:
         text = (full.to_csv(index=False) if fmt == "csv" else full.to_json(orient="records", indent=2)
                 if fmt == "json" else full.to_html(index=False))

@@ -86,14 +86,23 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
     split = "leave-one-family-out" if "held-out families" in cv else "5-fold"
     interval = {"method": f"split-conformal on |log(measured/predicted)| of {split} predictions",
                 "abs_log_residuals": heldout_scores(heldout)}
+    from ..energy import energy_rows, fit_energy
+
+    energy = fit_energy(good, features)
     save_predictor(fitted, out, target=target, profile=profile, dataset_hash=dataset_hash, interval=interval,
-                   training={"n": int(len(good)), "families": sorted(good["family"].unique()), "metrics": results})
+                   training={"n": int(len(good)), "families": sorted(good["family"].unique()), "metrics": results},
+                   energy=energy)
     con.print(f"\n[bold]fitted model[/] ({model}, features: {features})\n{fitted.describe()}")
     con.print(metrics_table(results, f"accuracy of the {model} model"))
     emit(per_family(heldout).to_dict("records"), Format.table,
          ["family", "n", "median_ape", "within10", "bias"],
          title="held-out families: error per family" if "held-out families" in results else "5-fold: error per family")
-    con.print(f"predictor saved to {out}")
+    if energy is not None:
+        con.print(metrics_table(energy["training"]["metrics"], "accuracy of the energy model and the derived power"))
+    elif len(energy_rows(good)):
+        con.print(f"[yellow]note:[/] only {len(energy_rows(good))} blocks have an energy reading; no energy model "
+                  f"(needs 12)")
+    con.print(f"predictor saved to {out}" + (" (with an energy model)" if energy is not None else ""))
 
 
 @app.command("fit")

@@ -65,6 +65,13 @@ def predict_cmd(
         for r, b in zip(rows, mem):
             r["peak_memory_mib"] = float(b) / 2**20
         cols.append("peak_memory_mib")
+    from ..energy import predict_energy
+
+    en = predict_energy(pred, feats, lat)
+    if en is not None:  # a target that measured energy (e.g. NVML): energy per inference and average power
+        for r, e, w in zip(rows, *en):
+            r["energy_mj"], r["power_w"] = float(e), float(w)
+        cols += ["energy_mj", "power_w"]
     tname = pred.target.get("name", "?")
     emit(rows, fmt, cols, title=f"predicted on {tname} ({pred.profile}) by {predictor.name}"
          + (f", {100 * interval:.0f}% intervals" if interval is not None else ""))

@@ -22,11 +22,13 @@ def _kinds():
 
 
 def predictor_document(model, *, target: dict[str, Any], profile: str, dataset_hash: str = "",
-                       training: dict[str, Any] | None = None, interval: dict[str, Any] | None = None) -> dict[str, Any]:
+                       training: dict[str, Any] | None = None, interval: dict[str, Any] | None = None,
+                       energy: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The predictor file's document; ``energy``: an energy section from ``energy.fit_energy`` (optional)."""
     from .. import __version__
     from ..features import FEATURES_VERSION
 
-    return {
+    doc = {
         "schema_version": SCHEMA_VERSION,
         "features_version": FEATURES_VERSION,
         "kind": model.kind,
@@ -40,6 +42,9 @@ def predictor_document(model, *, target: dict[str, Any], profile: str, dataset_h
         "features": list(model.feature_names_in_),
         "interval": interval or {},
     }
+    if energy:
+        doc["energy"] = energy
+    return doc
 
 
 def save_predictor(model, path: str | Path, **kw: Any) -> dict[str, Any]:

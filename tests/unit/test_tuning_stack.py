@@ -1,0 +1,37 @@
+"""The light inspect.stack used while importing TVM's tensor intrinsics (no TVM needed)."""
+
+from __future__ import annotations
+
+import inspect
+
+from tvmlat.tuning import _light_stack, light_inspect_stack
+
+
+def _outer():
+    return _inner()
+
+
+def _inner():
+    return _light_stack(), inspect.stack()
+
+
+def test_light_stack_gives_the_frames_files_lines_and_source_line_tvmscript_reads():
+    light, full = _outer()
+    assert len(light) == len(full)
+    for a, b in zip(light, full):
+        assert (a.frame, a.filename, a.lineno, a.function) == (b.frame, b.filename, b.lineno, b.function)
+        if b.code_context:  # TVMScript's parser looks at the decorator line of frame 2
+            assert a.code_context == b.code_context
+
+
+def test_light_stack_is_installed_only_inside_the_block():
+    saved = inspect.stack
+    with light_inspect_stack():
+        assert inspect.stack is _light_stack
+    assert inspect.stack is saved
+    try:
+        with light_inspect_stack():
+            raise KeyError("x")
+    except KeyError:
+        pass
+    assert inspect.stack is saved
