@@ -14,62 +14,11 @@ from scratch on all remaining new-target samples.
 from __future__ import annotations
 
 import argparse
-import warnings
 
-import numpy as np
 import pandas as pd
 
+from tvmlat.ablation import few_shot_pair
 from tvmlat.dataset import load_for_fit, ok_rows, read_meta
-from tvmlat.metrics import accuracy
-from tvmlat.predictors import LinearPredictor
-from tvmlat.predictors.adapted import AdaptedPredictor
-from tvmlat.predictors.io import predictor_document
-
-SIZES = (3, 5, 10, 20, 50, 100)
-
-
-def run_pair(src: pd.DataFrame, dst: pd.DataFrame, src_name: str, dst_name: str, draws: int, seed: int):
-    common = sorted(set(src["block_id"]) & set(dst["block_id"]))
-    rng = np.random.default_rng(seed)
-    test_ids = set(rng.choice(common, size=int(0.3 * len(common)), replace=False))
-    src_train = src[~src["block_id"].isin(test_ids)]
-    prior = LinearPredictor(features="ops").fit(src_train, src_train["latency_ms_median"].to_numpy())
-    prior_doc = predictor_document(prior, target={"name": src_name}, profile="default")
-    test = dst[dst["block_id"].isin(test_ids)]
-    pool = dst[~dst["block_id"].isin(test_ids)]
-    yt = test["latency_ms_median"].to_numpy()
-    rows = []
-    try:
-        full = LinearPredictor(features="ops").fit(pool, pool["latency_ms_median"].to_numpy())
-        ref = accuracy(yt, full.predict(test))
-    except Exception:  # noqa: BLE001 - too few new-target blocks for a model of its own
-        ref = {"median_ape": float("nan"), "within10": float("nan")}
-    prior_only = accuracy(yt, prior.predict(test))
-    for n in [s for s in SIZES if s <= len(pool)]:
-        res = {"scratch": [], "adapted": []}
-        for d in range(draws):
-            tr = pool.sample(n=n, random_state=seed * 1000 + d)
-            y = tr["latency_ms_median"].to_numpy()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                try:
-                    m = LinearPredictor(features="ops").fit(tr, y)
-                    res["scratch"].append(accuracy(yt, m.predict(test)))
-                except Exception:  # noqa: BLE001 - too few samples for this model
-                    pass
-            a = AdaptedPredictor(prior={"kind": "linear", "model": prior_doc["model"]}).fit(tr, y)
-            res["adapted"].append(accuracy(yt, a.predict(test)))
-        for model, accs in res.items():
-            if accs:
-                rows.append({"pair": f"{src_name} -> {dst_name}", "n_new": n, "model": model,
-                             "median_ape": float(np.median([a["median_ape"] for a in accs])),
-                             "within10": float(np.median([a["within10"] for a in accs])), "draws": len(accs)})
-    rows.append({"pair": f"{src_name} -> {dst_name}", "n_new": len(pool), "model": "scratch, all new samples",
-                 "median_ape": ref["median_ape"], "within10": ref["within10"], "draws": 1})
-    rows.append({"pair": f"{src_name} -> {dst_name}", "n_new": 0, "model": "prior alone (other target)",
-                 "median_ape": prior_only["median_ape"], "within10": prior_only["within10"], "draws": 1})
-    return rows
-
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -87,7 +36,7 @@ def main() -> None:
     for s in names:
         for d in names:
             if s != d:
-                rows += run_pair(dfs[s], dfs[d], s, d, a.draws, a.seed)
+                rows += few_shot_pair(dfs[s], dfs[d], s, d, sizes=(3, 5, 10, 20, 50, 100), draws=a.draws, seed=a.seed)
     df = pd.DataFrame(rows)
     pd.set_option("display.width", 200)
     print(df.to_string(index=False, float_format=lambda v: f"{v:.3g}"))

@@ -4,18 +4,22 @@ Models: the published 3-feature linear form (one and two segments), the per-op-c
 model, XGBoost alone, and linear + XGBoost on the log residual. Splits: random 5-fold and
 leave-one-family-out, identical for every model. Learning curve: a fixed 30% test split, and
 training subsets of 10, 20, 50, 100, 200... blocks from the rest (5 random draws each).
+Few-shot (with datasets of other targets): error on this target vs. its own samples, with and
+without another target's predictor as prior.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 
+from .errors import TvmlatError
 from .metrics import accuracy, cross_validate
 from .predictors.conformal import split_coverage
 from .predictors.linear import LinearPredictor
@@ -40,6 +44,7 @@ class AblationResult:
     metrics: pd.DataFrame       # one row per (model, split)
     predictions: pd.DataFrame   # held-out predictions: model, split_kind, block_id, family, measured, predicted
     curve: pd.DataFrame         # learning curve: model, n_train, draw, median_ape, within10
+    few_shot: pd.DataFrame = field(default_factory=pd.DataFrame)  # few_shot_pair rows, if other targets given
 
 
 def predict_rate(model, df: pd.DataFrame, rows: int = 200_000) -> float:
@@ -96,6 +101,66 @@ def learning_curve(df: pd.DataFrame, make, name: str, sizes, draws: int, seed: i
     return out
 
 
+FEW_SHOT_SIZES = (5, 10, 20, 50, 100)
+
+
+def few_shot_pair(src: pd.DataFrame, dst: pd.DataFrame, src_name: str, dst_name: str,
+                  sizes=FEW_SHOT_SIZES, draws: int = 20, seed: int = 0) -> list[dict]:
+    """Few-shot adaptation from target ``src`` to target ``dst`` (datasets measuring the same blocks).
+
+    30 % of the shared blocks are the test set, never seen by either model nor by the prior; for N
+    new-target samples (``draws`` draws from the rest) it fits the linear ``ops`` model from scratch
+    and the prior (the linear model of ``src``, test blocks excluded) adapted with the same N samples.
+    Rows: pair, n_new, model (scratch | adapted | reference rows), median_ape, within10, draws.
+    """
+    from .predictors.adapted import AdaptedPredictor
+    from .predictors.io import predictor_document
+
+    common = sorted(set(src["block_id"]) & set(dst["block_id"]))
+    if len(common) < 10:
+        raise TvmlatError(f"{src_name} and {dst_name} share only {len(common)} blocks; few-shot needs datasets "
+                          f"of the same sampled blocks (same --seed) on both targets")
+    rng = np.random.default_rng(seed)
+    test_ids = set(rng.choice(common, size=int(0.3 * len(common)), replace=False))
+    src_train = src[~src["block_id"].isin(test_ids)]
+    prior = LinearPredictor(features="ops").fit(src_train, src_train["latency_ms_median"].to_numpy())
+    prior_doc = predictor_document(prior, target={"name": src_name}, profile="default")
+    test = dst[dst["block_id"].isin(test_ids)]
+    pool = dst[~dst["block_id"].isin(test_ids)]
+    yt = test["latency_ms_median"].to_numpy()
+    rows = []
+    try:
+        full = LinearPredictor(features="ops").fit(pool, pool["latency_ms_median"].to_numpy())
+        ref = accuracy(yt, full.predict(test))
+    except Exception:  # noqa: BLE001 - too few new-target blocks for a model of its own
+        ref = {"median_ape": float("nan"), "within10": float("nan")}
+    prior_only = accuracy(yt, prior.predict(test))
+    for n in [s for s in sizes if s <= len(pool)]:
+        res = {"scratch": [], "adapted": []}
+        for d in range(draws):
+            tr = pool.sample(n=n, random_state=seed * 1000 + d)
+            y = tr["latency_ms_median"].to_numpy()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    m = LinearPredictor(features="ops").fit(tr, y)
+                    res["scratch"].append(accuracy(yt, m.predict(test)))
+                except Exception:  # noqa: BLE001 - too few samples for this model
+                    pass
+            a = AdaptedPredictor(prior={"kind": "linear", "model": prior_doc["model"]}).fit(tr, y)
+            res["adapted"].append(accuracy(yt, a.predict(test)))
+        for model, accs in res.items():
+            if accs:
+                rows.append({"pair": f"{src_name} -> {dst_name}", "n_new": n, "model": model,
+                             "median_ape": float(np.median([a["median_ape"] for a in accs])),
+                             "within10": float(np.median([a["within10"] for a in accs])), "draws": len(accs)})
+    rows.append({"pair": f"{src_name} -> {dst_name}", "n_new": len(pool), "model": "scratch, all",
+                 "median_ape": ref["median_ape"], "within10": ref["within10"], "draws": 1})
+    rows.append({"pair": f"{src_name} -> {dst_name}", "n_new": 0, "model": "prior alone",
+                 "median_ape": prior_only["median_ape"], "within10": prior_only["within10"], "draws": 1})
+    return rows
+
+
 def write_report(res: AblationResult, out: Path, title: str) -> list[Path]:
     """report.md, CSVs, and PNG plots (predicted vs measured, error CDF, learning curve)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -104,6 +169,9 @@ def write_report(res: AblationResult, out: Path, title: str) -> list[Path]:
     res.predictions.to_csv(out / "predictions.csv", index=False)
     res.curve.to_csv(out / "learning_curve.csv", index=False)
     files += [out / "metrics.csv", out / "predictions.csv", out / "learning_curve.csv"]
+    if not res.few_shot.empty:
+        res.few_shot.to_csv(out / "few_shot.csv", index=False)
+        files.append(out / "few_shot.csv")
     files += _plots(res, out)
     cols = ["model", "split", "median_ape", "median_ape_ge1ms", "median_ape_lt1ms", "within5", "within10", "mape",
             "rmspe", "spearman", "r2_log", "cov90", "width90", "fit_s", "predict_s_per_1e6"]
@@ -120,6 +188,12 @@ def write_report(res: AblationResult, out: Path, title: str) -> list[Path]:
           md_table(curve.reset_index()) if not curve.empty else "(no data)", "",
           "![predicted vs measured](pred_vs_measured.png)", "", "![error CDF](error_cdf.png)", "",
           "![learning curve](learning_curve.png)", ""]
+    if not res.few_shot.empty:
+        md += ["## Few-shot adaptation from other targets", "",
+               "Median APE % (and share within +-10 %) on 30 % of this target's blocks held out, vs. the number of "
+               "this target's own samples: `scratch` = the linear model on those samples alone, `adapted` = the "
+               "other target's linear predictor mapped with them (`calibrate --from`); median over random draws.", "",
+               md_table(few_shot_table(res.few_shot)), "", "![few-shot](few_shot.png)", ""]
     (out / "report.md").write_text("\n".join(md))
     files.append(out / "report.md")
     return files
@@ -181,12 +255,43 @@ def _plots(res: AblationResult, out: Path) -> list[Path]:
             ax.plot(med.index, med.values, "o-", label=m)
         files.append(_finish_log_x(plt, fig, ax, "calibration blocks", "median APE on test split (%)",
                                    "learning curve", out / "learning_curve.png"))
+    if not res.few_shot.empty:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        fs = res.few_shot[res.few_shot["model"].isin(["scratch", "adapted"])]
+        scratch_drawn = False  # the scratch curve is the same for every prior (same test split): draw it once
+        for (pair, model), g in fs.groupby(["pair", "model"], sort=False):
+            if model == "scratch" and scratch_drawn:
+                continue
+            g = g.sort_values("n_new")
+            label = f"prior {pair.split(' -> ')[0]}, adapted" if model == "adapted" else "from scratch (no prior)"
+            ax.plot(g["n_new"], g["median_ape"], "o-" if model == "adapted" else "ks--", label=label)
+            scratch_drawn = scratch_drawn or model == "scratch"
+        ticks = sorted(fs["n_new"].unique())
+        ax.set_xscale("log")
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
+        dst = fs["pair"].iloc[0].split(" -> ")[1]
+        files.append(_finish_log_x(plt, fig, ax, f"samples of {dst}", "median APE on its held-out blocks (%)",
+                                   f"few-shot adaptation to {dst}", out / "few_shot.png"))
     return files
+
+
+def few_shot_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per (pair, model), one column per number of new samples: median APE % (within +-10 %)."""
+    t = rows.assign(cell=[f"{a:.1f} ({100 * w:.0f} %)" for a, w in zip(rows["median_ape"], rows["within10"])])
+    grid = t[t["model"].isin(["scratch", "adapted"])].pivot_table(index=["pair", "model"], columns="n_new",
+                                                                    values="cell", aggfunc="first")
+    grid.columns = [f"n={c}" for c in grid.columns]
+    ref = t[~t["model"].isin(["scratch", "adapted"])]
+    refs = ref.assign(label=[f"{m} (n={n})" for m, n in zip(ref["model"], ref["n_new"])])
+    extra = refs.pivot_table(index="pair", columns="label", values="cell", aggfunc="first")
+    return grid.reset_index().merge(extra.reset_index(), on="pair", how="left")
 
 
 def _finish_log_x(plt, fig, ax, xlabel: str, ylabel: str, title: str, path: Path) -> Path:
     """Log x axis, labels, legend, title; save to ``path`` and close."""
-    ax.set_xscale("log")
+    if ax.get_xscale() != "log":  # (setting it again would drop ticks a caller chose)
+        ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)

@@ -19,6 +19,10 @@ def ablation_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="folder for report.md, CSVs and PNG plots"),
     draws: int = typer.Option(5, "--draws", help="random training draws per learning-curve point"),
     xgb: bool = typer.Option(True, "--xgb/--no-xgb", help="include the XGBoost models"),
+    few_shot_from: Optional[List[Path]] = typer.Option(None, "--few-shot-from",
+                                                       help="dataset(s) of other targets, same blocks: add the few-shot "
+                                                            "table (this target from N samples, with and without "
+                                                            "their predictor as prior)"),
     fmt: Format = typer.Option(Format.table, "--format", "-f"),
 ) -> None:
     """Compare linear (published / two-segment / per-op-class), XGBoost alone and linear + XGBoost
@@ -32,6 +36,20 @@ def ablation_cmd(
     with con.status("fitting") as status:
         res = run_ablation(df, model_zoo(with_xgb=xgb), draws=draws,
                            progress=lambda m: status.update(f"cross-validating {m}"))
+    if few_shot_from:
+        from ..ablation import few_shot_pair
+        from ..dataset import read_meta
+
+        here = read_meta(dataset[0]).get("target_name", dataset[0].stem)
+        rows = []
+        with con.status("few-shot") as status:
+            for other in few_shot_from:
+                name = read_meta(other).get("target_name", other.stem)
+                status.update(f"few-shot from {name}")
+                rows += few_shot_pair(ok_rows(concat_datasets([other])), df, name, here, draws=draws * 2)
+        import pandas as pd
+
+        res.few_shot = pd.DataFrame(rows)
     cols = ["model", "split", "median_ape", "median_ape_ge1ms", "median_ape_lt1ms", "within5", "within10", "mape",
             "rmspe", "spearman", "r2_log", "cov90", "width90", "fit_s", "predict_s_per_1e6"]
     if fmt == Format.table:  # the terminal gets the columns that fit; the report and CSV have all of them
@@ -50,6 +68,12 @@ def ablation_cmd(
         rows = [{"model": m, **{str(k): float(v) for k, v in r.items()}} for m, r in curve.iterrows()]
         emit(rows, Format.table, ["model", *map(str, curve.columns)],
              title="learning curve: median APE % on a fixed 30% test split vs. calibration blocks")
+    if fmt == Format.table and not res.few_shot.empty:
+        from ..ablation import few_shot_table
+
+        t = few_shot_table(res.few_shot)
+        emit(t.to_dict("records"), Format.table, list(t.columns),
+             title="few-shot: median APE % (within +-10 %) on this target's held-out blocks vs. its own samples")
     if out is not None:
         files = write_report(res, out, f"tvmlat ablation: {', '.join(p.name for p in dataset)}")
         con.print("report: " + ", ".join(str(f) for f in files))
