@@ -1,4 +1,4 @@
-"""Board power and energy per inference, sampled while a block runs (NVML on NVIDIA GPUs).
+"""Board power and energy per inference, sampled while a block runs (NVML on NVIDIA GPUs, RAPL on CPUs).
 
 ``measure_energy`` runs the block back to back for a window (>= ``min_window_s``) while a sampler
 reads board power; it reports average power, idle power (sampled before), energy per inference
@@ -49,6 +49,85 @@ class NVMLSampler:
             while not self._stop.is_set():
                 self._samples.append(self.read_watts())
                 time.sleep(self.period_s)
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> list[float]:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        return list(self._samples)
+
+
+POWERCAP = "/sys/class/powercap"
+
+
+class RAPLSampler:
+    """CPU package power from Linux RAPL energy counters (``/sys/class/powercap/intel-rapl:N/energy_uj``,
+    also used for AMD CPUs), read every ``period_s`` and turned into watts per interval.
+
+    The counters cover the whole package (every process on it), so ``measure_energy``'s idle reading
+    matters here; they wrap at ``max_energy_range_uj`` (handled). Many VMs expose no powercap at all,
+    and since 2020 kernels make ``energy_uj`` readable by root only: then this raises ``RuntimeError``
+    saying which, and nothing is measured (no zeros are written).
+    """
+
+    def __init__(self, root: str | None = None, period_s: float = 0.05):
+        import glob
+        import os
+
+        root = root or os.environ.get("TVMLAT_POWERCAP", POWERCAP)
+        if not os.path.isdir(root):
+            raise RuntimeError(f"no RAPL on this machine ({root} does not exist; typical of VMs)")
+        zones = []
+        for z in sorted(glob.glob(os.path.join(root, "intel-rapl:*"))):
+            name_file = os.path.join(z, "name")
+            if ":" in os.path.basename(z).split("intel-rapl:", 1)[1]:
+                continue  # a sub-zone (core, uncore, dram) of a package: the package counts it already
+            if os.path.exists(name_file) and not open(name_file).read().startswith("package"):
+                continue
+            zones.append(z)
+        if not zones:
+            raise RuntimeError(f"no RAPL package zone under {root}")
+        self.zones = []
+        for z in zones:
+            try:
+                with open(os.path.join(z, "energy_uj")) as f:
+                    int(f.read())
+            except PermissionError:
+                raise RuntimeError(f"{z}/energy_uj is readable by root only on this kernel; run as root or "
+                                   f"grant read access (e.g. chmod o+r) to measure CPU energy") from None
+            except (OSError, ValueError) as e:
+                raise RuntimeError(f"cannot read {z}/energy_uj ({e})") from None
+            rng_file = os.path.join(z, "max_energy_range_uj")
+            wrap = int(open(rng_file).read()) if os.path.exists(rng_file) else 2**32
+            self.zones.append((os.path.join(z, "energy_uj"), wrap))
+        self.name = f"RAPL ({len(self.zones)} package zone{'s' if len(self.zones) > 1 else ''})"
+        self.period_s = period_s
+        self._stop = threading.Event()
+        self._samples: list[float] = []
+        self._thread: threading.Thread | None = None
+
+    def read_uj(self) -> list[int]:
+        out = []
+        for path, _ in self.zones:
+            with open(path) as f:
+                out.append(int(f.read()))
+        return out
+
+    def _watts(self, a: list[int], b: list[int], dt: float) -> float:
+        total = sum((y - x) % wrap for x, y, (_, wrap) in zip(a, b, self.zones))
+        return total / 1e6 / dt
+
+    def start(self) -> None:
+        self._samples, self._stop = [], threading.Event()
+
+        def loop():
+            last, t_last = self.read_uj(), time.perf_counter()
+            while not self._stop.wait(self.period_s):
+                now, t_now = self.read_uj(), time.perf_counter()
+                self._samples.append(self._watts(last, now, t_now - t_last))
+                last, t_last = now, t_now
         self._thread = threading.Thread(target=loop, daemon=True)
         self._thread.start()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -459,8 +460,50 @@ def test_cli_calibrate_cuda_without_device(in_tmp, capsys):
     assert not out.exists() or not any(out.rglob("*"))
 
 
-def test_cli_calibrate_power_on_llvm(in_tmp, capsys):
+def test_cli_calibrate_power_on_a_cpu_without_rapl(in_tmp, capsys, monkeypatch):
+    """A CPU whose RAPL counters can't be read: one line saying so, nothing written (no zeros)."""
+    monkeypatch.setenv("TVMLAT_POWERCAP", str(in_tmp / "no-powercap"))
     out = in_tmp / "cal"
     assert_user_error(run_cli(["calibrate", "--target", "llvm", "--power", "--samples", "12", "--out", out], capsys),
-                      "NVIDIA")
+                      "RAPL", "no-powercap", "without --power")
     assert not out.exists() or not any(out.rglob("*"))
+
+
+def _powercap(root, zones):
+    for z, (name, uj) in zones.items():
+        d = root / z
+        d.mkdir(parents=True)
+        (d / "name").write_text(name + "\n")
+        (d / "energy_uj").write_text(f"{uj}\n")
+        (d / "max_energy_range_uj").write_text("1000000\n")
+    return root
+
+
+def test_rapl_sampler_reads_package_zones_only_and_handles_wraparound(tmp_path):
+    from tvmlat.power import RAPLSampler
+
+    root = _powercap(tmp_path / "pc", {"intel-rapl:0": ("package-0", 10), "intel-rapl:0:0": ("core", 5),
+                                       "intel-rapl:1": ("package-1", 20), "intel-rapl:2": ("psys", 7)})
+    s = RAPLSampler(root=str(root))
+    assert len(s.zones) == 2 and s.read_uj() == [10, 20]
+    # 1 s between readings: zone 0 wrapped (999_990 -> 10 is +20 uJ), zone 1 gained 2 J
+    assert s._watts([999_990, 0], [10, 2_000_000 % 1_000_000], 1.0) == pytest.approx(20e-6)
+    assert s._watts([0, 0], [500_000, 250_000], 0.5) == pytest.approx(1.5)
+    s.start()
+    time.sleep(0.2)
+    readings = s.stop()
+    assert readings and all(w == 0.0 for w in readings)  # the counters did not move
+
+
+def test_rapl_sampler_says_what_is_missing(tmp_path):
+    from tvmlat.power import RAPLSampler
+
+    with pytest.raises(RuntimeError, match="does not exist"):
+        RAPLSampler(root=str(tmp_path / "none"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RuntimeError, match="no RAPL package zone"):
+        RAPLSampler(root=str(tmp_path / "empty"))
+    root = _powercap(tmp_path / "bad", {"intel-rapl:0": ("package-0", 1)})
+    (root / "intel-rapl:0" / "energy_uj").write_text("not a number")
+    with pytest.raises(RuntimeError, match="cannot read"):
+        RAPLSampler(root=str(root))

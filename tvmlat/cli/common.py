@@ -119,10 +119,15 @@ def make_runner(t, overlap: bool = False, power: bool = False, cache: bool = Fal
     from ..runners.local import LocalRunner
 
     sampler = None
-    if power:
-        if t.kind != "cuda":
-            raise TvmlatError(f"--power needs an NVIDIA GPU target (NVML); {t.name!r} is a {t.kind} target. "
-                              f"CPU energy (RAPL) is not measured yet")
+    if power and t.kind == "llvm":
+        from ..power import RAPLSampler
+
+        try:
+            sampler = RAPLSampler()
+        except RuntimeError as e:
+            raise TvmlatError(f"--power: this CPU's energy can't be read: {e}; measure without --power "
+                              f"(latency only)") from None
+    elif power:
         from ..power import NVMLSampler
 
         try:
