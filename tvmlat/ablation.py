@@ -45,6 +45,7 @@ class AblationResult:
     predictions: pd.DataFrame   # held-out predictions: model, split_kind, block_id, family, measured, predicted
     curve: pd.DataFrame         # learning curve: model, n_train, draw, median_ape, within10
     few_shot: pd.DataFrame = field(default_factory=pd.DataFrame)  # few_shot_pair rows, if other targets given
+    other: pd.DataFrame = field(default_factory=pd.DataFrame)  # memory/energy models' metrics (other_quantities)
 
 
 def predict_rate(model, df: pd.DataFrame, rows: int = 200_000) -> float:
@@ -77,7 +78,8 @@ def run_ablation(df: pd.DataFrame, zoo: dict[str, Callable[[], object]], sizes=(
                          "predict_s_per_1e6": 1e6 / rate})
             preds.append(p.assign(model=name, split_kind=split))
         curve += learning_curve(df, make, name, sizes, draws, seed)
-    return AblationResult(pd.DataFrame(rows), pd.concat(preds, ignore_index=True), pd.DataFrame(curve))
+    return AblationResult(pd.DataFrame(rows), pd.concat(preds, ignore_index=True), pd.DataFrame(curve),
+                          other=other_quantities(df))
 
 
 def learning_curve(df: pd.DataFrame, make, name: str, sizes, draws: int, seed: int) -> list[dict]:
@@ -102,6 +104,31 @@ def learning_curve(df: pd.DataFrame, make, name: str, sizes, draws: int, seed: i
 
 
 FEW_SHOT_SIZES = (5, 10, 20, 50, 100)
+
+
+def other_quantities(df: pd.DataFrame) -> pd.DataFrame:
+    """Held-out metrics of the models of what else a dataset measured: peak memory (``tvmlat memory``
+    filled ``peak_memory_bytes``) and energy per inference (``--power`` filled ``energy_mj``), on
+    the same leave-one-family-out and 5-fold splits as latency. Empty when neither was measured."""
+    from .energy import MIN_ROWS, energy_rows
+    from .memory import MemoryModel
+
+    rows = []
+    todo = []
+    if "peak_memory_bytes" in df:
+        mem = df[pd.to_numeric(df["peak_memory_bytes"], errors="coerce") > 0].reset_index(drop=True)
+        if len(mem) >= 8:
+            todo.append(("peak memory (bytes)", mem, MemoryModel, "peak_memory_bytes"))
+    en = energy_rows(df)
+    if len(en) >= MIN_ROWS:
+        todo.append(("energy per inference (mJ)", en, lambda: LinearPredictor(features="ops"), "energy_mj"))
+    for quantity, data, make, col in todo:
+        for split in ("family", "kfold"):
+            if split == "family" and data["family"].nunique() < 2:
+                continue
+            m, _ = cross_validate(data, make, split=split, k=5, y_col=col)
+            rows.append({"quantity": quantity, "split": "held-out families" if split == "family" else "5-fold", **m})
+    return pd.DataFrame(rows)
 
 
 def few_shot_pair(src: pd.DataFrame, dst: pd.DataFrame, src_name: str, dst_name: str,
@@ -172,6 +199,9 @@ def write_report(res: AblationResult, out: Path, title: str) -> list[Path]:
     if not res.few_shot.empty:
         res.few_shot.to_csv(out / "few_shot.csv", index=False)
         files.append(out / "few_shot.csv")
+    if not res.other.empty:
+        res.other.to_csv(out / "memory_energy.csv", index=False)
+        files.append(out / "memory_energy.csv")
     files += _plots(res, out)
     cols = ["model", "split", "median_ape", "median_ape_ge1ms", "median_ape_lt1ms", "within5", "within10", "mape",
             "rmspe", "spearman", "r2_log", "cov90", "width90", "fit_s", "predict_s_per_1e6"]
@@ -188,6 +218,13 @@ def write_report(res: AblationResult, out: Path, title: str) -> list[Path]:
           md_table(curve.reset_index()) if not curve.empty else "(no data)", "",
           "![predicted vs measured](pred_vs_measured.png)", "", "![error CDF](error_cdf.png)", "",
           "![learning curve](learning_curve.png)", ""]
+    if not res.other.empty:
+        t = res.other[["quantity", "split", "n", "median_ape", "within10", "mape", "spearman"]].copy()
+        t["within10"] = (100 * t["within10"]).round(0)
+        md += ["## Memory and energy models", "",
+               "The same splits for the other quantities this dataset measured (memory: TVM's planned peak, "
+               "`tvmlat memory`; energy: `--power`). Median APE and MAPE in %, within +-10 % in % of blocks.", "",
+               md_table(t), ""]
     if not res.few_shot.empty:
         md += ["## Few-shot adaptation from other targets", "",
                "Median APE % (and share within +-10 %) on 30 % of this target's blocks held out, vs. the number of "

@@ -99,3 +99,15 @@ def test_a_malformed_energy_section_is_a_clear_error(tmp_path, capsys):
     pred_path.write_text(json.dumps(doc))
     code, out, err = run_cli(["predict", "-p", pred_path, f"{NETS}:small_cnn"], capsys)
     assert code == 2 and "energy section is malformed" in err and "Traceback" not in err
+
+
+def test_ablation_reports_memory_and_energy_models_on_the_same_splits(tmp_path):
+    from tvmlat.ablation import other_quantities
+
+    df = pd.read_parquet(_with_energy(tmp_path))
+    t = other_quantities(df)
+    assert set(t["quantity"]) == {"peak memory (bytes)", "energy per inference (mJ)"}  # the CPU set has memory
+    assert set(t["split"]) == {"held-out families", "5-fold"}
+    assert (t["n"] == len(df)).all() and (t["median_ape"] > 0).all()
+    df[["energy_mj", "peak_memory_bytes"]] = math.nan
+    assert other_quantities(df).empty  # nothing measured: no section, no zeros

@@ -68,6 +68,10 @@ def ablation_cmd(
         rows = [{"model": m, **{str(k): float(v) for k, v in r.items()}} for m, r in curve.iterrows()]
         emit(rows, Format.table, ["model", *map(str, curve.columns)],
              title="learning curve: median APE % on a fixed 30% test split vs. calibration blocks")
+    if fmt == Format.table and not res.other.empty:
+        recs = [{**r, "within10": 100 * r["within10"]} for r in res.other.to_dict("records")]
+        emit(recs, Format.table, ["quantity", "split", "n", "median_ape", "within10", "mape", "spearman"],
+             title="memory and energy models on the same splits (median APE %, % within +-10 %)")
     if fmt == Format.table and not res.few_shot.empty:
         from ..ablation import few_shot_table
 
