@@ -52,7 +52,21 @@ def fast_tensor_intrin() -> None:
         import tvm.s_tir.tensor_intrin  # noqa: F401
 
 
-def reusing_builder(timeout_s: float, max_workers: int | None = None, uses_per_worker: int = 64):
+def _export_library(cross_compiler: str, mod) -> str:
+    """MetaSchedule's export step for a board: a shared library linked by the board's cross compiler
+    (TVM's default exports a tar that the board would have to link itself)."""
+    import os
+    import tempfile
+
+    from tvm.support import cc
+
+    path = os.path.join(tempfile.mkdtemp(), "tvm_tmp_mod.so")
+    mod.export_library(path, fcompile=cc.cross_compiler(cross_compiler))
+    return path
+
+
+def reusing_builder(timeout_s: float, max_workers: int | None = None, uses_per_worker: int = 64,
+                    cross_compiler: str = ""):
     """A MetaSchedule builder like ``LocalBuilder`` whose worker processes live across batches.
 
     ``LocalBuilder`` starts new workers for every batch of candidates (and once more for a sanity
@@ -60,7 +74,9 @@ def reusing_builder(timeout_s: float, max_workers: int | None = None, uses_per_w
     ``tensor_intrin`` (seconds each, see above), paid once per batch of 16 candidates. Here a
     worker is replaced after ``uses_per_worker`` builds instead, which bounds the leak the same
     way. Timeouts and exceptions become failed ``BuilderResult``s exactly as in ``LocalBuilder``.
+    ``cross_compiler``: link candidates into shared libraries with it (for a board over RPC).
     """
+    import functools
     import os
 
     from tvm.ir.utils import derived_object
@@ -69,6 +85,7 @@ def reusing_builder(timeout_s: float, max_workers: int | None = None, uses_per_w
     from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
 
     workers = max_workers or os.cpu_count() or 1
+    f_export = functools.partial(_export_library, cross_compiler) if cross_compiler else None
 
     @derived_object
     class ReusingBuilder(PyBuilder):
@@ -81,7 +98,7 @@ def reusing_builder(timeout_s: float, max_workers: int | None = None, uses_per_w
                 self.pool = PopenPoolExecutor(max_workers=workers, timeout=timeout_s,
                                               initializer=fast_tensor_intrin,
                                               maximum_process_uses=uses_per_worker)
-            args = [(None, None, b.mod, b.target, _serialize_params(b.params)) for b in build_inputs]
+            args = [(None, f_export, b.mod, b.target, _serialize_params(b.params)) for b in build_inputs]
             results = []
             for r in self.pool.map_with_error_catching(lambda x: _worker_func(*x), args):
                 if r.status == StatusKind.COMPLETE:
@@ -120,9 +137,30 @@ def open_database(target):
     return ms.database.JSONDatabase(work_dir=str(work_dir))
 
 
+def make_builder(target):
+    """The candidate builder for ``target`` (cross-linking for a board)."""
+    return reusing_builder(target.tuning.builder_timeout_s, cross_compiler=target.cross_compiler)
+
+
+def make_runner(target):
+    """Where candidates run: this machine, or the target's board through its RPC tracker and key
+    (MetaSchedule's RPC runner, with the target's session timeout, so a hung board can't hang tuning)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from .targets import parse_tracker
+
+    if not target.remote:
+        return ms.runner.LocalRunner(timeout_sec=target.tuning.builder_timeout_s)
+    host, port = parse_tracker(target.rpc.tracker)
+    return ms.runner.RPCRunner(rpc_config=ms.runner.RPCConfig(
+        tracker_host=host, tracker_port=port, tracker_key=target.rpc.key,
+        session_timeout_sec=int(target.rpc.session_timeout_s)), max_workers=1)
+
+
 def tune_extracted(tasks, target, db, builder=None, runner=None) -> None:
     """MetaSchedule-tune ``tasks`` (extracted tasks not yet in ``db``) with the target's budget per task;
-    every measured candidate is committed to ``db`` as it comes, so an interruption keeps them."""
+    every measured candidate is committed to ``db`` as it comes, so an interruption keeps them.
+    Candidates are measured where the target is: locally, or on its board over RPC."""
     import logging
 
     from tvm.s_tir import meta_schedule as ms
@@ -136,11 +174,11 @@ def tune_extracted(tasks, target, db, builder=None, runner=None) -> None:
         strategy=ms.search_strategy.EvolutionarySearch(population_size=target.tuning.population))
     n = target.tuning.trials_per_task
     own = builder is None
-    builder = builder or reusing_builder(target.tuning.builder_timeout_s)
+    builder = builder or make_builder(target)
     try:
         ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=work_dir, max_trials_global=n * len(tasks),
                       max_trials_per_task=n, num_trials_per_iter=min(n, 16), database=db, builder=builder,
-                      runner=runner or "local")
+                      runner=runner or make_runner(target))
     finally:
         if own:
             builder.close()
@@ -172,7 +210,6 @@ def tune_ahead(workloads, target, *, budget_s: float | None = None, console=None
 
     import tvm_ffi
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from tvm.s_tir import meta_schedule as ms
 
     t0 = time.perf_counter()
     db = open_database(target)
@@ -203,8 +240,8 @@ def tune_ahead(workloads, target, *, budget_s: float | None = None, console=None
         bar = progress.add_task("tuning kernels", total=len(todo), last="")
         t1 = time.perf_counter()
         stopped = ""
-        builder = reusing_builder(target.tuning.builder_timeout_s)
-        runner = ms.runner.LocalRunner(timeout_sec=target.tuning.builder_timeout_s) if todo else None
+        builder = make_builder(target)
+        runner = make_runner(target) if todo else None
         try:
             for i in range(0, len(todo), chunk):
                 if budget_s is not None and time.perf_counter() - t1 >= budget_s:

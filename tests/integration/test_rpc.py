@@ -231,3 +231,26 @@ def test_tvmlat_tracker_and_server_commands(tmp_path):
         for p in procs:
             kill_tree(p)
     assert all(b"warning" not in (p.stderr.read() or b"") for p in procs)
+
+
+def test_tuning_measures_candidates_on_the_board_over_rpc(farm, tmp_path):
+    """The tuned profile on a remote target: MetaSchedule's candidates run on the RPC server (not on
+    this process's CPU), their run times land in the shared database, and the tuned block is then
+    measured over RPC like any other."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from tvmlat.targets import TuningConfig
+    from tvmlat.tuning import make_runner, tune_ahead
+
+    t = dataclasses.replace(remote_target(farm).with_profile("tuned"),
+                            tuning=TuningConfig(trials_per_task=2, database=str(tmp_path / "db")))
+    assert type(make_runner(t)).__name__ == "RPCRunner"
+    spec = sample_specs(1, seed=3, families=["pool"], min_flops=2e4, max_flops=2e5)[0]
+    report = tune_ahead(spec_workloads([spec]), t, show_progress=False)
+    assert report["tuned"] >= 1 and report["ready"] == [spec.block_id]
+    records = ms.database.JSONDatabase(work_dir=str(tmp_path / "db")).get_all_tuning_records()
+    assert records and all(r.run_secs for r in records)
+    assert min(float(s) for r in records for s in r.run_secs) < 1.0  # real run times, not MetaSchedule's 1e10 "failed"
+    rows = run_campaign(spec_workloads([spec]), RPCRunner(t), t, None, show_progress=False)
+    assert [r["status"] for r in rows] == ["ok"], rows
+    assert rows[0]["max_rel_err"] <= REL_TOL and rows[0]["profile"] == "tuned"

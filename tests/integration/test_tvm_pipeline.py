@@ -202,21 +202,23 @@ def test_tuned_profile_tunes_once_and_reuses_the_shared_database(tmp_path, targe
     assert again.stages["tasks"] == first.stages["tasks"]
 
 
-def test_tuned_calibration_tunes_shared_kernels_once_then_measures(tmp_path, capsys):
-    """`calibrate --profile tuned` tunes first: two copies of one block have the same kernels, so the
-    distinct kernels are half of all kernels; a second campaign finds everything in the database."""
-    import shutil
-
-    from tvmlat.cli import main
-    from tvmlat.tuning import tune_ahead
-
+def _tiny_tuned_target(tmp_path):
+    """A one-core tuned target with 2 trials per kernel, short timings and its own database."""
     tfile = tmp_path / "tiny.toml"
     tfile.write_text(f'name = "tiny"\nkind = "llvm"\ncores = 1\nprofile = "tuned"\n'
                      f'[evaluator]\nmin_repeat_ms = 2.0\nmax_seconds = 0.3\n'
                      f'[tuning]\ntrials_per_task = 2\ndatabase = "{tmp_path / "db"}"\n')
-    from tvmlat.targets import load_target
+    return tfile
 
-    t = load_target(str(tfile))
+
+def test_tune_ahead_tunes_shared_kernels_once(tmp_path):
+    """The tuned profile tunes first: two copies of one block have the same kernels, so the distinct
+    kernels are half of all kernels; a second run finds everything in the database."""
+    import shutil
+
+    from tvmlat.tuning import tune_ahead
+
+    t = load_target(str(_tiny_tuned_target(tmp_path)))
     spec = sample_specs(1, seed=3, families=["pool"], min_flops=2e4, max_flops=2e5)[0]
     one = spec_workloads([spec])[0]
     twin = dataclasses.replace(one, key="twin")
@@ -231,6 +233,13 @@ def test_tuned_calibration_tunes_shared_kernels_once_then_measures(tmp_path, cap
     spent = tune_ahead([one], t, budget_s=1e-9, show_progress=False)
     assert spent["stopped"] and spent["tuned"] == 0 and spent["ready"] == []
 
+
+@pytest.mark.slow
+def test_tuned_calibration_through_the_cli(tmp_path, capsys):
+    """`calibrate --profile tuned`, 12 tiny blocks, 2 trials per kernel (~3-6 min on 2 cores)."""
+    from tvmlat.cli import main
+
+    tfile = _tiny_tuned_target(tmp_path)
     main(["calibrate", "--target", str(tfile), "--samples", "12", "--families", "pool", "--no-progress",
           "--out", str(tmp_path / "out"), "--seed", "5"])
     out = capsys.readouterr().out
