@@ -13,6 +13,7 @@ import argparse
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from tvmlat.dataset import load_for_fit, ok_rows
@@ -40,6 +41,28 @@ def main() -> None:
             model.predict(big)
             best = min(best, time.perf_counter() - t0)
         print(f"{name:24s} {a.rows / best:14,.0f} predictions/s  ({best:.3f} s for {a.rows:,} rows)")
+    # the architecture-search path: block specs in, latencies out (features in closed form, no torch)
+    from tvmlat.analytic_features import analytic_arrays
+    from tvmlat.blocks import sample_specs
+    from tvmlat.predictors import predict_specs
+
+    specs = sample_specs(20_000, seed=1)
+    model = LinearPredictor().fit(df, y)
+    t0 = time.perf_counter()
+    predict_specs(model, specs)
+    dt = time.perf_counter() - t0
+    print(f"{'specs -> latency':24s} {len(specs) / dt:14,.0f} specs/s  (predict_specs on {len(specs):,} sampled specs)")
+    n = a.rows
+    rng = np.random.default_rng(0)
+    params = dict(batch=np.ones(n, dtype=np.int64), cin=rng.choice([16, 32, 64, 128], n),
+                  cout=rng.choice([16, 32, 64, 128], n), hw=rng.choice([7, 14, 28, 56], n),
+                  k=rng.choice([1, 3, 5], n), stride=rng.choice([1, 2], n), groups=np.ones(n, dtype=np.int64))
+    t0 = time.perf_counter()
+    feats = pd.DataFrame(analytic_arrays("conv_bn_relu", **params))
+    feats["family"] = "conv_bn_relu"
+    model.predict(feats)
+    dt = time.perf_counter() - t0
+    print(f"{'arrays -> latency':24s} {n / dt:14,.0f} specs/s  (analytic_arrays + predict, {n:,} conv specs)")
 
 
 if __name__ == "__main__":

@@ -122,8 +122,9 @@ def predict_specs(predictor, specs) -> "list[float]":
     """Latency (ms) of block specs without compiling anything: the architecture-search oracle.
 
     ``predictor`` is a loaded predictor (or any model with ``predict``); ``specs`` an iterable of
-    BlockSpec. Features are counted once per distinct spec on torch's meta device (cached); no TVM.
+    BlockSpec. Features come in closed form from the spec (``analytic_features``: no torch, no TVM,
+    ~60k specs/s per core; ``analytic_arrays`` for millions of one family at once).
     """
-    from ..features import features_frame
+    from ..analytic_features import analytic_frame
 
-    return predictor.predict(features_frame(list(specs)))
+    return predictor.predict(analytic_frame(list(specs)))

@@ -1,0 +1,112 @@
+"""The closed-form feature calculator equals the meta-device counter exactly, and imports no torch."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tvmlat import analytic_features as af
+from tvmlat.blocks import FAMILIES, sample_specs
+from tvmlat.features import FEATURE_COLUMNS, block_features, features_frame
+from tvmlat.specs import BlockSpec
+
+M = BlockSpec.make
+
+
+def _edge_specs() -> list[BlockSpec]:
+    out: list[BlockSpec] = []
+    # conv: every groups spelling, even/odd kernels, strides 1-3, batch > 1, depthwise without "dw"
+    for g, k, stride, batch in itertools.product([1, "1", "dw", 2, "4"], [1, 2, 3, 5], [1, 2, 3], [1, 2]):
+        out.append(M("conv_bn_relu", cin=16, cout=16 if g == "dw" else 32, hw=9, k=k, stride=stride, groups=g,
+                     batch=batch))
+    out += [M("conv_bn_relu", cin=8, cout=8, hw=7, k=3, stride=1, groups=8),
+            M("conv_bn_relu", cin=8, cout=16, hw=7, k=1, stride=2, groups=8),
+            M("conv_bn_relu", cin=1, cout=8, hw=7, k=3, stride=1, groups="dw")]
+    # pool: each kind (unknown kinds are avg), windows 1-4, odd/even sides, reductions short and long
+    for kind, k, stride, hw in itertools.product(["max", "avg", "global", "other"], [1, 2, 3, 4], [1, 2], [4, 5]):
+        out.append(M("pool", kind=kind, c=8, hw=hw, k=k, stride=stride))
+    out += [M("pool", kind="global", c=8, hw=hw, k=2, stride=1, batch=3) for hw in (5, 6, 7)]
+    # linear / mlp: tokens = 1, bias False, batch > 1, short and long reductions
+    for tokens, bias, batch in itertools.product([1, 3, 64], [True, False], [1, 2]):
+        out.append(M("linear", tokens=tokens, din=16 if tokens == 3 else 40, dout=24, bias=bias, batch=batch))
+        out.append(M("mlp", tokens=tokens, dim=16, ratio=3, batch=batch))
+    # attention: batch / heads / tokens each 1 or more (they decide which reshapes copy)
+    for batch, heads, tokens in itertools.product([1, 2], [1, 2, 4], [1, 2, 16]):
+        out.append(M("attention", tokens=tokens, dim=64, heads=heads, batch=batch))
+    # residual blocks: with and without residual / downsample, stride 2 on odd sides, expand 1
+    for cin, cout, stride, hw, expand in itertools.product([8], [8, 16], [1, 2], [5, 8], [1, 3]):
+        out.append(M("inverted_residual", cin=cin, cout=cout, hw=hw, expand=expand, k=3, stride=stride))
+        if expand == 1:
+            out.append(M("basic_block", cin=cin, cout=cout, hw=hw, stride=stride, batch=2))
+            out.append(M("bottleneck", cin=4 * cin, width=cin, hw=hw, stride=stride))
+            out.append(M("bottleneck", cin=2 * cin, width=cin, hw=hw, stride=stride))
+    # squeeze-excitation: mid clamped to 8 and not
+    out += [M("squeeze_excitation", c=c, hw=3, reduction=r) for c in (8, 40, 256) for r in (4, 16)]
+    out += [M("matmul", b=1, m=3, k=40, n=5), M("matmul", b=3, m=7, k=8, n=1)]
+    return out
+
+
+@pytest.fixture(scope="module")
+def specs() -> list[BlockSpec]:
+    sampled = [s for seed in (0, 1, 2, 7) for s in sample_specs(60, seed=seed)]
+    return sampled + _edge_specs()
+
+
+def test_columns_match():
+    assert af.FEATURE_COLUMNS == FEATURE_COLUMNS
+    assert set(af.FAMILIES) == set(FAMILIES)
+
+
+def test_analytic_equals_meta_counter(specs):
+    assert {s.family for s in specs} == set(FAMILIES)
+    assert len(specs) >= 300
+    bad = []
+    for s in specs:
+        got, want = af.analytic_features(s), block_features(s)
+        assert list(got) == list(want)
+        if got != want:
+            bad.append((s.short(), {k: (got[k], want[k]) for k in want if got[k] != want[k]}))
+    assert not bad, bad[:5]
+
+
+def test_frame_equals_features_frame(specs):
+    pd.testing.assert_frame_equal(af.analytic_frame(specs), features_frame(specs))
+    empty = af.analytic_frame([])
+    assert list(empty.columns) == ["block_id", "family", "spec", *FEATURE_COLUMNS] and len(empty) == 0
+
+
+def test_arrays_match_per_spec():
+    g = ["dw", 1, "4", 2]
+    a = af.analytic_arrays("conv_bn_relu", cin=[16, 16, 32, 16], cout=[16, 32, 32, 16], hw=[7, 7, 14, 9],
+                           k=[3, 1, 3, 5], stride=[1, 2, 1, 2], groups=g)
+    for i in range(4):
+        s = M("conv_bn_relu", cin=[16, 16, 32, 16][i], cout=[16, 32, 32, 16][i], hw=[7, 7, 14, 9][i],
+              k=[3, 1, 3, 5][i], stride=[1, 2, 1, 2][i], groups=g[i])
+        assert {k: int(v[i]) for k, v in a.items()} == block_features(s)
+    a = af.analytic_arrays("pool", kind=np.array(["max", "global"]), c=[8, 8], hw=[7, 7], k=[3, 3], stride=[2, 2])
+    assert a["out"].tolist() == [8 * 4 * 4, 8]
+
+
+def test_invalid_specs_raise():
+    with pytest.raises(KeyError):
+        af.analytic_features(M("no_such_family", a=1))
+    with pytest.raises(KeyError):
+        af.analytic_features(M("linear", tokens=4, din=8, bias=True))  # no dout
+    with pytest.raises(ValueError):
+        af.analytic_features(M("attention", tokens=4, dim=64, heads=3))
+    with pytest.raises(ValueError):
+        af.analytic_features(M("conv_bn_relu", cin=12, cout=32, hw=7, k=3, stride=1, groups=8))
+
+
+def test_import_leaves_torch_and_tvm_out():
+    code = ("import sys, tvmlat.analytic_features as a; "
+            "a.analytic_frame([]); "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'tvm')]; "
+            "assert not bad, bad")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
