@@ -117,6 +117,38 @@ def reusing_builder(timeout_s: float, max_workers: int | None = None, uses_per_w
     return ReusingBuilder()
 
 
+class deferred_interrupts:
+    """Ctrl-C during tuning, deferred to the next chunk boundary.
+
+    A KeyboardInterrupt raised while MetaSchedule's C++ loop is calling back into Python ends in a
+    segmentation fault (seen here). So the first Ctrl-C only sets ``pending`` (and says so); the
+    caller raises KeyboardInterrupt between chunks, when every finished candidate is in the
+    database. A second Ctrl-C interrupts at once. Outside the main thread this does nothing.
+    """
+
+    def __init__(self, console=None):
+        import signal
+        import threading
+
+        self.pending = 0
+        self._saved = None
+        if threading.current_thread() is threading.main_thread():
+            def handler(signum, frame):
+                self.pending += 1
+                if self.pending > 1:
+                    raise KeyboardInterrupt
+                msg = "Ctrl-C: stopping after the kernels being tuned now (Ctrl-C again to stop at once)"
+                (console.print(f"[yellow]{msg}[/]") if console is not None else print(msg, file=sys.stderr))
+            self._saved = signal.signal(signal.SIGINT, handler)
+
+    def restore(self) -> None:
+        import signal
+
+        if self._saved is not None:
+            signal.signal(signal.SIGINT, self._saved)
+            self._saved = None
+
+
 def tuning_pipeline(mod, tvm_target):
     """The Relax passes before task extraction (the same as ``tvm.s_tir.meta_schedule.tune_relax``'s)."""
     import tvm
@@ -260,8 +292,11 @@ def tune_ahead(workloads, target, *, budget_s: float | None = None, console=None
         stopped = ""
         builder = make_builder(target)
         runner = make_runner(target) if todo else None
+        interrupts = deferred_interrupts(console)
         try:
             for i in range(0, len(todo), chunk):
+                if interrupts.pending:  # Ctrl-C while the last chunk was tuning: its records are saved
+                    raise KeyboardInterrupt
                 if budget_s is not None and time.perf_counter() - t1 >= budget_s:
                     stopped = f"tuning budget spent ({time.perf_counter() - t1:.0f} s)"
                     break
@@ -271,6 +306,7 @@ def tune_ahead(workloads, target, *, budget_s: float | None = None, console=None
                 done.update(h for h, _ in part)
                 progress.update(bar, advance=len(part))
         finally:
+            interrupts.restore()
             builder.close()
     ready = [k for k, keys in per_block.items() if all(h in done for h in keys)]
     return {"ready": ready, "tasks_of": {k: len(v) for k, v in per_block.items()}, "blocks": len(workloads), "tasks": sum(len(k) for k in per_block.values()),

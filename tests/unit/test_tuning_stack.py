@@ -1,4 +1,4 @@
-"""The light inspect.stack used while importing TVM's tensor intrinsics (no TVM needed)."""
+"""Tuning helpers that need no TVM: the light inspect.stack, deferred Ctrl-C."""
 
 from __future__ import annotations
 
@@ -35,3 +35,28 @@ def test_light_stack_is_installed_only_inside_the_block():
     except KeyError:
         pass
     assert inspect.stack is saved
+
+
+def test_first_ctrl_c_during_tuning_is_deferred_and_a_second_one_interrupts():
+    import os
+    import signal
+
+    import pytest
+
+    from tvmlat.tuning import deferred_interrupts
+
+    before = signal.getsignal(signal.SIGINT)
+    d = deferred_interrupts()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)  # delivered to this (main) thread at the next bytecode
+        for _ in range(1000):
+            if d.pending:
+                break
+        assert d.pending == 1  # no KeyboardInterrupt yet: the caller stops at the next chunk
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(10_000):
+                pass
+    finally:
+        d.restore()
+    assert signal.getsignal(signal.SIGINT) is before
