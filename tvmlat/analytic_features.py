@@ -235,14 +235,21 @@ def _f_inverted_residual(batch, cin, cout, hw, expand, k, stride):
     return a.f
 
 
-def _f_basic_block(batch, cin, cout, hw, stride):
-    a = _Acc()
-    ho, _ = a.conv_bn(batch, cin, cout, hw, 3, stride)
-    _, out = a.conv_bn(batch, cout, cout, ho, 3, act=False)
+def _residual_tail(a, batch, cin, cout, hw, stride, out):
+    """The end of a ResNet block: the 1x1 downsample conv-BN when the shape changes, the residual add
+    and the ReLU. Returns 1 where there is a downsample branch (0 elsewhere)."""
     down = 1 - _b(stride == 1) * _b(cin == cout)
     a.conv_bn(batch, cin, cout, hw, 1, stride, act=False, m=down)
     a.elementwise(out, 2 * out)  # residual add
     a.elementwise(out, out)  # ReLU
+    return down
+
+
+def _f_basic_block(batch, cin, cout, hw, stride):
+    a = _Acc()
+    ho, _ = a.conv_bn(batch, cin, cout, hw, 3, stride)
+    _, out = a.conv_bn(batch, cout, cout, ho, 3, act=False)
+    down = _residual_tail(a, batch, cin, cout, hw, stride, out)
     params = _conv_bn_params(cin, cout, 3) + _conv_bn_params(cout, cout, 3) + down * _conv_bn_params(cin, cout, 1)
     a.f.update(inp=batch * cin * hw * hw, params=params, out=out)
     return a.f
@@ -254,10 +261,7 @@ def _f_bottleneck(batch, cin, width, hw, stride):
     a.conv_bn(batch, cin, width, hw, 1)
     ho, _ = a.conv_bn(batch, width, width, hw, 3, stride)
     _, out = a.conv_bn(batch, width, cout, ho, 1, act=False)
-    down = 1 - _b(stride == 1) * _b(cin == cout)
-    a.conv_bn(batch, cin, cout, hw, 1, stride, act=False, m=down)
-    a.elementwise(out, 2 * out)  # residual add
-    a.elementwise(out, out)  # ReLU
+    down = _residual_tail(a, batch, cin, cout, hw, stride, out)
     params = (_conv_bn_params(cin, width, 1) + _conv_bn_params(width, width, 3) + _conv_bn_params(width, cout, 1)
               + down * _conv_bn_params(cin, cout, 1))
     a.f.update(inp=batch * cin * hw * hw, params=params, out=out)

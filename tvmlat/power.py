@@ -22,7 +22,28 @@ class PowerSampler(Protocol):
     def stop(self) -> list[float]: ...  # watts, one per reading since start()
 
 
-class NVMLSampler:
+class _PollingSampler:
+    """A background thread that appends power readings (W) every ``period_s`` between start() and stop()."""
+
+    period_s: float
+
+    def _poll(self) -> None:  # the thread's body: append to self._samples until self._stop is set
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> list[float]:
+        self._stop.set()
+        if getattr(self, "_thread", None) is not None:
+            self._thread.join()
+        return list(getattr(self, "_samples", []))
+
+
+class NVMLSampler(_PollingSampler):
     """Board power of one NVIDIA GPU through NVML (package ``nvidia-ml-py``), read every ``period_s``."""
 
     def __init__(self, index: int = 0, period_s: float = 0.01):
@@ -35,34 +56,20 @@ class NVMLSampler:
         self.handle = pynvml.nvmlDeviceGetHandleByIndex(index)
         self.name = pynvml.nvmlDeviceGetName(self.handle)
         self.period_s = period_s
-        self._stop = threading.Event()
-        self._samples: list[float] = []
-        self._thread: threading.Thread | None = None
 
     def read_watts(self) -> float:
         return self.nvml.nvmlDeviceGetPowerUsage(self.handle) / 1000.0  # mW -> W
 
-    def start(self) -> None:
-        self._samples, self._stop = [], threading.Event()
-
-        def loop():
-            while not self._stop.is_set():
-                self._samples.append(self.read_watts())
-                time.sleep(self.period_s)
-        self._thread = threading.Thread(target=loop, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> list[float]:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        return list(self._samples)
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self._samples.append(self.read_watts())
+            time.sleep(self.period_s)
 
 
 POWERCAP = "/sys/class/powercap"
 
 
-class RAPLSampler:
+class RAPLSampler(_PollingSampler):
     """CPU package power from Linux RAPL energy counters (``/sys/class/powercap/intel-rapl:N/energy_uj``,
     also used for AMD CPUs), read every ``period_s`` and turned into watts per interval.
 
@@ -104,9 +111,6 @@ class RAPLSampler:
             self.zones.append((os.path.join(z, "energy_uj"), wrap))
         self.name = f"RAPL ({len(self.zones)} package zone{'s' if len(self.zones) > 1 else ''})"
         self.period_s = period_s
-        self._stop = threading.Event()
-        self._samples: list[float] = []
-        self._thread: threading.Thread | None = None
 
     def read_uj(self) -> list[int]:
         out = []
@@ -119,23 +123,12 @@ class RAPLSampler:
         total = sum((y - x) % wrap for x, y, (_, wrap) in zip(a, b, self.zones))
         return total / 1e6 / dt
 
-    def start(self) -> None:
-        self._samples, self._stop = [], threading.Event()
-
-        def loop():
-            last, t_last = self.read_uj(), time.perf_counter()
-            while not self._stop.wait(self.period_s):
-                now, t_now = self.read_uj(), time.perf_counter()
-                self._samples.append(self._watts(last, now, t_now - t_last))
-                last, t_last = now, t_now
-        self._thread = threading.Thread(target=loop, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> list[float]:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        return list(self._samples)
+    def _poll(self) -> None:
+        last, t_last = self.read_uj(), time.perf_counter()
+        while not self._stop.wait(self.period_s):
+            now, t_now = self.read_uj(), time.perf_counter()
+            self._samples.append(self._watts(last, now, t_now - t_last))
+            last, t_last = now, t_now
 
 
 class FakeSampler:
