@@ -161,6 +161,26 @@ def tuning_pipeline(mod, tvm_target):
 
 
 _DATABASES: dict[str, object] = {}
+DATABASE_FILES = ("database_workload.json", "database_tuning_record.json")
+
+
+def unpack_database(work_dir) -> bool:
+    """A shipped database is gzipped (the JSON of ~380 kernels' IR is ~30 MB, gzipped ~2 MB; git keeps
+    the .gz). Unpack ``*.json.gz`` where its ``*.json`` is missing; True if anything was unpacked."""
+    import gzip
+    import shutil
+    from pathlib import Path
+
+    done = False
+    for name in DATABASE_FILES:
+        plain, packed = Path(work_dir) / name, Path(work_dir) / (name + ".gz")
+        if packed.exists() and not plain.exists():
+            tmp = plain.with_suffix(".json.tmp")
+            with gzip.open(packed, "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            tmp.replace(plain)
+            done = True
+    return done
 
 
 def open_database(target):
@@ -175,6 +195,7 @@ def open_database(target):
 
     work_dir = target.database_dir()
     work_dir.mkdir(parents=True, exist_ok=True)
+    unpack_database(work_dir)
     key = str(work_dir.resolve())
     if key not in _DATABASES or not (work_dir / "database_workload.json").exists():  # new, or deleted since
         _DATABASES[key] = ms.database.JSONDatabase(work_dir=key)

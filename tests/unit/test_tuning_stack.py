@@ -60,3 +60,18 @@ def test_first_ctrl_c_during_tuning_is_deferred_and_a_second_one_interrupts():
     finally:
         d.restore()
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_shipped_gzipped_database_is_unpacked_once(tmp_path):
+    import gzip
+
+    from tvmlat.tuning import DATABASE_FILES, unpack_database
+
+    for name in DATABASE_FILES:
+        with gzip.open(tmp_path / (name + ".gz"), "wt") as f:
+            f.write(f'["{name}"]\n')
+    assert unpack_database(tmp_path)
+    assert [(tmp_path / n).read_text() for n in DATABASE_FILES] == [f'["{n}"]\n' for n in DATABASE_FILES]
+    (tmp_path / DATABASE_FILES[1]).write_text("tuned since\n")
+    assert not unpack_database(tmp_path)  # the working copy wins over the shipped one
+    assert (tmp_path / DATABASE_FILES[1]).read_text() == "tuned since\n"
