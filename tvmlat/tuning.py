@@ -117,7 +117,7 @@ def reusing_builder(timeout_s: float, max_workers: int | None = None, uses_per_w
     return ReusingBuilder()
 
 
-class deferred_interrupts:
+class DeferredInterrupts:
     """Ctrl-C during tuning, deferred to the next chunk boundary.
 
     A KeyboardInterrupt raised while MetaSchedule's C++ loop is calling back into Python ends in a
@@ -313,7 +313,7 @@ def tune_ahead(workloads, target, *, budget_s: float | None = None, console=None
         stopped = ""
         builder = make_builder(target)
         runner = make_runner(target) if todo else None
-        interrupts = deferred_interrupts(console)
+        interrupts = DeferredInterrupts(console)
         try:
             for i in range(0, len(todo), chunk):
                 if interrupts.pending:  # Ctrl-C while the last chunk was tuning: its records are saved
@@ -330,6 +330,8 @@ def tune_ahead(workloads, target, *, budget_s: float | None = None, console=None
             interrupts.restore()
             builder.close()
     ready = [k for k, keys in per_block.items() if all(h in done for h in keys)]
-    return {"ready": ready, "tasks_of": {k: len(v) for k, v in per_block.items()}, "blocks": len(workloads), "tasks": sum(len(k) for k in per_block.values()),
-            "unique": len(unique), "already_tuned": len(unique) - len(todo), "tuned": len(done) - (len(unique) - len(todo)),
-            "extract_s": extract_s, "tune_s": time.perf_counter() - t1, "stopped": stopped}
+    already = len(unique) - len(todo)
+    return {"ready": ready, "tasks_of": {k: len(v) for k, v in per_block.items()}, "blocks": len(workloads),
+            "tasks": sum(len(k) for k in per_block.values()), "unique": len(unique), "already_tuned": already,
+            "tuned": len(done) - already, "extract_s": extract_s, "tune_s": time.perf_counter() - t1,
+            "stopped": stopped}

@@ -43,10 +43,10 @@ def test_first_ctrl_c_during_tuning_is_deferred_and_a_second_one_interrupts():
 
     import pytest
 
-    from tvmlat.tuning import deferred_interrupts
+    from tvmlat.tuning import DeferredInterrupts
 
     before = signal.getsignal(signal.SIGINT)
-    d = deferred_interrupts()
+    d = DeferredInterrupts()
     try:
         os.kill(os.getpid(), signal.SIGINT)  # delivered to this (main) thread at the next bytecode
         for _ in range(1000):
