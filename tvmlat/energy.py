@@ -50,8 +50,8 @@ def fit_energy(df: pd.DataFrame, features: str = "ops") -> dict[str, Any] | None
     _, l_pred = cross_validate(good, make, split=split)
     power = pd.DataFrame({"block_id": e_pred["block_id"], "predicted": e_pred["predicted"].to_numpy()
                           / l_pred.set_index("block_id").loc[e_pred["block_id"], "predicted"].to_numpy()})
-    measured = good.set_index("block_id").loc[power["block_id"], "energy_mj"].to_numpy() \
-        / good.set_index("block_id").loc[power["block_id"], "latency_ms_median"].to_numpy()
+    by_id = good.set_index("block_id").loc[power["block_id"]]
+    measured = by_id["energy_mj"].to_numpy() / by_id["latency_ms_median"].to_numpy()
     name = "held-out families" if split == "family" else "5-fold"
     return {"kind": model.kind, "model": model.to_dict(), "features": list(model.feature_names_in_),
             "power": "energy_mj / latency_ms (both predicted)",

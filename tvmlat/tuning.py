@@ -202,12 +202,12 @@ def open_database(target):
     return _DATABASES[key]
 
 
-def make_builder(target):
+def candidate_builder(target):
     """The candidate builder for ``target`` (cross-linking for a board)."""
     return reusing_builder(target.tuning.builder_timeout_s, cross_compiler=target.cross_compiler)
 
 
-def make_runner(target):
+def candidate_runner(target):
     """Where candidates run: this machine, or the target's board through its RPC tracker and key
     (MetaSchedule's RPC runner, with the target's session timeout, so a hung board can't hang tuning)."""
     from tvm.s_tir import meta_schedule as ms
@@ -245,11 +245,11 @@ def tune_extracted(tasks, target, db, builder=None, runner=None) -> None:
         strategy=ms.search_strategy.EvolutionarySearch(population_size=target.tuning.population))
     n = target.tuning.trials_per_task
     own = builder is None
-    builder = builder or make_builder(target)
+    builder = builder or candidate_builder(target)
     try:
         ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=work_dir, max_trials_global=n * len(tasks),
                       max_trials_per_task=n, num_trials_per_iter=min(n, 16), database=db, builder=builder,
-                      runner=runner or make_runner(target))
+                      runner=runner or candidate_runner(target))
     finally:
         if own:
             builder.close()
@@ -311,8 +311,8 @@ def tune_ahead(workloads, target, *, budget_s: float | None = None, console=None
         bar = progress.add_task("tuning kernels", total=len(todo), last="")
         t1 = time.perf_counter()
         stopped = ""
-        builder = make_builder(target)
-        runner = make_runner(target) if todo else None
+        builder = candidate_builder(target)
+        runner = candidate_runner(target) if todo else None
         interrupts = DeferredInterrupts(console)
         try:
             for i in range(0, len(todo), chunk):

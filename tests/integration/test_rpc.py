@@ -240,11 +240,11 @@ def test_tuning_measures_candidates_on_the_board_over_rpc(farm, tmp_path):
     from tvm.s_tir import meta_schedule as ms
 
     from tvmlat.targets import TuningConfig
-    from tvmlat.tuning import make_runner, tune_ahead
+    from tvmlat.tuning import candidate_runner, tune_ahead
 
     t = dataclasses.replace(remote_target(farm).with_profile("tuned"),
                             tuning=TuningConfig(trials_per_task=2, database=str(tmp_path / "db")))
-    assert type(make_runner(t)).__name__ == "RPCRunner"
+    assert type(candidate_runner(t)).__name__ == "RPCRunner"
     spec = sample_specs(1, seed=3, families=["pool"], min_flops=2e4, max_flops=2e5)[0]
     report = tune_ahead(spec_workloads([spec]), t, show_progress=False)
     assert report["tuned"] >= 1 and report["ready"] == [spec.block_id]

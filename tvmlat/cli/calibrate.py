@@ -104,7 +104,8 @@ def calibrate_cmd(
             # nothing else running: tuning in the background would disturb the timings
             from ..tuning import tune_ahead
 
-            todo = [w for w in workloads if w.key not in writer.done_ids()]
+            done = writer.done_ids()
+            todo = [w for w in workloads if w.key not in done]
             if todo:
                 tuning = tune_ahead(todo, t, budget_s=budget_s, console=con, show_progress=progress)
                 con.print(tuning_report(tuning))
