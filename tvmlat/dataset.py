@@ -31,6 +31,9 @@ RESULT_COLUMNS = [
     "cache_hit",  # 1: the compiled block came from the compile cache (export/import/compile_s are the original's)
     "upload_s", "server", "attempts", "rpc_errors",  # remote targets: where it ran, sessions used, what failed
     "power_w", "idle_power_w", "energy_note",  # where the target measures power (NVML); note: why not trustworthy
+    # interleaved rounds: how many (0: the statistics are the consecutive repeats'), the consecutive
+    # median they replaced, and |log(median of odd rounds / median of even rounds)|
+    "rounds", "latency_ms_first", "half_diff_rel",
 ]
 COLUMNS = ID_COLUMNS + RESULT_COLUMNS + FEATURE_COLUMNS
 
@@ -131,6 +134,24 @@ class CampaignWriter:
         row["measured_at"] = row.get("measured_at") or _now()
         new = pd.DataFrame([row], columns=COLUMNS).astype({c: _dtype(c) for c in COLUMNS})
         self.df = new if self.df.empty else pd.concat([self.df, new], ignore_index=True)
+        self._write()
+
+    def update(self, changes: dict[str, dict[str, Any]]) -> None:
+        """Overwrite fields of rows already written (``{block_id: {column: value}}``), in one atomic rewrite."""
+        if not changes:
+            return
+        idx = {k: i for i, k in enumerate(self.df["block_id"].astype(str))}
+        for key, fields in changes.items():
+            if key not in idx:
+                raise DatasetError(f"cannot update {key!r}: no such row in {self.path}")
+            for col, v in fields.items():
+                if col not in self.df.columns:
+                    self.df[col] = pd.Series(pd.NA if _dtype(col) != "float64" else float("nan"),
+                                             index=self.df.index, dtype=_dtype(col))
+                self.df.loc[idx[key], col] = v
+        self._write()
+
+    def _write(self) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
         self.df.to_parquet(tmp, index=False)
         os.replace(tmp, self.path)
@@ -152,7 +173,7 @@ def _dtype(col: str) -> str:
     if col in ("block_id", "name", "family", "spec", "target", "profile", "status", "error", "measured_at",
                "server", "rpc_errors", "energy_note"):
         return "string"
-    if col in FEATURE_COLUMNS or col in ("n_runs", "number", "repeats", "attempts"):
+    if col in FEATURE_COLUMNS or col in ("n_runs", "number", "repeats", "attempts", "rounds"):
         return "Int64"
     return "float64"
 

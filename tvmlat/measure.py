@@ -17,7 +17,7 @@ import torch
 from .blocks import build_block
 from .dataset import CampaignWriter
 from .features import block_features, count_features
-from .runners.base import RunResult, Runner
+from .runners.base import RunResult, Runner, rounds_stats
 from .specs import BlockSpec
 from .targets import TargetSpec
 
@@ -68,6 +68,7 @@ def run_campaign(workloads: Sequence[Workload], runner: Runner, target: TargetSp
     if getattr(runner, "parallel", False):
         return _run_parallel(todo, runner, target, writer, progress)
     prefetch = getattr(runner, "prefetch", None)
+    rounds = _Rounds(runner, writer, rows, progress)
     with progress:
         task = progress.add_task(f"measuring on {target.name}", total=len(todo), last="")
         for i, w in enumerate(todo):
@@ -89,13 +90,69 @@ def run_campaign(workloads: Sequence[Workload], runner: Runner, target: TargetSp
             if writer is not None:
                 writer.append(row)
             rows.append(row)
+            rounds.measured(row)
             last = (f"{res.latency_ms_median:.3f} ms" if res.status == "ok" else f"[red]{res.status}")
             progress.update(task, advance=1, last=f"{w.name[:50]} {last}")
             why = stop(rows) if stop is not None else ""
             if why:
                 progress.update(task, last=f"[yellow]stopped: {why}")
                 break
+        rounds.finish(workloads)
     return rows
+
+
+class _Rounds:
+    """Interleaved rounds for a runner that keeps measured blocks (``runner.rounds`` > 0): every
+    ``MAX_KEPT`` blocks and at the end of the campaign, the kept blocks are timed round after
+    round and their rows rewritten with the statistics of those spread-out repeats. A row left
+    without them (a run interrupted before its rounds) gets them when the campaign resumes."""
+
+    MAX_KEPT = 128
+
+    def __init__(self, runner, writer: CampaignWriter | None, rows: list[dict[str, Any]], progress):
+        self.runner, self.writer, self.rows, self.progress = runner, writer, rows, progress
+        self.n = int(getattr(runner, "rounds", 0) or 0) if hasattr(runner, "interleave") else 0
+        self.first: dict[str, tuple[float, int]] = {}  # key -> (consecutive median ms, its runs)
+
+    def measured(self, row: dict[str, Any]) -> None:
+        if not self.n or row["status"] != "ok":
+            return
+        self.first[row["block_id"]] = (float(row["latency_ms_median"]), int(row["n_runs"]))
+        if self.runner.kept >= self.MAX_KEPT:
+            self.run()
+
+    def finish(self, workloads: Sequence[Workload]) -> None:
+        if not self.n:
+            return
+        if self.writer is not None:  # rows of an earlier, interrupted run that never got their rounds
+            df = self.writer.df
+            stale = df[(df["status"] == "ok") & (df["rounds"].fillna(0) == 0)] if "rounds" in df else df[:0]
+            stale = {str(r.block_id): r for r in stale.itertuples()}
+            for w in workloads:
+                r = stale.get(w.key)
+                if r is None or w.key in self.first:
+                    continue
+                try:
+                    module, inputs = w.make()
+                except Exception:  # noqa: BLE001 - it keeps its consecutive measurement
+                    continue
+                if self.runner.keep(module, inputs, w.key, int(r.number)):
+                    self.first[w.key] = (float(r.latency_ms_median), int(r.n_runs))
+                    if self.runner.kept >= self.MAX_KEPT:
+                        self.run()
+        self.run()
+
+    def run(self) -> None:
+        if not self.runner.kept:
+            return
+        task = self.progress.add_task(f"interleaved rounds, {self.runner.kept} blocks", total=self.n, last="")
+        got = self.runner.interleave(on_round=lambda r: self.progress.update(task, completed=r))
+        changes = {k: rounds_stats(samples, number, *self.first[k]) for k, (samples, number) in got.items()}
+        if self.writer is not None:
+            self.writer.update(changes)
+        for row in self.rows:
+            if row["block_id"] in changes:
+                row.update(changes[row["block_id"]])
 
 
 def _run_parallel(todo: Sequence[Workload], runner, target: TargetSpec, writer: CampaignWriter | None,

@@ -28,10 +28,13 @@ class EvaluatorConfig:
     max_repeats: int = 30
     rel_precision: float = 0.01
     max_seconds: float = 1.0
+    # > 0: after the consecutive measurement, time every block of the campaign once per round for
+    # this many rounds and report the statistics of those spread-out repeats (local runner)
+    rounds: int = 0
 
     def check(self) -> "EvaluatorConfig":
         problems = []
-        for name in ("warmup_runs", "min_repeats", "max_repeats"):
+        for name in ("warmup_runs", "min_repeats", "max_repeats", "rounds"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool):
                 raise TargetError(f"bad [evaluator] settings: {name} must be an integer, got {v!r}")
@@ -49,6 +52,8 @@ class EvaluatorConfig:
             problems.append("rel_precision must be in (0, 1)")
         if self.max_seconds <= 0:
             problems.append("max_seconds must be > 0")
+        if self.rounds != 0 and not 2 <= self.rounds <= 1000:
+            problems.append("rounds must be 0 (off) or between 2 and 1000")
         if problems:
             raise TargetError("bad [evaluator] settings: " + "; ".join(problems))
         return self

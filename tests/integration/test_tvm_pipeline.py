@@ -247,3 +247,35 @@ def test_tuned_calibration_through_the_cli(tmp_path, capsys):
     df = read_dataset(next((tmp_path / "out").glob("*.parquet")))
     assert len(df) == 12 and (df["status"] == "ok").all() and (df["profile"] == "tuned").all()
     assert (df["max_rel_err"] <= REL_TOL).all()
+
+
+def test_interleaved_rounds_on_real_blocks_and_after_a_resume(tmp_path, target):
+    """Measured blocks stay loaded and get their rounds; rows of a run without them get theirs on resume."""
+    from helpers import campaign_meta
+
+    specs = sample_specs(3, seed=9, families=["conv_bn_relu", "linear", "pool"], **SMALL)
+    path = tmp_path / "c.parquet"
+    no_rounds = dataclasses.replace(target, evaluator=dataclasses.replace(target.evaluator, rounds=0))
+    runner = LocalRunner(no_rounds, ahead=True, cache_dir=str(tmp_path / "cache"))
+    try:  # the first run: back-to-back repeats only (as if interrupted before its rounds)
+        run_campaign(spec_workloads(specs[:2]), runner, no_rounds, CampaignWriter(path, campaign_meta(no_rounds)),
+                     show_progress=False)
+    finally:
+        runner.close()
+    before = read_dataset(path).set_index("block_id")
+    assert (before["rounds"] == 0).all()
+    with_rounds = dataclasses.replace(target, evaluator=dataclasses.replace(target.evaluator, rounds=4))
+    runner = LocalRunner(with_rounds, ahead=True, cache_dir=str(tmp_path / "cache"))
+    try:
+        new = run_campaign(spec_workloads(specs), runner, with_rounds, CampaignWriter(path, campaign_meta(with_rounds)),
+                           show_progress=False)
+    finally:
+        runner.close()
+    assert [r["block_id"] for r in new] == [specs[2].block_id]  # only the new block was measured
+    df = read_dataset(path).set_index("block_id")
+    assert (df["status"] == "ok").all() and (df["rounds"] == 4).all() and (df["repeats"] == 4).all()
+    for s in specs[:2]:  # the resumed rows keep their first measurement and have the rounds' statistics
+        assert df.loc[s.block_id, "latency_ms_first"] == pytest.approx(before.loc[s.block_id, "latency_ms_median"])
+    assert (df["latency_ms_median"] > 0).all() and (df["half_diff_rel"] >= 0).all()
+    assert (df["latency_ms_p10"] <= df["latency_ms_median"]).all()
+    assert runner.kept == 0

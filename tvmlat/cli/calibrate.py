@@ -131,9 +131,25 @@ def calibrate_cmd(
               f"{100 * good['latency_cov'].median():.2f} %, median CI of the median +-{100 * good['ci_rel'].median():.2f} %, "
               f"latency {good['latency_ms_median'].min():.4f}..{good['latency_ms_median'].max():.1f} ms "
               f"({log10_span(good['latency_ms_median']):.1f} decades)")
+    con.print(rounds_report(good))
     pred_path = out / f"{name}.predictor.json"
     fit_and_report(good, features=features, target=t.to_dict(), profile=t.profile,
                    dataset_hash=file_hash(path), out=pred_path, con=con, model=model, prior=prior_doc)
+
+
+def rounds_report(good) -> str:
+    """One line on the interleaved rounds: how many, and how well each block's two halves agree."""
+    import numpy as np
+
+    r = good["rounds"].fillna(0) if "rounds" in good else None
+    if r is None or not (r > 0).any():
+        return "repeats: back to back per block (no interleaved rounds)"
+    done = good[r > 0]
+    moved = np.abs(np.log(done["latency_ms_first"].to_numpy(float) / done["latency_ms_median"].to_numpy(float)))
+    return (f"repeats: {int(done['rounds'].median())} interleaved rounds per block ({len(done)} of {len(good)} "
+            f"blocks; CoV and CI are over those spread-out repeats); a block's odd and even rounds agree to "
+            f"{100 * done['half_diff_rel'].median():.1f} % (median), the back-to-back first pass was "
+            f"{100 * float(np.median(moved)):.1f} % off the result")
 
 
 def parse_duration(text: str) -> float:

@@ -32,6 +32,11 @@ class RunResult:
     number: int = 0
     repeats: int = 0
     max_rel_err: float = math.nan  # TVM output vs torch, relative to the output's magnitude
+    # interleaved rounds (see interleaved_rounds): how many, the first pass's consecutive median
+    # they replaced, and how far the medians of the odd and the even rounds lie apart (relative)
+    rounds: int = 0
+    latency_ms_first: float = math.nan
+    half_diff_rel: float = math.nan
     stages: dict[str, float] = field(default_factory=dict)  # export_s, import_s, compile_s, measure_s
     energy: dict = field(default_factory=dict)  # power.measure_energy's reading, where the target has one
 
@@ -93,15 +98,46 @@ def adaptive_measure(time_fn: TimeFn, cfg: EvaluatorConfig) -> RunResult:
         per_repeat = elapsed / (len(samples) + 1)
         left = int((cfg.max_seconds - elapsed) / max(per_repeat, 1e-9))
         batch = max(1, min(max(2, len(samples) // 2), cfg.max_repeats - len(samples), left))
-    ms = np.asarray(samples) * 1000.0
-    return RunResult(
-        latency_ms_median=float(np.median(ms)),
-        latency_ms_p10=float(np.percentile(ms, 10)),
-        latency_ms_p90=float(np.percentile(ms, 90)),
-        latency_cov=float(np.std(ms) / np.mean(ms)) if len(ms) > 1 else math.nan,
-        ci_rel=float(median_ci_rel(samples)),
-        n_runs=number * len(samples),
-        number=number,
-        repeats=len(samples),
-        stages={"measure_s": time.perf_counter() - t_start},
-    )
+    return RunResult(**sample_stats(samples, number), stages={"measure_s": time.perf_counter() - t_start})
+
+
+def sample_stats(samples: Sequence[float], number: int) -> dict:
+    """The statistics a row reports for timed repeats (seconds per run, one value per repeat)."""
+    ms = np.asarray(samples, dtype=float) * 1000.0
+    return {"latency_ms_median": float(np.median(ms)),
+            "latency_ms_p10": float(np.percentile(ms, 10)),
+            "latency_ms_p90": float(np.percentile(ms, 90)),
+            "latency_cov": float(np.std(ms) / np.mean(ms)) if len(ms) > 1 else math.nan,
+            "ci_rel": float(median_ci_rel(samples)),
+            "n_runs": number * len(samples), "number": number, "repeats": len(samples)}
+
+
+def interleaved_rounds(timers: dict[str, Callable[[], float]], rounds: int,
+                       on_round: Callable[[int], None] | None = None) -> dict[str, list[float]]:
+    """Time every workload once per round, round after round: ``timers[key]()`` times one repeat
+    (seconds per run). Returns each key's ``rounds`` samples.
+
+    Why: on a shared (virtual) machine the speed of the same code drifts by 10-30 % over seconds to
+    minutes, in states that last seconds. Repeats taken back to back all fall into one state, so a
+    block's median depends on when it was measured (6-12 % apart between two runs of the same
+    blocks on the 2-vCPU CI host) and the campaign's blocks disagree with each other by that much.
+    Spreading each block's repeats over the whole campaign puts every block through the same mix of
+    states: the medians of two such runs agreed to 1.5-2 % (README, "Measurement protocol").
+    """
+    samples: dict[str, list[float]] = {k: [] for k in timers}
+    for r in range(rounds):
+        for key, timer in timers.items():
+            samples[key].append(float(timer()))
+        if on_round is not None:
+            on_round(r + 1)
+    return samples
+
+
+def rounds_stats(samples: Sequence[float], number: int, first_median_ms: float, first_runs: int) -> dict:
+    """Row fields for a block whose interleaved rounds gave ``samples`` (seconds per run, ``number``
+    runs each), replacing a consecutive measurement of median ``first_median_ms`` over ``first_runs`` runs."""
+    x = np.asarray(samples, dtype=float)
+    half = abs(math.log(float(np.median(x[0::2])) / float(np.median(x[1::2])))) if len(x) >= 2 else math.nan
+    stats = sample_stats(x, number)
+    stats["n_runs"] += int(first_runs)
+    return {**stats, "rounds": len(x), "latency_ms_first": float(first_median_ms), "half_diff_rel": half}

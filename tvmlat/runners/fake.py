@@ -22,11 +22,17 @@ _CLASS_EFF = {"Attention": 0.6, "Pool": 1.3, "SqueezeExcitation": 1.1, "MLP": 0.
 class FakeRunner:
     name = "fake"
 
-    def __init__(self, fail_keys: Iterable[str] = (), interrupt_after: int | None = None, noise: float = 0.02):
+    def __init__(self, fail_keys: Iterable[str] = (), interrupt_after: int | None = None, noise: float = 0.02,
+                 rounds: int = 0, interrupt_in_round: int | None = None):
         self.fail_keys = set(fail_keys)
         self.interrupt_after = interrupt_after
         self.noise = noise
         self.calls = 0
+        # interleaved rounds, like LocalRunner: the "machine" runs 1 + 0.2 r / rounds slower in round r
+        self.rounds = rounds
+        self.interrupt_in_round = interrupt_in_round
+        self._kept: dict[str, float] = {}
+        self.kept_keys: list[str] = []  # every key that was kept, in order (for tests)
 
     def latency_ms(self, feats: dict, key: str = "", cls: str = "") -> float:
         compute = feats["flops"] / 2e9 + feats["flops_dwconv"] / 2e8
@@ -42,9 +48,40 @@ class FakeRunner:
         if key in self.fail_keys:
             return RunResult(status="compile_error", error=f"compile failed: fake failure for {key}")
         ms = self.latency_ms(count_features(module, inputs), key, type(module).__name__)
+        if self.rounds and key:
+            self._kept[key] = ms
+            self.kept_keys.append(key)
         return RunResult(latency_ms_median=ms, latency_ms_p10=ms * 0.99, latency_ms_p90=ms * 1.01,
                          latency_cov=0.005, ci_rel=0.004, n_runs=50, number=10, repeats=5, max_rel_err=0.0,
                          stages={"export_s": 0.0, "import_s": 0.0, "compile_s": 0.0, "measure_s": 0.0})
+
+    @property
+    def kept(self) -> int:
+        return len(self._kept)
+
+    def keep(self, module, inputs, key: str, number: int) -> bool:
+        if key in self.fail_keys:
+            return False
+        self._kept[key] = self.latency_ms(count_features(module, inputs), key, type(module).__name__)
+        self.kept_keys.append(key)
+        return True
+
+    def round_factor(self, r: int) -> float:
+        return 1.0 + 0.2 * r / max(self.rounds, 1)
+
+    def interleave(self, on_round=None) -> dict[str, tuple[list[float], int]]:
+        try:
+            out: dict[str, tuple[list[float], int]] = {k: ([], 10) for k in self._kept}
+            for r in range(self.rounds):
+                if self.interrupt_in_round == r:
+                    raise KeyboardInterrupt
+                for k, ms in self._kept.items():
+                    out[k][0].append(ms * self.round_factor(r) / 1000.0)
+                if on_round is not None:
+                    on_round(r + 1)
+            return out
+        finally:
+            self._kept.clear()
 
     def close(self) -> None:
         """Nothing to release (the protocol's clean-up hook)."""

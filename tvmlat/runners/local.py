@@ -35,6 +35,9 @@ class LocalRunner:
                 raise TvmlatError(f"target {target.name!r} measures on a {target.kind} device and this machine has "
                                   f"none that TVM can see; to compile here and measure there: tvmlat bundle --target "
                                   f"{target.name} --arch {target.arch or 'sm_XX'} --out B/ (see README)")
+        # interleaved rounds (EvaluatorConfig.rounds): VMs of measured blocks kept until they are run
+        self.rounds = int(target.evaluator.rounds)
+        self._kept: dict[str, tuple] = {}  # key -> (time one repeat: () -> seconds per run, number)
         self._ahead = None
         if ahead:
             from .ahead import CompileAhead
@@ -91,9 +94,48 @@ class LocalRunner:
         got = self._compiled(module, inputs, key)
         if isinstance(got, RunResult):
             return got
-        return self._time(*got)
+        return self._time(*got, key=key)
 
-    def run_relax(self, mod, host_inputs: Sequence, key: str = "") -> RunResult:
+    # ----------------------------------------------------------------------------- interleaved rounds
+
+    @property
+    def kept(self) -> int:
+        """Blocks waiting for their interleaved rounds."""
+        return len(self._kept)
+
+    def keep(self, module, inputs, key: str, number: int) -> bool:
+        """Load a block measured in an earlier run (its row lacks rounds) for the next rounds;
+        compiles it again unless the compile cache has it. False if it no longer builds or runs."""
+        got = self._compiled(module, inputs, key)
+        if isinstance(got, RunResult):
+            return False
+        executable, host_inputs = got[0], got[1]
+        try:
+            vm, dev = self._vm(executable)
+            import tvm
+
+            vm.set_input("main", *[tvm.runtime.tensor(a, dev) for a in host_inputs])
+            self._keep_vm(key, vm, dev, number)
+        except Exception:  # noqa: BLE001 - it keeps its consecutive measurement
+            return False
+        return True
+
+    def _keep_vm(self, key: str, vm, dev, number: int) -> None:
+        f = vm.time_evaluator("invoke_stateful", dev, number=number, repeat=1, min_repeat_ms=0)
+        self._kept[key] = ((lambda f=f: float(f("main").results[0])), number)
+
+    def interleave(self, on_round=None) -> dict[str, tuple[list[float], int]]:
+        """Run the kept blocks' rounds; ``{key: (seconds per run of each round, number)}``. The
+        blocks are released afterwards (also when interrupted)."""
+        from .base import interleaved_rounds
+
+        try:
+            samples = interleaved_rounds({k: t for k, (t, _) in self._kept.items()}, self.rounds, on_round)
+            return {k: (v, self._kept[k][1]) for k, v in samples.items()}
+        finally:
+            self._kept.clear()
+
+    def run_relax(self, mod, host_inputs: Sequence, key: str = "") -> RunResult:  # noqa: D417
         """Compile and time a Relax module that did not come from torch (e.g. TVM's ONNX frontend);
         there is no torch reference to check it against."""
         import time
@@ -105,22 +147,27 @@ class LocalRunner:
             ex = tvm.compile(mod, self.target.tvm_target())
         except Exception as e:  # noqa: BLE001
             return RunResult(status="compile_error", error=f"compile failed: {type(e).__name__}: {e}"[:400])
-        return self._time(ex, list(host_inputs), None, {"compile_s": time.perf_counter() - t0})
+        return self._time(ex, list(host_inputs), None, {"compile_s": time.perf_counter() - t0}, key=key)
 
-    def _time(self, executable, host_inputs, reference, stages) -> RunResult:
+    def _vm(self, executable):
         import os
 
         os.environ.setdefault("TVM_NUM_THREADS", str(self.target.cores))
         from tvm import relax
 
+        dev = self._device()
+        return relax.VirtualMachine(executable, dev), dev
+
+    def _time(self, executable, host_inputs, reference, stages, key: str = "") -> RunResult:
         try:
-            dev = self._device()
-            vm = relax.VirtualMachine(executable, dev)
+            vm, dev = self._vm(executable)
             res = time_vm(vm, dev, host_inputs, reference, self.target.evaluator)
         except Exception as e:  # noqa: BLE001 - a failing block is a row, not a crash
             return RunResult(status="run_error", error=f"{type(e).__name__}: {str(e).strip().splitlines()[-1:]}",
                              stages=stages)
         res.stages = {**stages, **res.stages}
+        if self.rounds and key and res.status == "ok":
+            self._keep_vm(key, vm, dev, res.number)
         if self.sampler is not None and res.status == "ok":
             res.energy = vm_energy(vm, dev, res.latency_ms_median, self.sampler)
         return res

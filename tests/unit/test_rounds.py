@@ -1,0 +1,121 @@
+"""Interleaved rounds: the campaign times kept blocks round after round and rewrites their rows."""
+
+import math
+
+import numpy as np
+import pytest
+
+from helpers import campaign_meta, make_target
+from tvmlat.blocks import sample_specs
+from tvmlat.dataset import CampaignWriter, read_dataset
+from tvmlat.errors import TargetError
+from tvmlat.measure import _Rounds, run_campaign, spec_workloads
+from tvmlat.runners.base import interleaved_rounds, rounds_stats
+from tvmlat.runners.fake import FakeRunner
+from tvmlat.targets import EvaluatorConfig
+
+N, R = 6, 4
+
+
+@pytest.fixture(scope="module")
+def specs():
+    return sample_specs(N, seed=5, max_flops=5e6)
+
+
+def _writer(path):
+    t = make_target()
+    return CampaignWriter(path, campaign_meta(t)), t
+
+
+def test_interleaved_rounds_visit_every_block_once_per_round():
+    order = []
+    timers = {k: (lambda k=k: order.append(k) or 0.001) for k in "abc"}
+    seen = []
+    got = interleaved_rounds(timers, 3, on_round=seen.append)
+    assert order == list("abc") * 3  # round after round, not block after block
+    assert seen == [1, 2, 3]
+    assert {k: len(v) for k, v in got.items()} == {"a": 3, "b": 3, "c": 3}
+
+
+def test_rounds_stats_replace_the_consecutive_measurement():
+    samples = [0.0010, 0.0012, 0.0011, 0.0013]
+    s = rounds_stats(samples, number=7, first_median_ms=2.5, first_runs=35)
+    assert s["latency_ms_median"] == pytest.approx(1.15)
+    assert s["rounds"] == 4 and s["repeats"] == 4 and s["number"] == 7
+    assert s["n_runs"] == 35 + 4 * 7
+    assert s["latency_ms_first"] == 2.5
+    # odd rounds (1.2, 1.3 ms) vs even rounds (1.0, 1.1 ms)
+    assert s["half_diff_rel"] == pytest.approx(abs(math.log(1.25 / 1.05)))
+    assert s["latency_ms_p10"] <= s["latency_ms_median"] <= s["latency_ms_p90"]
+
+
+def test_campaign_rows_carry_the_rounds_statistics(tmp_path, specs):
+    path = tmp_path / "c.parquet"
+    writer, t = _writer(path)
+    runner = FakeRunner(rounds=R)
+    rows = run_campaign(spec_workloads(specs), runner, t, writer, show_progress=False)
+    df = read_dataset(path).set_index("block_id")
+    factors = [runner.round_factor(r) for r in range(R)]
+    for row in rows:
+        d = df.loc[row["block_id"]]
+        assert d["rounds"] == R and d["repeats"] == R
+        first = d["latency_ms_first"]  # the consecutive median, kept
+        assert d["latency_ms_median"] == pytest.approx(first * float(np.median(factors)))
+        assert row["latency_ms_median"] == pytest.approx(d["latency_ms_median"])  # returned rows updated too
+    assert runner.kept == 0
+
+
+def test_failed_blocks_get_no_rounds(tmp_path, specs):
+    path = tmp_path / "c.parquet"
+    writer, t = _writer(path)
+    bad = specs[1].block_id
+    run_campaign(spec_workloads(specs), FakeRunner(rounds=R, fail_keys={bad}), t, writer, show_progress=False)
+    df = read_dataset(path).set_index("block_id")
+    assert df.loc[bad, "status"] == "compile_error" and df.loc[bad, "rounds"] == 0
+    assert (df.drop(index=bad)["rounds"] == R).all()
+
+
+def test_many_blocks_are_run_in_chunks(tmp_path, specs, monkeypatch):
+    monkeypatch.setattr(_Rounds, "MAX_KEPT", 4)
+    path = tmp_path / "c.parquet"
+    writer, t = _writer(path)
+    runner = FakeRunner(rounds=R)
+    calls = []
+    orig = runner.interleave
+    monkeypatch.setattr(runner, "interleave", lambda on_round=None: calls.append(runner.kept) or orig(on_round))
+    run_campaign(spec_workloads(specs), runner, t, writer, show_progress=False)
+    assert calls == [4, N - 4]  # never more than MAX_KEPT blocks held at once
+    assert (read_dataset(path)["rounds"] == R).all()
+
+
+def test_interrupted_rounds_keep_the_rows_and_resume(tmp_path, specs):
+    path = tmp_path / "c.parquet"
+    writer, t = _writer(path)
+    with pytest.raises(KeyboardInterrupt):
+        run_campaign(spec_workloads(specs), FakeRunner(rounds=R, interrupt_in_round=2), t, writer,
+                     show_progress=False)
+    df = read_dataset(path)
+    assert len(df) == N and (df["status"] == "ok").all()  # everything measured is on disk…
+    assert (df["rounds"] == 0).all()  # …with its consecutive statistics
+    writer2, _ = _writer(path)
+    runner = FakeRunner(rounds=R)
+    new = run_campaign(spec_workloads(specs), runner, t, writer2, show_progress=False)
+    assert new == [] and runner.calls == 0  # nothing measured again
+    assert sorted(runner.kept_keys) == sorted(s.block_id for s in specs)  # only the rounds were redone
+    df = read_dataset(path)
+    assert len(df) == N and (df["rounds"] == R).all()
+    assert (df["latency_ms_first"] > 0).all()
+
+
+def test_runners_without_rounds_leave_rows_alone(tmp_path, specs):
+    path = tmp_path / "c.parquet"
+    writer, t = _writer(path)
+    run_campaign(spec_workloads(specs), FakeRunner(), t, writer, show_progress=False)
+    df = read_dataset(path)
+    assert (df["rounds"] == 0).all() and df["latency_ms_first"].isna().all()
+
+
+@pytest.mark.parametrize("bad", [1, -1, 1001, 2.5, True])
+def test_bad_rounds_setting_is_refused(bad):
+    with pytest.raises(TargetError, match="rounds"):
+        EvaluatorConfig(rounds=bad).check()
