@@ -113,6 +113,8 @@ class _Rounds:
         self.runner, self.writer, self.rows, self.progress = runner, writer, rows, progress
         self.n = int(getattr(runner, "rounds", 0) or 0) if hasattr(runner, "interleave") else 0
         self.first: dict[str, tuple[float, int]] = {}  # key -> (consecutive median ms, its runs)
+        if self.n:
+            runner.keeping = True
 
     def measured(self, row: dict[str, Any]) -> None:
         if not self.n or row["status"] != "ok":

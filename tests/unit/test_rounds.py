@@ -119,3 +119,12 @@ def test_runners_without_rounds_leave_rows_alone(tmp_path, specs):
 def test_bad_rounds_setting_is_refused(bad):
     with pytest.raises(TargetError, match="rounds"):
         EvaluatorConfig(rounds=bad).check()
+
+
+def test_a_runner_used_outside_a_campaign_keeps_nothing(specs):
+    from tvmlat.blocks import build_block
+
+    runner = FakeRunner(rounds=R)
+    module, inputs = build_block(specs[0])
+    assert runner.run(module, inputs, key="x").status == "ok"
+    assert runner.kept == 0

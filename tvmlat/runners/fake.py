@@ -31,6 +31,7 @@ class FakeRunner:
         # interleaved rounds, like LocalRunner: the "machine" runs 1 + 0.2 r / rounds slower in round r
         self.rounds = rounds
         self.interrupt_in_round = interrupt_in_round
+        self.keeping = False
         self._kept: dict[str, float] = {}
         self.kept_keys: list[str] = []  # every key that was kept, in order (for tests)
 
@@ -48,7 +49,7 @@ class FakeRunner:
         if key in self.fail_keys:
             return RunResult(status="compile_error", error=f"compile failed: fake failure for {key}")
         ms = self.latency_ms(count_features(module, inputs), key, type(module).__name__)
-        if self.rounds and key:
+        if self.rounds and self.keeping and key:
             self._kept[key] = ms
             self.kept_keys.append(key)
         return RunResult(latency_ms_median=ms, latency_ms_p10=ms * 0.99, latency_ms_p90=ms * 1.01,

@@ -37,6 +37,7 @@ class LocalRunner:
                                   f"{target.name} --arch {target.arch or 'sm_XX'} --out B/ (see README)")
         # interleaved rounds (EvaluatorConfig.rounds): VMs of measured blocks kept until they are run
         self.rounds = int(target.evaluator.rounds)
+        self.keeping = False  # set by the campaign loop, which runs the rounds; single runs keep nothing
         self._kept: dict[str, tuple] = {}  # key -> (time one repeat: () -> seconds per run, number)
         self._ahead = None
         if ahead:
@@ -166,7 +167,7 @@ class LocalRunner:
             return RunResult(status="run_error", error=f"{type(e).__name__}: {str(e).strip().splitlines()[-1:]}",
                              stages=stages)
         res.stages = {**stages, **res.stages}
-        if self.rounds and key and res.status == "ok":
+        if self.rounds and self.keeping and key and res.status == "ok":
             self._keep_vm(key, vm, dev, res.number)
         if self.sampler is not None and res.status == "ok":
             res.energy = vm_energy(vm, dev, res.latency_ms_median, self.sampler)
