@@ -30,12 +30,14 @@ def model_zoo(with_xgb: bool = True) -> dict[str, Callable[[], object]]:
         "linear-published": lambda: LinearPredictor(features="published", segmented=False),
         "linear-published-2seg": lambda: LinearPredictor(features="published", segmented=True),
         "linear-ops": lambda: LinearPredictor(features="ops"),
+        "linear-loops": lambda: LinearPredictor(features="loops"),
     }
     if with_xgb:
         from .predictors.residual import ResidualPredictor, XGBPredictor
 
         zoo["xgb"] = lambda: XGBPredictor()
-        zoo["linear-ops+xgb"] = lambda: ResidualPredictor()
+        zoo["linear-ops+xgb"] = lambda: ResidualPredictor(linear={"features": "ops"})
+        zoo["linear-loops+xgb"] = lambda: ResidualPredictor(linear={"features": "loops"})
     return zoo
 
 

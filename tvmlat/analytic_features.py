@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .loop_features import LOOP_COLUMNS, conv_loops, matmul_loops, pool_loops  # numpy only
 from .specs import BlockSpec  # stdlib only: no torch
 
 #: the columns of ``features.FEATURE_COLUMNS``, in the same order (features.py imports torch, so
@@ -45,6 +46,7 @@ FEATURE_COLUMNS = [
     "flops_conv", "flops_conv1x1", "flops_dwconv", "flops_matmul", "flops_bmm", "flops_attn",
     "flops_redshort", "flops_redlong", "acts_conv", "elems_elementwise", "elems_norm", "elems_pool", "elems_copy",
     "weight_elems", "out", "n_ops",
+    *LOOP_COLUMNS,
 ]
 
 #: reductions up to this length count as short (``features.REDUCTION_SHORT``)
@@ -121,6 +123,7 @@ class _Acc:
         self.add(m, macs=macs, acts_conv=out, weight_elems=w, flops_dwconv=flops * dw,
                  flops_conv1x1=flops * (1 - dw) * k1, flops_conv=flops * (1 - dw) * (1 - k1))
         self._reduction(m, flops, cpg * kk)
+        self.add(m, **conv_loops(out, ho, cpg, k, k, stride, hw, hw, dw))
         self._op(m, flops, out, n * cin * hw * hw + w + bias * cout + out)
         return ho, out
 
@@ -145,6 +148,7 @@ class _Acc:
         w = kdim * cols
         self.add(m, macs=macs, weight_elems=w, flops_matmul=2 * macs)
         self._reduction(m, 2 * macs, kdim)
+        self.add(m, **matmul_loops(out, kdim, cols, w))
         self._op(m, 2 * macs, out, bias * cols + rows * kdim + w + out)
 
     def bmm(self, batch, rows, kdim, cols, m=1):
@@ -152,6 +156,7 @@ class _Acc:
         macs = out * kdim
         self.add(m, macs=macs, flops_bmm=2 * macs)
         self._reduction(m, 2 * macs, kdim)
+        self.add(m, **matmul_loops(out, kdim, cols, batch * kdim * cols))
         self._op(m, 2 * macs, out, batch * rows * kdim + batch * kdim * cols + out)
 
     def norm5(self, elems, last, extra_in, m=1):
@@ -160,9 +165,12 @@ class _Acc:
         self._reduction(m, 5 * elems, last)
         self._op(m, 5 * elems, elems, elems + extra_in + elems)
 
-    def pool(self, in_elems, out, window, flops, m=1):
+    def pool(self, in_elems, out, window, flops, m=1, row=None, stride=None):
+        """``row`` (output width) and ``stride`` given: a windowed (max / avg) pooling, with loop features."""
         self.add(m, elems_pool=in_elems)
         self._reduction(m, flops, window)
+        if row is not None:
+            self.add(m, **pool_loops(out, row, window, stride))
         self._op(m, flops, out, in_elems + out)
 
     def conv_bn(self, n, cin, cout, hw, k, stride=1, groups=1, act=True, m=1):
@@ -198,7 +206,7 @@ def _f_pool(batch, c, hw, k, stride, kind):
     # max / avg (anything else is avg): k x k window per output element
     ho = _conv_out(hw, k, stride)
     out_w = batch * c * ho * ho
-    a.pool(n_in, out_w, k * k, out_w * k * k, 1 - is_global)
+    a.pool(n_in, out_w, k * k, out_w * k * k, 1 - is_global, row=ho, stride=stride)
     out = is_global * batch * c + (1 - is_global) * out_w
     a.f.update(inp=n_in, params=0, out=out)
     return a.f

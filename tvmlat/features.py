@@ -35,6 +35,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from .loop_features import LOOP_COLUMNS, conv_loops, matmul_loops, pool_loops
 from .specs import BlockSpec
 
 #: bump when a feature's definition changes; datasets record it, and fitting recomputes stale features
@@ -46,6 +47,7 @@ FEATURE_COLUMNS = [
     "flops_conv", "flops_conv1x1", "flops_dwconv", "flops_matmul", "flops_bmm", "flops_attn",
     "flops_redshort", "flops_redlong", "acts_conv", "elems_elementwise", "elems_norm", "elems_pool", "elems_copy",
     "weight_elems", "out", "n_ops",
+    *LOOP_COLUMNS,  # loop-nest features of reducing ops (loop_features.py)
 ]
 
 _VIEW_OPS = {
@@ -133,6 +135,11 @@ class OpCounter(TorchDispatchMode):
             kind = "dwconv" if dw else "conv1x1" if math.prod(w.shape[2:]) == 1 else "conv"
             self._add(macs=macs, acts_conv=out_elems, weight_elems=_numel(w), **{f"flops_{kind}": flops})
             self._reduction(flops, cin_per_group * math.prod(w.shape[2:]), rec)
+            x, stride = args[0], args[3] if len(args) > 3 else kwargs.get("stride", [1])
+            kh, kw = (w.shape[2], math.prod(w.shape[3:])) if w.dim() > 2 else (1, 1)
+            in_h, in_w = (x.shape[2], math.prod(x.shape[3:])) if x.dim() > 2 else (1, 1)
+            self._add(**conv_loops(out_elems, outs[0].shape[-1] if outs[0].dim() else 1, cin_per_group, kh, kw,
+                                   list(stride)[0] if stride else 1, in_h, in_w, dw))
             rec["kind"] = kind
         elif name in _MATMUL_OPS or name in _BMM_OPS:
             a, b = (args[1], args[2]) if name in ("addmm", "baddbmm", "addmv") else (args[0], args[1])
@@ -141,6 +148,7 @@ class OpCounter(TorchDispatchMode):
             kind = "bmm" if name in _BMM_OPS else "matmul"
             self._add(macs=macs, weight_elems=_numel(b) if kind == "matmul" else 0, **{f"flops_{kind}": flops})
             self._reduction(flops, a.shape[-1], rec)
+            self._add(**matmul_loops(out_elems, a.shape[-1], b.shape[-1] if b.dim() > 1 else 1, _numel(b)))
             rec["kind"] = kind
         elif name.startswith("_scaled_dot_product") or name == "scaled_dot_product_attention":
             q, k, v = args[0], args[1], args[2]
@@ -168,6 +176,9 @@ class OpCounter(TorchDispatchMode):
                 k = list(k) if isinstance(k, (list, tuple)) else [k]
                 window = math.prod(k) if len(k) > 1 else k[0] ** 2
                 flops = out_elems * window
+                st = args[2] if len(args) > 2 and args[2] else k
+                st = list(st) if isinstance(st, (list, tuple)) else [st]
+                self._add(**pool_loops(out_elems, outs[0].shape[-1], window, st[0]))
             else:
                 window = in_elems // max(out_elems, 1)
                 flops = in_elems

@@ -82,6 +82,7 @@ def graph_inputs(proto) -> dict[str, tuple[int, ...]]:
 def onnx_records(model: OnnxModel) -> list[dict[str, Any]]:
     """One record per counted ONNX node, in the format of features.OpCounter's records."""
     from .features import REDUCTION_SHORT
+    from .loop_features import conv_loops, matmul_loops, pool_loops
 
     g = model.proto.graph
     shapes = _shapes(model.proto)
@@ -109,6 +110,9 @@ def onnx_records(model: OnnxModel) -> list[dict[str, Any]]:
             kind = "dwconv" if w[1] == 1 and groups > 1 else "conv1x1" if math.prod(w[2:]) == 1 else "conv"
             feat.update(macs=macs, acts_conv=out_elems, weight_elems=math.prod(w), **{f"flops_{kind}": flops})
             reduction = red
+            x, strides = ins[0], list(attrs["strides"].ints) if "strides" in attrs else [1]
+            feat.update(conv_loops(out_elems, outs[0][-1], w[1], w[2] if len(w) > 2 else 1, math.prod(w[3:]),
+                                   strides[0], x[2] if len(x) > 2 else 1, math.prod(x[3:]), kind == "dwconv"))
         elif op in ("Gemm", "MatMul"):
             a = ins[0]
             k = a[-1] if not (op == "Gemm" and "transA" in attrs and attrs["transA"].i) else a[0]
@@ -118,6 +122,9 @@ def onnx_records(model: OnnxModel) -> list[dict[str, Any]]:
             kind = "matmul" if weight or len(outs[0]) <= 2 else "bmm"
             feat.update(macs=macs, weight_elems=math.prod(ins[1]) if weight else 0, **{f"flops_{kind}": flops})
             reduction = k
+            b = ins[1]
+            cols = b[0] if op == "Gemm" and "transB" in attrs and attrs["transB"].i else b[-1]
+            feat.update(matmul_loops(out_elems, k, cols, math.prod(b)))
         elif op == "BatchNormalization":
             flops, kind = 2 * out_elems, "norm"
             feat.update(elems_norm=out_elems)
@@ -130,6 +137,8 @@ def onnx_records(model: OnnxModel) -> list[dict[str, Any]]:
             if op in ("MaxPool", "AveragePool"):
                 window = math.prod(attrs["kernel_shape"].ints)
                 flops = out_elems * window
+                st = list(attrs["strides"].ints) if "strides" in attrs else [1]
+                feat.update(pool_loops(out_elems, outs[0][-1], window, st[0]))
             else:
                 window = in_elems // max(out_elems, 1)
                 flops = in_elems

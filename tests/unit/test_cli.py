@@ -8,6 +8,7 @@ import pytest
 from helpers import MODELS, assert_user_error, run_cli
 from tvmlat.dataset import meta_path
 from tvmlat.predictors import FEATURE_SETS, load_predictor
+from tvmlat.predictors.linear import DEFAULT_FEATURES
 from tvmlat.runners.fake import FakeRunner
 
 
@@ -250,7 +251,7 @@ def test_fit_writes_a_loadable_predictor(tmp_path, fake_dataset, capsys):
     code, out, err = run_cli(["fit", "-d", path, "-o", out_p], capsys)
     assert code == 0, err
     loaded = load_predictor(out_p)
-    assert loaded.model.feature_names_in_ == sum(FEATURE_SETS["ops"], [])  # the default feature set
+    assert loaded.model.feature_names_in_ == sum(FEATURE_SETS[DEFAULT_FEATURES], [])  # the default feature set
     assert loaded.doc["training"]["n"] == int((df["status"] == "ok").sum())
     assert "predictor saved to" in out
 

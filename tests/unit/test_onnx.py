@@ -57,3 +57,17 @@ def test_corrupt_or_missing_onnx_is_a_clear_error(tmp_path, capsys):
         load_onnx(bad)
     assert_user_error(run_cli(["analyze", bad], capsys), "not a valid ONNX model")
     assert_user_error(run_cli(["analyze", tmp_path / "missing.onnx"], capsys), "does not exist")
+
+
+def test_onnx_loop_features_match_the_torch_twin(onnx_path):
+    """The loop-nest columns (loop_features.py) come out the same from the ONNX graph and from torch."""
+    import torch
+
+    from tvmlat.features import count_features
+    from tvmlat.loop_features import LOOP_COLUMNS
+    from tvmlat.onnx_model import onnx_features
+
+    a = onnx_features(load_onnx(onnx_path))
+    b = count_features(SmallTwin().eval(), (torch.randn(1, 3, 32, 32),))
+    assert {c: a[c] for c in LOOP_COLUMNS} == {c: b[c] for c in LOOP_COLUMNS}
+    assert a["mac_excess"] > 0 and a["short_vec"] > 0  # the 3x3 convs reduce over 27 and 72 elements

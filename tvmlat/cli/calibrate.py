@@ -28,7 +28,7 @@ def calibrate_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="folder for dataset and predictor [datasets/<target>]"),
     campaign: Optional[str] = typer.Option(None, "--campaign", help="campaign name [calib-<cpu>-n<samples>-s<seed>]"),
     families: Optional[str] = typer.Option(None, "--families", help="comma-separated families [all]"),
-    features: str = typer.Option("ops", "--features", help="feature set of the linear model: ops | published"),
+    features: str = typer.Option("loops", "--features", help="feature set of the linear model: loops | ops | published"),
     model: str = typer.Option("linear", "--model", help="linear | linear+xgb (XGBoost on the linear residual) | xgb"),
     overlap: bool = typer.Option(True, "--overlap/--no-overlap",
                                  help="compile the next block in a worker process while timing this one"),

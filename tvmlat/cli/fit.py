@@ -109,7 +109,7 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
 def fit_cmd(
     dataset: List[Path] = typer.Option(..., "--dataset", "-d", help="dataset parquet file(s)"),
     out: Path = typer.Option(..., "--out", "-o", help="predictor JSON to write"),
-    features: str = typer.Option("ops", "--features", help="feature set: ops | published"),
+    features: str = typer.Option("loops", "--features", help="feature set: loops | ops | published"),
     model: str = typer.Option("linear", "--model", help="linear | linear+xgb (XGBoost on the linear residual) | xgb"),
 ) -> None:
     """Fit a predictor on measured datasets and report its held-out accuracy and interval coverage."""
