@@ -2,7 +2,7 @@
 
     python benchmarks/predict_throughput.py [--rows 1000000] [--dataset D.parquet]
 
-Fits the linear ('ops' features) and linear + XGBoost residual predictors on a dataset (the
+Fits the linear ('loops', the default, 'ops' and 'published' features) and linear + XGBoost residual predictors on a dataset (the
 shipped CPU campaign by default) and prints predictions per second on ROWS feature rows
 (the dataset's rows repeated), i.e. Predictor.predict(features_df) vectorised.
 """
@@ -20,7 +20,7 @@ from tvmlat.dataset import load_for_fit, ok_rows
 from tvmlat.predictors import LinearPredictor
 from tvmlat.predictors.residual import ResidualPredictor
 
-DEFAULT = Path(__file__).resolve().parent.parent / "datasets" / "llvm" / "calib-znver3-n200-s0.parquet"
+DEFAULT = Path(__file__).resolve().parent.parent / "datasets" / "llvm" / "calib-emeraldrapids-n200-s0.parquet"
 
 
 def main() -> None:
@@ -31,7 +31,8 @@ def main() -> None:
     df = ok_rows(load_for_fit(a.dataset))
     big = pd.concat([df] * (a.rows // len(df) + 1), ignore_index=True).iloc[: a.rows]
     y = df["latency_ms_median"]
-    for name, model in [("linear (ops)", LinearPredictor()), ("linear (published)", LinearPredictor(features="published")),
+    for name, model in [("linear (loops)", LinearPredictor()), ("linear (ops)", LinearPredictor(features="ops")),
+                        ("linear (published)", LinearPredictor(features="published")),
                         ("linear + xgb residual", ResidualPredictor())]:
         model.fit(df, y)
         model.predict(big.iloc[:1000])
@@ -46,7 +47,7 @@ def main() -> None:
     from tvmlat.blocks import sample_specs
     from tvmlat.predictors import predict_specs
 
-    specs = sample_specs(20_000, seed=1)
+    specs = sample_specs(5_000, seed=1)
     model = LinearPredictor().fit(df, y)
     t0 = time.perf_counter()
     predict_specs(model, specs)
