@@ -196,3 +196,19 @@ def test_load_for_fit_refreshes_stale_features(fake_dataset, tmp_path):
     assert (fresh["flops"] > 0).all()
     assert list(fresh["flops"]) == list(df["flops"])
     assert set(FEATURE_COLUMNS) <= set(fresh.columns)
+
+
+def test_a_dataset_from_before_the_loop_features_gets_them(fake_dataset, tmp_path):
+    """Datasets written before loop_features.py (same features_version, fewer columns) are counted on load."""
+    from tvmlat.features import FEATURES_VERSION
+    from tvmlat.loop_features import LOOP_COLUMNS
+
+    path, df = fake_dataset
+    old = df.drop(columns=LOOP_COLUMNS)
+    p = tmp_path / "old.parquet"
+    old.to_parquet(p, index=False)
+    meta_path(p).write_text(json.dumps({"schema_version": SCHEMA_VERSION, "features_version": FEATURES_VERSION}))
+    fresh = load_for_fit(p)
+    for c in LOOP_COLUMNS:
+        assert list(fresh[c]) == list(df[c])
+    assert (fresh["mac_excess"] + fresh["short_vec"] + fresh["short_scal"] > 0).any()
