@@ -170,3 +170,32 @@ def test_predict_specs_matches_predict_on_counted_features(predictor_path, datas
     got = predict_specs(pred, dataset_specs[:7])
     np.testing.assert_allclose(got, pred.predict(features_frame(dataset_specs[:7])))
     assert np.all(got > 0)
+
+
+@pytest.mark.parametrize("cls", [XGBPredictor, ResidualPredictor])
+def test_trees_saved_before_the_loop_features_still_predict(cls, ok_frame):
+    """A file without "tree_columns" holds trees trained on the columns of that time (LEGACY_TREE_COLUMNS)."""
+    from tvmlat.features import FEATURE_COLUMNS
+    from tvmlat.predictors.residual import LEGACY_TREE_COLUMNS
+
+    m = cls().fit(ok_frame, _y(ok_frame))
+    m.tree_columns_ = list(LEGACY_TREE_COLUMNS)
+    m.booster_ = m._train(tree_features(ok_frame, LEGACY_TREE_COLUMNS), np.log(_y(ok_frame)) * 0.1)
+    old = m.to_dict()
+    del old["tree_columns"]
+    again = cls.from_dict(json.loads(json.dumps(old)))
+    assert again.tree_columns_ == LEGACY_TREE_COLUMNS
+    assert np.allclose(again.predict(ok_frame), m.predict(ok_frame))
+    # a file that names more columns than its trees take says so, instead of xgboost's shape error
+    old["tree_columns"] = list(FEATURE_COLUMNS)
+    with pytest.raises(PredictorError, match="refit"):
+        cls.from_dict(old)
+
+
+def test_shipped_tree_predictors_load_and_predict(ok_frame):
+    from pathlib import Path
+
+    for p in sorted((Path(__file__).resolve().parents[2] / "datasets").glob("*/*xgb*.predictor.json")):
+        pred = load_predictor(p)
+        out = pred.model.predict(ok_frame)
+        assert np.all(np.isfinite(out)) and np.all(out > 0), p

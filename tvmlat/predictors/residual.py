@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import MissingExtraError, NotFittedError, PredictorError
 from ..features import FEATURE_COLUMNS
+from ..loop_features import LOOP_COLUMNS
 from .linear import LinearPredictor, _matrix
 
 TREE_RATIOS = ["intensity", "flops_per_op", "redlong_share", "redshort_share", "out_per_inp", "flops_per_param",
@@ -36,10 +37,17 @@ def _xgb():
     return xgboost
 
 
-def tree_features(X) -> np.ndarray:
-    """Matrix of tree inputs: log1p of the counted features, then the ratios in TREE_RATIOS."""
-    A = _matrix(X, FEATURE_COLUMNS)
-    col = {c: A[:, i] for i, c in enumerate(FEATURE_COLUMNS)}
+#: the count columns trees were trained on before the loop features existed (files without "tree_columns")
+LEGACY_TREE_COLUMNS = [c for c in FEATURE_COLUMNS if c not in LOOP_COLUMNS]
+
+
+def tree_features(X, columns=None) -> np.ndarray:
+    """Matrix of tree inputs: log1p of the counted feature ``columns`` (default: all), then the
+    ratios in TREE_RATIOS. A fitted tree keeps its columns (``tree_columns_``), so a predictor
+    saved before a feature column was added still gets the inputs it was trained on."""
+    columns = list(FEATURE_COLUMNS if columns is None else columns)
+    A = _matrix(X, columns)
+    col = {c: A[:, i] for i, c in enumerate(columns)}
     eps = 1.0
     ratios = [
         col["flops"] / (col["bytes"] + eps),
@@ -57,10 +65,20 @@ def _booster_to_json(booster) -> dict[str, Any]:
     return json.loads(bytes(booster.save_raw("json")))
 
 
-def _booster_from_json(doc: dict[str, Any]):
+def _booster_from_json(doc: dict[str, Any], columns: list[str] | None = None):
     b = _xgb().Booster()
     b.load_model(bytearray(json.dumps(doc).encode()))
+    if columns is not None and b.num_features() != len(columns) + len(TREE_RATIOS):
+        raise PredictorError(f"the embedded xgboost model takes {b.num_features()} inputs, but its "
+                             f"{len(columns)} tree columns give {len(columns) + len(TREE_RATIOS)}; refit the predictor")
     return b
+
+
+def _tree_columns(d: dict[str, Any]) -> list[str]:
+    cols = d.get("tree_columns", LEGACY_TREE_COLUMNS)
+    if not isinstance(cols, list) or any(c not in FEATURE_COLUMNS for c in cols):
+        raise PredictorError(f"tree_columns {cols!r} are not feature columns of this tvmlat; refit the predictor")
+    return list(cols)
 
 
 class _TreeBase:
@@ -85,28 +103,36 @@ class XGBPredictor(_TreeBase):
     """XGBoost alone, on log latency (the ablation's tree-only model)."""
 
     kind = "xgb"
-    feature_names_in_ = FEATURE_COLUMNS
+
+    @property
+    def feature_names_in_(self):
+        return list(getattr(self, "tree_columns_", FEATURE_COLUMNS))
 
     def fit(self, X, y) -> "XGBPredictor":
         y = np.asarray(y, dtype=float)
         if len(y) < 8 or np.any(y <= 0):
             raise PredictorError("need at least 8 blocks with positive latency to fit")
-        self.booster_ = self._train(tree_features(X), np.log(y))
+        self.tree_columns_ = list(FEATURE_COLUMNS)
+        self.booster_ = self._train(tree_features(X, self.tree_columns_), np.log(y))
         return self
 
     def predict(self, X) -> np.ndarray:
         self._check_fitted()
-        return np.exp(self.booster_.inplace_predict(tree_features(X)))
+        return np.exp(self.booster_.inplace_predict(tree_features(X, self.tree_columns_)))
 
     def to_dict(self) -> dict[str, Any]:
         self._check_fitted()
-        return {"params": self.get_params(), "xgboost": _booster_to_json(self.booster_)}
+        return {"params": self.get_params(), "tree_columns": self.tree_columns_,
+                "xgboost": _booster_to_json(self.booster_)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "XGBPredictor":
         try:
             self = cls(**d.get("params", {}))
-            self.booster_ = _booster_from_json(d["xgboost"])
+            self.tree_columns_ = _tree_columns(d)
+            self.booster_ = _booster_from_json(d["xgboost"], self.tree_columns_)
+        except PredictorError:
+            raise
         except (KeyError, TypeError, ValueError) as e:
             raise PredictorError(f"xgb model section is malformed: {e}") from None
         except Exception as e:  # noqa: BLE001 - xgboost's own parse errors
@@ -129,26 +155,28 @@ class ResidualPredictor(_TreeBase):
 
     @property
     def feature_names_in_(self):
-        return list(dict.fromkeys(self.linear_.feature_names_in_ + FEATURE_COLUMNS))
+        return list(dict.fromkeys(self.linear_.feature_names_in_ + getattr(self, "tree_columns_", FEATURE_COLUMNS)))
 
     def fit(self, X, y) -> "ResidualPredictor":
         y = np.asarray(y, dtype=float)
         self.linear_ = LinearPredictor(**(self.linear or {})).fit(X, y)
         base = self.linear_.predict(X)
-        self.booster_ = self._train(tree_features(X), np.log(y) - np.log(np.maximum(base, 1e-9)))
+        self.tree_columns_ = list(FEATURE_COLUMNS)
+        self.booster_ = self._train(tree_features(X, self.tree_columns_),
+                                    np.log(y) - np.log(np.maximum(base, 1e-9)))
         return self
 
     def predict(self, X) -> np.ndarray:
         self._check_fitted()
         base = np.maximum(self.linear_.predict(X), 1e-9)
-        return base * np.exp(self.booster_.inplace_predict(tree_features(X)))
+        return base * np.exp(self.booster_.inplace_predict(tree_features(X, self.tree_columns_)))
 
     def get_params(self) -> dict[str, Any]:
         return {"linear": self.linear, **super().get_params()}
 
     def to_dict(self) -> dict[str, Any]:
         self._check_fitted()
-        return {"params": self.get_params(), "linear": self.linear_.to_dict(),
+        return {"params": self.get_params(), "linear": self.linear_.to_dict(), "tree_columns": self.tree_columns_,
                 "xgboost": _booster_to_json(self.booster_)}
 
     @classmethod
@@ -156,7 +184,8 @@ class ResidualPredictor(_TreeBase):
         try:
             self = cls(**d.get("params", {}))
             self.linear_ = LinearPredictor.from_dict(d["linear"])
-            self.booster_ = _booster_from_json(d["xgboost"])
+            self.tree_columns_ = _tree_columns(d)
+            self.booster_ = _booster_from_json(d["xgboost"], self.tree_columns_)
         except (KeyError, TypeError, ValueError) as e:
             raise PredictorError(f"linear+xgb model section is malformed: {e}") from None
         except PredictorError:
