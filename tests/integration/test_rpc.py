@@ -110,6 +110,26 @@ def test_server_killed_mid_campaign_loses_nothing(tmp_path):
     assert df.loc[df["status"] == "ok", "server"].nunique() >= 1
 
 
+def test_an_unexpected_error_in_a_worker_retries_the_block(farm, monkeypatch):
+    """A worker hit by an error that is not an RPCError (e.g. the tracker's socket reset while a server
+    dies) hands its block back: before, the thread died with the block and the campaign waited forever."""
+    import tvmlat.runners.rpc as rpc_mod
+
+    real, calls = rpc_mod.request_session, []
+
+    def flaky(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise ConnectionResetError("connection reset by peer")
+        return real(*a, **k)
+
+    monkeypatch.setattr(rpc_mod, "request_session", flaky)
+    t = remote_target(farm)
+    rows = run_campaign(spec_workloads(sample_specs(3, seed=29, **SMALL)), RPCRunner(t), t, None, show_progress=False)
+    assert [r["status"] for r in rows] == ["ok"] * 3
+    assert sum("worker error: ConnectionResetError" in (r["rpc_errors"] or "") for r in rows) == 1
+
+
 def test_hung_server_is_given_up_and_block_retried(tmp_path):
     with LocalFarm(2, key=KEY, log_dir=tmp_path / "logs") as f:
         t = remote_target(f, session_timeout_s=3.0)

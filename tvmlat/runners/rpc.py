@@ -245,44 +245,59 @@ class RPCRunner:
                 except queue.Empty:
                     continue
                 try:
-                    art = job.artefact.result()
-                except Exception as e:  # noqa: BLE001 - the compile worker died
-                    art = {"status": "compile_error", "error": f"compile worker failed: {type(e).__name__}: {e}"}
-                if art["status"] != "ok":
-                    events.put(("row", wid, job, RunResult(status=art["status"], error=art["error"]), ""))
-                    continue
-                events.put(("state", wid, f"[yellow]waiting for a session[/] {job.workload.name[:40]}"))
-                try:
-                    sess, server = request_session(self.addr, rpc.key, rpc.request_timeout_s, rpc.session_timeout_s)
-                except RPCError as e:
-                    work.put(job)  # not its fault: another worker (or a later run) measures it
-                    events.put(("lost", wid, str(e)))
-                    return
-                with lock:
-                    if wid in abandoned:
+                    if not one_job(wid, job):
                         return
-                    busy[wid] = (time.monotonic(), job)
-                job.attempts += 1
-                events.put(("state", wid, f"[green]{server}[/] {job.workload.name[:40]}"
-                                          + (f" (attempt {job.attempts})" if job.attempts > 1 else "")))
-                try:
-                    res = self.time_remote(sess, art)
-                    err = None
-                except Exception as e:  # noqa: BLE001 - the server died, hung up or failed the block
-                    res, err = None, f"{server}: {type(e).__name__}: {_last_line(e)}"
-                finally:
-                    # the session ends (and the server goes back to the tracker) only when the last
-                    # reference to it goes; remote modules and tensors hold some in reference cycles
-                    del sess
-                    gc.collect()
-                with lock:
-                    if wid in abandoned:  # the watchdog gave up on this session and moved the job on
-                        return
-                    busy[wid] = None
-                if err is None:
-                    events.put(("row", wid, job, res, server))
-                else:
-                    events.put(("retry", wid, job, err))
+                except Exception as e:  # noqa: BLE001 - whatever broke, the job goes back to the main loop
+                    with lock:
+                        if wid in abandoned:
+                            return
+                        busy[wid] = None
+                    job.attempts += 1  # counts against its retries, so a job that always breaks ends as a row
+                    events.put(("retry", wid, job, f"worker error: {type(e).__name__}: {_last_line(e)}"))
+
+        def one_job(wid: int, job: Job) -> bool:
+            """Measure one job; False when this worker must stop (its server is gone, or the watchdog
+            gave up on it). Every path hands the job on: a row, a retry, or back to the queue."""
+            try:
+                art = job.artefact.result()
+            except Exception as e:  # noqa: BLE001 - the compile worker died
+                art = {"status": "compile_error", "error": f"compile worker failed: {type(e).__name__}: {e}"}
+            if art["status"] != "ok":
+                events.put(("row", wid, job, RunResult(status=art["status"], error=art["error"]), ""))
+                return True
+            events.put(("state", wid, f"[yellow]waiting for a session[/] {job.workload.name[:40]}"))
+            try:
+                sess, server = request_session(self.addr, rpc.key, rpc.request_timeout_s, rpc.session_timeout_s)
+            except RPCError as e:
+                work.put(job)  # not its fault: another worker (or a later run) measures it
+                events.put(("lost", wid, str(e)))
+                return False
+            with lock:
+                if wid in abandoned:
+                    return False
+                busy[wid] = (time.monotonic(), job)
+            job.attempts += 1
+            events.put(("state", wid, f"[green]{server}[/] {job.workload.name[:40]}"
+                                      + (f" (attempt {job.attempts})" if job.attempts > 1 else "")))
+            try:
+                res = self.time_remote(sess, art)
+                err = None
+            except Exception as e:  # noqa: BLE001 - the server died, hung up or failed the block
+                res, err = None, f"{server}: {type(e).__name__}: {_last_line(e)}"
+            finally:
+                # the session ends (and the server goes back to the tracker) only when the last
+                # reference to it goes; remote modules and tensors hold some in reference cycles
+                del sess
+                gc.collect()
+            with lock:
+                if wid in abandoned:  # the watchdog gave up on this session and moved the job on
+                    return False
+                busy[wid] = None
+            if err is None:
+                events.put(("row", wid, job, res, server))
+            else:
+                events.put(("retry", wid, job, err))
+            return True
 
         threads: dict[int, threading.Thread] = {}
         next_wid = [0]
