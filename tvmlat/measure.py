@@ -138,11 +138,12 @@ class _Rounds:
                     module, inputs = w.make()
                 except Exception:  # noqa: BLE001 - it keeps its consecutive measurement
                     continue
-                if self.runner.keep(module, inputs, w.key, int(r.number)):
+                if self.runner.keep(module, inputs, w.key, int(r.number), w.spec):
                     self.first[w.key] = (float(r.latency_ms_median), int(r.n_runs))
                     if self.runner.kept >= self.MAX_KEPT:
                         self.run()
         self.run()
+        self.runner.keeping = False  # after the campaign, a single run keeps nothing again
 
     def run(self) -> None:
         if not self.runner.kept:

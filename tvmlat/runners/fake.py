@@ -60,7 +60,7 @@ class FakeRunner:
     def kept(self) -> int:
         return len(self._kept)
 
-    def keep(self, module, inputs, key: str, number: int) -> bool:
+    def keep(self, module, inputs, key: str, number: int, spec_json: str = "") -> bool:
         if key in self.fail_keys:
             return False
         self._kept[key] = self.latency_ms(count_features(module, inputs), key, type(module).__name__)

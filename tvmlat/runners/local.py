@@ -104,9 +104,12 @@ class LocalRunner:
         """Blocks waiting for their interleaved rounds."""
         return len(self._kept)
 
-    def keep(self, module, inputs, key: str, number: int) -> bool:
-        """Load a block measured in an earlier run (its row lacks rounds) for the next rounds;
-        compiles it again unless the compile cache has it. False if it no longer builds or runs."""
+    def keep(self, module, inputs, key: str, number: int, spec_json: str = "") -> bool:
+        """Load a block measured in an earlier run (its row lacks rounds) for the next rounds: from
+        the compile cache when its spec is given and cached, else compiled again. False if it no
+        longer builds or runs."""
+        if spec_json:
+            self._specs[key] = spec_json
         got = self._compiled(module, inputs, key)
         if isinstance(got, RunResult):
             return False
@@ -136,7 +139,7 @@ class LocalRunner:
         finally:
             self._kept.clear()
 
-    def run_relax(self, mod, host_inputs: Sequence, key: str = "") -> RunResult:  # noqa: D417
+    def run_relax(self, mod, host_inputs: Sequence, key: str = "") -> RunResult:
         """Compile and time a Relax module that did not come from torch (e.g. TVM's ONNX frontend);
         there is no torch reference to check it against."""
         import time
