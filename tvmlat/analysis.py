@@ -127,8 +127,12 @@ def trace_layers(module: torch.nn.Module, inputs: Sequence[torch.Tensor]) -> tup
 
 def layer_table(module: torch.nn.Module, inputs: Sequence[torch.Tensor], predictor=None) -> pd.DataFrame:
     """One row per layer: shapes, params, MACs, FLOPs, memory, weights, activations and, with a
-    predictor, predicted latency and its share. Sizes in MB (10^6 bytes)."""
-    layers, totals = trace_layers(module, inputs)
+    predictor, predicted latency and its share. Sizes in MB (10^6 bytes). Loop features are counted
+    for the predictor's L1 geometry."""
+    from .loop_features import use_geometry
+
+    with use_geometry(getattr(predictor, "geometry", None)):
+        layers, totals = trace_layers(module, inputs)
     modules = dict(module.named_modules())
 
     def params_of(lay: Layer) -> tuple[int, int]:
@@ -143,7 +147,10 @@ def onnx_layer_table(model, predictor=None) -> pd.DataFrame:
     """layer_table for an ONNX model (tvmlat.onnx_model.OnnxModel), counted from its graph."""
     from .onnx_model import onnx_records
 
-    recs = onnx_records(model)
+    from .loop_features import use_geometry
+
+    with use_geometry(getattr(predictor, "geometry", None)):
+        recs = onnx_records(model)
     op_of = {r["path"]: r["op"] for r in recs}
     layers = group_layers(recs, lambda path: path, op_of.get)
     totals = dict.fromkeys(FEATURE_COLUMNS, 0)

@@ -120,6 +120,15 @@ class CampaignWriter:
                         f"{self.path} was measured with {key}={old!r}, not {new!r}; resuming would mix the two: "
                         f"use another --out or --campaign name")
             self.meta["created"] = old_meta.get("created", self.meta.get("created"))
+            if (old_meta.get("features_version") != self.meta.get("features_version")
+                    or old_meta.get("cache_geometry") != self.meta.get("cache_geometry")) and len(self.df):
+                # rows counted by older code (or for no recorded L1): recount them, so the file's rows
+                # agree with the meta.json written below
+                from .loop_features import CacheGeometry, use_geometry
+
+                with use_geometry(CacheGeometry.from_dict(self.meta.get("cache_geometry"))):
+                    self.df = refresh_features(self.df)
+                self._write()
         else:
             self.df = pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in COLUMNS})
         self.meta.setdefault("created", _now())
@@ -203,21 +212,53 @@ def refresh_features(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def load_for_fit(path: str | Path) -> pd.DataFrame:
-    """A dataset with features as the current code defines them (older datasets are refreshed)."""
+def meta_geometry(path: str | Path):
+    """The L1 geometry a dataset's loop features were counted with (its meta.json; default if none)."""
+    from .loop_features import CacheGeometry
+
+    try:
+        return CacheGeometry.from_dict(read_meta(path).get("cache_geometry"))
+    except ValueError as e:
+        raise DatasetError(f"{meta_path(path)}: {e}") from None
+
+
+def load_for_fit(path: str | Path, geometry=None) -> pd.DataFrame:
+    """A dataset with features as the current code defines them, counted for ``geometry`` (default: the
+    dataset's own L1 geometry). Older datasets, or another geometry, get their features recounted."""
     from .features import FEATURES_VERSION
+    from .loop_features import use_geometry
 
     df = read_dataset(path)
-    if read_meta(path).get("features_version") != FEATURES_VERSION or any(c not in df for c in FEATURE_COLUMNS):
+    own = meta_geometry(path)
+    want = geometry or own
+    if (read_meta(path).get("features_version") != FEATURES_VERSION or want != own
+            or any(c not in df for c in FEATURE_COLUMNS)):
         for c in FEATURE_COLUMNS:
             if c not in df:
                 df[c] = pd.Series(0, index=df.index, dtype="Int64")
-        df = refresh_features(df)
+        with use_geometry(want):
+            df = refresh_features(df)
     return df
 
 
-def concat_datasets(paths: Iterable[str | Path]) -> pd.DataFrame:
-    frames = [load_for_fit(p) for p in paths]
+def datasets_geometry(paths: Iterable[str | Path]):
+    """The one L1 geometry of several datasets; a one-line error where they differ."""
+    paths = list(paths)
+    geoms = {str(p): meta_geometry(p) for p in paths}
+    if len(set(geoms.values())) > 1:
+        listed = "; ".join(f"{p}: {g.describe()}" for p, g in geoms.items())
+        raise DatasetError(f"these datasets were measured on CPUs with different L1 caches ({listed}); "
+                           "fit a predictor per CPU")
+    from .loop_features import DEFAULT_GEOMETRY
+
+    return next(iter(geoms.values()), DEFAULT_GEOMETRY)
+
+
+def concat_datasets(paths: Iterable[str | Path], geometry=None) -> pd.DataFrame:
+    """Datasets as one frame, features counted for ``geometry`` (default: their common L1 geometry)."""
+    paths = list(paths)
+    g = geometry or datasets_geometry(paths)
+    frames = [load_for_fit(p, g) for p in paths]
     if not frames:
         raise DatasetError("no dataset given")
     return pd.concat(frames, ignore_index=True)

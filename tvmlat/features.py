@@ -35,11 +35,11 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from .loop_features import LOOP_COLUMNS, conv_loops, matmul_loops, pool_loops
+from .loop_features import LOOP_COLUMNS, CacheGeometry, conv_loops, current_geometry, matmul_loops, pool_loops
 from .specs import BlockSpec
 
 #: bump when a feature's definition changes; datasets record it, and fitting recomputes stale features
-FEATURES_VERSION = 2
+FEATURES_VERSION = 3  # 3: the conv L1 rule walks the padded input planes TVM reads
 
 #: columns every feature dict has, in order
 FEATURE_COLUMNS = [
@@ -138,8 +138,11 @@ class OpCounter(TorchDispatchMode):
             x, stride = args[0], args[3] if len(args) > 3 else kwargs.get("stride", [1])
             kh, kw = (w.shape[2], math.prod(w.shape[3:])) if w.dim() > 2 else (1, 1)
             in_h, in_w = (x.shape[2], math.prod(x.shape[3:])) if x.dim() > 2 else (1, 1)
+            pad = args[4] if len(args) > 4 else kwargs.get("padding", [0])
+            pad = list(pad) if isinstance(pad, (list, tuple)) else [pad]
+            pad_h, pad_w = (pad[0], pad[-1]) if pad else (0, 0)
             self._add(**conv_loops(out_elems, outs[0].shape[-1] if outs[0].dim() else 1, cin_per_group, kh, kw,
-                                   list(stride)[0] if stride else 1, in_h, in_w, dw))
+                                   list(stride)[0] if stride else 1, in_h, in_w, dw, pad_h, pad_w))
             rec["kind"] = kind
         elif name in _MATMUL_OPS or name in _BMM_OPS:
             a, b = (args[1], args[2]) if name in ("addmm", "baddbmm", "addmv") else (args[0], args[1])
@@ -217,7 +220,7 @@ def count_features(module: torch.nn.Module, inputs: Sequence[torch.Tensor]) -> d
 
 
 @lru_cache(maxsize=65536)
-def _block_features_cached(spec_json: str) -> tuple[tuple[str, int], ...]:
+def _block_features_cached(spec_json: str, geometry: CacheGeometry) -> tuple[tuple[str, int], ...]:
     from .blocks import build_block
 
     spec = BlockSpec.from_json(spec_json)
@@ -226,8 +229,8 @@ def _block_features_cached(spec_json: str) -> tuple[tuple[str, int], ...]:
 
 
 def block_features(spec: BlockSpec) -> dict[str, int]:
-    """Features of a block spec (cached by its canonical JSON)."""
-    return dict(_block_features_cached(spec.to_json()))
+    """Features of a block spec (cached by its canonical JSON and the current L1 geometry)."""
+    return dict(_block_features_cached(spec.to_json(), current_geometry()))
 
 
 def features_frame(specs: Iterable[BlockSpec]):

@@ -17,21 +17,29 @@ reducing op with ``out`` output elements, each summing ``red`` products:
   mean) counts its whole window as short work, split by the same rule with the pool's stride;
 * ``mac_l1miss_exc``: ``mac_excess`` of the ops whose reduction walks a strided operand that L1
   can't hold: a matmul's B column (stride 4·N bytes, ``red`` lines) or the input planes of an
-  NCHW convolution (stride 4·H·W bytes, ``cin_per_group · kh`` lines). A set-associative L1
-  (``L1_SETS`` sets x ``L1_WAYS`` ways of ``LINE`` bytes) holds only ``l1_lines(stride)`` lines of a
+  NCHW convolution (``cin_per_group · kh`` lines, stride 4·(H+2p)·(W+2p) bytes: TVM's loop nest
+  reads the padded copy it materialises, ``pad_temp``). A set-associative L1 (``sets`` x ``ways``
+  lines of ``line`` bytes, a ``CacheGeometry``) holds only ``l1_lines(stride)`` lines of a
   constant-stride stream before its sets conflict;
 * ``w_tlbmiss``: the elements of a matmul's B when its column walk spans more than ``DTLB`` pages
   (``red · 4·N > DTLB · PAGE`` bytes): then every element read costs a TLB miss.
 
-On the CI host (100 + 100 blocks, ten families) a non-negative linear model of these, ``acts``,
-``inp`` and ``n_ops`` reached 9.6 % median error on held-out families where per-class FLOPs
-(``ops``) reached 25.6 % (README, "Accuracy"). The cache and TLB sizes are those of common x86
-cores; the mechanisms are hypotheses that fit, not read from performance counters.
+The L1 geometry is the measured CPU's: ``host_geometry()`` reads it from Linux's sysfs, a campaign
+records it in its dataset's meta.json, a predictor in its file, and features are counted under
+``use_geometry(g)`` (the default, ``DEFAULT_GEOMETRY``, is 32 KiB 8-way, what files without a
+recorded geometry were counted with). On the CI host (200 blocks, ten families, Intel with a
+48 KiB 12-way L1) a non-negative linear model of these, ``acts``, ``inp`` and ``n_ops`` reached
+8.8 % median error on held-out families where per-class FLOPs (``ops``) reached 25.6 % (README,
+"Accuracy"). The page and TLB sizes are those of common x86 cores; the mechanisms are hypotheses
+that fit, not read from performance counters.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -41,8 +49,71 @@ LOOP_COLUMNS = ["mac_excess", "short_vec", "short_scal", "mac_l1miss_exc", "w_tl
 SHORT = 32       # reduction steps that overlap (= features.REDUCTION_SHORT)
 SHORT_DW = 49    # a depthwise k x k window (up to 7 x 7) never counts as long
 LANES = 8        # float32 lanes of the vectors LLVM uses here (256-bit)
-L1_SETS, L1_WAYS, LINE = 64, 8, 64
 PAGE, DTLB = 4096, 64
+
+
+@dataclass(frozen=True)
+class CacheGeometry:
+    """A set-associative L1 data cache: ``sets`` x ``ways`` lines of ``line`` bytes."""
+
+    sets: int = 64
+    ways: int = 8
+    line: int = 64
+
+    def to_dict(self) -> dict[str, int]:
+        return {"l1d_sets": self.sets, "l1d_ways": self.ways, "line": self.line}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "cache geometry") -> "CacheGeometry":
+        """From ``to_dict``'s form (``None`` or ``{}``: ``DEFAULT_GEOMETRY``); ValueError names what is wrong."""
+        if not d:
+            return DEFAULT_GEOMETRY
+        if not isinstance(d, dict):
+            raise ValueError(f"{where} must be a table with l1d_sets, l1d_ways and line, not {d!r}")
+        unknown = set(d) - {"l1d_sets", "l1d_ways", "line"}
+        if unknown:
+            raise ValueError(f"{where} has unknown keys {sorted(unknown)}; it takes l1d_sets, l1d_ways, line")
+        vals = {k: d.get(k, v) for k, v in DEFAULT_GEOMETRY.to_dict().items()}
+        for k, v in vals.items():
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0 or v & (v - 1) and k != "l1d_ways":
+                raise ValueError(f"{where}: {k} must be a positive integer{'' if k == 'l1d_ways' else ', a power of two'}, "
+                                 f"not {v!r}")
+        return cls(vals["l1d_sets"], vals["l1d_ways"], vals["line"])
+
+    def describe(self) -> str:
+        return f"{self.sets * self.ways * self.line // 1024} KiB {self.ways}-way L1d, {self.line} B lines"
+
+
+#: the geometry of files that record none (what the features were counted with before geometry existed)
+DEFAULT_GEOMETRY = CacheGeometry()
+_current: list[CacheGeometry] = [DEFAULT_GEOMETRY]
+
+
+def current_geometry() -> CacheGeometry:
+    return _current[-1]
+
+
+@contextlib.contextmanager
+def use_geometry(g: CacheGeometry | None) -> Iterator[CacheGeometry]:
+    """Count loop features for this L1 inside the block (``None``: leave the current one)."""
+    _current.append(g or current_geometry())
+    try:
+        yield _current[-1]
+    finally:
+        _current.pop()
+
+
+def host_geometry(root: str | Path = "/sys/devices/system/cpu/cpu0/cache") -> CacheGeometry | None:
+    """This machine's L1 data cache from Linux's sysfs; None where it can't be read."""
+    try:
+        for d in sorted(Path(root).glob("index*")):
+            read = lambda name: (d / name).read_text().strip()  # noqa: E731
+            if read("level") == "1" and read("type") in ("Data", "Unified"):
+                return CacheGeometry(int(read("number_of_sets")), int(read("ways_of_associativity")),
+                                     int(read("coherency_line_size")))
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 def _out(d: dict[str, Any]) -> dict[str, Any]:
@@ -54,10 +125,11 @@ def _out(d: dict[str, Any]) -> dict[str, Any]:
 
 def l1_lines(stride_bytes: Any) -> Any:
     """Lines of a constant-stride stream that L1 holds before its sets conflict."""
+    g = current_geometry()
     s = np.asarray(stride_bytes, dtype=np.int64)
-    small = (L1_SETS * L1_WAYS * LINE) // np.maximum(s, 1)
-    aligned = (L1_SETS // np.gcd(np.maximum(s // LINE, 1), L1_SETS)) * L1_WAYS
-    return np.where(s < LINE, small, np.where(s % LINE != 0, L1_SETS * L1_WAYS, aligned))
+    small = (g.sets * g.ways * g.line) // np.maximum(s, 1)
+    aligned = (g.sets // np.gcd(np.maximum(s // g.line, 1), g.sets)) * g.ways
+    return np.where(s < g.line, small, np.where(s % g.line != 0, g.sets * g.ways, aligned))
 
 
 def _split(out: Any, out_w: Any, red: Any, short_len: Any, vec_ok: Any):
@@ -68,11 +140,13 @@ def _split(out: Any, out_w: Any, red: Any, short_len: Any, vec_ok: Any):
 
 
 def conv_loops(out: Any, out_w: Any, cin_per_group: Any, kh: Any, kw: Any, stride: Any, in_h: Any, in_w: Any,
-               depthwise: Any) -> dict[str, Any]:
-    """A 2-d convolution (NCHW) with ``out`` output elements, rows ``out_w`` wide."""
+               depthwise: Any, pad_h: Any = 0, pad_w: Any = 0) -> dict[str, Any]:
+    """A 2-d convolution (NCHW) with ``out`` output elements, rows ``out_w`` wide, input ``in_h`` x ``in_w``
+    padded by ``pad_h`` / ``pad_w`` on each side."""
     red = cin_per_group * kh * kw
     excess, vec, scal = _split(out, out_w, red, np.where(depthwise, SHORT_DW, SHORT), np.equal(stride, 1))
-    miss = np.greater(cin_per_group, 1) & np.greater(cin_per_group * kh, l1_lines(4 * in_h * in_w))
+    plane = 4 * (np.asarray(in_h) + 2 * np.asarray(pad_h)) * (np.asarray(in_w) + 2 * np.asarray(pad_w))
+    miss = np.greater(cin_per_group, 1) & np.greater(cin_per_group * kh, l1_lines(plane))
     return _out({"mac_excess": excess, "short_vec": vec, "short_scal": scal,
                  "mac_l1miss_exc": np.where(miss, excess, 0), "w_tlbmiss": np.zeros_like(np.asarray(excess))})
 

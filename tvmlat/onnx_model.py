@@ -111,8 +111,10 @@ def onnx_records(model: OnnxModel) -> list[dict[str, Any]]:
             feat.update(macs=macs, acts_conv=out_elems, weight_elems=math.prod(w), **{f"flops_{kind}": flops})
             reduction = red
             x, strides = ins[0], list(attrs["strides"].ints) if "strides" in attrs else [1]
+            pads = list(attrs["pads"].ints) if "pads" in attrs else [0] * (2 * max(len(x) - 2, 1))
             feat.update(conv_loops(out_elems, outs[0][-1], w[1], w[2] if len(w) > 2 else 1, math.prod(w[3:]),
-                                   strides[0], x[2] if len(x) > 2 else 1, math.prod(x[3:]), kind == "dwconv"))
+                                   strides[0], x[2] if len(x) > 2 else 1, math.prod(x[3:]), kind == "dwconv",
+                                   pads[0], pads[len(pads) // 2 - 1] if len(pads) > 2 else pads[0]))
         elif op in ("Gemm", "MatMul"):
             a = ins[0]
             k = a[-1] if not (op == "Gemm" and "transA" in attrs and attrs["transA"].i) else a[0]

@@ -150,6 +150,18 @@ class TargetSpec:
     cross_package: str = ""     # the Debian/Ubuntu package that provides cross_compiler
     rpc: RPCConfig = field(default_factory=RPCConfig)
     arch: str = ""              # CUDA: compute capability as sm_XX ("auto" in the file = this machine's GPU)
+    cache: dict = field(default_factory=dict)  # [cache] l1d_sets/l1d_ways/line: the CPU's L1 data cache ({} = detect)
+
+    def geometry(self):
+        """The L1 data cache the loop features count for: the file's ``[cache]`` table, else this
+        machine's (read from sysfs) for a host CPU target, else ``loop_features.DEFAULT_GEOMETRY``."""
+        from .loop_features import DEFAULT_GEOMETRY, CacheGeometry, host_geometry
+
+        if self.cache:
+            return CacheGeometry.from_dict(self.cache)
+        if self.kind == "llvm" and not self.triple and not self.remote:
+            return host_geometry() or DEFAULT_GEOMETRY
+        return DEFAULT_GEOMETRY
 
     @property
     def remote(self) -> bool:
@@ -331,7 +343,7 @@ def target_from_dict(raw: dict[str, Any], source: str = "", default_name: str = 
     where = source or "target"
     raw = dict(raw)
     known = {"name", "description", "kind", "mcpu", "cores", "profile", "evaluator", "tuning", "triple", "mattr",
-             "cross_compiler", "cross_package", "rpc", "arch"}
+             "cross_compiler", "cross_package", "rpc", "arch", "cache"}
     extra = set(raw) - known
     if extra:
         raise TargetError(f"{where}: unknown keys {sorted(extra)}; allowed: {sorted(known)}")
@@ -375,12 +387,19 @@ def target_from_dict(raw: dict[str, Any], source: str = "", default_name: str = 
             raise TargetError(f"{where}: a {kind} target runs on the CPU (no arch) or on the GPU (arch = \"cuda\")")
     elif arch:
         raise TargetError(f"{where}: arch is for kind = \"cuda\" targets; an {kind} target names its CPU with mcpu")
+    cache = raw.get("cache", {})
+    try:
+        from .loop_features import CacheGeometry
+
+        CacheGeometry.from_dict(cache, where="[cache]")
+    except ValueError as e:
+        raise TargetError(f"{where}: {e}") from None
     rpc = _table(raw, "rpc", RPCConfig, where)
     ev = _table(raw, "evaluator", EvaluatorConfig, where)
     tuning = _table(raw, "tuning", TuningConfig, where)
     return TargetSpec(name=str(raw.get("name", default_name)), kind=kind, profile=profile, cores=cores, tuning=tuning,
                       mcpu=mcpu, description=str(raw.get("description", "")), evaluator=ev, source=source,
-                      mattr=tuple(mattr), rpc=rpc, arch=arch, **strings)
+                      mattr=tuple(mattr), rpc=rpc, arch=arch, cache=dict(cache), **strings)
 
 
 def detect_cuda_arch() -> str | None:

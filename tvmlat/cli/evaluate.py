@@ -35,7 +35,7 @@ def evaluate_cmd(
         if meta.get("target_name") and pt and meta["target_name"] != pt:
             raise PredictorError(f"{p} was measured on target {meta['target_name']!r} but {predictor} predicts "
                                  f"target {pt!r}; evaluate it on that target's dataset")
-    df = ok_rows(concat_datasets(dataset))
+    df = ok_rows(concat_datasets(dataset, geometry=pred.geometry))  # features as the predictor counts them
     if df.empty:
         raise PredictorError(f"no successfully measured rows in {', '.join(map(str, dataset))}")
     y = df["latency_ms_median"].to_numpy()

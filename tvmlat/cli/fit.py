@@ -8,7 +8,7 @@ from typing import Any, List
 import pandas as pd
 import typer
 
-from ..dataset import concat_datasets, file_hash, ok_rows, read_meta
+from ..dataset import concat_datasets, datasets_geometry, file_hash, ok_rows, read_meta
 from ..errors import TvmlatError
 from ..metrics import accuracy, cross_validate, per_family
 from ..predictors.conformal import heldout_scores, split_coverage
@@ -121,5 +121,9 @@ def fit_cmd(
         raise TvmlatError(f"datasets mix targets {sorted(map(str, targets))} / profiles {sorted(map(str, profiles))};"
                           " fit one predictor per target and profile")
     meta = metas[0] if metas else {}
-    fit_and_report(ok_rows(df), features=features, target=meta.get("target", {}), profile=meta.get("profile", "default"),
-                   dataset_hash=",".join(file_hash(p) for p in dataset), out=out, con=console(), model=model)
+    from ..loop_features import use_geometry
+
+    with use_geometry(datasets_geometry(dataset)):  # the predictor file records it
+        fit_and_report(ok_rows(df), features=features, target=meta.get("target", {}), profile=meta.get("profile", "default"),
+                       dataset_hash=",".join(file_hash(p) for p in dataset), out=out, con=console(),
+                       model=model)

@@ -27,6 +27,7 @@ def predictor_document(model, *, target: dict[str, Any], profile: str, dataset_h
     """The predictor file's document; ``energy``: an energy section from ``energy.fit_energy`` (optional)."""
     from .. import __version__
     from ..features import FEATURES_VERSION
+    from ..loop_features import current_geometry
 
     doc = {
         "schema_version": SCHEMA_VERSION,
@@ -40,6 +41,7 @@ def predictor_document(model, *, target: dict[str, Any], profile: str, dataset_h
         "training": training or {},
         "model": model.to_dict(),
         "features": list(model.feature_names_in_),
+        "cache_geometry": current_geometry().to_dict(),  # the L1 its loop features were counted for
         "interval": interval or {},
     }
     if energy:
@@ -69,6 +71,14 @@ class LoadedPredictor:
     @property
     def profile(self) -> str:
         return self.doc.get("profile", "default")
+
+    @property
+    def geometry(self):
+        """The L1 geometry its loop features are counted for: count features under
+        ``loop_features.use_geometry(p.geometry)`` before ``predict``."""
+        from ..loop_features import CacheGeometry
+
+        return CacheGeometry.from_dict(self.doc.get("cache_geometry"))
 
     def predict(self, X):
         return self.model.predict(X)
@@ -104,6 +114,12 @@ def load_predictor(path: str | Path) -> LoadedPredictor:
     if fv != FEATURES_VERSION:
         raise PredictorError(f"{p} was fitted on features version {fv}, this tvmlat computes version "
                              f"{FEATURES_VERSION}; refit it with `tvmlat fit --dataset ...`")
+    from ..loop_features import CacheGeometry
+
+    try:
+        CacheGeometry.from_dict(doc.get("cache_geometry"))
+    except ValueError as e:
+        raise PredictorError(f"{p}: {e}") from None
     kinds = _kinds()
     if not isinstance(doc["kind"], str) or doc["kind"] not in kinds:
         raise PredictorError(f"{p} is a {doc['kind']!r} predictor; this tvmlat knows {sorted(kinds)}")
@@ -126,5 +142,7 @@ def predict_specs(predictor, specs) -> "list[float]":
     ~60k specs/s per core; ``analytic_arrays`` for millions of one family at once).
     """
     from ..analytic_features import analytic_frame
+    from ..loop_features import use_geometry
 
-    return predictor.predict(analytic_frame(list(specs)))
+    with use_geometry(getattr(predictor, "geometry", None)):
+        return predictor.predict(analytic_frame(list(specs)))

@@ -1,0 +1,145 @@
+"""The L1 geometry the loop features count for: per CPU, recorded with datasets and predictors."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from tvmlat.dataset import CampaignWriter, datasets_geometry, load_for_fit, meta_path
+from tvmlat.errors import DatasetError, PredictorError, TargetError
+from tvmlat.features import FEATURES_VERSION, block_features
+from tvmlat.loop_features import (DEFAULT_GEOMETRY, CacheGeometry, conv_loops, current_geometry, host_geometry,
+                                  l1_lines, use_geometry)
+from tvmlat.predictors import LinearPredictor, load_predictor, predict_specs, save_predictor
+from tvmlat.specs import BlockSpec
+from tvmlat.targets import load_target
+
+INTEL = CacheGeometry(64, 12, 64)  # 48 KiB 12-way, the CI host's L1d
+# a dense 3x3 conv, 64 channels on 14x14: the unpadded plane (784 B) is not line-aligned, the padded
+# 16x16 one TVM reads (1024 B) is, so its 64 x 3 input rows fall into 4 of the 64 sets
+CONV = dict(out=64 * 14 * 14, out_w=14, cin_per_group=64, kh=3, kw=3, stride=1, in_h=14, in_w=14, depthwise=False)
+SPEC = BlockSpec("basic_block", {"cin": 64, "cout": 64, "hw": 14, "stride": 1})
+
+
+def test_l1_lines_follow_the_geometry():
+    assert l1_lines(64 * 64) == 8  # every line in one set: the ways
+    with use_geometry(INTEL) as g:
+        assert g == INTEL and current_geometry() == INTEL
+        assert l1_lines(64 * 64) == 12 and l1_lines(100) == 64 * 12
+    assert current_geometry() == DEFAULT_GEOMETRY  # the context ends
+
+
+def test_the_conv_rule_walks_the_padded_planes():
+    assert conv_loops(**CONV)["mac_l1miss_exc"] == 0
+    padded = conv_loops(**CONV, pad_h=1, pad_w=1)
+    assert padded["mac_l1miss_exc"] == padded["mac_excess"] > 0  # 192 rows > 4 sets x 8 ways
+    with use_geometry(CacheGeometry(64, 64, 64)):  # a (hypothetical) 64-way L1 holds all 192 rows
+        assert conv_loops(**CONV, pad_h=1, pad_w=1)["mac_l1miss_exc"] == 0
+
+
+def test_block_features_are_cached_per_geometry():
+    base = block_features(SPEC)
+    with use_geometry(CacheGeometry(64, 64, 64)):
+        wide = block_features(SPEC)
+    assert base["mac_l1miss_exc"] > 0 and wide["mac_l1miss_exc"] == 0
+    assert {k: v for k, v in base.items() if k != "mac_l1miss_exc"} == \
+        {k: v for k, v in wide.items() if k != "mac_l1miss_exc"}
+    assert block_features(SPEC) == base
+
+
+def _fake_sysfs(root, entries):
+    for i, (level, kind, sets, ways, line) in enumerate(entries):
+        d = root / f"index{i}"
+        d.mkdir(parents=True)
+        for name, v in [("level", level), ("type", kind), ("number_of_sets", sets),
+                        ("ways_of_associativity", ways), ("coherency_line_size", line)]:
+            (d / name).write_text(f"{v}\n")
+
+
+def test_host_geometry_reads_the_l1_data_cache(tmp_path):
+    _fake_sysfs(tmp_path, [(1, "Instruction", 64, 8, 64), (1, "Data", 64, 12, 64), (2, "Unified", 2048, 16, 64)])
+    assert host_geometry(tmp_path) == INTEL
+    assert host_geometry(tmp_path / "missing") is None
+    bad = tmp_path / "bad"
+    _fake_sysfs(bad, [(1, "Data", "x", 12, 64)])
+    assert host_geometry(bad) is None
+
+
+@pytest.mark.parametrize("d, msg", [({"l1d_sets": 48}, "power of two"), ({"l1d_ways": 0}, "positive"),
+                                    ({"l1d_ways": "12"}, "positive"), ({"ways": 12}, "unknown keys"),
+                                    ([64, 12], "must be a table")])
+def test_bad_geometry_is_named(d, msg):
+    with pytest.raises(ValueError, match=msg):
+        CacheGeometry.from_dict(d)
+
+
+def test_geometry_round_trips():
+    assert CacheGeometry.from_dict(INTEL.to_dict()) == INTEL
+    assert CacheGeometry.from_dict(None) == CacheGeometry.from_dict({}) == DEFAULT_GEOMETRY
+    assert INTEL.describe() == "48 KiB 12-way L1d, 64 B lines"
+
+
+def test_target_cache_table(tmp_path):
+    p = tmp_path / "board.toml"
+    p.write_text('kind = "llvm"\ncores = 4\n[cache]\nl1d_sets = 64\nl1d_ways = 4\nline = 64\n')
+    assert load_target(str(p)).geometry() == CacheGeometry(64, 4, 64)
+    p.write_text('kind = "llvm"\ncores = 4\n[cache]\nl1d_ways = -1\n')
+    with pytest.raises(TargetError, match=r"\[cache\]: l1d_ways must be a positive integer"):
+        load_target(str(p))
+    p.write_text('kind = "llvm"\ncores = 4\ntriple = "aarch64-linux-gnu"\nmcpu = "cortex-a72"\n')
+    assert load_target(str(p)).geometry() == DEFAULT_GEOMETRY  # a board with no [cache]: the default, not this host's
+    host = load_target("llvm").geometry()
+    assert host == (host_geometry() or DEFAULT_GEOMETRY)
+
+
+def _dataset(tmp_path, name, geometry, specs, version=FEATURES_VERSION):
+    with use_geometry(geometry):
+        rows = [{"block_id": s.block_id, "family": s.family, "spec": s.to_json(), "status": "ok",
+                 "latency_ms_median": 1.0 + i, **block_features(s)} for i, s in enumerate(specs)]
+    path = tmp_path / f"{name}.parquet"
+    pd.DataFrame(rows).to_parquet(path)
+    meta_path(path).write_text(json.dumps({"features_version": version, "cache_geometry": geometry.to_dict()}))
+    return path
+
+
+def test_datasets_keep_and_recount_their_geometry(tmp_path):
+    wide = CacheGeometry(64, 64, 64)
+    a = _dataset(tmp_path, "a", DEFAULT_GEOMETRY, [SPEC])
+    b = _dataset(tmp_path, "b", wide, [SPEC])
+    assert load_for_fit(a)["mac_l1miss_exc"].iloc[0] > 0
+    assert load_for_fit(b)["mac_l1miss_exc"].iloc[0] == 0  # its own geometry
+    assert load_for_fit(b, DEFAULT_GEOMETRY)["mac_l1miss_exc"].iloc[0] > 0  # recounted for another
+    assert datasets_geometry([b, b]) == wide
+    with pytest.raises(DatasetError, match="different L1 caches"):
+        datasets_geometry([a, b])
+
+
+def test_resuming_an_older_campaign_recounts_its_rows(tmp_path):
+    path = _dataset(tmp_path, "old", DEFAULT_GEOMETRY, [SPEC], version=FEATURES_VERSION - 1)
+    df = pd.read_parquet(path)
+    df["mac_l1miss_exc"] = 0  # what older code counted
+    df.to_parquet(path)
+    meta = {"features_version": FEATURES_VERSION, "cache_geometry": DEFAULT_GEOMETRY.to_dict()}
+    w = CampaignWriter(path, meta)
+    assert int(w.df["mac_l1miss_exc"].iloc[0]) == block_features(SPEC)["mac_l1miss_exc"] > 0
+    assert int(pd.read_parquet(path)["mac_l1miss_exc"].iloc[0]) > 0  # and the file agrees with its meta.json
+
+
+def test_predictor_files_record_their_geometry(tmp_path):
+    specs = [BlockSpec("basic_block", {"cin": c, "cout": c, "hw": hw, "stride": 1})
+             for c in (16, 32, 64) for hw in (7, 14, 28)] * 2
+    with use_geometry(INTEL):
+        X = pd.DataFrame([block_features(s) for s in specs])
+        y = 1e-6 * X["mac_excess"] + 2e-6 * X["mac_l1miss_exc"] + 0.01
+        m = LinearPredictor().fit(X, y)
+        save_predictor(m, tmp_path / "p.json", target={"name": "llvm"}, profile="default")
+        expect = m.predict(X)
+    p = load_predictor(tmp_path / "p.json")
+    assert p.doc["cache_geometry"] == INTEL.to_dict() and p.geometry == INTEL
+    # the oracle counts for the predictor's L1, not the current one
+    assert predict_specs(p, specs) == pytest.approx(expect)
+    doc = json.loads((tmp_path / "p.json").read_text())
+    doc["cache_geometry"] = {"l1d_sets": 3}
+    (tmp_path / "bad.json").write_text(json.dumps(doc))
+    with pytest.raises(PredictorError, match="l1d_sets must be a positive integer, a power of two"):
+        load_predictor(tmp_path / "bad.json")
