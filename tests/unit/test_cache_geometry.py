@@ -143,3 +143,14 @@ def test_predictor_files_record_their_geometry(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps(doc))
     with pytest.raises(PredictorError, match="l1d_sets must be a positive integer, a power of two"):
         load_predictor(tmp_path / "bad.json")
+
+
+def test_input_rows_filling_half_the_l1_miss_whatever_the_stride():
+    # 100 channels x 3 rows = 300 lines of 9x9 padded planes (324 B: not line-aligned, no set conflict)
+    conv = dict(out=100 * 49, out_w=7, cin_per_group=100, kh=3, kw=3, stride=1, in_h=7, in_w=7, depthwise=False,
+                pad_h=1, pad_w=1)
+    f = conv_loops(**conv)  # 32 KiB 8-way: 512 lines, half is 256 < 300
+    assert f["mac_l1miss_exc"] == f["mac_excess"] > 0
+    with use_geometry(INTEL):  # 768 lines, half is 384 > 300
+        assert conv_loops(**conv)["mac_l1miss_exc"] == 0
+    assert conv_loops(**{**conv, "cin_per_group": 80})["mac_l1miss_exc"] == 0  # 240 rows
