@@ -171,6 +171,42 @@ def test_network_correction_cli_with_fake_runner(tmp_path, predictor_path, monke
                       "fake")
 
 
+def test_network_correction_anchors_divide_out_the_hosts_drift(tmp_path, predictor_path, fake_dataset, monkeypatch,
+                                                               capsys):
+    """A host twice as slow as at calibration: the anchor blocks see it, and the stored factor is
+    the one a host at calibration speed gives; without anchors the drift lands in the factor."""
+    import shutil
+
+    from tvmlat.predictors import load_predictor
+    from tvmlat.runners.fake import FakeRunner
+
+    target = tmp_path / "fake.toml"
+    target.write_text('name = "fake"\nkind = "llvm"\ncores = 1\n')
+    nets = [f"{NETS}:small_cnn", f"{NETS}:vit_tiny", f"{NETS}:resnet18"]
+
+    def correction(slowdown, *extra):
+        monkeypatch.setattr("tvmlat.runners.local.LocalRunner",
+                            lambda target, check=True, **_: FakeRunner(slowdown=slowdown))
+        pred = tmp_path / f"p{slowdown}{len(extra)}.json"
+        shutil.copy(predictor_path, pred)
+        code, out, err = run_cli(["network-correction", *nets, "-p", pred, "--target", target, *extra], capsys)
+        assert code == 0, err
+        return load_predictor(pred).doc["network_correction"], out
+
+    anchors = ["--anchors", str(fake_dataset[0]), "--anchor-blocks", "12"]
+    calm, _ = correction(1.0, *anchors)
+    slow, out = correction(2.0, *anchors)
+    assert slow["host_factor"] == pytest.approx(calm["host_factor"] / 2, rel=1e-6)
+    assert slow["factor"] == pytest.approx(calm["factor"], rel=1e-6) and slow["anchor_blocks"] == 12
+    assert "anchor blocks" in out and "host_adjusted_ms" in out
+    plain, _ = correction(2.0)
+    assert plain["factor"] == pytest.approx(2 * calm["factor"] / calm["host_factor"], rel=1e-6)
+    assert "host_factor" not in plain
+    code, out, err = run_cli(["network-correction", *nets, "-p", predictor_path, "--target", target,
+                              "--anchors", str(fake_dataset[0]), "--anchor-blocks", "2"], capsys)
+    assert_user_error((code, out, err), "at least 3 anchor blocks")
+
+
 def test_network_correction_needs_three_networks(tmp_path, predictor_path, monkeypatch, capsys):
     from tvmlat.runners.fake import FakeRunner
 

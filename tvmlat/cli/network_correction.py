@@ -30,10 +30,18 @@ def network_correction_cmd(
     predictor: Path = typer.Option(..., "--predictor", "-p", help="predictor JSON to correct"),
     target: str = typer.Option("llvm", "--target", "-t", help="target to measure the networks on"),
     out: Optional[Path] = typer.Option(None, "--out", help="write the corrected predictor here [update -p in place]"),
+    anchors: Optional[Path] = typer.Option(None, "--anchors", help="calibration dataset (parquet) to draw anchor "
+                                           "blocks from: measured with the networks, they tell the host's speed now "
+                                           "from its speed at calibration, which is then divided out"),
+    anchor_blocks: int = typer.Option(40, "--anchor-blocks", help="how many anchor blocks to draw (seed 0)"),
     fmt: Format = typer.Option(Format.table, "--format", "-f"),
 ) -> None:
     """Measure whole networks, compare with the sum of their layers' predictions, and store the
-    geometric-mean factor (with its leave-one-network-out error) in the predictor file."""
+    geometric-mean factor (with its leave-one-network-out error) in the predictor file.
+
+    With --anchors, blocks of the calibration dataset are measured in the same campaign (interleaved
+    rounds) and the networks' timings are scaled by the host's drift since calibration, so the
+    stored factor corrects the model, not today's host."""
     from ..analysis import layer_table
     from ..predictors import load_predictor
     from ..runners.local import LocalRunner
@@ -43,26 +51,39 @@ def network_correction_cmd(
     t = load_target(target)
     if pred.target.get("name") not in (None, t.name):
         raise TvmlatError(f"{predictor} predicts target {pred.target.get('name')!r}, not {t.name!r}")
-    rows = []
-    runner = LocalRunner(t)
+    entries = {}
     for ref in model_refs:
-        for name, (module, inputs) in load_model_ref(ref).items():
-            predicted = float(layer_table(module, inputs, pred)["latency_ms"].sum())
+        entries.update(load_model_ref(ref))
+    predicted = {name: float(layer_table(module, inputs, pred)["latency_ms"].sum())
+                 for name, (module, inputs) in entries.items()}
+    runner = LocalRunner(t)
+    host = None
+    if anchors is None:
+        measured = {}
+        for name, (module, inputs) in entries.items():
             res = runner.run(module, inputs, key=name)
             if res.status != "ok":
                 raise TvmlatError(f"measuring {name!r} failed: {res.error}")
-            rows.append({"name": name, "measured_ms": res.latency_ms_median, "predicted_ms": predicted})
+            measured[name] = res.latency_ms_median
+    else:
+        measured, host, anchor_err, n_anchors = _measure_anchored(entries, anchors, anchor_blocks, runner, t, pred, fmt)
+    rows = [{"name": n, "measured_ms": measured[n], "predicted_ms": predicted[n]} for n in entries]
+    if host is not None:
+        for r in rows:  # what the network would take at the host's speed during calibration
+            r["host_adjusted_ms"] = r["measured_ms"] * host
     if len(rows) < 3:
         raise TvmlatError(f"need at least 3 networks to fit and check a correction, got {len(rows)}")
-    m = np.array([r["measured_ms"] for r in rows])
+    key = "measured_ms" if host is None else "host_adjusted_ms"
+    m = np.array([r[key] for r in rows])
     p = np.array([r["predicted_ms"] for r in rows])
     factor = float(np.exp(np.mean(np.log(m / p))))
     loo = loo_factors(m, p)
     for r, f_loo in zip(rows, loo):
-        r["ratio"] = r["predicted_ms"] / r["measured_ms"]
+        r["ratio"] = r["predicted_ms"] / r[key]
         r["error_%"] = 100 * (r["ratio"] - 1)
-        r["corrected_error_%"] = 100 * (r["predicted_ms"] * f_loo / r["measured_ms"] - 1)
-    emit(rows, fmt, ["name", "measured_ms", "predicted_ms", "ratio", "error_%", "corrected_error_%"],
+        r["corrected_error_%"] = 100 * (r["predicted_ms"] * f_loo / r[key] - 1)
+    emit(rows, fmt, ["name", "measured_ms", *([] if host is None else ["host_adjusted_ms"]), "predicted_ms", "ratio",
+                     "error_%", "corrected_error_%"],
          title=f"whole networks on {t.name}: sum of layer predictions vs measured "
                "(corrected: factor fitted on the other networks)")
     doc = json.loads(predictor.read_text())
@@ -72,6 +93,9 @@ def network_correction_cmd(
         "median_abs_error_%_loo_corrected": float(np.median(np.abs([r["corrected_error_%"] for r in rows]))),
         "note": "multiply the sum of layer predictions by factor to predict a whole network",
     }
+    if host is not None:
+        doc["network_correction"].update({"host_factor": host, "anchor_blocks": n_anchors,
+                                          "anchor_median_abs_error_%": anchor_err, "anchor_dataset": str(anchors)})
     dest = out or predictor
     dest.write_text(json.dumps(doc, indent=2))
     if fmt == Format.table:
@@ -80,3 +104,41 @@ def network_correction_cmd(
                         f"saved in {dest}")
     if not math.isfinite(factor):
         raise TvmlatError("the correction factor is not finite")
+
+
+def _measure_anchored(entries, anchors: Path, n: int, runner, t, pred, fmt):
+    """Time the networks and ``n`` blocks drawn from the ``anchors`` dataset in one campaign; return
+    ({network: ms}, host factor = median predicted/measured of the anchors, their median |error| %
+    after the factor, number of anchors)."""
+    from ..dataset import ok_rows, read_dataset
+    from ..features import features_frame
+    from ..loop_features import use_geometry
+    from ..measure import module_workloads, run_campaign, spec_workloads
+    from ..specs import BlockSpec
+
+    if n < 3:
+        raise TvmlatError(f"--anchor-blocks {n}: need at least 3 anchor blocks to measure the host's drift")
+    df = ok_rows(read_dataset(anchors))
+    df = df[df["spec"].fillna("").astype(str).str.len() > 0]
+    if len(df) < 3:
+        raise TvmlatError(f"{anchors} has {len(df)} measured blocks with a spec; --anchors needs a calibration "
+                          "dataset (tvmlat calibrate) with at least 3")
+    specs = [BlockSpec.from_json(s) for s in df.sample(min(n, len(df)), random_state=0)["spec"]]
+    with use_geometry(pred.geometry):
+        anchor_pred = dict(zip((s.block_id for s in specs), pred.predict(features_frame(specs))))
+    rows = run_campaign(module_workloads(entries) + spec_workloads(specs), runner, t,
+                        show_progress=fmt == Format.table)
+    by_key = {r["block_id"]: r for r in rows}
+    for name in entries:
+        if by_key[name]["status"] != "ok":
+            raise TvmlatError(f"measuring {name!r} failed: {by_key[name]['error']}")
+    ok = [s.block_id for s in specs if by_key[s.block_id]["status"] == "ok"]
+    if len(ok) < 3:
+        raise TvmlatError(f"only {len(ok)} anchor blocks could be measured; need 3")
+    ratio = np.array([anchor_pred[k] / by_key[k]["latency_ms_median"] for k in ok])
+    host = float(np.exp(np.median(np.log(ratio))))
+    err = float(np.median(np.abs(ratio / host - 1)) * 100)
+    if fmt == Format.table:
+        console().print(f"{len(ok)} anchor blocks from {anchors}: predicted/measured {host:.3f} (the host now against "
+                        f"its speed at calibration), {err:.1f} % median error once that is divided out")
+    return {name: by_key[name]["latency_ms_median"] for name in entries}, host, err, len(ok)

@@ -23,8 +23,9 @@ class FakeRunner:
     name = "fake"
 
     def __init__(self, fail_keys: Iterable[str] = (), interrupt_after: int | None = None, noise: float = 0.02,
-                 rounds: int = 0, interrupt_in_round: int | None = None):
+                 rounds: int = 0, interrupt_in_round: int | None = None, slowdown: float = 1.0):
         self.fail_keys = set(fail_keys)
+        self.slowdown = slowdown  # the whole "machine" this much slower (a host in another speed state)
         self.interrupt_after = interrupt_after
         self.noise = noise
         self.calls = 0
@@ -40,7 +41,7 @@ class FakeRunner:
         memory = (feats["acts"] + feats["inp"] + feats["params"]) * 4 / 5e9
         base = 0.01 + 1e3 * (compute + memory) * _CLASS_EFF.get(cls, 1.0)
         seed = int(hashlib.sha1(key.encode()).hexdigest()[:8], 16)
-        return base * float(np.exp(np.random.default_rng(seed).normal(0, self.noise)))
+        return self.slowdown * base * float(np.exp(np.random.default_rng(seed).normal(0, self.noise)))
 
     def run(self, module: torch.nn.Module, inputs: Sequence[torch.Tensor], key: str = "") -> RunResult:
         self.calls += 1
