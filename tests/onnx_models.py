@@ -6,8 +6,9 @@ import numpy as np
 import torch
 
 
-def small_onnx(path) -> None:
-    """Conv-BN-ReLU, max pool, conv-ReLU, global average pool, flatten, Gemm; input 1x3x32x32."""
+def small_onnx(path, auto_pad: bool = False) -> None:
+    """Conv-BN-ReLU, max pool, conv-ReLU, global average pool, flatten, Gemm; input 1x3x32x32.
+    ``auto_pad``: the second conv says ``auto_pad="SAME_UPPER"`` instead of ``pads``."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -24,8 +25,8 @@ def small_onnx(path) -> None:
         helper.make_node("BatchNormalization", ["c1", "g", "b", "m", "v"], ["n1"], name="stem.bn"),
         helper.make_node("Relu", ["n1"], ["r1"], name="stem.relu"),
         helper.make_node("MaxPool", ["r1"], ["p1"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
-        helper.make_node("Conv", ["p1", "w2", "b2"], ["c2"], name="block.conv", pads=[1, 1, 1, 1],
-                         kernel_shape=[3, 3]),
+        helper.make_node("Conv", ["p1", "w2", "b2"], ["c2"], name="block.conv", kernel_shape=[3, 3],
+                         **({"auto_pad": "SAME_UPPER"} if auto_pad else {"pads": [1, 1, 1, 1]})),
         helper.make_node("Relu", ["c2"], ["r2"], name="block.relu"),
         helper.make_node("GlobalAveragePool", ["r2"], ["gap"], name="gap"),
         helper.make_node("Flatten", ["gap"], ["f"], name="flatten"),
