@@ -37,8 +37,8 @@ def entries(device: str = "cpu"):
     sys.path.insert(0, str(ROOT / "examples"))
     import networks
 
+    from tvmlat.anchors import draw_anchor_specs
     from tvmlat.blocks import build_block
-    from tvmlat.specs import BlockSpec
     from tvmlat.split import split_layers
 
     out = {}
@@ -46,14 +46,13 @@ def entries(device: str = "cpu"):
         m, x = getattr(networks, net)()
         for name, entry in split_layers(m, x).items():
             out[f"{net}/{name}"] = entry
-    df = pd.read_parquet(DATASET)
-    df = df[df["status"] == "ok"].sample(ANCHORS, random_state=0)
-    for bid, spec in zip(df["block_id"], df["spec"]):
-        out[f"calib/{bid}"] = build_block(BlockSpec.from_json(spec), device=device)
+    for spec in draw_anchor_specs(DATASET, ANCHORS):
+        out[f"calib/{spec.block_id}"] = build_block(spec, device=device)
     return out
 
 
 def report(measured: pd.DataFrame, predictor_path: str) -> pd.DataFrame:
+    from tvmlat.anchors import host_factor
     from tvmlat.features import count_features
     from tvmlat.loop_features import use_geometry
     from tvmlat.predictors import load_predictor
@@ -67,11 +66,10 @@ def report(measured: pd.DataFrame, predictor_path: str) -> pd.DataFrame:
     p = pd.Series(pred.predict(X), index=names)
     group = pd.Series([n.split("/")[0] for n in names], index=names)
     calib = group == "calib"
-    ratio = p[calib] / meas[names][calib]
-    host = float(np.exp(np.median(np.log(ratio))))
-    ape = 100 * np.abs(ratio / host - 1)
+    host, err = host_factor(p[calib], meas[names][calib])
+    within = np.mean(np.abs(p[calib] / meas[names][calib] / host - 1) <= 0.1) * 100
     print(f"{int(calib.sum())} anchor blocks: predicted/measured {host:.3f} (the host now vs. at calibration); "
-          f"after dividing that out, median error {np.median(ape):.1f} %, {np.mean(ape <= 10) * 100:.0f} % within +-10 %")
+          f"after dividing that out, median error {err:.1f} %, {within:.0f} % within +-10 %")
     rows = []
     for net in NETWORKS:
         sel = group == net

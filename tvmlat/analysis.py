@@ -145,9 +145,8 @@ def layer_table(module: torch.nn.Module, inputs: Sequence[torch.Tensor], predict
 
 def onnx_layer_table(model, predictor=None) -> pd.DataFrame:
     """layer_table for an ONNX model (tvmlat.onnx_model.OnnxModel), counted from its graph."""
-    from .onnx_model import onnx_records
-
     from .loop_features import use_geometry
+    from .onnx_model import onnx_records
 
     with use_geometry(getattr(predictor, "geometry", None)):
         recs = onnx_records(model)

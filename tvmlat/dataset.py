@@ -212,12 +212,13 @@ def refresh_features(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def meta_geometry(path: str | Path):
-    """The L1 geometry a dataset's loop features were counted with (its meta.json; default if none)."""
+def meta_geometry(path: str | Path, meta: dict[str, Any] | None = None):
+    """The L1 geometry a dataset's loop features were counted with (its meta.json, or ``meta`` read
+    from it already; default if none)."""
     from .loop_features import CacheGeometry
 
     try:
-        return CacheGeometry.from_dict(read_meta(path).get("cache_geometry"))
+        return CacheGeometry.from_dict((read_meta(path) if meta is None else meta).get("cache_geometry"))
     except ValueError as e:
         raise DatasetError(f"{meta_path(path)}: {e}") from None
 
@@ -229,9 +230,10 @@ def load_for_fit(path: str | Path, geometry=None) -> pd.DataFrame:
     from .loop_features import use_geometry
 
     df = read_dataset(path)
-    own = meta_geometry(path)
+    meta = read_meta(path)
+    own = meta_geometry(path, meta)
     want = geometry or own
-    if (read_meta(path).get("features_version") != FEATURES_VERSION or want != own
+    if (meta.get("features_version") != FEATURES_VERSION or want != own
             or any(c not in df for c in FEATURE_COLUMNS)):
         for c in FEATURE_COLUMNS:
             if c not in df:

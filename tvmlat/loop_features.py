@@ -31,7 +31,7 @@ records it in its dataset's meta.json, a predictor in its file, and features are
 ``use_geometry(g)`` (the default, ``DEFAULT_GEOMETRY``, is 32 KiB 8-way, what files without a
 recorded geometry were counted with). On the CI host (200 blocks, ten families, Intel with a
 48 KiB 12-way L1) a non-negative linear model of these, ``acts``, ``inp`` and ``n_ops`` reached
-8.8 % median error on held-out families where per-class FLOPs (``ops``) reached 25.6 % (README,
+8.6 % median error on held-out families where per-class FLOPs (``ops``) reached 25.6 % (README,
 "Accuracy"). The page and TLB sizes are those of common x86 cores; the mechanisms are hypotheses
 that fit, not read from performance counters.
 """
@@ -77,8 +77,9 @@ class CacheGeometry:
             raise ValueError(f"{where} has unknown keys {sorted(unknown)}; it takes l1d_sets, l1d_ways, line")
         vals = {k: d.get(k, v) for k, v in DEFAULT_GEOMETRY.to_dict().items()}
         for k, v in vals.items():
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0 or v & (v - 1) and k != "l1d_ways":
-                raise ValueError(f"{where}: {k} must be a positive integer{'' if k == 'l1d_ways' else ', a power of two'}, "
+            pow2 = k != "l1d_ways"  # sets and line sizes are powers of two; ways need not be (12-way L1s exist)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0 or (pow2 and v & (v - 1)):
+                raise ValueError(f"{where}: {k} must be a positive integer{', a power of two' if pow2 else ''}, "
                                  f"not {v!r}")
         return cls(vals["l1d_sets"], vals["l1d_ways"], vals["line"])
 

@@ -110,20 +110,14 @@ def _measure_anchored(entries, anchors: Path, n: int, runner, t, pred, fmt):
     """Time the networks and ``n`` blocks drawn from the ``anchors`` dataset in one campaign; return
     ({network: ms}, host factor = median predicted/measured of the anchors, their median |error| %
     after the factor, number of anchors)."""
-    from ..dataset import ok_rows, read_dataset
+    from ..anchors import draw_anchor_specs, host_factor
     from ..features import features_frame
     from ..loop_features import use_geometry
     from ..measure import module_workloads, run_campaign, spec_workloads
-    from ..specs import BlockSpec
 
     if n < 3:
         raise TvmlatError(f"--anchor-blocks {n}: need at least 3 anchor blocks to measure the host's drift")
-    df = ok_rows(read_dataset(anchors))
-    df = df[df["spec"].fillna("").astype(str).str.len() > 0]
-    if len(df) < 3:
-        raise TvmlatError(f"{anchors} has {len(df)} measured blocks with a spec; --anchors needs a calibration "
-                          "dataset (tvmlat calibrate) with at least 3")
-    specs = [BlockSpec.from_json(s) for s in df.sample(min(n, len(df)), random_state=0)["spec"]]
+    specs = draw_anchor_specs(anchors, n)
     with use_geometry(pred.geometry):
         anchor_pred = dict(zip((s.block_id for s in specs), pred.predict(features_frame(specs))))
     rows = run_campaign(module_workloads(entries) + spec_workloads(specs), runner, t,
@@ -135,9 +129,7 @@ def _measure_anchored(entries, anchors: Path, n: int, runner, t, pred, fmt):
     ok = [s.block_id for s in specs if by_key[s.block_id]["status"] == "ok"]
     if len(ok) < 3:
         raise TvmlatError(f"only {len(ok)} anchor blocks could be measured; need 3")
-    ratio = np.array([anchor_pred[k] / by_key[k]["latency_ms_median"] for k in ok])
-    host = float(np.exp(np.median(np.log(ratio))))
-    err = float(np.median(np.abs(ratio / host - 1)) * 100)
+    host, err = host_factor([anchor_pred[k] for k in ok], [by_key[k]["latency_ms_median"] for k in ok])
     if fmt == Format.table:
         console().print(f"{len(ok)} anchor blocks from {anchors}: predicted/measured {host:.3f} (the host now against "
                         f"its speed at calibration), {err:.1f} % median error once that is divided out")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,7 @@ class LoadedPredictor:
     def profile(self) -> str:
         return self.doc.get("profile", "default")
 
-    @property
+    @cached_property
     def geometry(self):
         """The L1 geometry its loop features are counted for: count features under
         ``loop_features.use_geometry(p.geometry)`` before ``predict``."""

@@ -1,0 +1,32 @@
+"""Anchor blocks: calibration blocks measured again next to something new, so the host's drift
+since calibration (this VM's speed moves by 10-50 % between campaigns) can be measured and
+divided out. Used by ``network-correction --anchors`` and ``benchmarks/network_anchor.py``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import TvmlatError
+from .specs import BlockSpec
+
+
+def draw_anchor_specs(dataset: str | Path, n: int) -> list[BlockSpec]:
+    """``n`` (at most all) measured blocks with a spec drawn from a calibration dataset (seed 0)."""
+    from .dataset import ok_rows, read_dataset
+
+    df = ok_rows(read_dataset(dataset))
+    df = df[df["spec"].fillna("").astype(str).str.len() > 0]
+    if len(df) < 3:
+        raise TvmlatError(f"{dataset} has {len(df)} measured blocks with a spec; anchors need a calibration "
+                          "dataset (tvmlat calibrate) with at least 3")
+    return [BlockSpec.from_json(s) for s in df.sample(min(n, len(df)), random_state=0)["spec"]]
+
+
+def host_factor(predicted: Sequence[float], measured: Sequence[float]) -> tuple[float, float]:
+    """(median predicted/measured of the anchors, their median |error| % once it is divided out)."""
+    ratio = np.asarray(predicted, dtype=float) / np.asarray(measured, dtype=float)
+    host = float(np.exp(np.median(np.log(ratio))))
+    return host, float(np.median(np.abs(ratio / host - 1)) * 100)
