@@ -94,13 +94,14 @@ def load_arrays(data_path: str, check: bool = True) -> tuple[list, list | None]:
 
 
 class CompileAhead:
-    """One worker process compiling block specs into a temporary folder, keyed by block id."""
+    """``workers`` worker processes compiling block specs into a temporary folder, keyed by block id."""
 
-    def __init__(self, target: dict[str, Any], cache_dir: str | None = None):
+    def __init__(self, target: dict[str, Any], cache_dir: str | None = None, workers: int = 1):
         self.target = target
         self.cache_dir = cache_dir
+        self.workers = max(1, int(workers))
         self.dir = tempfile.mkdtemp(prefix="tvmlat-ahead-")
-        self.pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+        self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
                                         initializer=_worker_init)
         self.futures: dict[str, Future] = {}
 

@@ -12,6 +12,24 @@ from .base import RunResult
 from .vmtime import REL_TOL, time_vm, vm_energy  # noqa: F401 (REL_TOL: re-exported for tests)
 
 
+def compile_workers(rounds: int) -> int:
+    """Compile-ahead worker processes: ``TVMLAT_COMPILE_WORKERS`` if set, else one per core (at most 4)
+    when interleaved rounds decide the latencies, and one otherwise. While the workers compile, the
+    block being timed shares the cores with them: that only disturbs the back-to-back pass, which
+    the rounds (run once the compiling is done) replace; without rounds that pass is the result,
+    so it gets a core to itself."""
+    import os
+
+    env = os.environ.get("TVMLAT_COMPILE_WORKERS", "").strip()
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            from ..errors import TvmlatError
+
+            raise TvmlatError(f"TVMLAT_COMPILE_WORKERS={env!r}: give a positive whole number of worker processes")
+        return int(env)
+    return max(1, min(4, os.cpu_count() or 1)) if rounds > 0 else 1
+
+
 class LocalRunner:
     """Compile for the host and time there. With ``ahead=True``, block specs announced through
     ``prefetch`` are compiled in a worker process while the previous block is being timed."""
@@ -43,7 +61,12 @@ class LocalRunner:
         if ahead:
             from .ahead import CompileAhead
 
-            self._ahead = CompileAhead(target.to_dict(), self.cache_dir)
+            self._ahead = CompileAhead(target.to_dict(), self.cache_dir, compile_workers(self.rounds))
+
+    @property
+    def ahead_depth(self) -> int:
+        """How many blocks beyond the one being timed the campaign should announce (``prefetch``)."""
+        return self._ahead.workers if self._ahead is not None else 1
 
     def prefetch(self, key: str, spec_json: str) -> None:
         if spec_json:
@@ -162,16 +185,39 @@ class LocalRunner:
         dev = self._device()
         return relax.VirtualMachine(executable, dev), dev
 
+    def _first_pass_config(self):
+        """The evaluator settings of the back-to-back pass. When interleaved rounds will replace its
+        statistics (a campaign keeping its blocks), it only has to pick ``number`` and leave a row
+        that survives a crash before the rounds: ``min_repeats`` repeats, no adaptive extension
+        (on the 2-vCPU host that pass took ~0.35 s a block; the rounds' precision does not depend on it)."""
+        import dataclasses
+
+        cfg = self.target.evaluator
+        if self.rounds and self.keeping:
+            return dataclasses.replace(cfg, max_repeats=cfg.min_repeats)
+        return cfg
+
+    def _rounds_number(self, res: RunResult) -> int:
+        """Runs per repeat in the rounds: enough that a repeat lasts ``min_repeat_ms`` at the block's
+        fastest back-to-back time (p10). The pass's own ``number`` came from one warm-up run, which
+        the compile workers may have slowed; a repeat shorter than planned is a noisier one."""
+        import math
+
+        p10 = res.latency_ms_p10
+        if not (p10 and math.isfinite(p10) and p10 > 0):
+            return res.number
+        return max(res.number, int(math.ceil(self.target.evaluator.min_repeat_ms / p10)))
+
     def _time(self, executable, host_inputs, reference, stages, key: str = "") -> RunResult:
         try:
             vm, dev = self._vm(executable)
-            res = time_vm(vm, dev, host_inputs, reference, self.target.evaluator)
+            res = time_vm(vm, dev, host_inputs, reference, self._first_pass_config())
         except Exception as e:  # noqa: BLE001 - a failing block is a row, not a crash
             return RunResult(status="run_error", error=f"{type(e).__name__}: {str(e).strip().splitlines()[-1:]}",
                              stages=stages)
         res.stages = {**stages, **res.stages}
         if self.rounds and self.keeping and key and res.status == "ok":
-            self._keep_vm(key, vm, dev, res.number)
+            self._keep_vm(key, vm, dev, self._rounds_number(res))
         if self.sampler is not None and res.status == "ok":
             res.energy = vm_energy(vm, dev, res.latency_ms_median, self.sampler)
         return res
