@@ -123,7 +123,7 @@ class _Acc:
         self.add(m, macs=macs, acts_conv=out, weight_elems=w, flops_dwconv=flops * dw,
                  flops_conv1x1=flops * (1 - dw) * k1, flops_conv=flops * (1 - dw) * (1 - k1))
         self._reduction(m, flops, cpg * kk)
-        self.add(m, **conv_loops(out, ho, cpg, k, k, stride, hw, hw, dw, k // 2, k // 2))
+        self.add(m, **conv_loops(out, ho, cpg, k, k, stride, hw, hw, dw))
         self._op(m, flops, out, n * cin * hw * hw + w + bias * cout + out)
         return ho, out
 

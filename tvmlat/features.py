@@ -39,7 +39,7 @@ from .loop_features import LOOP_COLUMNS, CacheGeometry, conv_loops, current_geom
 from .specs import BlockSpec
 
 #: bump when a feature's definition changes; datasets record it, and fitting recomputes stale features
-FEATURES_VERSION = 3  # 3: the conv L1 rule walks the padded input planes TVM reads
+FEATURES_VERSION = 4  # 4: the conv L1 rule walks unpadded planes again, no capacity rule (3 had both)
 
 #: columns every feature dict has, in order
 FEATURE_COLUMNS = [
@@ -138,11 +138,8 @@ class OpCounter(TorchDispatchMode):
             x, stride = args[0], args[3] if len(args) > 3 else kwargs.get("stride", [1])
             kh, kw = (w.shape[2], math.prod(w.shape[3:])) if w.dim() > 2 else (1, 1)
             in_h, in_w = (x.shape[2], math.prod(x.shape[3:])) if x.dim() > 2 else (1, 1)
-            pad = args[4] if len(args) > 4 else kwargs.get("padding", [0])
-            pad = list(pad) if isinstance(pad, (list, tuple)) else [pad]
-            pad_h, pad_w = (pad[0], pad[-1]) if pad else (0, 0)
             self._add(**conv_loops(out_elems, outs[0].shape[-1] if outs[0].dim() else 1, cin_per_group, kh, kw,
-                                   list(stride)[0] if stride else 1, in_h, in_w, dw, pad_h, pad_w))
+                                   list(stride)[0] if stride else 1, in_h, in_w, dw))
             rec["kind"] = kind
         elif name in _MATMUL_OPS or name in _BMM_OPS:
             a, b = (args[1], args[2]) if name in ("addmm", "baddbmm", "addmv") else (args[0], args[1])

@@ -17,12 +17,12 @@ reducing op with ``out`` output elements, each summing ``red`` products:
   mean) counts its whole window as short work, split by the same rule with the pool's stride;
 * ``mac_l1miss_exc``: ``mac_excess`` of the ops whose reduction walks a strided operand that L1
   can't hold: a matmul's B column (stride 4·N bytes, ``red`` lines) or the input planes of an
-  NCHW convolution (``cin_per_group · kh`` lines, stride 4·(H+2p)·(W+2p) bytes: TVM's loop nest
-  reads the padded copy it materialises, ``pad_temp``). A set-associative L1 (``sets`` x ``ways``
-  lines of ``line`` bytes, a ``CacheGeometry``) holds only ``l1_lines(stride)`` lines of a
-  constant-stride stream before its sets conflict. A conv's input rows also miss once they fill
-  half of L1's lines, whatever the stride (its weights, output and the next rows share the rest;
-  measured: ResNet's and a VGG stack's 64-128-channel 3x3 convs ran ~14 % above the plain chain);
+  NCHW convolution (``cin_per_group · kh`` lines, stride 4·H·W bytes). A set-associative L1
+  (``sets`` x ``ways`` lines of ``line`` bytes, a ``CacheGeometry``) holds only ``l1_lines(stride)``
+  lines of a constant-stride stream before its sets conflict. (Version 3 walked the padded planes
+  TVM materialises, ``pad_temp``, and let a conv's rows miss once they filled half of L1: three
+  campaigns measured afterwards were predicted worse with that in all 12 comparisons, so version 4
+  went back to the unpadded planes and dropped the capacity rule; README, "Accuracy".)
 * ``w_tlbmiss``: the elements of a matmul's B when its column walk spans more than ``DTLB`` pages
   (``red · 4·N > DTLB · PAGE`` bytes): then every element read costs a TLB miss.
 
@@ -31,7 +31,7 @@ records it in its dataset's meta.json, a predictor in its file, and features are
 ``use_geometry(g)`` (the default, ``DEFAULT_GEOMETRY``, is 32 KiB 8-way, what files without a
 recorded geometry were counted with). On the CI host (200 blocks, ten families, Intel with a
 48 KiB 12-way L1) a non-negative linear model of these, ``acts``, ``inp`` and ``n_ops`` reached
-8.6 % median error on held-out families where per-class FLOPs (``ops``) reached 25.6 % (README,
+9.5 % median error on held-out families where per-class FLOPs (``ops``) reached 25.6 % (README,
 "Accuracy"). The page and TLB sizes are those of common x86 cores; the mechanisms are hypotheses
 that fit, not read from performance counters.
 """
@@ -143,15 +143,12 @@ def _split(out: Any, out_w: Any, red: Any, short_len: Any, vec_ok: Any):
 
 
 def conv_loops(out: Any, out_w: Any, cin_per_group: Any, kh: Any, kw: Any, stride: Any, in_h: Any, in_w: Any,
-               depthwise: Any, pad_h: Any = 0, pad_w: Any = 0) -> dict[str, Any]:
-    """A 2-d convolution (NCHW) with ``out`` output elements, rows ``out_w`` wide, input ``in_h`` x ``in_w``
-    padded by ``pad_h`` / ``pad_w`` on each side."""
+               depthwise: Any) -> dict[str, Any]:
+    """A 2-d convolution (NCHW) with ``out`` output elements, rows ``out_w`` wide, input planes ``in_h`` x ``in_w``."""
     red = cin_per_group * kh * kw
     excess, vec, scal = _split(out, out_w, red, np.where(depthwise, SHORT_DW, SHORT), np.equal(stride, 1))
-    plane = 4 * (np.asarray(in_h) + 2 * np.asarray(pad_h)) * (np.asarray(in_w) + 2 * np.asarray(pad_w))
-    g = current_geometry()
-    rows = np.asarray(cin_per_group) * np.asarray(kh)
-    miss = np.greater(cin_per_group, 1) & (np.greater(rows, l1_lines(plane)) | (rows >= g.sets * g.ways // 2))
+    plane = 4 * np.asarray(in_h) * np.asarray(in_w)
+    miss = np.greater(cin_per_group, 1) & np.greater(np.asarray(cin_per_group) * np.asarray(kh), l1_lines(plane))
     return _out({"mac_excess": excess, "short_vec": vec, "short_scal": scal,
                  "mac_l1miss_exc": np.where(miss, excess, 0), "w_tlbmiss": np.zeros_like(np.asarray(excess))})
 

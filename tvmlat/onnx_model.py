@@ -111,10 +111,8 @@ def onnx_records(model: OnnxModel) -> list[dict[str, Any]]:
             feat.update(macs=macs, acts_conv=out_elems, weight_elems=math.prod(w), **{f"flops_{kind}": flops})
             reduction = red
             x, strides = ins[0], list(attrs["strides"].ints) if "strides" in attrs else [1]
-            ph, pw = _conv_padding(attrs, x, outs[0], w, strides)
             feat.update(conv_loops(out_elems, outs[0][-1], w[1], w[2] if len(w) > 2 else 1, math.prod(w[3:]),
-                                   strides[0], (x[2] if len(x) > 2 else 1) + ph, math.prod(x[3:]) + pw,
-                                   kind == "dwconv"))
+                                   strides[0], x[2] if len(x) > 2 else 1, math.prod(x[3:]), kind == "dwconv"))
         elif op in ("Gemm", "MatMul"):
             a = ins[0]
             k = a[-1] if not (op == "Gemm" and "transA" in attrs and attrs["transA"].i) else a[0]
@@ -184,25 +182,6 @@ def relax_from_onnx(model: OnnxModel):
     except Exception as e:  # noqa: BLE001
         first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         raise ModelRefError(f"TVM's ONNX frontend can't import {model.path}: {type(e).__name__}: {first[:300]}") from None
-
-
-def _conv_padding(attrs, x, out, w, strides) -> tuple[int, int]:
-    """Rows and columns a Conv adds around its input (both sides together): from ``pads``, or for
-    ``auto_pad`` SAME_UPPER / SAME_LOWER what keeps ``out = ceil(in / stride)``. TVM's loop reads that
-    padded copy, so the L1 rule walks its planes."""
-    spatial = max(len(x) - 2, 1)
-    if "pads" in attrs:
-        pads = list(attrs["pads"].ints) or [0] * (2 * spatial)
-        total = [pads[i] + pads[i + spatial] for i in range(spatial)]
-    elif "auto_pad" in attrs and attrs["auto_pad"].s in (b"SAME_UPPER", b"SAME_LOWER"):
-        dil = list(attrs["dilations"].ints) if "dilations" in attrs else [1] * spatial
-        st = strides + [strides[-1]] * (spatial - len(strides))
-        total = [max((out[2 + i] - 1) * st[i] + (w[2 + i] - 1) * dil[i] + 1 - x[2 + i], 0)
-                 for i in range(min(spatial, len(x) - 2, len(w) - 2))] or [0]
-    else:
-        total = [0]
-    # the counter folds dims past the third into the plane's width: only 2-d convs pad it exactly
-    return total[0], (total[1] if spatial == 2 and len(total) > 1 else 0)
 
 
 def onnx_features(model: OnnxModel) -> dict[str, int]:

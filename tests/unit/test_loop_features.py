@@ -64,6 +64,6 @@ def test_counter_sums_conv_and_linear(stride):
                             torch.nn.Linear(8 * (16 // stride) ** 2, 10))
     f = count_features(m, (torch.randn(2, 4, 16, 16),))
     ho = 16 // stride
-    conv = conv_loops(2 * 8 * ho * ho, ho, 4, 3, 3, stride, 16, 16, False, 1, 1)
+    conv = conv_loops(2 * 8 * ho * ho, ho, 4, 3, 3, stride, 16, 16, False)
     fc = matmul_loops(2 * 10, 8 * ho * ho, 10, 8 * ho * ho * 10)
     assert {c: f[c] for c in LOOP_COLUMNS} == {c: conv[c] + fc[c] for c in LOOP_COLUMNS}
