@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from helpers import assert_user_error, run_cli
+from helpers import MODELS, assert_user_error, run_cli
 from tvmlat.blocks import sample_specs
 from tvmlat.errors import TvmlatError
 from tvmlat.features import block_features
@@ -47,6 +47,22 @@ def test_calibrate_with_a_bad_compile_workers_setting_exits_2(tmp_path, monkeypa
                              "TVMLAT_COMPILE_WORKERS")
     assert "'many'" in line
     assert not list(tmp_path.glob("*.parquet"))  # refused before anything was measured
+
+
+def test_a_bad_compile_workers_setting_is_refused_without_workers_too(monkeypatch, llvm):
+    monkeypatch.setenv("TVMLAT_COMPILE_WORKERS", "0")
+    with pytest.raises(TvmlatError, match="TVMLAT_COMPILE_WORKERS='0'"):
+        LocalRunner(llvm, ahead=False)  # measure of a model reference starts no worker
+
+
+def test_measure_with_a_bad_compile_workers_setting_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models.py").write_text(MODELS)
+    monkeypatch.setenv("TVMLAT_COMPILE_WORKERS", "-2")
+    out = tmp_path / "runs" / "m.parquet"
+    assert_user_error(run_cli(["measure", f"{tmp_path / 'models.py'}:good", "--out", str(out)], capsys),
+                      "TVMLAT_COMPILE_WORKERS")
+    assert not out.parent.exists() or not list(out.parent.iterdir())
 
 
 def test_first_pass_is_short_only_while_rounds_will_replace_it(llvm):

@@ -51,12 +51,13 @@ def measure_cmd(
 
     geometry = t.geometry()  # the rows' loop features are counted for the measured CPU's L1
     with use_geometry(geometry):
+        runner = make_runner(t)  # before the dataset: a runner refused (bad setting, no device) leaves no file
         if out is not None:
             writer = CampaignWriter(out, {"target_name": t.name, "target": t.to_dict(), "profile": t.profile,
                                           "versions": versions(), **provenance(t), "command": "measure",
                                           "evaluator": t.evaluator.__dict__, "features_version": FEATURES_VERSION,
                                           "cache_geometry": geometry.to_dict()})
-        rows = run_campaign(module_workloads(entries), make_runner(t), t, writer,
+        rows = run_campaign(module_workloads(entries), runner, t, writer,
                             show_progress=progress and fmt == Format.table)
     for r in rows:
         _display_fields(r)

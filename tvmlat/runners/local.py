@@ -58,10 +58,11 @@ class LocalRunner:
         self.keeping = False  # set by the campaign loop, which runs the rounds; single runs keep nothing
         self._kept: dict[str, tuple] = {}  # key -> (time one repeat: () -> seconds per run, number)
         self._ahead = None
+        workers = compile_workers(self.rounds)  # checked even where no worker starts: a bad setting is an error
         if ahead:
             from .ahead import CompileAhead
 
-            self._ahead = CompileAhead(target.to_dict(), self.cache_dir, compile_workers(self.rounds))
+            self._ahead = CompileAhead(target.to_dict(), self.cache_dir, workers)
 
     @property
     def ahead_depth(self) -> int:
