@@ -161,6 +161,9 @@ class _Rounds:
     def run(self) -> None:
         if not self.runner.kept:
             return
+        settle = getattr(self.runner, "settle", None)
+        if settle is not None:  # a chunk's rounds must not share the cores with compiles of the next blocks
+            settle()
         task = self.progress.add_task(f"interleaved rounds, {self.runner.kept} blocks", total=self.n, last="")
         got = self.runner.interleave(on_round=lambda r: self.progress.update(task, completed=r))
         changes = {k: rounds_stats(samples, number, *self.first[k]) for k, (samples, number) in got.items()}

@@ -128,3 +128,29 @@ def test_a_runner_used_outside_a_campaign_keeps_nothing(specs):
     module, inputs = build_block(specs[0])
     assert runner.run(module, inputs, key="x").status == "ok"
     assert runner.kept == 0
+
+
+def test_each_chunk_waits_for_the_compile_workers_before_its_rounds(tmp_path, specs, monkeypatch):
+    monkeypatch.setattr(_Rounds, "MAX_KEPT", 4)
+    writer, t = _writer(tmp_path / "c.parquet")
+    runner = FakeRunner(rounds=R)
+    events = []
+    runner.settle = lambda: events.append("settle")
+    orig = runner.interleave
+    monkeypatch.setattr(runner, "interleave", lambda on_round=None: events.append("rounds") or orig(on_round))
+    run_campaign(spec_workloads(specs), runner, t, writer, show_progress=False)
+    assert events == ["settle", "rounds"] * 2  # every chunk: workers idle first, then the rounds
+
+
+def test_compile_ahead_wait_returns_when_everything_submitted_is_done():
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tvmlat.runners.ahead import CompileAhead
+
+    ahead = CompileAhead.__new__(CompileAhead)  # a thread pool stands in for the worker processes
+    pool = ThreadPoolExecutor(2)
+    ahead.futures = {k: pool.submit(time.sleep, 0.05 * k) for k in (1, 2, 3)}
+    ahead.wait()
+    assert all(f.done() for f in ahead.futures.values())
+    pool.shutdown()

@@ -110,6 +110,12 @@ class CompileAhead:
             self.futures[key] = self.pool.submit(compile_spec_to_library, spec_json, self.target, self.dir,
                                                  self.cache_dir)
 
+    def wait(self) -> None:
+        """Block until every submitted compile has finished (results stay for ``take``)."""
+        from concurrent.futures import wait
+
+        wait(list(self.futures.values()))
+
     def take(self, key: str) -> dict[str, Any] | None:
         """The worker's result for ``key`` (waits for it), or None if it was never submitted."""
         fut = self.futures.pop(key, None)

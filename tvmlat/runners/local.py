@@ -152,6 +152,11 @@ class LocalRunner:
         f = vm.time_evaluator("invoke_stateful", dev, number=number, repeat=1, min_repeat_ms=0)
         self._kept[key] = ((lambda f=f: float(f("main").results[0])), number)
 
+    def settle(self) -> None:
+        """Let the compile workers finish what they were given, so nothing compiles during the rounds."""
+        if self._ahead is not None:
+            self._ahead.wait()
+
     def interleave(self, on_round=None) -> dict[str, tuple[list[float], int]]:
         """Run the kept blocks' rounds; ``{key: (seconds per run of each round, number)}``. The
         blocks are released afterwards (also when interrupted)."""
