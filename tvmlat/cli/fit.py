@@ -113,7 +113,8 @@ def fit_cmd(
     model: str = typer.Option("linear", "--model", help="linear | linear+xgb (XGBoost on the linear residual) | xgb"),
 ) -> None:
     """Fit a predictor on measured datasets and report its held-out accuracy and interval coverage."""
-    df = concat_datasets(dataset)
+    geometry = datasets_geometry(dataset)  # one L1 for all (else a one-line error); the predictor records it
+    df = concat_datasets(dataset, geometry)
     metas = [read_meta(p) for p in dataset]
     targets = {m.get("target_name") for m in metas if m}
     profiles = {m.get("profile") for m in metas if m}
@@ -123,7 +124,7 @@ def fit_cmd(
     meta = metas[0] if metas else {}
     from ..loop_features import use_geometry
 
-    with use_geometry(datasets_geometry(dataset)):  # the predictor file records it
+    with use_geometry(geometry):
         fit_and_report(ok_rows(df), features=features, target=meta.get("target", {}), profile=meta.get("profile", "default"),
                        dataset_hash=",".join(file_hash(p) for p in dataset), out=out, con=console(),
                        model=model)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -61,9 +60,14 @@ def save_predictor(model, path: str | Path, **kw: Any) -> dict[str, Any]:
 class LoadedPredictor:
     """A predictor file: the model plus what it was fitted for."""
 
-    def __init__(self, doc: dict[str, Any], model):
+    def __init__(self, doc: dict[str, Any], model, geometry=None):
+        from ..loop_features import CacheGeometry
+
         self.doc = doc
         self.model = model
+        #: the L1 geometry its loop features are counted for: count features under
+        #: ``loop_features.use_geometry(p.geometry)`` before ``predict``
+        self.geometry = geometry or CacheGeometry.from_dict(doc.get("cache_geometry"))
 
     @property
     def target(self) -> dict[str, Any]:
@@ -72,14 +76,6 @@ class LoadedPredictor:
     @property
     def profile(self) -> str:
         return self.doc.get("profile", "default")
-
-    @cached_property
-    def geometry(self):
-        """The L1 geometry its loop features are counted for: count features under
-        ``loop_features.use_geometry(p.geometry)`` before ``predict``."""
-        from ..loop_features import CacheGeometry
-
-        return CacheGeometry.from_dict(self.doc.get("cache_geometry"))
 
     def predict(self, X):
         return self.model.predict(X)
@@ -118,7 +114,7 @@ def load_predictor(path: str | Path) -> LoadedPredictor:
     from ..loop_features import CacheGeometry
 
     try:
-        CacheGeometry.from_dict(doc.get("cache_geometry"))
+        geometry = CacheGeometry.from_dict(doc.get("cache_geometry"))
     except ValueError as e:
         raise PredictorError(f"{p}: {e}") from None
     kinds = _kinds()
@@ -132,7 +128,7 @@ def load_predictor(path: str | Path) -> LoadedPredictor:
         raise PredictorError(f"{p} has no 'model' section") from None
     except PredictorError as e:
         raise PredictorError(f"{p}: {e}") from None
-    return LoadedPredictor(doc, model)
+    return LoadedPredictor(doc, model, geometry)
 
 
 def predict_specs(predictor, specs) -> "list[float]":

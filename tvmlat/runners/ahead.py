@@ -13,7 +13,7 @@ import multiprocessing
 import shutil
 import signal
 import tempfile
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -112,8 +112,6 @@ class CompileAhead:
 
     def wait(self) -> None:
         """Block until every submitted compile has finished (results stay for ``take``)."""
-        from concurrent.futures import wait
-
         wait(list(self.futures.values()))
 
     def take(self, key: str) -> dict[str, Any] | None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import os
 from typing import Sequence
 
 import torch
 
 from ..compile import StageError, compile_module
+from ..errors import TvmlatError
 from ..targets import TargetSpec
 from .base import RunResult
 from .vmtime import REL_TOL, time_vm, vm_energy  # noqa: F401 (REL_TOL: re-exported for tests)
@@ -18,13 +22,9 @@ def compile_workers(rounds: int) -> int:
     block being timed shares the cores with them: that only disturbs the back-to-back pass, which
     the rounds (run once the compiling is done) replace; without rounds that pass is the result,
     so it gets a core to itself."""
-    import os
-
     env = os.environ.get("TVMLAT_COMPILE_WORKERS", "").strip()
     if env:
         if not env.isdigit() or int(env) < 1:
-            from ..errors import TvmlatError
-
             raise TvmlatError(f"TVMLAT_COMPILE_WORKERS={env!r}: give a positive whole number of worker processes")
         return int(env)
     return max(1, min(4, os.cpu_count() or 1)) if rounds > 0 else 1
@@ -48,8 +48,6 @@ class LocalRunner:
             import tvm
 
             if not tvm.device(target.kind, 0).exist:
-                from ..errors import TvmlatError
-
                 raise TvmlatError(f"target {target.name!r} measures on a {target.kind} device and this machine has "
                                   f"none that TVM can see; to compile here and measure there: tvmlat bundle --target "
                                   f"{target.name} --arch {target.arch or 'sm_XX'} --out B/ (see README)")
@@ -183,8 +181,6 @@ class LocalRunner:
         return self._time(ex, list(host_inputs), None, {"compile_s": time.perf_counter() - t0}, key=key)
 
     def _vm(self, executable):
-        import os
-
         os.environ.setdefault("TVM_NUM_THREADS", str(self.target.cores))
         from tvm import relax
 
@@ -196,8 +192,6 @@ class LocalRunner:
         statistics (a campaign keeping its blocks), it only has to pick ``number`` and leave a row
         that survives a crash before the rounds: ``min_repeats`` repeats, no adaptive extension
         (on the 2-vCPU host that pass took ~0.35 s a block; the rounds' precision does not depend on it)."""
-        import dataclasses
-
         cfg = self.target.evaluator
         if self.rounds and self.keeping:
             return dataclasses.replace(cfg, max_repeats=cfg.min_repeats)
@@ -207,8 +201,6 @@ class LocalRunner:
         """Runs per repeat in the rounds: enough that a repeat lasts ``min_repeat_ms`` at the block's
         fastest back-to-back time (p10). The pass's own ``number`` came from one warm-up run, which
         the compile workers may have slowed; a repeat shorter than planned is a noisier one."""
-        import math
-
         p10 = res.latency_ms_p10
         if not (p10 and math.isfinite(p10) and p10 > 0):
             return res.number
