@@ -176,7 +176,7 @@ def main() -> None:
         for i, s in enumerate(specs):
             lat, rows = measure_block(s, target)
             blocks.append({"block_id": s.block_id, "family": s.family, "latency_ms_median": lat,
-                           **block_features(s)})
+                           **block_features(s, geometry=target.geometry())})
             kernels += rows
             print(f"\r{i + 1}/{len(specs)} blocks, {len(kernels)} kernel calls, {time.perf_counter() - t0:.0f} s",
                   end="", flush=True)

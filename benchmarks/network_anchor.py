@@ -54,15 +54,13 @@ def entries(device: str = "cpu"):
 def report(measured: pd.DataFrame, predictor_path: str) -> pd.DataFrame:
     from tvmlat.anchors import host_factor
     from tvmlat.features import count_features
-    from tvmlat.loop_features import use_geometry
     from tvmlat.predictors import load_predictor
 
     pred = load_predictor(predictor_path)
     ents = entries(device="meta")
     meas = measured[measured["status"] == "ok"].set_index("name")["latency_ms_median"]
     names = [n for n in ents if n in meas.index]
-    with use_geometry(pred.geometry):
-        X = pd.DataFrame([count_features(*ents[n]) for n in names])
+    X = pd.DataFrame([count_features(*ents[n], geometry=pred.geometry) for n in names])
     p = pd.Series(pred.predict(X), index=names)
     group = pd.Series([n.split("/")[0] for n in names], index=names)
     calib = group == "calib"

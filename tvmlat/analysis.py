@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from .features import FEATURE_COLUMNS, OpCounter
+from .loop_features import DEFAULT_GEOMETRY, CacheGeometry, geometry_of
 
 ANCHORS = {"conv", "conv1x1", "dwconv", "matmul", "bmm", "attention", "pool"}
 MB = 1e6
@@ -29,8 +30,8 @@ MIB = 2**20
 class _PathCounter(OpCounter):
     """OpCounter that tags every record with the innermost module path and its tensor shapes."""
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, geometry: CacheGeometry):
+        super().__init__(geometry)
         self.stack: list[str] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -94,13 +95,15 @@ def group_layers(records: list[dict[str, Any]], name_of, module_of) -> list[Laye
     return layers
 
 
-def trace_layers(module: torch.nn.Module, inputs: Sequence[torch.Tensor]) -> tuple[list[Layer], dict[str, int]]:
-    """Run ``module`` on meta tensors; return its layers (in execution order) and totals."""
+def trace_layers(module: torch.nn.Module, inputs: Sequence[torch.Tensor], *,
+                 geometry: CacheGeometry = DEFAULT_GEOMETRY) -> tuple[list[Layer], dict[str, int]]:
+    """Run ``module`` on meta tensors; return its layers (in execution order) and totals (loop features
+    for the L1 ``geometry``)."""
     module = copy.deepcopy(module).to("meta").eval()
     inputs = [torch.empty(t.shape, dtype=t.dtype, device="meta") for t in inputs]
     names = {m: n for n, m in module.named_modules()}
     modules = dict(module.named_modules())
-    counter = _PathCounter()
+    counter = _PathCounter(geometry)
 
     def pre(m, _args):
         counter.stack.append(names.get(m, "?"))
@@ -129,10 +132,7 @@ def layer_table(module: torch.nn.Module, inputs: Sequence[torch.Tensor], predict
     """One row per layer: shapes, params, MACs, FLOPs, memory, weights, activations and, with a
     predictor, predicted latency and its share. Sizes in MB (10^6 bytes). Loop features are counted
     for the predictor's L1 geometry."""
-    from .loop_features import use_geometry
-
-    with use_geometry(getattr(predictor, "geometry", None)):
-        layers, totals = trace_layers(module, inputs)
+    layers, totals = trace_layers(module, inputs, geometry=geometry_of(predictor))
     modules = dict(module.named_modules())
 
     def params_of(lay: Layer) -> tuple[int, int]:
@@ -145,11 +145,9 @@ def layer_table(module: torch.nn.Module, inputs: Sequence[torch.Tensor], predict
 
 def onnx_layer_table(model, predictor=None) -> pd.DataFrame:
     """layer_table for an ONNX model (tvmlat.onnx_model.OnnxModel), counted from its graph."""
-    from .loop_features import use_geometry
     from .onnx_model import onnx_records
 
-    with use_geometry(getattr(predictor, "geometry", None)):
-        recs = onnx_records(model)
+    recs = onnx_records(model, geometry_of(predictor))
     op_of = {r["path"]: r["op"] for r in recs}
     layers = group_layers(recs, lambda path: path, op_of.get)
     totals = dict.fromkeys(FEATURE_COLUMNS, 0)

@@ -36,7 +36,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .loop_features import LOOP_COLUMNS, conv_loops, matmul_loops, pool_loops  # numpy only
+from .loop_features import (DEFAULT_GEOMETRY, LOOP_COLUMNS, CacheGeometry, conv_loops, matmul_loops,  # numpy only
+                            pool_loops)
 from .specs import BlockSpec  # stdlib only: no torch
 
 #: the columns of ``features.FEATURE_COLUMNS``, in the same order (features.py imports torch, so
@@ -92,8 +93,9 @@ class _Acc:
     only some specs of a batch have, a copy only some strides need.
     """
 
-    def __init__(self):
+    def __init__(self, geometry: CacheGeometry):
         self.f: dict[str, Any] = dict.fromkeys(FEATURE_COLUMNS, 0)
+        self.geometry = geometry  # the L1 the loop features are counted for
 
     def add(self, m: Any = 1, **kv: Any) -> None:
         f = self.f
@@ -123,7 +125,7 @@ class _Acc:
         self.add(m, macs=macs, acts_conv=out, weight_elems=w, flops_dwconv=flops * dw,
                  flops_conv1x1=flops * (1 - dw) * k1, flops_conv=flops * (1 - dw) * (1 - k1))
         self._reduction(m, flops, cpg * kk)
-        self.add(m, **conv_loops(out, ho, cpg, k, k, stride, hw, hw, dw))
+        self.add(m, **conv_loops(out, ho, cpg, k, k, stride, hw, hw, dw, geometry=self.geometry))
         self._op(m, flops, out, n * cin * hw * hw + w + bias * cout + out)
         return ho, out
 
@@ -148,7 +150,7 @@ class _Acc:
         w = kdim * cols
         self.add(m, macs=macs, weight_elems=w, flops_matmul=2 * macs)
         self._reduction(m, 2 * macs, kdim)
-        self.add(m, **matmul_loops(out, kdim, cols, w))
+        self.add(m, **matmul_loops(out, kdim, cols, w, geometry=self.geometry))
         self._op(m, 2 * macs, out, bias * cols + rows * kdim + w + out)
 
     def bmm(self, batch, rows, kdim, cols, m=1):
@@ -156,7 +158,7 @@ class _Acc:
         macs = out * kdim
         self.add(m, macs=macs, flops_bmm=2 * macs)
         self._reduction(m, 2 * macs, kdim)
-        self.add(m, **matmul_loops(out, kdim, cols, batch * kdim * cols))
+        self.add(m, **matmul_loops(out, kdim, cols, batch * kdim * cols, geometry=self.geometry))
         self._op(m, 2 * macs, out, batch * rows * kdim + batch * kdim * cols + out)
 
     def norm5(self, elems, last, extra_in, m=1):
@@ -187,18 +189,17 @@ def _conv_bn_params(cin, cout, k, groups=1):
 
 
 # --------------------------------------------------------------------------- families
-# Each takes the spec's parameters (ints, or int64 arrays of equal length) and returns the totals.
+# Each takes an accumulator (``_Acc(geometry)``) and the spec's parameters (ints, or int64 arrays of
+# equal length) and returns the totals.
 
 
-def _f_conv_bn_relu(batch, cin, cout, hw, k, stride, groups):
-    a = _Acc()
+def _f_conv_bn_relu(a, batch, cin, cout, hw, k, stride, groups):
     _, out = a.conv_bn(batch, cin, cout, hw, k, stride, groups)
     a.f.update(inp=batch * cin * hw * hw, params=_conv_bn_params(cin, cout, k, groups), out=out)
     return a.f
 
 
-def _f_pool(batch, c, hw, k, stride, kind):
-    a = _Acc()
+def _f_pool(a, batch, c, hw, k, stride, kind):
     n_in = batch * c * hw * hw
     is_global = _b(kind == "global")
     # global: mean over H, W (window = in / out = hw * hw, 1 FLOP per input element)
@@ -212,23 +213,20 @@ def _f_pool(batch, c, hw, k, stride, kind):
     return a.f
 
 
-def _f_linear(batch, tokens, din, dout, bias):
-    a = _Acc()
+def _f_linear(a, batch, tokens, din, dout, bias):
     rows = batch * tokens
     a.matmul(rows, din, dout, bias)
     a.f.update(inp=rows * din, params=din * dout + bias * dout, out=rows * dout)
     return a.f
 
 
-def _f_matmul(b, m, k, n):
-    a = _Acc()
+def _f_matmul(a, b, m, k, n):
     a.bmm(b, m, k, n)
     a.f.update(inp=b * m * k + b * k * n, params=0, out=b * m * n)
     return a.f
 
 
-def _f_inverted_residual(batch, cin, cout, hw, expand, k, stride):
-    a = _Acc()
+def _f_inverted_residual(a, batch, cin, cout, hw, expand, k, stride):
     hidden = cin * expand
     has_exp = _b(expand != 1)
     # 1x1 expand (only when expand != 1)
@@ -253,8 +251,7 @@ def _residual_tail(a, batch, cin, cout, hw, stride, out):
     return down
 
 
-def _f_basic_block(batch, cin, cout, hw, stride):
-    a = _Acc()
+def _f_basic_block(a, batch, cin, cout, hw, stride):
     ho, _ = a.conv_bn(batch, cin, cout, hw, 3, stride)
     _, out = a.conv_bn(batch, cout, cout, ho, 3, act=False)
     down = _residual_tail(a, batch, cin, cout, hw, stride, out)
@@ -263,8 +260,7 @@ def _f_basic_block(batch, cin, cout, hw, stride):
     return a.f
 
 
-def _f_bottleneck(batch, cin, width, hw, stride):
-    a = _Acc()
+def _f_bottleneck(a, batch, cin, width, hw, stride):
     cout = 4 * width
     a.conv_bn(batch, cin, width, hw, 1)
     ho, _ = a.conv_bn(batch, width, width, hw, 3, stride)
@@ -276,8 +272,7 @@ def _f_bottleneck(batch, cin, width, hw, stride):
     return a.f
 
 
-def _f_squeeze_excitation(batch, c, hw, reduction):
-    a = _Acc()
+def _f_squeeze_excitation(a, batch, c, hw, reduction):
     mid = _max(8, c // reduction)
     n_in = batch * c * hw * hw
     a.pool(n_in, batch * c, hw * hw, n_in)  # adaptive_avg_pool2d(x, 1) -> mean over H, W
@@ -290,8 +285,7 @@ def _f_squeeze_excitation(batch, c, hw, reduction):
     return a.f
 
 
-def _f_mlp(batch, tokens, dim, ratio):
-    a = _Acc()
+def _f_mlp(a, batch, tokens, dim, ratio):
     rows = batch * tokens
     hid = dim * ratio
     x = rows * dim
@@ -304,8 +298,7 @@ def _f_mlp(batch, tokens, dim, ratio):
     return a.f
 
 
-def _f_attention(batch, tokens, dim, heads):
-    a = _Acc()
+def _f_attention(a, batch, tokens, dim, heads):
     rows = batch * tokens
     x = rows * dim
     dh = dim // heads
@@ -428,20 +421,21 @@ def _check(family: str, args: Mapping[str, Any], f: Mapping[str, Any]) -> None:
 # --------------------------------------------------------------------------- public API
 
 
-def analytic_features(spec: BlockSpec) -> dict[str, int]:
-    """Same keys, order and values as ``features.block_features(spec)``, in closed form."""
+def analytic_features(spec: BlockSpec, *, geometry: CacheGeometry = DEFAULT_GEOMETRY) -> dict[str, int]:
+    """Same keys, order and values as ``features.block_features(spec, geometry=geometry)``, in closed form."""
     fn, args = _spec_args(spec)
-    f = fn(**args)
+    f = fn(_Acc(geometry), **args)
     _check(spec.family, args, f)
     return {k: int(f[k]) for k in FEATURE_COLUMNS}
 
 
-def analytic_arrays(family: str, **params: Any) -> dict[str, np.ndarray]:
+def analytic_arrays(family: str, *, geometry: CacheGeometry = DEFAULT_GEOMETRY, **params: Any) -> dict[str, np.ndarray]:
     """Vectorised features of many specs of one family: ``params`` are equal-length arrays.
 
     Parameters take the spec names of ``blocks.py`` (``batch`` defaults to 1); ``groups`` of
-    ``conv_bn_relu`` may hold ``"dw"`` strings, ``kind`` of ``pool`` is a string array. Returns
-    one int64 array per feature column. This is the fast path for a search oracle: no spec objects.
+    ``conv_bn_relu`` may hold ``"dw"`` strings, ``kind`` of ``pool`` is a string array. Loop
+    features are counted for the L1 ``geometry`` (a predictor's ``.geometry``). Returns one int64
+    array per feature column. This is the fast path for a search oracle: no spec objects.
     """
     fn, fields = _family(family)
     n = None
@@ -488,7 +482,7 @@ def analytic_arrays(family: str, **params: Any) -> dict[str, np.ndarray]:
         args["cin"] = np.asarray(args["cin"], dtype=np.int64)
     if n == 0:
         return {k: np.zeros(0, dtype=np.int64) for k in FEATURE_COLUMNS}
-    f = fn(**args)
+    f = fn(_Acc(geometry), **args)
     _check(family, args, f)
     return {k: np.broadcast_to(np.asarray(f[k], dtype=np.int64), (n,)).copy() for k in FEATURE_COLUMNS}
 
@@ -498,8 +492,8 @@ def _spec_json_and_id(spec: BlockSpec) -> tuple[str, str]:
     return j, hashlib.sha1(j.encode()).hexdigest()[:12]
 
 
-def analytic_frame(specs: Iterable[BlockSpec]):
-    """Same as ``features.features_frame(specs)`` (block_id, family, spec JSON, feature columns).
+def analytic_frame(specs: Iterable[BlockSpec], *, geometry: CacheGeometry = DEFAULT_GEOMETRY):
+    """Same as ``features.features_frame(specs, geometry=geometry)`` (block_id, family, spec JSON, feature columns).
 
     Features are computed per family on numpy arrays; the block id / JSON (sha1 of the canonical
     JSON, as ``BlockSpec.block_id``) is the per-spec Python cost that remains.
@@ -529,7 +523,7 @@ def analytic_frame(specs: Iterable[BlockSpec]):
                 values[name].append(conv(v) if conv is not None else v)
         if fam == "conv_bn_relu":
             values["groups"] = [_groups_value(g, c) for g, c in zip(values["groups"], values["cin"])]
-        arrs = analytic_arrays(fam, **{k: np.asarray(v) for k, v in values.items()})
+        arrs = analytic_arrays(fam, geometry=geometry, **{k: np.asarray(v) for k, v in values.items()})
         ix = np.asarray(idx, dtype=np.int64)
         for k in FEATURE_COLUMNS:
             cols[k][ix] = arrs[k]
@@ -538,6 +532,7 @@ def analytic_frame(specs: Iterable[BlockSpec]):
     return df
 
 
-def analytic_features_many(specs: Sequence[BlockSpec]) -> list[dict[str, int]]:
+def analytic_features_many(specs: Sequence[BlockSpec], *,
+                           geometry: CacheGeometry = DEFAULT_GEOMETRY) -> list[dict[str, int]]:
     """``analytic_features`` for each spec (a convenience; ``analytic_frame`` is the fast path)."""
-    return [analytic_features(s) for s in specs]
+    return [analytic_features(s, geometry=geometry) for s in specs]

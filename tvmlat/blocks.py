@@ -301,7 +301,7 @@ def sample_specs(n: int, seed: int = 0, families: Iterable[str] | None = None,
     The FLOPs window bounds calibration time (untuned CPU code runs at ~1-10 GFLOP/s) while
     spanning more than three decades of latency. Same seed -> same specs in the same order.
     """
-    from .analytic_features import analytic_features  # local: the features modules import blocks
+    from .features import spec_features  # local: features imports blocks
 
     fams = list(families) if families else list(FAMILIES)
     unknown = [f for f in fams if f not in FAMILIES]
@@ -322,7 +322,7 @@ def sample_specs(n: int, seed: int = 0, families: Iterable[str] | None = None,
             spec = BlockSpec.make(fam, **FAMILIES[fam][1](rng))
             if spec.block_id in seen:
                 continue
-            fl = analytic_features(spec)["flops"]  # closed form, equal to the counter's (tests), ~1000x faster
+            fl = spec_features(spec)["flops"]  # in closed form, as campaign rows are
             if min_flops <= fl <= max_flops:
                 seen.add(spec.block_id)
                 out.append(spec)

@@ -207,11 +207,15 @@ class BundleWriter:
 def build_bundle(workloads, target, out: str | Path, meta: dict[str, Any],
                  on_done: Callable[[Any, dict], None] | None = None) -> BundleWriter:
     """Compile every workload not yet in the bundle at ``out`` into it."""
-    from .features import count_features
     from .runners.ahead import artefact_name, compile_to_library
 
+    from .loop_features import CacheGeometry
+
     target.check_toolchain()
-    bw = BundleWriter(out, target, meta)
+    # the rows' loop features are counted for the target's L1 (a board's [cache] table); the manifest
+    # records it, and a resumed bundle keeps the one it was started with
+    bw = BundleWriter(out, target, {**meta, "cache_geometry": target.geometry().to_dict()})
+    geometry = CacheGeometry.from_dict(bw.manifest.get("cache_geometry"))
     done = bw.done()
     for w in workloads:
         if w.key in done:
@@ -219,7 +223,7 @@ def build_bundle(workloads, target, out: str | Path, meta: dict[str, Any],
         safe = artefact_name(w.key, w.spec)
         try:
             module, inputs = w.make()
-            feats = w.features() if w.features else count_features(module, inputs)
+            feats = w.count(module, inputs, geometry)
         except Exception as e:  # noqa: BLE001 - a broken workload is recorded, not fatal
             art, feats, inputs = {"status": "export_error", "error": f"{type(e).__name__}: {e}"}, {}, []
         else:

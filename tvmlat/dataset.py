@@ -124,15 +124,19 @@ class CampaignWriter:
                     or old_meta.get("cache_geometry") != self.meta.get("cache_geometry")) and len(self.df):
                 # rows counted by older code (or for no recorded L1): recount them, so the file's rows
                 # agree with the meta.json written below
-                from .loop_features import CacheGeometry, use_geometry
-
-                with use_geometry(CacheGeometry.from_dict(self.meta.get("cache_geometry"))):
-                    self.df = refresh_features(self.df)
+                self.df = refresh_features(self.df, self.geometry)
                 self._write()
         else:
             self.df = pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in COLUMNS})
         self.meta.setdefault("created", _now())
         self._write_meta()
+
+    @property
+    def geometry(self):
+        """The L1 geometry its rows' loop features are counted for (meta.json's ``cache_geometry``)."""
+        from .loop_features import CacheGeometry
+
+        return CacheGeometry.from_dict(self.meta.get("cache_geometry"))
 
     def done_ids(self) -> set[str]:
         """Blocks that need no new measurement: every row already written (failures included)."""
@@ -197,15 +201,16 @@ def ok_rows(df: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def refresh_features(df: pd.DataFrame) -> pd.DataFrame:
-    """Recompute the feature columns of block rows (those with a spec) from their spec."""
+def refresh_features(df: pd.DataFrame, geometry) -> pd.DataFrame:
+    """Recompute the feature columns of block rows (those with a spec) from their spec, loop features
+    for the L1 ``geometry``."""
     from .features import block_features
     from .specs import BlockSpec
 
     df = df.copy()
     has_spec = df["spec"].fillna("").astype(str).str.len() > 0
     if has_spec.any():
-        fresh = pd.DataFrame([block_features(BlockSpec.from_json(s)) for s in df.loc[has_spec, "spec"]],
+        fresh = pd.DataFrame([block_features(BlockSpec.from_json(s), geometry=geometry) for s in df.loc[has_spec, "spec"]],
                              index=df.index[has_spec])
         for c in FEATURE_COLUMNS:
             df.loc[has_spec, c] = fresh[c].astype("int64")
@@ -227,7 +232,6 @@ def load_for_fit(path: str | Path, geometry=None) -> pd.DataFrame:
     """A dataset with features as the current code defines them, counted for ``geometry`` (default: the
     dataset's own L1 geometry). Older datasets, or another geometry, get their features recounted."""
     from .features import FEATURES_VERSION
-    from .loop_features import use_geometry
 
     df = read_dataset(path)
     meta = read_meta(path)
@@ -238,8 +242,7 @@ def load_for_fit(path: str | Path, geometry=None) -> pd.DataFrame:
         for c in FEATURE_COLUMNS:
             if c not in df:
                 df[c] = pd.Series(0, index=df.index, dtype="Int64")
-        with use_geometry(want):
-            df = refresh_features(df)
+        df = refresh_features(df, want)
     return df
 
 

@@ -26,10 +26,10 @@ reducing op with ``out`` output elements, each summing ``red`` products:
 * ``w_tlbmiss``: the elements of a matmul's B when its column walk spans more than ``DTLB`` pages
   (``red · 4·N > DTLB · PAGE`` bytes): then every element read costs a TLB miss.
 
-The L1 geometry is the measured CPU's: ``host_geometry()`` reads it from Linux's sysfs, a campaign
-records it in its dataset's meta.json, a predictor in its file, and features are counted under
-``use_geometry(g)`` (the default, ``DEFAULT_GEOMETRY``, is 32 KiB 8-way, what files without a
-recorded geometry were counted with). On the CI host (200 blocks, ten families, Intel with a
+The L1 geometry is the measured CPU's: ``host_geometry()`` reads it from Linux's sysfs (a target's
+``TargetSpec.geometry()``), a campaign records it in its dataset's meta.json, a predictor in its
+file, and every counter takes it as an argument, ``geometry=`` (``DEFAULT_GEOMETRY``, 32 KiB 8-way,
+is what files without a recorded geometry were counted with). On the CI host (200 blocks, ten families, Intel with a
 48 KiB 12-way L1) a non-negative linear model of these, ``acts``, ``inp`` and ``n_ops`` reached
 9.5 % median error on held-out families where per-class FLOPs (``ops``) reached 25.6 % (README,
 "Accuracy"). The page and TLB sizes are those of common x86 cores; the mechanisms are hypotheses
@@ -38,10 +38,9 @@ that fit, not read from performance counters.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -89,21 +88,12 @@ class CacheGeometry:
 
 #: the geometry of files that record none (what the features were counted with before geometry existed)
 DEFAULT_GEOMETRY = CacheGeometry()
-_current: list[CacheGeometry] = [DEFAULT_GEOMETRY]
 
 
-def current_geometry() -> CacheGeometry:
-    return _current[-1]
-
-
-@contextlib.contextmanager
-def use_geometry(g: CacheGeometry | None) -> Iterator[CacheGeometry]:
-    """Count loop features for this L1 inside the block (``None``: leave the current one)."""
-    _current.append(g or current_geometry())
-    try:
-        yield _current[-1]
-    finally:
-        _current.pop()
+def geometry_of(predictor: Any) -> CacheGeometry:
+    """The L1 a predictor's loop features are counted for: a loaded predictor file's ``.geometry``;
+    ``DEFAULT_GEOMETRY`` for none, or a bare model that records none."""
+    return getattr(predictor, "geometry", None) or DEFAULT_GEOMETRY
 
 
 def host_geometry(root: str | Path = "/sys/devices/system/cpu/cpu0/cache") -> CacheGeometry | None:
@@ -126,9 +116,8 @@ def _out(d: dict[str, Any]) -> dict[str, Any]:
     return {k: np.asarray(v, dtype=np.int64) for k, v in d.items()}
 
 
-def l1_lines(stride_bytes: Any) -> Any:
-    """Lines of a constant-stride stream that L1 holds before its sets conflict."""
-    g = current_geometry()
+def l1_lines(stride_bytes: Any, g: CacheGeometry) -> Any:
+    """Lines of a constant-stride stream that the L1 ``g`` holds before its sets conflict."""
     s = np.asarray(stride_bytes, dtype=np.int64)
     small = (g.sets * g.ways * g.line) // np.maximum(s, 1)
     aligned = (g.sets // np.gcd(np.maximum(s // g.line, 1), g.sets)) * g.ways
@@ -143,20 +132,21 @@ def _split(out: Any, out_w: Any, red: Any, short_len: Any, vec_ok: Any):
 
 
 def conv_loops(out: Any, out_w: Any, cin_per_group: Any, kh: Any, kw: Any, stride: Any, in_h: Any, in_w: Any,
-               depthwise: Any) -> dict[str, Any]:
-    """A 2-d convolution (NCHW) with ``out`` output elements, rows ``out_w`` wide, input planes ``in_h`` x ``in_w``."""
+               depthwise: Any, *, geometry: CacheGeometry) -> dict[str, Any]:
+    """A 2-d convolution (NCHW) with ``out`` output elements, rows ``out_w`` wide, input planes ``in_h`` x ``in_w``,
+    on a CPU with the L1 ``geometry``."""
     red = cin_per_group * kh * kw
     excess, vec, scal = _split(out, out_w, red, np.where(depthwise, SHORT_DW, SHORT), np.equal(stride, 1))
     plane = 4 * np.asarray(in_h) * np.asarray(in_w)
-    miss = np.greater(cin_per_group, 1) & np.greater(np.asarray(cin_per_group) * np.asarray(kh), l1_lines(plane))
+    miss = np.greater(cin_per_group, 1) & np.greater(np.asarray(cin_per_group) * np.asarray(kh), l1_lines(plane, geometry))
     return _out({"mac_excess": excess, "short_vec": vec, "short_scal": scal,
                  "mac_l1miss_exc": np.where(miss, excess, 0), "w_tlbmiss": np.zeros_like(np.asarray(excess))})
 
 
-def matmul_loops(out: Any, red: Any, cols: Any, b_elems: Any) -> dict[str, Any]:
-    """A (batched) matrix product: ``out`` outputs, each a reduction of ``red``; B has ``cols`` columns."""
+def matmul_loops(out: Any, red: Any, cols: Any, b_elems: Any, *, geometry: CacheGeometry) -> dict[str, Any]:
+    """A (batched) matrix product: ``out`` outputs, each a reduction of ``red``; B has ``cols`` columns; L1 ``geometry``."""
     excess, vec, scal = _split(out, cols, red, SHORT, True)
-    miss = np.greater(red, l1_lines(4 * cols))
+    miss = np.greater(red, l1_lines(4 * cols, geometry))
     tlb = np.greater(np.asarray(red, dtype=np.int64) * 4 * cols, DTLB * PAGE)
     return _out({"mac_excess": excess, "short_vec": vec, "short_scal": scal,
                  "mac_l1miss_exc": np.where(miss, excess, 0), "w_tlbmiss": np.where(tlb, b_elems, 0)})

@@ -16,39 +16,35 @@ import torch
 
 from .blocks import build_block
 from .dataset import CampaignWriter
-from .features import block_features, count_features
-from .runners.base import RunResult, Runner, rounds_stats
+from .features import count_features, spec_features
+from .loop_features import CacheGeometry
+from .runners.base import CompilesAhead, KeepsForRounds, RunResult, Runner, rounds_stats
 from .specs import BlockSpec
 from .targets import TargetSpec
 
 
 @dataclass(frozen=True)
 class Workload:
-    """One thing to measure: a key (block_id, or the entry name of a model ref) and how to build it."""
+    """One thing to measure: a key (block_id, or the entry name of a model ref) and how to build it.
+
+    ``features(geometry)`` counts its features without building it (block specs); None: they are
+    counted from the built module. Either way for the L1 of the target measured on."""
 
     key: str
     name: str
     family: str
     spec: str
     make: Callable[[], tuple[torch.nn.Module, Sequence[torch.Tensor]]]
-    features: Callable[[], dict[str, int]] | None = None
+    features: Callable[[CacheGeometry], dict[str, int]] | None = None
 
-
-def spec_features(spec: BlockSpec) -> dict[str, int]:
-    """A spec's features in closed form (``analytic_features``: equal to the meta-device counter's, checked
-    in the tests, and ~0.1 s a block cheaper, which a campaign's main process spends while its
-    compile workers wait); the counter where the closed form does not know the spec."""
-    from .analytic_features import analytic_features
-
-    try:
-        return analytic_features(spec)
-    except (KeyError, ValueError, TypeError):
-        return block_features(spec)
+    def count(self, module: torch.nn.Module, inputs: Sequence[torch.Tensor], geometry: CacheGeometry) -> dict[str, int]:
+        """Its feature row for the L1 ``geometry`` (``module``/``inputs``: what ``make`` built)."""
+        return self.features(geometry) if self.features else count_features(module, inputs, geometry=geometry)
 
 
 def spec_workloads(specs: Iterable[BlockSpec]) -> list[Workload]:
     return [Workload(s.block_id, s.short(), s.family, s.to_json(), (lambda s=s: build_block(s)),
-                     (lambda s=s: spec_features(s))) for s in specs]
+                     (lambda g, s=s: spec_features(s, g))) for s in specs]
 
 
 def module_workloads(entries: dict[str, tuple[torch.nn.Module, Sequence[torch.Tensor]]]) -> list[Workload]:
@@ -74,25 +70,28 @@ def run_campaign(workloads: Sequence[Workload], runner: Runner, target: TargetSp
     done = writer.done_ids() if writer is not None else set()
     todo = [w for w in workloads if w.key not in done]
     rows: list[dict[str, Any]] = []
+    # the L1 the rows' loop features are counted for: the one the dataset's meta.json states (calibrate and
+    # measure write the target's there), so a file's rows always agree with it
+    geometry = writer.geometry if writer is not None else target.geometry()
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[last]}"),
                         console=console, disable=not show_progress, transient=False)
     if getattr(runner, "parallel", False):
-        return _run_parallel(todo, runner, target, writer, progress)
-    prefetch = getattr(runner, "prefetch", None)
-    depth = int(getattr(runner, "ahead_depth", 1) or 1)
+        return _run_parallel(todo, runner, target, writer, progress, geometry)
+    ahead = runner if isinstance(runner, CompilesAhead) else None
+    depth = max(1, int(ahead.ahead_depth)) if ahead is not None else 1
     rounds = _Rounds(runner, writer, rows, progress)
     with progress:
         task = progress.add_task(f"measuring on {target.name}", total=len(todo), last="")
         for i, w in enumerate(todo):
-            if prefetch is not None:  # keep each compile worker a block ahead of the timing
+            if ahead is not None:  # keep each compile worker a block ahead of the timing
                 for nxt in todo[i:i + 1 + depth]:
-                    prefetch(nxt.key, nxt.spec)
+                    ahead.prefetch(nxt.key, nxt.spec)
             progress.update(task, last=f"[dim]{w.name[:60]}")
             t0 = time.perf_counter()
             try:
                 module, inputs = w.make()
-                feats = w.features() if w.features else count_features(module, inputs)
+                feats = w.count(module, inputs, geometry)
             except Exception as e:  # noqa: BLE001 - a broken workload is a row, not a crash
                 res = RunResult(status="export_error", error=f"building the block failed: {type(e).__name__}: {e}")
                 feats = {}
@@ -124,7 +123,7 @@ class _Rounds:
 
     def __init__(self, runner, writer: CampaignWriter | None, rows: list[dict[str, Any]], progress):
         self.runner, self.writer, self.rows, self.progress = runner, writer, rows, progress
-        self.n = int(getattr(runner, "rounds", 0) or 0) if hasattr(runner, "interleave") else 0
+        self.n = int(runner.rounds or 0) if isinstance(runner, KeepsForRounds) else 0
         self.first: dict[str, tuple[float, int]] = {}  # key -> (consecutive median ms, its runs)
         if self.n:
             runner.keeping = True
@@ -161,9 +160,8 @@ class _Rounds:
     def run(self) -> None:
         if not self.runner.kept:
             return
-        settle = getattr(self.runner, "settle", None)
-        if settle is not None:  # a chunk's rounds must not share the cores with compiles of the next blocks
-            settle()
+        if isinstance(self.runner, CompilesAhead):  # a chunk's rounds must not share the cores with compiles
+            self.runner.settle()                  # of the next blocks
         task = self.progress.add_task(f"interleaved rounds, {self.runner.kept} blocks", total=self.n, last="")
         got = self.runner.interleave(on_round=lambda r: self.progress.update(task, completed=r))
         changes = {k: rounds_stats(samples, number, *self.first[k]) for k, (samples, number) in got.items()}
@@ -175,7 +173,7 @@ class _Rounds:
 
 
 def _run_parallel(todo: Sequence[Workload], runner, target: TargetSpec, writer: CampaignWriter | None,
-                  progress) -> list[dict[str, Any]]:
+                  progress, geometry: CacheGeometry) -> list[dict[str, Any]]:
     """A runner that measures several blocks at once (one per remote server): rows arrive in
     completion order and are written one by one; a line per server shows what it is doing."""
     items = []
@@ -183,10 +181,10 @@ def _run_parallel(todo: Sequence[Workload], runner, target: TargetSpec, writer: 
     for w in todo:
         try:
             if w.features is not None:
-                feats, make = w.features(), w.make
+                feats, make = w.features(geometry), w.make
             else:
                 module, inputs = w.make()
-                feats, make = count_features(module, inputs), (lambda m=module, i=inputs: (m, i))
+                feats, make = w.count(module, inputs, geometry), (lambda m=module, i=inputs: (m, i))
         except Exception as e:  # noqa: BLE001 - a broken workload is a row, not a crash
             res = RunResult(status="export_error", error=f"building the block failed: {type(e).__name__}: {e}")
             early.append(make_row(w, res, target, {}))

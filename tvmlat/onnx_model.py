@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ModelRefError
+from .loop_features import DEFAULT_GEOMETRY, CacheGeometry  # numpy only
 
 _VIEW = {"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Shape", "Constant", "Identity", "Dropout",
          "Cast", "Gather", "Slice", "Split", "ConstantOfShape"}
@@ -79,8 +80,9 @@ def graph_inputs(proto) -> dict[str, tuple[int, ...]]:
     return out
 
 
-def onnx_records(model: OnnxModel) -> list[dict[str, Any]]:
-    """One record per counted ONNX node, in the format of features.OpCounter's records."""
+def onnx_records(model: OnnxModel, geometry: CacheGeometry = DEFAULT_GEOMETRY) -> list[dict[str, Any]]:
+    """One record per counted ONNX node, in the format of features.OpCounter's records (loop features
+    for the L1 ``geometry``)."""
     from .features import REDUCTION_SHORT
     from .loop_features import conv_loops, matmul_loops, pool_loops
 
@@ -112,7 +114,8 @@ def onnx_records(model: OnnxModel) -> list[dict[str, Any]]:
             reduction = red
             x, strides = ins[0], list(attrs["strides"].ints) if "strides" in attrs else [1]
             feat.update(conv_loops(out_elems, outs[0][-1], w[1], w[2] if len(w) > 2 else 1, math.prod(w[3:]),
-                                   strides[0], x[2] if len(x) > 2 else 1, math.prod(x[3:]), kind == "dwconv"))
+                                   strides[0], x[2] if len(x) > 2 else 1, math.prod(x[3:]), kind == "dwconv",
+                                   geometry=geometry))
         elif op in ("Gemm", "MatMul"):
             a = ins[0]
             k = a[-1] if not (op == "Gemm" and "transA" in attrs and attrs["transA"].i) else a[0]
@@ -124,7 +127,7 @@ def onnx_records(model: OnnxModel) -> list[dict[str, Any]]:
             reduction = k
             b = ins[1]
             cols = b[0] if op == "Gemm" and "transB" in attrs and attrs["transB"].i else b[-1]
-            feat.update(matmul_loops(out_elems, k, cols, math.prod(b)))
+            feat.update(matmul_loops(out_elems, k, cols, math.prod(b), geometry=geometry))
         elif op == "BatchNormalization":
             flops, kind = 2 * out_elems, "norm"
             feat.update(elems_norm=out_elems)
@@ -184,14 +187,14 @@ def relax_from_onnx(model: OnnxModel):
         raise ModelRefError(f"TVM's ONNX frontend can't import {model.path}: {type(e).__name__}: {first[:300]}") from None
 
 
-def onnx_features(model: OnnxModel) -> dict[str, int]:
-    """Whole-model feature columns (as features.count_features gives for a torch module)."""
+def onnx_features(model: OnnxModel, *, geometry: CacheGeometry = DEFAULT_GEOMETRY) -> dict[str, int]:
+    """Whole-model feature columns (as features.count_features gives for a torch module), for the L1 ``geometry``."""
     import math as _m
 
     from .features import FEATURE_COLUMNS
 
     f = dict.fromkeys(FEATURE_COLUMNS, 0)
-    recs = onnx_records(model)
+    recs = onnx_records(model, geometry)
     for r in recs:
         for k, v in r["feat"].items():
             f[k] += v

@@ -23,6 +23,8 @@ from tvmlat.blocks import sample_specs
 from tvmlat.bundle import MANIFEST, BundleError, build_bundle, read_manifest, sha256, verify
 from tvmlat.bundle_run import done_keys, run_bundle
 from tvmlat.cli.bundle import read_results
+from tvmlat.features import block_features
+from tvmlat.loop_features import LOOP_COLUMNS
 from tvmlat.measure import spec_workloads
 from tvmlat.runners.vmtime import REL_TOL
 from tvmlat.targets import load_target
@@ -71,7 +73,7 @@ def _rows(results: Path) -> list[dict]:
     return read_results(results)[1]
 
 
-def test_build_verify_run_ingest(built, specs, tmp_path, monkeypatch, capsys):
+def test_build_verify_run_ingest(built, specs, fast_target, tmp_path, monkeypatch, capsys):
     out, bw = built
     m = read_manifest(out)
     assert [e["key"] for e in m["entries"]] == [s.block_id for s in specs] and m["failed"] == []
@@ -105,6 +107,11 @@ def test_build_verify_run_ingest(built, specs, tmp_path, monkeypatch, capsys):
     assert (df["flops"] > 0).all() and (df["status"] == "ok").all()
     assert (df["latency_ms_median"] > 0).all() and set(df["target"]) == {"llvm"}
     assert list(df["latency_ms_median"]) == pytest.approx([r["latency_ms_median"] for r in rows])
+    # the loop features were counted for the target's L1, and the dataset says so
+    g = fast_target.geometry()
+    assert m["cache_geometry"] == header["cache_geometry"] == g.to_dict() == tvmlat.dataset.meta_geometry(ds).to_dict()
+    for s, (_, row) in zip(specs, df.iterrows()):
+        assert {c: int(row[c]) for c in LOOP_COLUMNS} == {c: block_features(s, geometry=g)[c] for c in LOOP_COLUMNS}
     code, stdout, err = run_cli(["ingest", res, "--out", ds], capsys)
     assert code == 0, err
     assert "ingested 0 rows (3 already there)" in stdout

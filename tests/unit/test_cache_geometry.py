@@ -7,9 +7,8 @@ import pytest
 
 from tvmlat.dataset import CampaignWriter, datasets_geometry, load_for_fit, meta_path
 from tvmlat.errors import DatasetError, PredictorError, TargetError
-from tvmlat.features import FEATURES_VERSION, block_features
-from tvmlat.loop_features import (DEFAULT_GEOMETRY, CacheGeometry, conv_loops, current_geometry, host_geometry,
-                                  l1_lines, use_geometry)
+from tvmlat.features import FEATURES_VERSION, block_features, count_features
+from tvmlat.loop_features import DEFAULT_GEOMETRY, CacheGeometry, conv_loops, host_geometry, l1_lines
 from tvmlat.predictors import LinearPredictor, load_predictor, predict_specs, save_predictor
 from tvmlat.specs import BlockSpec
 from tvmlat.targets import load_target
@@ -17,30 +16,27 @@ from tvmlat.targets import load_target
 INTEL = CacheGeometry(64, 12, 64)  # 48 KiB 12-way, the CI host's L1d
 # a dense 3x3 conv, 64 channels on 14x14: the unpadded plane (784 B) is not line-aligned, the padded
 # 16x16 one TVM reads (1024 B) is, so its 64 x 3 input rows fall into 4 of the 64 sets
-CONV = dict(out=64 * 14 * 14, out_w=14, cin_per_group=64, kh=3, kw=3, stride=1, in_h=14, in_w=14, depthwise=False)
-SPEC = BlockSpec("basic_block", {"cin": 64, "cout": 64, "hw": 16, "stride": 1})
+CONV = dict(out=64 * 14 * 14, out_w=14, cin_per_group=64, kh=3, kw=3, stride=1, in_h=14, in_w=14, depthwise=False,
+            geometry=DEFAULT_GEOMETRY)
+SPEC = BlockSpec.make("basic_block", cin=64, cout=64, hw=16, stride=1)
 
 
 def test_l1_lines_follow_the_geometry():
-    assert l1_lines(64 * 64) == 8  # every line in one set: the ways
-    with use_geometry(INTEL) as g:
-        assert g == INTEL and current_geometry() == INTEL
-        assert l1_lines(64 * 64) == 12 and l1_lines(100) == 64 * 12
-    assert current_geometry() == DEFAULT_GEOMETRY  # the context ends
+    assert l1_lines(64 * 64, DEFAULT_GEOMETRY) == 8  # every line in one set: the ways
+    assert l1_lines(64 * 64, INTEL) == 12 and l1_lines(100, INTEL) == 64 * 12
 
 
 def test_the_conv_rule_walks_the_unpadded_planes():
     assert conv_loops(**CONV)["mac_l1miss_exc"] == 0  # 14x14 planes (784 B): not line-aligned, no conflict
     aligned = conv_loops(**{**CONV, "in_h": 16, "in_w": 16})  # 1 KiB planes: every 16th line, 4 sets
     assert aligned["mac_l1miss_exc"] == aligned["mac_excess"] > 0  # 192 rows > 4 sets x 8 ways
-    with use_geometry(CacheGeometry(64, 64, 64)):  # a (hypothetical) 64-way L1 holds all 192 rows
-        assert conv_loops(**{**CONV, "in_h": 16, "in_w": 16})["mac_l1miss_exc"] == 0
+    # a (hypothetical) 64-way L1 holds all 192 rows
+    assert conv_loops(**{**CONV, "in_h": 16, "in_w": 16, "geometry": CacheGeometry(64, 64, 64)})["mac_l1miss_exc"] == 0
 
 
 def test_block_features_are_cached_per_geometry():
     base = block_features(SPEC)
-    with use_geometry(CacheGeometry(64, 64, 64)):
-        wide = block_features(SPEC)
+    wide = block_features(SPEC, geometry=CacheGeometry(64, 64, 64))
     assert base["mac_l1miss_exc"] > 0 and wide["mac_l1miss_exc"] == 0
     assert {k: v for k, v in base.items() if k != "mac_l1miss_exc"} == \
         {k: v for k, v in wide.items() if k != "mac_l1miss_exc"}
@@ -93,9 +89,8 @@ def test_target_cache_table(tmp_path):
 
 
 def _dataset(tmp_path, name, geometry, specs, version=FEATURES_VERSION):
-    with use_geometry(geometry):
-        rows = [{"block_id": s.block_id, "family": s.family, "spec": s.to_json(), "status": "ok",
-                 "latency_ms_median": 1.0 + i, **block_features(s)} for i, s in enumerate(specs)]
+    rows = [{"block_id": s.block_id, "family": s.family, "spec": s.to_json(), "status": "ok",
+             "latency_ms_median": 1.0 + i, **block_features(s, geometry=geometry)} for i, s in enumerate(specs)]
     path = tmp_path / f"{name}.parquet"
     pd.DataFrame(rows).to_parquet(path)
     meta_path(path).write_text(json.dumps({"features_version": version, "cache_geometry": geometry.to_dict()}))
@@ -126,18 +121,18 @@ def test_resuming_an_older_campaign_recounts_its_rows(tmp_path):
 
 
 def test_predictor_files_record_their_geometry(tmp_path):
-    specs = [BlockSpec("basic_block", {"cin": c, "cout": c, "hw": hw, "stride": 1})
-             for c in (16, 32, 64) for hw in (7, 14, 28)] * 2
-    with use_geometry(INTEL):
-        X = pd.DataFrame([block_features(s) for s in specs])
-        y = 1e-6 * X["mac_excess"] + 2e-6 * X["mac_l1miss_exc"] + 0.01
-        m = LinearPredictor().fit(X, y)
-        save_predictor(m, tmp_path / "p.json", target={"name": "llvm"}, profile="default")
-        expect = m.predict(X)
+    specs = [BlockSpec.make("basic_block", cin=c, cout=c, hw=hw, stride=1)
+             for c in (16, 32, 64) for hw in (7, 14, 16, 28)] * 2  # 16 x 16 x 16: 48 rows, 12 ways hold them
+    X = pd.DataFrame([block_features(s, geometry=INTEL) for s in specs])
+    y = 1e-6 * X["mac_excess"] + 2e-6 * X["mac_l1miss_exc"] + 0.01
+    m = LinearPredictor().fit(X, y)
+    save_predictor(m, tmp_path / "p.json", target={"name": "llvm"}, profile="default", geometry=INTEL)
+    expect = m.predict(X)
     p = load_predictor(tmp_path / "p.json")
     assert p.doc["cache_geometry"] == INTEL.to_dict() and p.geometry == INTEL
-    # the oracle counts for the predictor's L1, not the current one
+    # the oracle counts for the predictor's L1, not the default one a bare model gets
     assert predict_specs(p, specs) == pytest.approx(expect)
+    assert predict_specs(m, specs) != pytest.approx(expect)
     doc = json.loads((tmp_path / "p.json").read_text())
     doc["cache_geometry"] = {"l1d_sets": 3}
     (tmp_path / "bad.json").write_text(json.dumps(doc))
@@ -150,5 +145,28 @@ def test_rows_filling_l1_without_a_conflict_do_not_miss():
     # campaigns were predicted better without that rule, so only set conflicts count (version 4)
     conv = dict(out=100 * 49, out_w=7, cin_per_group=100, kh=3, kw=3, stride=1, in_h=7, in_w=7, depthwise=False)
     for g in (DEFAULT_GEOMETRY, INTEL):
-        with use_geometry(g):
-            assert conv_loops(**conv)["mac_l1miss_exc"] == 0
+        assert conv_loops(**conv, geometry=g)["mac_l1miss_exc"] == 0
+
+
+def test_campaign_rows_are_counted_for_the_l1_their_file_states(tmp_path):
+    from helpers import campaign_meta
+    from tvmlat.measure import module_workloads, run_campaign, spec_workloads
+    from tvmlat.runners.fake import FakeRunner
+    from tvmlat.targets import target_from_dict
+
+    import torch
+
+    board = target_from_dict({"name": "board", "kind": "llvm", "cores": 1, "cache": INTEL.to_dict()})
+    assert board.geometry() == INTEL
+    conv = torch.nn.Conv2d(16, 16, 3, padding=1, bias=False)  # 16 x 16 planes: 48 rows, 12 ways hold them
+    work = spec_workloads([SPEC]) + module_workloads({"conv": (conv, (torch.randn(1, 16, 16, 16),))})
+    rows = run_campaign(work, FakeRunner(), board, None, show_progress=False)  # no file: the target's L1
+    assert rows[0]["mac_l1miss_exc"] == block_features(SPEC, geometry=INTEL)["mac_l1miss_exc"]
+    assert rows[1]["mac_l1miss_exc"] == 0 < count_features(conv, (torch.randn(1, 16, 16, 16),))["mac_l1miss_exc"]
+    wide = CacheGeometry(64, 64, 64)
+    path = tmp_path / "w.parquet"
+    w = CampaignWriter(path, campaign_meta(board, cache_geometry=wide.to_dict()))
+    assert w.geometry == wide
+    rows = run_campaign(spec_workloads([SPEC]), FakeRunner(), board, w, show_progress=False)
+    assert rows[0]["mac_l1miss_exc"] == 0 < block_features(SPEC, geometry=INTEL)["mac_l1miss_exc"]
+    assert load_for_fit(path)["mac_l1miss_exc"].iloc[0] == 0  # the file agrees with its meta.json

@@ -8,8 +8,9 @@ import pytest
 from helpers import MODELS, assert_user_error, run_cli
 from tvmlat.blocks import sample_specs
 from tvmlat.errors import TvmlatError
-from tvmlat.features import block_features
-from tvmlat.measure import run_campaign, spec_features, spec_workloads
+from tvmlat.features import block_features, spec_features
+from tvmlat.loop_features import CacheGeometry
+from tvmlat.measure import run_campaign, spec_workloads
 from tvmlat.runners.base import RunResult
 from tvmlat.runners.fake import FakeRunner
 from tvmlat.runners.local import LocalRunner, compile_workers
@@ -97,6 +98,9 @@ class _Recorder(FakeRunner):
     def prefetch(self, key, spec_json):
         self._seen.append(key)
 
+    def settle(self):  # the rest of the CompilesAhead protocol
+        pass
+
     def run(self, module, inputs, key=""):
         self.announced.append(list(self._seen))
         return super().run(module, inputs, key)
@@ -114,14 +118,16 @@ def test_campaign_keeps_every_worker_a_block_ahead(llvm):
 
 
 def test_campaign_features_equal_the_counter(llvm):
+    intel = CacheGeometry(64, 12, 64)
     for s in sample_specs(40, seed=11):
         assert spec_features(s) == block_features(s), s.short()
+        assert spec_features(s, intel) == block_features(s, geometry=intel), s.short()
 
 
 def test_campaign_features_fall_back_to_the_counter(monkeypatch):
     s = BlockSpec.make("linear", tokens=4, din=16, dout=8, bias=True)
 
-    def unknown(spec):
+    def unknown(spec, geometry=None):
         raise KeyError(spec.family)
 
     monkeypatch.setattr("tvmlat.analytic_features.analytic_features", unknown)

@@ -5,13 +5,15 @@ import pytest
 import torch
 
 from tvmlat.features import count_features
-from tvmlat.loop_features import (LANES, LOOP_COLUMNS, SHORT, conv_loops, l1_lines, matmul_loops,
+from tvmlat.loop_features import (DEFAULT_GEOMETRY, LANES, LOOP_COLUMNS, SHORT, conv_loops, l1_lines, matmul_loops,
                                   pool_loops)
+
+G = DEFAULT_GEOMETRY  # 32 KiB 8-way: 64 sets of 8 lines
 
 
 def test_a_long_reduction_is_split_at_short():
     # (64 x 100) @ (100 x 20): 1280 outputs, 100 steps each; 20 columns -> 16 of them in vectors
-    f = matmul_loops(out=64 * 20, red=100, cols=20, b_elems=100 * 20)
+    f = matmul_loops(out=64 * 20, red=100, cols=20, b_elems=100 * 20, geometry=G)
     assert f["mac_excess"] == 1280 * (100 - SHORT)
     assert f["short_vec"] == 64 * 16 * SHORT and f["short_scal"] == 64 * 4 * SHORT
     assert f["mac_l1miss_exc"] == 0 and f["w_tlbmiss"] == 0  # B's 80-byte stride fits L1, 8 KB spans 2 pages
@@ -19,26 +21,26 @@ def test_a_long_reduction_is_split_at_short():
 
 def test_strided_columns_miss_l1_and_the_tlb():
     # a 4096-column B: each step of the reduction jumps 16 KB -> one L1 set, 8 ways; 1024 steps span 4096 pages
-    assert l1_lines(4 * 4096) == 8
-    f = matmul_loops(out=4096, red=1024, cols=4096, b_elems=1024 * 4096)
+    assert l1_lines(4 * 4096, G) == 8
+    f = matmul_loops(out=4096, red=1024, cols=4096, b_elems=1024 * 4096, geometry=G)
     assert f["mac_l1miss_exc"] == f["mac_excess"] > 0
     assert f["w_tlbmiss"] == 1024 * 4096
 
 
 def test_l1_lines_by_stride():
-    assert l1_lines(4) == 64 * 8 * 64 // 4  # sub-line strides: many elements per line
-    assert l1_lines(100) == 64 * 8  # not a multiple of the line: spread over all sets
-    assert l1_lines(64 * 64) == 8  # every line in one set
-    assert l1_lines(64 * 2) == 32 * 8
+    assert l1_lines(4, G) == 64 * 8 * 64 // 4  # sub-line strides: many elements per line
+    assert l1_lines(100, G) == 64 * 8  # not a multiple of the line: spread over all sets
+    assert l1_lines(64 * 64, G) == 8  # every line in one set
+    assert l1_lines(64 * 2, G) == 32 * 8
 
 
 def test_conv_stride_and_depthwise():
     # depthwise 5x5 (25 steps) is short whatever its size; stride 2 is never vectorised
     dw = conv_loops(out=32 * 14 * 14, out_w=14, cin_per_group=1, kh=5, kw=5, stride=2, in_h=28, in_w=28,
-                    depthwise=True)
+                    depthwise=True, geometry=G)
     assert dw["mac_excess"] == 0 and dw["short_vec"] == 0 and dw["short_scal"] == 32 * 14 * 14 * 25
     dense = conv_loops(out=16 * 16 * 16, out_w=16, cin_per_group=8, kh=3, kw=3, stride=1, in_h=16, in_w=16,
-                       depthwise=False)
+                       depthwise=False, geometry=G)
     assert dense["mac_excess"] == 16 * 16 * 16 * (72 - SHORT)
     assert dense["short_vec"] == 16 * 16 * 16 * SHORT and dense["short_scal"] == 0  # 16 wide: two whole vectors
 
@@ -52,9 +54,9 @@ def test_pool_window_is_short_work():
 def test_arrays_equal_scalars():
     rng = np.random.default_rng(0)
     out, red, cols = rng.integers(1, 5000, 50), rng.integers(1, 3000, 50), rng.integers(1, 5000, 50)
-    arr = matmul_loops(out * cols, red, cols, red * cols)
+    arr = matmul_loops(out * cols, red, cols, red * cols, geometry=G)
     for i in range(50):
-        one = matmul_loops(int(out[i] * cols[i]), int(red[i]), int(cols[i]), int(red[i] * cols[i]))
+        one = matmul_loops(int(out[i] * cols[i]), int(red[i]), int(cols[i]), int(red[i] * cols[i]), geometry=G)
         assert {k: int(arr[k][i]) for k in LOOP_COLUMNS} == one
 
 
@@ -64,6 +66,6 @@ def test_counter_sums_conv_and_linear(stride):
                             torch.nn.Linear(8 * (16 // stride) ** 2, 10))
     f = count_features(m, (torch.randn(2, 4, 16, 16),))
     ho = 16 // stride
-    conv = conv_loops(2 * 8 * ho * ho, ho, 4, 3, 3, stride, 16, 16, False)
-    fc = matmul_loops(2 * 10, 8 * ho * ho, 10, 8 * ho * ho * 10)
+    conv = conv_loops(2 * 8 * ho * ho, ho, 4, 3, 3, stride, 16, 16, False, geometry=G)
+    fc = matmul_loops(2 * 10, 8 * ho * ho, 10, 8 * ho * ho * 10, geometry=G)
     assert {c: f[c] for c in LOOP_COLUMNS} == {c: conv[c] + fc[c] for c in LOOP_COLUMNS}

@@ -77,14 +77,13 @@ def test_auto_pad_counts_like_pads(tmp_path):
     """SAME_UPPER on a 3x3 stride-1 conv pads one on each side, like pads=[1,1,1,1]: the same shapes,
     the same features, whatever the L1. (The L1 rule walks the unpadded 16x16 planes, 1 KiB and
     line-aligned: in a direct-mapped 64-set L1 the second conv's 8 channels x 3 rows conflict.)"""
-    from tvmlat.loop_features import CacheGeometry, use_geometry
+    from tvmlat.loop_features import CacheGeometry
     from tvmlat.onnx_model import onnx_features
 
     small_onnx(tmp_path / "auto.onnx", auto_pad=True)
     small_onnx(tmp_path / "pads.onnx")
     got = {}
     for g in (CacheGeometry(64, 1, 64), CacheGeometry()):
-        with use_geometry(g):
-            got[g] = onnx_features(load_onnx(tmp_path / "auto.onnx"))
-            assert got[g] == onnx_features(load_onnx(tmp_path / "pads.onnx"))
+        got[g] = onnx_features(load_onnx(tmp_path / "auto.onnx"), geometry=g)
+        assert got[g] == onnx_features(load_onnx(tmp_path / "pads.onnx"), geometry=g)
     assert got[CacheGeometry(64, 1, 64)]["mac_l1miss_exc"] > got[CacheGeometry()]["mac_l1miss_exc"]

@@ -133,9 +133,18 @@ def test_a_runner_used_outside_a_campaign_keeps_nothing(specs):
 def test_each_chunk_waits_for_the_compile_workers_before_its_rounds(tmp_path, specs, monkeypatch):
     monkeypatch.setattr(_Rounds, "MAX_KEPT", 4)
     writer, t = _writer(tmp_path / "c.parquet")
-    runner = FakeRunner(rounds=R)
     events = []
-    runner.settle = lambda: events.append("settle")
+
+    class Ahead(FakeRunner):  # a runner with compile workers (the CompilesAhead protocol)
+        ahead_depth = 1
+
+        def prefetch(self, key, spec_json):
+            pass
+
+        def settle(self):
+            events.append("settle")
+
+    runner = Ahead(rounds=R)
     orig = runner.interleave
     monkeypatch.setattr(runner, "interleave", lambda on_round=None: events.append("rounds") or orig(on_round))
     run_campaign(spec_workloads(specs), runner, t, writer, show_progress=False)

@@ -9,7 +9,6 @@ import pytest
 
 from tvmlat.dataset import file_hash, load_for_fit, meta_geometry, ok_rows, read_meta
 from tvmlat.features import FEATURES_VERSION
-from tvmlat.loop_features import use_geometry
 from tvmlat.predictors import load_predictor
 
 ROOT = Path(__file__).resolve().parents[2] / "datasets"
@@ -42,8 +41,7 @@ def test_shipped_predictor_fits_its_dataset(path):
     assert p.doc["dataset_hash"] == file_hash(data), "the dataset changed after the predictor was fitted: refit it"
     assert p.geometry == meta_geometry(data)
     df = ok_rows(load_for_fit(data, p.geometry))
-    with use_geometry(p.geometry):
-        pred = p.predict(df)
+    pred = p.predict(df)
     y = df["latency_ms_median"].to_numpy()
     assert np.all(np.isfinite(pred)) and np.all(pred > 0)
     # in-sample: what it was fitted on; far off means a stale file (the worst shipped one, tuned, is ~30 %)

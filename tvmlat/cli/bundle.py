@@ -95,7 +95,8 @@ def ingest_cmd(
     meta = {"target_name": t["name"], "target": t, "profile": t.get("profile", "default"), "command": "ingest",
             "versions": header.get("compile_versions", {}), "runtime": header.get("runtime", {}),
             "device": {"name": header.get("runtime", {}).get("device", "")}, "evaluator": t.get("evaluator", {}),
-            "compile_host": header.get("compile_host", {}), "source": str(results), "features_version": FEATURES_VERSION}
+            "compile_host": header.get("compile_host", {}), "source": str(results), "features_version": FEATURES_VERSION,
+            "cache_geometry": header.get("cache_geometry")}  # the L1 the bundle's features were counted for
     writer = CampaignWriter(out, meta)
     done = writer.done_ids()
     added = 0

@@ -73,73 +73,71 @@ def calibrate_cmd(
     path = out / f"{name}.parquet"
     con = console()
     specs = sample_specs(samples, seed=seed, families=fams)
-    from ..loop_features import use_geometry
+    geometry = t.geometry()  # run_campaign counts the rows' features for this L1; meta.json and the predictor record it
+    meta = {"target_name": t.name, "target": t.to_dict(), "profile": t.profile, "versions": versions(),
+            **provenance(t), "sampler": {"seed": seed, "samples": samples, "families": fams or list(FAMILIES)},
+            "evaluator": t.evaluator.__dict__, "command": "calibrate", "features_version": FEATURES_VERSION,
+            "compile_overlap": overlap, "cache_geometry": geometry.to_dict()}
+    # the runner first: a target this machine can't measure fails before anything is written
+    # tuned kernels are multi-threaded, and tuning itself uses both cores: no overlap for them
+    runner = make_runner(t, overlap=overlap and t.profile == "default", power=power, cache=cache)
+    try:
+        writer = CampaignWriter(path, meta)
+    except BaseException:
+        getattr(runner, "close", lambda: None)()
+        raise
+    already = len(writer.done_ids() & {s.block_id for s in specs})
+    where = f", over RPC key {t.rpc.key!r} at {t.rpc.tracker}" if t.remote else ""
+    device = (f"arch={t.arch}" if t.kind == "cuda"
+              else f"mcpu={t.mcpu or 'generic'}, {t.cores} cores, {geometry.describe()}")
+    con.print(f"[bold]calibrating[/] {t.name} ({t.kind}, {device}, "
+              f"profile {t.profile}{where}): {samples} blocks, seed {seed} -> {path}"
+              + (f" (resuming: {already} already measured)" if already else ""))
+    if budget_s is not None and t.profile != "tuned":
+        con.print("[yellow]note:[/] --tune-budget applies to the tuned profile only; ignored")
+        budget_s = None
 
-    geometry = t.geometry()  # features are counted for the measured CPU's L1; meta.json records it
-    with use_geometry(geometry):
-        meta = {"target_name": t.name, "target": t.to_dict(), "profile": t.profile, "versions": versions(),
-                **provenance(t), "sampler": {"seed": seed, "samples": samples, "families": fams or list(FAMILIES)},
-                "evaluator": t.evaluator.__dict__, "command": "calibrate", "features_version": FEATURES_VERSION,
-                "compile_overlap": overlap, "cache_geometry": geometry.to_dict()}
-        # the runner first: a target this machine can't measure fails before anything is written
-        # tuned kernels are multi-threaded, and tuning itself uses both cores: no overlap for them
-        runner = make_runner(t, overlap=overlap and t.profile == "default", power=power, cache=cache)
-        try:
-            writer = CampaignWriter(path, meta)
-        except BaseException:
-            getattr(runner, "close", lambda: None)()
-            raise
-        already = len(writer.done_ids() & {s.block_id for s in specs})
-        where = f", over RPC key {t.rpc.key!r} at {t.rpc.tracker}" if t.remote else ""
-        device = (f"arch={t.arch}" if t.kind == "cuda"
-                  else f"mcpu={t.mcpu or 'generic'}, {t.cores} cores, {geometry.describe()}")
-        con.print(f"[bold]calibrating[/] {t.name} ({t.kind}, {device}, "
-                  f"profile {t.profile}{where}): {samples} blocks, seed {seed} -> {path}"
-                  + (f" (resuming: {already} already measured)" if already else ""))
-        if budget_s is not None and t.profile != "tuned":
-            con.print("[yellow]note:[/] --tune-budget applies to the tuned profile only; ignored")
-            budget_s = None
+    t0 = time.perf_counter()
+    workloads = spec_workloads(specs)
+    tuning = None
+    try:
+        if t.profile == "tuned":
+            # tune every new block's kernels first (deduplicated across blocks), then measure with
+            # nothing else running: tuning in the background would disturb the timings
+            from ..tuning import tune_ahead
 
-        t0 = time.perf_counter()
-        workloads = spec_workloads(specs)
-        tuning = None
-        try:
-            if t.profile == "tuned":
-                # tune every new block's kernels first (deduplicated across blocks), then measure with
-                # nothing else running: tuning in the background would disturb the timings
-                from ..tuning import tune_ahead
-
-                done = writer.done_ids()
-                todo = [w for w in workloads if w.key not in done]
-                if todo:
-                    tuning = tune_ahead(todo, t, budget_s=budget_s, console=con, show_progress=progress)
-                    con.print(tuning_report(tuning))
-                    workloads = [w for w in workloads if w.key not in tuning["tasks_of"] or w.key in tuning["ready"]]
-            new = run_campaign(workloads, runner, t, writer, show_progress=progress, console=con)
-        finally:
-            getattr(runner, "close", lambda: None)()
-        wall = time.perf_counter() - t0
-        df = writer.df[writer.df["block_id"].isin({s.block_id for s in specs})]
-        good = ok_rows(df)
-        writer.finish(wall_s_last_run=round(wall, 2),
-                      **({"tuning_last_run": {k: v for k, v in tuning.items() if k not in ("ready", "tasks_of")}}
-                         if tuning is not None else {}))
-        failed = len(df) - len(good)
-        con.print(time_report(new, wall))
-        why = tuning["stopped"] if tuning is not None else ""
-        if why:
-            con.print(f"[yellow]stopped early:[/] {why}; {len(df)} of {samples} blocks are measured. "
-                      f"Run the same command again (with a budget) to continue.")
-            if len(good) < (3 if prior_doc else 12):
-                raise TvmlatError(f"only {len(good)} blocks measured so far, too few to fit; run again to continue")
-        con.print(f"measured {len(df)} blocks in {wall:.1f} s this run ({failed} failed); median CoV "
-                  f"{100 * good['latency_cov'].median():.2f} %, median CI of the median +-{100 * good['ci_rel'].median():.2f} %, "
-                  f"latency {good['latency_ms_median'].min():.4f}..{good['latency_ms_median'].max():.1f} ms "
-                  f"({log10_span(good['latency_ms_median']):.1f} decades)")
-        con.print(rounds_report(good))
-        pred_path = out / f"{name}.predictor.json"
-        fit_and_report(good, features=features, target=t.to_dict(), profile=t.profile,
-                       dataset_hash=file_hash(path), out=pred_path, con=con, model=model, prior=prior_doc)
+            done = writer.done_ids()
+            todo = [w for w in workloads if w.key not in done]
+            if todo:
+                tuning = tune_ahead(todo, t, budget_s=budget_s, console=con, show_progress=progress)
+                con.print(tuning_report(tuning))
+                workloads = [w for w in workloads if w.key not in tuning["tasks_of"] or w.key in tuning["ready"]]
+        new = run_campaign(workloads, runner, t, writer, show_progress=progress, console=con)
+    finally:
+        getattr(runner, "close", lambda: None)()
+    wall = time.perf_counter() - t0
+    df = writer.df[writer.df["block_id"].isin({s.block_id for s in specs})]
+    good = ok_rows(df)
+    writer.finish(wall_s_last_run=round(wall, 2),
+                  **({"tuning_last_run": {k: v for k, v in tuning.items() if k not in ("ready", "tasks_of")}}
+                     if tuning is not None else {}))
+    failed = len(df) - len(good)
+    con.print(time_report(new, wall))
+    why = tuning["stopped"] if tuning is not None else ""
+    if why:
+        con.print(f"[yellow]stopped early:[/] {why}; {len(df)} of {samples} blocks are measured. "
+                  f"Run the same command again (with a budget) to continue.")
+        if len(good) < (3 if prior_doc else 12):
+            raise TvmlatError(f"only {len(good)} blocks measured so far, too few to fit; run again to continue")
+    con.print(f"measured {len(df)} blocks in {wall:.1f} s this run ({failed} failed); median CoV "
+              f"{100 * good['latency_cov'].median():.2f} %, median CI of the median +-{100 * good['ci_rel'].median():.2f} %, "
+              f"latency {good['latency_ms_median'].min():.4f}..{good['latency_ms_median'].max():.1f} ms "
+              f"({log10_span(good['latency_ms_median']):.1f} decades)")
+    con.print(rounds_report(good))
+    pred_path = out / f"{name}.predictor.json"
+    fit_and_report(good, features=features, target=t.to_dict(), profile=t.profile,
+                   dataset_hash=file_hash(path), out=pred_path, con=con, model=model, prior=prior_doc,
+                   geometry=geometry)
 
 
 def rounds_report(good) -> str:

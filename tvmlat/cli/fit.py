@@ -62,7 +62,10 @@ def _cov(preds: pd.DataFrame) -> dict[str, float]:
 
 
 def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any], profile: str,
-                   dataset_hash: str, out: Path, con, model: str = "linear", prior: dict[str, Any] | None = None) -> None:
+                   dataset_hash: str, out: Path, con, model: str = "linear", prior: dict[str, Any] | None = None,
+                   geometry=None) -> None:
+    """Fit, evaluate and save a predictor on ``good`` rows; ``geometry``: the L1 their loop features were
+    counted for, recorded in the predictor file (None: ``DEFAULT_GEOMETRY``)."""
     make = make_model_factory(model, features, prior)
     need = 3 if prior is not None else 12
     if len(good) < need:
@@ -91,7 +94,7 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
     energy = fit_energy(good, features)
     save_predictor(fitted, out, target=target, profile=profile, dataset_hash=dataset_hash, interval=interval,
                    training={"n": int(len(good)), "families": sorted(good["family"].unique()), "metrics": results},
-                   energy=energy)
+                   energy=energy, geometry=geometry)
     con.print(f"\n[bold]fitted model[/] ({model}, features: {features})\n{fitted.describe()}")
     con.print(metrics_table(results, f"accuracy of the {model} model"))
     emit(per_family(heldout).to_dict("records"), Format.table,
@@ -122,9 +125,6 @@ def fit_cmd(
         raise TvmlatError(f"datasets mix targets {sorted(map(str, targets))} / profiles {sorted(map(str, profiles))};"
                           " fit one predictor per target and profile")
     meta = metas[0] if metas else {}
-    from ..loop_features import use_geometry
-
-    with use_geometry(geometry):
-        fit_and_report(ok_rows(df), features=features, target=meta.get("target", {}), profile=meta.get("profile", "default"),
-                       dataset_hash=",".join(file_hash(p) for p in dataset), out=out, con=console(),
-                       model=model)
+    fit_and_report(ok_rows(df), features=features, target=meta.get("target", {}), profile=meta.get("profile", "default"),
+                   dataset_hash=",".join(file_hash(p) for p in dataset), out=out, con=console(),
+                   model=model, geometry=geometry)

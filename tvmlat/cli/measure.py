@@ -47,18 +47,14 @@ def measure_cmd(
     if not whole:
         entries = split_entries(entries, model_ref)
     writer = None
-    from ..loop_features import use_geometry
-
-    geometry = t.geometry()  # the rows' loop features are counted for the measured CPU's L1
-    with use_geometry(geometry):
-        runner = make_runner(t)  # before the dataset: a runner refused (bad setting, no device) leaves no file
-        if out is not None:
-            writer = CampaignWriter(out, {"target_name": t.name, "target": t.to_dict(), "profile": t.profile,
-                                          "versions": versions(), **provenance(t), "command": "measure",
-                                          "evaluator": t.evaluator.__dict__, "features_version": FEATURES_VERSION,
-                                          "cache_geometry": geometry.to_dict()})
-        rows = run_campaign(module_workloads(entries), runner, t, writer,
-                            show_progress=progress and fmt == Format.table)
+    runner = make_runner(t)  # before the dataset: a runner refused (bad setting, no device) leaves no file
+    if out is not None:  # run_campaign counts the rows' loop features for the target's L1: the meta says which
+        writer = CampaignWriter(out, {"target_name": t.name, "target": t.to_dict(), "profile": t.profile,
+                                      "versions": versions(), **provenance(t), "command": "measure",
+                                      "evaluator": t.evaluator.__dict__, "features_version": FEATURES_VERSION,
+                                      "cache_geometry": t.geometry().to_dict()})
+    rows = run_campaign(module_workloads(entries), runner, t, writer,
+                        show_progress=progress and fmt == Format.table)
     for r in rows:
         _display_fields(r)
     emit(rows, fmt, TABLE_COLUMNS if fmt == Format.table else COLUMNS, title=f"measured on {t.name} ({t.profile})")

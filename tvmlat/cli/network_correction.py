@@ -112,14 +112,12 @@ def _measure_anchored(entries, anchors: Path, n: int, runner, t, pred, fmt):
     after the factor, number of anchors)."""
     from ..anchors import draw_anchor_specs, host_factor
     from ..features import features_frame
-    from ..loop_features import use_geometry
     from ..measure import module_workloads, run_campaign, spec_workloads
 
     if n < 3:
         raise TvmlatError(f"--anchor-blocks {n}: need at least 3 anchor blocks to measure the host's drift")
     specs = draw_anchor_specs(anchors, n)
-    with use_geometry(pred.geometry):
-        anchor_pred = dict(zip((s.block_id for s in specs), pred.predict(features_frame(specs))))
+    anchor_pred = dict(zip((s.block_id for s in specs), pred.predict(features_frame(specs, geometry=pred.geometry))))
     rows = run_campaign(module_workloads(entries) + spec_workloads(specs), runner, t,
                         show_progress=fmt == Format.table)
     by_key = {r["block_id"]: r for r in rows}

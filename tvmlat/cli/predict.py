@@ -11,7 +11,6 @@ import typer
 
 from ..errors import ModelRefError, PredictorError
 from ..features import count_features
-from ..loop_features import use_geometry
 from ..modelref import load_model_ref
 from ..predictors import load_predictor
 from . import app
@@ -31,21 +30,20 @@ def predict_cmd(
     if profile is not None and profile != pred.profile:
         raise PredictorError(f"{predictor} was fitted for compile profile {pred.profile!r}, not {profile!r}; "
                              f"calibrate a predictor with that profile")
-    with use_geometry(pred.geometry):  # count loop features for the predictor's L1
-        rows = []
-        if model_ref.endswith(".onnx"):
-            from ..onnx_model import load_onnx, onnx_features
+    rows = []  # loop features counted for the predictor's L1
+    if model_ref.endswith(".onnx"):
+        from ..onnx_model import load_onnx, onnx_features
 
-            model = load_onnx(model_ref)
-            rows.append({"name": model.name, **onnx_features(model)})
-        entries = {} if rows else load_model_ref(model_ref)
-        for n, (m, x) in entries.items():
-            try:
-                rows.append({"name": n, **count_features(m, x)})
-            except Exception as e:  # noqa: BLE001 - the user's module does not run on its own example inputs
-                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise ModelRefError(f"{model_ref}: entry {n!r} does not run on its example inputs: "
-                                    f"{type(e).__name__}: {msg}") from None
+        model = load_onnx(model_ref)
+        rows.append({"name": model.name, **onnx_features(model, geometry=pred.geometry)})
+    entries = {} if rows else load_model_ref(model_ref)
+    for n, (m, x) in entries.items():
+        try:
+            rows.append({"name": n, **count_features(m, x, geometry=pred.geometry)})
+        except Exception as e:  # noqa: BLE001 - the user's module does not run on its own example inputs
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelRefError(f"{model_ref}: entry {n!r} does not run on its example inputs: "
+                                f"{type(e).__name__}: {msg}") from None
     feats = pd.DataFrame(rows)
     if interval is not None:
         lat, lo, hi = pred.interval(feats, interval)

@@ -23,11 +23,12 @@ def _kinds():
 
 def predictor_document(model, *, target: dict[str, Any], profile: str, dataset_hash: str = "",
                        training: dict[str, Any] | None = None, interval: dict[str, Any] | None = None,
-                       energy: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The predictor file's document; ``energy``: an energy section from ``energy.fit_energy`` (optional)."""
+                       energy: dict[str, Any] | None = None, geometry=None) -> dict[str, Any]:
+    """The predictor file's document; ``energy``: an energy section from ``energy.fit_energy`` (optional);
+    ``geometry``: the L1 its training rows' loop features were counted for (None: ``DEFAULT_GEOMETRY``)."""
     from .. import __version__
     from ..features import FEATURES_VERSION
-    from ..loop_features import current_geometry
+    from ..loop_features import DEFAULT_GEOMETRY
 
     doc = {
         "schema_version": SCHEMA_VERSION,
@@ -41,7 +42,7 @@ def predictor_document(model, *, target: dict[str, Any], profile: str, dataset_h
         "training": training or {},
         "model": model.to_dict(),
         "features": list(model.feature_names_in_),
-        "cache_geometry": current_geometry().to_dict(),  # the L1 its loop features were counted for
+        "cache_geometry": (geometry or DEFAULT_GEOMETRY).to_dict(),  # the L1 its loop features were counted for
         "interval": interval or {},
     }
     if energy:
@@ -65,8 +66,8 @@ class LoadedPredictor:
 
         self.doc = doc
         self.model = model
-        #: the L1 geometry its loop features are counted for: count features under
-        #: ``loop_features.use_geometry(p.geometry)`` before ``predict``
+        #: the L1 geometry its loop features are counted for: pass ``geometry=p.geometry`` to the
+        #: feature counters (``count_features``, ``analytic_frame``, ...) before ``predict``
         self.geometry = geometry or CacheGeometry.from_dict(doc.get("cache_geometry"))
 
     @property
@@ -139,7 +140,6 @@ def predict_specs(predictor, specs) -> "list[float]":
     ~60k specs/s per core; ``analytic_arrays`` for millions of one family at once).
     """
     from ..analytic_features import analytic_frame
-    from ..loop_features import use_geometry
+    from ..loop_features import geometry_of
 
-    with use_geometry(getattr(predictor, "geometry", None)):
-        return predictor.predict(analytic_frame(list(specs)))
+    return predictor.predict(analytic_frame(list(specs), geometry=geometry_of(predictor)))

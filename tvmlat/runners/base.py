@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -53,11 +53,55 @@ class RunResult:
 
 
 class Runner(Protocol):
-    """Compiles (where it needs to) and times one workload."""
+    """Compiles (where it needs to) and times one workload.
+
+    What else a runner can do, the campaign loop (``measure.run_campaign``) finds by these protocols:
+    ``CompilesAhead`` (the local runner), ``KeepsForRounds`` (local and fake runners), ``parallel = True``
+    with ``run_all`` (the RPC runner, one block per server), ``close()`` (release workers)."""
 
     name: str
 
     def run(self, module: torch.nn.Module, inputs: Sequence[torch.Tensor], key: str = "") -> RunResult: ...
+
+
+@runtime_checkable
+class CompilesAhead(Protocol):
+    """A runner that compiles the next workloads in the background while the current one is timed."""
+
+    @property
+    def ahead_depth(self) -> int:
+        """How many workloads beyond the one being timed to announce (one per compile worker)."""
+        ...
+
+    def prefetch(self, key: str, spec_json: str) -> None:
+        """Announce a workload that will be run soon (its spec JSON: compile it now)."""
+        ...
+
+    def settle(self) -> None:
+        """Wait until the compiles announced so far are done (nothing compiles during the rounds)."""
+        ...
+
+
+@runtime_checkable
+class KeepsForRounds(Protocol):
+    """A runner that keeps measured blocks (while ``keeping``) for interleaved rounds (``rounds`` > 0)."""
+
+    rounds: int
+    keeping: bool
+
+    @property
+    def kept(self) -> int:
+        """Blocks waiting for their rounds."""
+        ...
+
+    def keep(self, module: torch.nn.Module, inputs: Sequence[torch.Tensor], key: str, number: int,
+             spec_json: str = "") -> bool:
+        """Load a block measured in an earlier run for the next rounds; False if it no longer runs."""
+        ...
+
+    def interleave(self, on_round: Callable[[int], Any] | None = None) -> dict[str, tuple[list[float], int]]:
+        """Run the kept blocks' rounds: ``{key: (seconds per run of each round, number)}``; release them."""
+        ...
 
 
 def median_ci_rel(samples: Sequence[float]) -> float:
