@@ -204,3 +204,48 @@ def test_loaded_fixture_predictor_predicts(predictor_path, ok_frame):
     loaded = load_predictor(predictor_path)
     pred = loaded.predict(ok_frame)
     assert np.all(np.isfinite(pred)) and np.all(pred > 0)
+
+
+def _collinear(n=60, seed=0):
+    """Rows where INP is always half of ACTS (as in blocks without pooling) and latency = 1 ns per element
+    of each, plus 2 ns per chain step."""
+    rng = np.random.default_rng(seed)
+    acts = rng.integers(10_000, 5_000_000, n).astype(float)
+    X = pd.DataFrame({c: np.zeros(n) for c in FEATURE_SETS["loops"][0]})
+    X["acts"], X["inp"], X["mac_excess"] = acts, acts / 2, rng.integers(0, 10_000_000, n).astype(float)
+    X["n_ops"] = 3.0
+    y = 1e-6 * (X["acts"] + X["inp"]) + 2e-6 * X["mac_excess"] + 0.003
+    return X, y.to_numpy()
+
+
+def test_tied_costs_predict_what_the_data_cannot_tell():
+    X, y = _collinear()
+    m = LinearPredictor().fit(X, y)  # loops: tied
+    assert m.tie_strength == 1.0 and m.get_params()["tie"] == 1.0
+    c = dict(zip(m.feature_names_in_, m.coef_))
+    assert c["acts"] == pytest.approx(c["inp"], rel=0.05)  # the data only fix acts + inp / 2
+    # a global mean: a million input elements, one output; truth 1 ms (+ the per-op costs)
+    mean = X.iloc[:1].copy()
+    mean[["acts", "inp", "mac_excess"]] = [1.0, 1e6, 0.0]
+    assert m.predict(mean)[0] == pytest.approx(1.0 + 0.003, rel=0.1)
+    free = LinearPredictor(tie=0).fit(X, y)
+    assert np.all(np.abs(free.predict(X) / y - 1) < 0.02)  # as good on what it saw: the tie costs no fit
+
+
+def test_the_tie_gives_way_to_data_that_tell_the_costs_apart():
+    X, _ = _collinear()
+    rng = np.random.default_rng(1)
+    X["inp"] = rng.integers(10_000, 5_000_000, len(X)).astype(float)  # independent of acts now
+    y = 1e-6 * X["acts"] + 3e-6 * X["inp"] + 2e-6 * X["mac_excess"] + 0.003
+    c = dict(zip(*[(m := LinearPredictor().fit(X, y)).feature_names_in_, m.coef_]))
+    assert c["acts"] == pytest.approx(1e-6, rel=0.1) and c["inp"] == pytest.approx(3e-6, rel=0.1)
+
+
+def test_older_files_keep_their_free_fit(ok_frame):
+    m = LinearPredictor().fit(ok_frame, ok_frame["latency_ms_median"].to_numpy())
+    d = m.to_dict()
+    assert d["params"]["tie"] == 1.0
+    del d["params"]["tie"]  # a file from before the tie
+    old = LinearPredictor.from_dict(d)
+    assert old.tie_strength == 0.0 and LinearPredictor(features="published").tie_strength == 0.0
+    assert old.predict(ok_frame) == pytest.approx(m.predict(ok_frame))
