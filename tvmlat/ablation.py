@@ -31,6 +31,7 @@ def model_zoo(with_xgb: bool = True) -> dict[str, Callable[[], object]]:
         "linear-published-2seg": lambda: LinearPredictor(features="published", segmented=True),
         "linear-ops": lambda: LinearPredictor(features="ops"),
         "linear-loops": lambda: LinearPredictor(features="loops"),
+        "linear-loops-untied": lambda: LinearPredictor(features="loops", tie=0),  # ACTS and INP costs fitted freely
     }
     if with_xgb:
         from .predictors.residual import ResidualPredictor, XGBPredictor
@@ -206,7 +207,7 @@ def write_report(res: AblationResult, out: Path, title: str) -> list[Path]:
         files.append(out / "memory_energy.csv")
     files += _plots(res, out)
     cols = ["model", "split", "median_ape", "median_ape_ge1ms", "median_ape_lt1ms", "within5", "within10", "mape",
-            "rmspe", "spearman", "r2_log", "cov90", "width90", "fit_s", "predict_s_per_1e6"]
+            "rmspe", "spearman", "r2_log", "worst_x", "cov90", "width90", "fit_s", "predict_s_per_1e6"]
     table = res.metrics[cols].copy()
     for c in ("within5", "within10", "cov90"):
         table[c] = (100 * table[c]).round(0)

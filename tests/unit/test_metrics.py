@@ -31,6 +31,9 @@ def test_accuracy_known_errors():
     assert m["within10"] == pytest.approx(0.5)
     assert m["mape"] == pytest.approx(19.5)
     assert math.isnan(m["median_ape_lt1ms"])  # no block below 1 ms
+    assert m["worst_x"] == pytest.approx(1.5)
+    far = accuracy(y, p * np.array([1, 1, 1, 1 / 1500]))  # 1000x too fast: APE says 99.9 %, the factor 1000
+    assert far["worst_x"] == pytest.approx(1000) and far["mape"] < 45
 
 
 def test_accuracy_empty():

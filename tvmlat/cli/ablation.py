@@ -51,10 +51,10 @@ def ablation_cmd(
 
         res.few_shot = pd.DataFrame(rows)
     cols = ["model", "split", "median_ape", "median_ape_ge1ms", "median_ape_lt1ms", "within5", "within10", "mape",
-            "rmspe", "spearman", "r2_log", "cov90", "width90", "fit_s", "predict_s_per_1e6"]
+            "rmspe", "spearman", "r2_log", "worst_x", "cov90", "width90", "fit_s", "predict_s_per_1e6"]
     if fmt == Format.table:  # the terminal gets the columns that fit; the report and CSV have all of them
         short = {"median_ape": "medAPE%", "median_ape_ge1ms": ">=1ms", "median_ape_lt1ms": "<1ms",
-                 "within10": "+-10%", "mape": "MAPE%", "spearman": "rho", "cov90": "cov90", "width90": "width90",
+                 "within10": "+-10%", "mape": "MAPE%", "spearman": "rho", "worst_x": "worst x", "cov90": "cov90", "width90": "width90",
                  "fit_s": "fit_s", "predict_s_per_1e6": "s/1e6 pred"}
         recs = [{"model": r["model"], "split": r["split"].replace("held-out families", "LOFO"),
                  **{v: (100 * r[k] if k in ("within10", "cov90") else r[k]) for k, v in short.items()}}
