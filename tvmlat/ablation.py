@@ -264,8 +264,12 @@ def _plots(res: AblationResult, out: Path) -> list[Path]:
     if p.empty:
         p = res.predictions
     models = list(dict.fromkeys(p["model"]))
-    fig, axes = plt.subplots(1, len(models), figsize=(3.6 * len(models), 3.6), squeeze=False)
-    for ax, m in zip(axes[0], models):
+    ncol = min(4, len(models))  # a grid of at most four panels a row: eight models stay readable
+    nrow = -(-len(models) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 3.6 * nrow), squeeze=False)
+    for ax in axes.flat[len(models):]:
+        ax.set_visible(False)
+    for ax, m in zip(axes.flat, models):
         g = p[p["model"] == m]
         ax.loglog(g["measured"], g["predicted"], ".", alpha=0.6)
         lo, hi = g[["measured", "predicted"]].min().min(), g[["measured", "predicted"]].max().max()
@@ -273,7 +277,8 @@ def _plots(res: AblationResult, out: Path) -> list[Path]:
         ax.fill_between([lo, hi], [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="g", alpha=0.15)
         ax.set_title(m, fontsize=9)
         ax.set_xlabel("measured (ms)")
-    axes[0][0].set_ylabel("predicted, held-out family (ms)")
+    for row in axes:
+        row[0].set_ylabel("predicted, held-out family (ms)")
     fig.tight_layout()
     fig.savefig(out / "pred_vs_measured.png", dpi=110)
     files.append(out / "pred_vs_measured.png")
