@@ -170,6 +170,8 @@ BROKEN = {
     "coefficient-str": (lambda d: d["model"]["coefficients"].update({d["model"]["features"][0]: "x"}), "malformed"),
     "segments-null": (lambda d: d["model"].update(segments=None), "malformed"),
     "intercept-nan": (lambda d: d["model"].update(intercept_ms=float("nan")), "non-finite"),
+    "tie-str": (lambda d: d["model"]["params"].update(tie="strong"), "tie must be a non-negative number"),
+    "tie-negative": (lambda d: d["model"]["params"].update(tie=-1), "tie must be a non-negative number"),
 }
 
 

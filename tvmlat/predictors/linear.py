@@ -157,9 +157,12 @@ class LinearPredictor:
     @property
     def tie_strength(self) -> float:
         """How strongly the ACTS and INP costs are tied (0: fitted freely)."""
-        if self.tie is not None:
-            return float(self.tie)
-        return 1.0 if self.features == "loops" else 0.0
+        if self.tie is None:
+            return 1.0 if self.features == "loops" else 0.0
+        t = self.tie
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
+            raise PredictorError(f"tie must be a non-negative number (0: ACTS and INP fitted freely), not {t!r}")
+        return float(t)
 
     def _fit_main(self, A: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
         shared, extra = self._feature_split()
@@ -254,6 +257,7 @@ class LinearPredictor:
             self = cls(features=p.get("features", d["features"]), segmented=p.get("segmented"),
                        penalty=p.get("penalty", 1.0), min_segment_rows=p.get("min_segment_rows", 6),
                        tie=p.get("tie", 0.0))  # files from before the tie were fitted freely
+            self.tie_strength  # noqa: B018 - a malformed tie fails on load, not on the next refit
             self.feature_names_in_ = list(d["features"])
             self.coef_ = np.array([float(d["coefficients"][f]) for f in self.feature_names_in_])
             self.intercept_ = float(d["intercept_ms"])
