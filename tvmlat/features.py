@@ -39,7 +39,7 @@ from .loop_features import DEFAULT_GEOMETRY, LOOP_COLUMNS, CacheGeometry, conv_l
 from .specs import BlockSpec
 
 #: bump when a feature's definition changes; datasets record it, and fitting recomputes stale features
-FEATURES_VERSION = 4  # 4: the conv L1 rule walks unpadded planes again, no capacity rule (3 had both)
+FEATURES_VERSION = 5  # 5: mac_l2miss (a matmul whose B fills the L2); 4: the conv L1 rule walks unpadded planes again
 
 #: columns every feature dict has, in order
 FEATURE_COLUMNS = [

@@ -25,6 +25,11 @@ reducing op with ``out`` output elements, each summing ``red`` products:
   went back to the unpadded planes and dropped the capacity rule; README, "Accuracy".)
 * ``w_tlbmiss``: the elements of a matmul's B when its column walk spans more than ``DTLB`` pages
   (``red · 4·N > DTLB · PAGE`` bytes): then every element read costs a TLB miss.
+* ``mac_l2miss`` (features version 5): the multiply-adds of a matmul whose B is at least as large
+  as the core's L2 (``CacheGeometry.l2``; 0, unknown: never): each column walk then reads B from
+  L3, for every row of A. On the CI host (2 MiB L2) such matmuls cost 4.6-7.3 ns per multiply-add
+  against 1-3 ns for smaller ones, and were predicted 0.25-0.6x; a 2 MiB B counts (B and the rows
+  it meets don't fit together).
 
 The L1 geometry is the measured CPU's: ``host_geometry()`` reads it from Linux's sysfs (a target's
 ``TargetSpec.geometry()``), a campaign records it in its dataset's meta.json, a predictor in its
@@ -45,7 +50,7 @@ from typing import Any
 import numpy as np
 
 #: the feature columns this module adds (features.FEATURE_COLUMNS ends with them)
-LOOP_COLUMNS = ["mac_excess", "short_vec", "short_scal", "mac_l1miss_exc", "w_tlbmiss"]
+LOOP_COLUMNS = ["mac_excess", "short_vec", "short_scal", "mac_l1miss_exc", "w_tlbmiss", "mac_l2miss"]
 
 SHORT = 32       # reduction steps that overlap (= features.REDUCTION_SHORT)
 SHORT_DW = 49    # a depthwise k x k window (up to 7 x 7) never counts as long
@@ -55,14 +60,16 @@ PAGE, DTLB = 4096, 64
 
 @dataclass(frozen=True)
 class CacheGeometry:
-    """A set-associative L1 data cache: ``sets`` x ``ways`` lines of ``line`` bytes."""
+    """A set-associative L1 data cache (``sets`` x ``ways`` lines of ``line`` bytes) and the size of the
+    L2 a core sees (``l2`` bytes; 0: unknown, no L2 rule)."""
 
     sets: int = 64
     ways: int = 8
     line: int = 64
+    l2: int = 0
 
     def to_dict(self) -> dict[str, int]:
-        return {"l1d_sets": self.sets, "l1d_ways": self.ways, "line": self.line}
+        return {"l1d_sets": self.sets, "l1d_ways": self.ways, "line": self.line, "l2_bytes": self.l2}
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "cache geometry") -> "CacheGeometry":
@@ -71,19 +78,25 @@ class CacheGeometry:
             return DEFAULT_GEOMETRY
         if not isinstance(d, dict):
             raise ValueError(f"{where} must be a table with l1d_sets, l1d_ways and line, not {d!r}")
-        unknown = set(d) - {"l1d_sets", "l1d_ways", "line"}
+        unknown = set(d) - {"l1d_sets", "l1d_ways", "line", "l2_bytes"}
         if unknown:
-            raise ValueError(f"{where} has unknown keys {sorted(unknown)}; it takes l1d_sets, l1d_ways, line")
+            raise ValueError(f"{where} has unknown keys {sorted(unknown)}; it takes l1d_sets, l1d_ways, line, "
+                             f"l2_bytes")
         vals = {k: d.get(k, v) for k, v in DEFAULT_GEOMETRY.to_dict().items()}
         for k, v in vals.items():
+            if k == "l2_bytes":  # any size (1.25 MiB L2s exist); 0: unknown
+                if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                    raise ValueError(f"{where}: l2_bytes must be a whole number of bytes (0: unknown), not {v!r}")
+                continue
             pow2 = k != "l1d_ways"  # sets and line sizes are powers of two; ways need not be (12-way L1s exist)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0 or (pow2 and v & (v - 1)):
                 raise ValueError(f"{where}: {k} must be a positive integer{', a power of two' if pow2 else ''}, "
                                  f"not {v!r}")
-        return cls(vals["l1d_sets"], vals["l1d_ways"], vals["line"])
+        return cls(vals["l1d_sets"], vals["l1d_ways"], vals["line"], vals["l2_bytes"])
 
     def describe(self) -> str:
-        return f"{self.sets * self.ways * self.line // 1024} KiB {self.ways}-way L1d, {self.line} B lines"
+        l1 = f"{self.sets * self.ways * self.line // 1024} KiB {self.ways}-way L1d, {self.line} B lines"
+        return l1 + (f", {self.l2 // 1024} KiB L2" if self.l2 else "")
 
 
 #: the geometry of files that record none (what the features were counted with before geometry existed)
@@ -96,17 +109,29 @@ def geometry_of(predictor: Any) -> CacheGeometry:
     return getattr(predictor, "geometry", None) or DEFAULT_GEOMETRY
 
 
+def _size_bytes(text: str) -> int:
+    """sysfs cache sizes: ``2048K``, ``1M``, or plain bytes."""
+    mult = {"K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}.get(text[-1:].upper(), 1)
+    return int(text[:-1] if mult > 1 else text) * mult
+
+
 def host_geometry(root: str | Path = "/sys/devices/system/cpu/cpu0/cache") -> CacheGeometry | None:
-    """This machine's L1 data cache from Linux's sysfs; None where it can't be read."""
-    try:
-        for d in sorted(Path(root).glob("index*")):
-            read = lambda name: (d / name).read_text().strip()  # noqa: E731
-            if read("level") == "1" and read("type") in ("Data", "Unified"):
-                return CacheGeometry(int(read("number_of_sets")), int(read("ways_of_associativity")),
-                                     int(read("coherency_line_size")))
-    except (OSError, ValueError):
-        return None
-    return None
+    """This machine's L1 data cache (and L2 size, 0 where none is listed) from Linux's sysfs; None where
+    the L1 can't be read."""
+    l1, l2 = None, 0
+    for d in sorted(Path(root).glob("index*")):
+        read = lambda name: (d / name).read_text().strip()  # noqa: E731
+        try:
+            level, kind = read("level"), read("type")
+            if kind not in ("Data", "Unified"):
+                continue
+            if level == "1" and l1 is None:
+                l1 = (int(read("number_of_sets")), int(read("ways_of_associativity")), int(read("coherency_line_size")))
+            elif level == "2":
+                l2 = _size_bytes(read("size"))
+        except (OSError, ValueError):
+            continue  # an unreadable entry: an L1 not found is None, an L2 not found is 0 (unknown)
+    return CacheGeometry(*l1, l2) if l1 else None
 
 
 def _out(d: dict[str, Any]) -> dict[str, Any]:
@@ -139,17 +164,21 @@ def conv_loops(out: Any, out_w: Any, cin_per_group: Any, kh: Any, kw: Any, strid
     excess, vec, scal = _split(out, out_w, red, np.where(depthwise, SHORT_DW, SHORT), np.equal(stride, 1))
     plane = 4 * np.asarray(in_h) * np.asarray(in_w)
     miss = np.greater(cin_per_group, 1) & np.greater(np.asarray(cin_per_group) * np.asarray(kh), l1_lines(plane, geometry))
+    zero = np.zeros_like(np.asarray(excess))
     return _out({"mac_excess": excess, "short_vec": vec, "short_scal": scal,
-                 "mac_l1miss_exc": np.where(miss, excess, 0), "w_tlbmiss": np.zeros_like(np.asarray(excess))})
+                 "mac_l1miss_exc": np.where(miss, excess, 0), "w_tlbmiss": zero, "mac_l2miss": zero})
 
 
 def matmul_loops(out: Any, red: Any, cols: Any, b_elems: Any, *, geometry: CacheGeometry) -> dict[str, Any]:
     """A (batched) matrix product: ``out`` outputs, each a reduction of ``red``; B has ``cols`` columns; L1 ``geometry``."""
     excess, vec, scal = _split(out, cols, red, SHORT, True)
     miss = np.greater(red, l1_lines(4 * cols, geometry))
-    tlb = np.greater(np.asarray(red, dtype=np.int64) * 4 * cols, DTLB * PAGE)
+    b_bytes = np.asarray(red, dtype=np.int64) * 4 * np.asarray(cols, dtype=np.int64)
+    tlb = np.greater(b_bytes, DTLB * PAGE)
+    l2 = np.greater(geometry.l2, 0) & np.greater_equal(b_bytes, geometry.l2)  # B does not fit the L2
     return _out({"mac_excess": excess, "short_vec": vec, "short_scal": scal,
-                 "mac_l1miss_exc": np.where(miss, excess, 0), "w_tlbmiss": np.where(tlb, b_elems, 0)})
+                 "mac_l1miss_exc": np.where(miss, excess, 0), "w_tlbmiss": np.where(tlb, b_elems, 0),
+                 "mac_l2miss": np.where(l2, np.asarray(out, dtype=np.int64) * red, 0)})
 
 
 def pool_loops(out: Any, out_w: Any, window: Any, stride: Any) -> dict[str, Any]:
@@ -158,4 +187,4 @@ def pool_loops(out: Any, out_w: Any, window: Any, stride: Any) -> dict[str, Any]
     vec = np.where(np.equal(stride, 1), (out // np.maximum(out_w, 1)) * (out_w // LANES * LANES) * window, 0)
     zero = np.zeros_like(np.asarray(win))
     return _out({"mac_excess": zero, "short_vec": vec, "short_scal": win - vec, "mac_l1miss_exc": zero,
-                 "w_tlbmiss": zero})
+                 "w_tlbmiss": zero, "mac_l2miss": zero})

@@ -150,7 +150,7 @@ class TargetSpec:
     cross_package: str = ""     # the Debian/Ubuntu package that provides cross_compiler
     rpc: RPCConfig = field(default_factory=RPCConfig)
     arch: str = ""              # CUDA: compute capability as sm_XX ("auto" in the file = this machine's GPU)
-    cache: dict = field(default_factory=dict)  # [cache] l1d_sets/l1d_ways/line: the CPU's L1 data cache ({} = detect)
+    cache: dict = field(default_factory=dict)  # [cache] l1d_sets/l1d_ways/line/l2_bytes: the CPU's L1d and L2 size ({} = detect)
 
     def geometry(self):
         """The L1 data cache the loop features count for: the file's ``[cache]`` table, else this

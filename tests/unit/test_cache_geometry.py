@@ -54,7 +54,9 @@ def _fake_sysfs(root, entries):
 
 def test_host_geometry_reads_the_l1_data_cache(tmp_path):
     _fake_sysfs(tmp_path, [(1, "Instruction", 64, 8, 64), (1, "Data", 64, 12, 64), (2, "Unified", 2048, 16, 64)])
-    assert host_geometry(tmp_path) == INTEL
+    assert host_geometry(tmp_path) == INTEL  # no size file for the L2: unknown (0)
+    (tmp_path / "index2" / "size").write_text("2048K\n")
+    assert host_geometry(tmp_path) == CacheGeometry(64, 12, 64, l2=2 * 2**20)
     assert host_geometry(tmp_path / "missing") is None
     bad = tmp_path / "bad"
     _fake_sysfs(bad, [(1, "Data", "x", 12, 64)])
@@ -63,6 +65,7 @@ def test_host_geometry_reads_the_l1_data_cache(tmp_path):
 
 @pytest.mark.parametrize("d, msg", [({"l1d_sets": 48}, "power of two"), ({"l1d_ways": 0}, "positive"),
                                     ({"l1d_ways": "12"}, "positive"), ({"ways": 12}, "unknown keys"),
+                                    ({"l2_bytes": -1}, "whole number of bytes"), ({"l2_bytes": 1.5}, "whole number"),
                                     ([64, 12], "must be a table")])
 def test_bad_geometry_is_named(d, msg):
     with pytest.raises(ValueError, match=msg):
@@ -73,6 +76,10 @@ def test_geometry_round_trips():
     assert CacheGeometry.from_dict(INTEL.to_dict()) == INTEL
     assert CacheGeometry.from_dict(None) == CacheGeometry.from_dict({}) == DEFAULT_GEOMETRY
     assert INTEL.describe() == "48 KiB 12-way L1d, 64 B lines"
+    with_l2 = CacheGeometry(64, 12, 64, l2=2 * 2**20)
+    assert CacheGeometry.from_dict(with_l2.to_dict()) == with_l2 and with_l2.describe().endswith(", 2048 KiB L2")
+    # files from before the L2 was recorded: unknown, no L2 rule
+    assert CacheGeometry.from_dict({"l1d_sets": 64, "l1d_ways": 12, "line": 64}) == INTEL and INTEL.l2 == 0
 
 
 def test_target_cache_table(tmp_path):

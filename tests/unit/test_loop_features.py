@@ -69,3 +69,19 @@ def test_counter_sums_conv_and_linear(stride):
     conv = conv_loops(2 * 8 * ho * ho, ho, 4, 3, 3, stride, 16, 16, False, geometry=G)
     fc = matmul_loops(2 * 10, 8 * ho * ho, 10, 8 * ho * ho * 10, geometry=G)
     assert {c: f[c] for c in LOOP_COLUMNS} == {c: conv[c] + fc[c] for c in LOOP_COLUMNS}
+
+
+def test_a_matmul_whose_b_fills_the_l2_counts_its_multiply_adds():
+    from tvmlat.loop_features import CacheGeometry
+
+    g = CacheGeometry(64, 12, 64, l2=2 * 2**20)
+    # B of 512 x 1024 floats is exactly 2 MiB: with the rows it meets it does not fit
+    big = matmul_loops(out=16 * 1024, red=512, cols=1024, b_elems=512 * 1024, geometry=g)
+    assert big["mac_l2miss"] == 16 * 1024 * 512
+    small = matmul_loops(out=16 * 1000, red=512, cols=1000, b_elems=512 * 1000, geometry=g)  # 1.95 MiB
+    assert small["mac_l2miss"] == 0
+    # no L2 size known (0): never
+    assert matmul_loops(out=16 * 1024, red=512, cols=1024, b_elems=512 * 1024, geometry=G)["mac_l2miss"] == 0
+    conv = conv_loops(out=64 * 56 * 56, out_w=56, cin_per_group=512, kh=3, kw=3, stride=1, in_h=56, in_w=56,
+                      depthwise=False, geometry=g)
+    assert conv["mac_l2miss"] == 0  # a conv's weights are walked contiguously, not by column
