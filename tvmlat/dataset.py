@@ -252,7 +252,12 @@ def datasets_geometry(paths: Iterable[str | Path]):
     geoms = {str(p): meta_geometry(p) for p in paths}
     if len(set(geoms.values())) > 1:
         listed = "; ".join(f"{p}: {g.describe()}" for p, g in geoms.items())
-        raise DatasetError(f"these datasets were measured on CPUs with different L1 caches ({listed}); "
+        l1s = {(g.sets, g.ways, g.line) for g in geoms.values()}
+        if len(l1s) == 1 and 0 in {g.l2 for g in geoms.values()}:  # one from before the L2 was recorded
+            raise DatasetError(f"these datasets record different caches ({listed}): the one without an L2 size was "
+                               "measured before tvmlat recorded it; if it is the same CPU, add its \"l2_bytes\" to "
+                               "\"cache_geometry\" in its meta.json, else fit a predictor per CPU")
+        raise DatasetError(f"these datasets were measured on CPUs with different caches ({listed}); "
                            "fit a predictor per CPU")
     from .loop_features import DEFAULT_GEOMETRY
 

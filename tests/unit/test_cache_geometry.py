@@ -112,8 +112,11 @@ def test_datasets_keep_and_recount_their_geometry(tmp_path):
     assert load_for_fit(b)["mac_l1miss_exc"].iloc[0] == 0  # its own geometry
     assert load_for_fit(b, DEFAULT_GEOMETRY)["mac_l1miss_exc"].iloc[0] > 0  # recounted for another
     assert datasets_geometry([b, b]) == wide
-    with pytest.raises(DatasetError, match="different L1 caches"):
+    with pytest.raises(DatasetError, match="different caches"):
         datasets_geometry([a, b])
+    c = _dataset(tmp_path, "c", CacheGeometry(64, 8, 64, l2=2**20), [SPEC])  # a's L1, and an L2 size a lacks
+    with pytest.raises(DatasetError, match='add its "l2_bytes"'):
+        datasets_geometry([a, c])
 
 
 def test_resuming_an_older_campaign_recounts_its_rows(tmp_path):
