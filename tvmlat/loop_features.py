@@ -36,7 +36,7 @@ The L1 geometry is the measured CPU's: ``host_geometry()`` reads it from Linux's
 file, and every counter takes it as an argument, ``geometry=`` (``DEFAULT_GEOMETRY``, 32 KiB 8-way,
 is what files without a recorded geometry were counted with). On the CI host (200 blocks, ten families, Intel with a
 48 KiB 12-way L1) a non-negative linear model of these, ``acts``, ``inp`` and ``n_ops`` reached
-9.2 % median error on held-out families where per-class FLOPs (``ops``) reached 25.6 % (README,
+9.1 % median error on held-out families where per-class FLOPs (``ops``) reached 25.6 % (README,
 "Accuracy"). The page and TLB sizes are those of common x86 cores; the mechanisms are hypotheses
 that fit, not read from performance counters.
 """

@@ -28,7 +28,7 @@ class Workload:
     """One thing to measure: a key (block_id, or the entry name of a model ref) and how to build it.
 
     ``features(geometry)`` counts its features without building it (block specs); None: they are
-    counted from the built module. Either way for the L1 of the target measured on."""
+    counted from the built module. Either way for the cache geometry of the target measured on."""
 
     key: str
     name: str
