@@ -41,6 +41,30 @@ def test_bad_compile_workers_setting_is_one_clear_error(monkeypatch, bad):
         compile_workers(rounds=10)
 
 
+def test_the_compile_workers_option_wins_over_the_environment(monkeypatch):
+    monkeypatch.setenv("TVMLAT_COMPILE_WORKERS", "2")
+    assert compile_workers(rounds=10, requested=3) == 3 and compile_workers(rounds=0, requested=1) == 1
+    for bad in (0, -2, True, 1.5):
+        with pytest.raises(TvmlatError, match="--compile-workers .*positive whole number"):
+            compile_workers(rounds=10, requested=bad)
+
+
+def test_the_runner_starts_as_many_workers_as_asked(llvm):
+    r = LocalRunner(llvm, ahead=True, workers=3)
+    try:
+        assert r.ahead_depth == 3  # and the campaign announces three blocks ahead
+    finally:
+        r.close()
+
+
+def test_calibrate_with_zero_compile_workers_exits_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    line = assert_user_error(run_cli(["calibrate", "--samples", "12", "--no-progress", "--compile-workers", "0",
+                                      "--out", str(tmp_path)], capsys), "--compile-workers 0")
+    assert "positive whole number" in line
+    assert not list(tmp_path.glob("*")), "refused before anything was written"
+
+
 def test_calibrate_with_a_bad_compile_workers_setting_exits_2(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TVMLAT_COMPILE_WORKERS", "many")

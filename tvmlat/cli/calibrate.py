@@ -32,6 +32,9 @@ def calibrate_cmd(
     model: str = typer.Option("linear", "--model", help="linear | linear+xgb (XGBoost on the linear residual) | xgb"),
     overlap: bool = typer.Option(True, "--overlap/--no-overlap",
                                  help="compile the next block in a worker process while timing this one"),
+    compile_workers: Optional[int] = typer.Option(None, "--compile-workers",
+                                                  help="compile worker processes, ~0.5 GB each [one per core, at most "
+                                                       "4, with interleaved rounds; else 1; $TVMLAT_COMPILE_WORKERS]"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
     tracker: Optional[str] = typer.Option(None, "--tracker", help=TRACKER_HELP),
     rpc_key: Optional[str] = typer.Option(None, "--rpc-key", help=RPC_KEY_HELP),
@@ -80,7 +83,8 @@ def calibrate_cmd(
             "compile_overlap": overlap, "cache_geometry": geometry.to_dict()}
     # the runner first: a target this machine can't measure fails before anything is written
     # tuned kernels are multi-threaded, and tuning itself uses both cores: no overlap for them
-    runner = make_runner(t, overlap=overlap and t.profile == "default", power=power, cache=cache)
+    runner = make_runner(t, overlap=overlap and t.profile == "default", power=power, cache=cache,
+                         workers=compile_workers)
     try:
         writer = CampaignWriter(path, meta)
     except BaseException:

@@ -98,9 +98,10 @@ def resolve_target(name: str, profile: str | None, tracker: str | None = None, r
     return t.with_rpc(tracker, rpc_key) if (tracker or rpc_key or t.remote) else t
 
 
-def make_runner(t, overlap: bool = False, power: bool = False, cache: bool = False):
+def make_runner(t, overlap: bool = False, power: bool = False, cache: bool = False, workers: int | None = None):
     """The runner for a target: RPC when it names an RPC key, else local (with compile-ahead);
-    ``cache``: reuse compiled blocks from the compile cache (tvmlat.cache)."""
+    ``cache``: reuse compiled blocks from the compile cache (tvmlat.cache); ``workers``: compile
+    worker processes of the local runner (None: ``runners.local.compile_workers``' default)."""
     from ..cache import cache_root
 
     cache_dir = cache_root() if cache else None
@@ -134,7 +135,7 @@ def make_runner(t, overlap: bool = False, power: bool = False, cache: bool = Fal
             sampler = NVMLSampler()
         except Exception as e:  # noqa: BLE001 - no binding, no driver, no GPU
             raise TvmlatError(f"--power: NVML is not usable here ({e}); pip install nvidia-ml-py on a GPU machine")
-    return LocalRunner(t, ahead=overlap, sampler=sampler, cache_dir=cache_dir)
+    return LocalRunner(t, ahead=overlap, sampler=sampler, cache_dir=cache_dir, workers=workers)
 
 
 def provenance(t) -> dict[str, Any]:

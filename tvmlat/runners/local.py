@@ -16,12 +16,17 @@ from .base import RunResult
 from .vmtime import REL_TOL, time_vm, vm_energy  # noqa: F401 (REL_TOL: re-exported for tests)
 
 
-def compile_workers(rounds: int) -> int:
-    """Compile-ahead worker processes: ``TVMLAT_COMPILE_WORKERS`` if set, else one per core (at most 4)
-    when interleaved rounds decide the latencies, and one otherwise. While the workers compile, the
-    block being timed shares the cores with them: that only disturbs the back-to-back pass, which
-    the rounds (run once the compiling is done) replace; without rounds that pass is the result,
-    so it gets a core to itself."""
+def compile_workers(rounds: int, requested: int | None = None) -> int:
+    """Compile-ahead worker processes: ``requested`` (``calibrate --compile-workers``) if given, else
+    ``TVMLAT_COMPILE_WORKERS`` if set, else one per core (at most 4) when interleaved rounds decide
+    the latencies, and one otherwise. While the workers compile, the block being timed shares the
+    cores with them: that only disturbs the back-to-back pass, which the rounds (run once the
+    compiling is done) replace; without rounds that pass is the result, so it gets a core to
+    itself. Each worker holds torch and TVM (~0.5 GB)."""
+    if requested is not None:
+        if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
+            raise TvmlatError(f"--compile-workers {requested}: give a positive whole number of worker processes")
+        return requested
     env = os.environ.get("TVMLAT_COMPILE_WORKERS", "").strip()
     if env:
         if not env.isdigit() or int(env) < 1:
@@ -37,7 +42,7 @@ class LocalRunner:
     name = "local"
 
     def __init__(self, target: TargetSpec, check: bool = True, ahead: bool = False, sampler=None,
-                 cache_dir: str | None = None):
+                 cache_dir: str | None = None, workers: int | None = None):
         self.target = target
         self.check = check
         self.cache_dir = str(cache_dir) if cache_dir else None  # compile cache (spec workloads only)
@@ -56,7 +61,7 @@ class LocalRunner:
         self.keeping = False  # set by the campaign loop, which runs the rounds; single runs keep nothing
         self._kept: dict[str, tuple] = {}  # key -> (time one repeat: () -> seconds per run, number)
         self._ahead = None
-        workers = compile_workers(self.rounds)  # checked even where no worker starts: a bad setting is an error
+        workers = compile_workers(self.rounds, workers)  # checked even where no worker starts: a bad setting is an error
         if ahead:
             from .ahead import CompileAhead
 
