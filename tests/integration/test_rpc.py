@@ -115,7 +115,7 @@ def test_an_unexpected_error_in_a_worker_retries_the_block(farm, monkeypatch):
     dies) hands its block back: before, the thread died with the block and the campaign waited forever."""
     import tvmlat.runners.rpc as rpc_mod
 
-    real, calls = rpc_mod.request_session, []
+    real, calls = rpc_mod.request_server, []
 
     def flaky(*a, **k):
         calls.append(1)
@@ -123,7 +123,7 @@ def test_an_unexpected_error_in_a_worker_retries_the_block(farm, monkeypatch):
             raise ConnectionResetError("connection reset by peer")
         return real(*a, **k)
 
-    monkeypatch.setattr(rpc_mod, "request_session", flaky)
+    monkeypatch.setattr(rpc_mod, "request_server", flaky)
     t = remote_target(farm)
     rows = run_campaign(spec_workloads(sample_specs(3, seed=29, **SMALL)), RPCRunner(t), t, None, show_progress=False)
     assert [r["status"] for r in rows] == ["ok"] * 3
@@ -140,9 +140,28 @@ def test_hung_server_is_given_up_and_block_retried(tmp_path):
         freezer.join(5)
     df = read_dataset(tmp_path / "h.parquet")
     assert len(df) == len(specs) and df["block_id"].nunique() == len(specs)
-    assert runner.stats["hung"] == 1
-    assert df["rpc_errors"].fillna("").str.contains("hung").sum() == 1
+    # once; twice where the tracker handed the frozen server out again before it was known hung (its
+    # connect then hangs too: CI saw that hang for 10 minutes before the watchdog covered connects)
+    assert 1 <= runner.stats["hung"] <= 2
+    assert 1 <= df["rpc_errors"].fillna("").str.contains("hung").sum() <= runner.stats["hung"]
     assert (df["status"] == "ok").all()
+    assert df["server"].nunique() == 1  # every block ended on the server that still answers
+
+
+def test_a_server_found_hung_is_not_taken_again(tmp_path):
+    from tvm import rpc
+
+    from tvmlat.runners.rpc import NoFreeServer, request_server
+
+    with LocalFarm(1, key=KEY, log_dir=tmp_path / "logs") as f:
+        addr = ("127.0.0.1", f.port)
+        url, port, key = request_server(addr, KEY, 10.0)
+        sess = rpc.connect(url, port, key, session_timeout=5.0)
+        del sess  # the session ends and the server tells the tracker it is free again
+        with pytest.raises(NoFreeServer, match="skipped the hung"):
+            request_server(addr, KEY, 3.0, skip={f"{url}:{port}"})  # the only server, offered and refused
+        # it was free: refused because of the skip, not because it was taken
+        assert request_server(addr, KEY, 10.0)[:2] == (url, port)
 
 
 def test_key_without_server_fails_clearly_within_timeout(farm, tmp_path):

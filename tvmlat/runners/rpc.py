@@ -127,20 +127,37 @@ class NoFreeServer(RPCError):
     """No server under the key became free within the request timeout."""
 
 
-def request_session(addr: tuple[str, int], key: str, request_timeout: float, session_timeout: float):
-    """An RPC session with a server under ``key``, or NoFreeServer after ``request_timeout`` s.
+def request_server(addr: tuple[str, int], key: str, request_timeout: float,
+                   skip: set[str] | frozenset[str] = frozenset()) -> tuple[str, int, str]:
+    """(url, port, match key) of a free server under ``key``, or NoFreeServer after ``request_timeout`` s.
 
     TVM's ``TrackerSession.request`` waits forever for a free server; here the request's socket
-    has a timeout, and closing it withdraws the request (the tracker skips closed requesters)."""
-    from tvm import rpc
+    has a timeout, and closing it withdraws the request (the tracker skips closed requesters).
+    Servers in ``skip`` ("url:port", found hung in this campaign) are not taken: a frozen server
+    can't tell the tracker it is busy, so the tracker may hand it out again."""
     from tvm.rpc import base
 
-    try:
-        url, port, matchkey = _ask_tracker(addr, [base.TrackerCode.REQUEST, key, "", 1], "session request",
-                                           wait=request_timeout)
-    except TimeoutError:
-        raise NoFreeServer(f"no server under key {key!r} became free within {request_timeout:g} s "
-                           f"(tracker {addr[0]}:{addr[1]})") from None
+    deadline = time.monotonic() + request_timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            if left <= 0:
+                raise TimeoutError
+            url, port, matchkey = _ask_tracker(addr, [base.TrackerCode.REQUEST, key, "", 1], "session request",
+                                               wait=left)
+        except TimeoutError:
+            raise NoFreeServer(f"no server under key {key!r} became free within {request_timeout:g} s "
+                               f"(tracker {addr[0]}:{addr[1]})"
+                               + (f"; skipped the hung {', '.join(sorted(skip))}" if skip else "")) from None
+        if f"{url}:{port}" not in skip:
+            return url, port, matchkey
+
+
+def request_session(addr: tuple[str, int], key: str, request_timeout: float, session_timeout: float):
+    """An RPC session with a server under ``key`` (``request_server``, then connect)."""
+    from tvm import rpc
+
+    url, port, matchkey = request_server(addr, key, request_timeout)
     sess = rpc.connect(url, port, matchkey, session_timeout=session_timeout)
     return sess, f"{url}:{port}"
 
@@ -234,8 +251,9 @@ class RPCRunner:
             work.put(Job(i, w, fut, feats))
         stop = threading.Event()
         state: dict[int, str] = {}
-        busy: dict[int, tuple[float, Job] | None] = {}
+        busy: dict[int, tuple[float, Job, str] | None] = {}  # worker -> (since, job, server) while in a session
         abandoned: set[int] = set()
+        hung_servers: set[str] = set()  # "url:port" of servers the watchdog gave up on: never taken again
         lock = threading.Lock()
 
         def worker(wid: int) -> None:
@@ -267,19 +285,28 @@ class RPCRunner:
                 return True
             events.put(("state", wid, f"[yellow]waiting for a session[/] {job.workload.name[:40]}"))
             try:
-                sess, server = request_session(self.addr, rpc.key, rpc.request_timeout_s, rpc.session_timeout_s)
+                with lock:
+                    skip = set(hung_servers)
+                url, port, matchkey = request_server(self.addr, rpc.key, rpc.request_timeout_s, skip)
             except RPCError as e:
                 work.put(job)  # not its fault: another worker (or a later run) measures it
                 events.put(("lost", wid, str(e)))
                 return False
+            server = f"{url}:{port}"
             with lock:
                 if wid in abandoned:
                     return False
-                busy[wid] = (time.monotonic(), job)
+                # watched from here on: a frozen server accepts the TCP connection and never answers
+                # the handshake, so the connect itself can hang (session_timeout only bounds a session)
+                busy[wid] = (time.monotonic(), job, server)
             job.attempts += 1
             events.put(("state", wid, f"[green]{server}[/] {job.workload.name[:40]}"
                                       + (f" (attempt {job.attempts})" if job.attempts > 1 else "")))
+            sess = None
             try:
+                from tvm import rpc as tvm_rpc
+
+                sess = tvm_rpc.connect(url, port, matchkey, session_timeout=rpc.session_timeout_s)
                 res = self.time_remote(sess, art)
                 err = None
             except Exception as e:  # noqa: BLE001 - the server died, hung up or failed the block
@@ -350,6 +377,7 @@ class RPCRunner:
                         if b is not None and now - b[0] > hang_after and wid not in abandoned:
                             abandoned.add(wid)
                             busy[wid] = None
+                            hung_servers.add(b[2])
                             threads.pop(wid, None)
                             self.stats["hung"] += 1
                             state[wid] = f"[red]hung[/] for {now - b[0]:.0f} s; abandoned"
