@@ -153,15 +153,6 @@ def request_server(addr: tuple[str, int], key: str, request_timeout: float,
             return url, port, matchkey
 
 
-def request_session(addr: tuple[str, int], key: str, request_timeout: float, session_timeout: float):
-    """An RPC session with a server under ``key`` (``request_server``, then connect)."""
-    from tvm import rpc
-
-    url, port, matchkey = request_server(addr, key, request_timeout)
-    sess = rpc.connect(url, port, matchkey, session_timeout=session_timeout)
-    return sess, f"{url}:{port}"
-
-
 @dataclass
 class Job:
     """One block on its way: the workload, its compiled artefact (a future), its features."""
@@ -235,6 +226,8 @@ class RPCRunner:
         tmp = tempfile.mkdtemp(prefix="tvmlat-rpc-")
         import multiprocessing
 
+        from tvm import rpc as tvm_rpc
+
         from .ahead import _worker_init, artefact_name, compile_spec_to_library, compile_to_library
 
         pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
@@ -304,8 +297,6 @@ class RPCRunner:
                                       + (f" (attempt {job.attempts})" if job.attempts > 1 else "")))
             sess = None
             try:
-                from tvm import rpc as tvm_rpc
-
                 sess = tvm_rpc.connect(url, port, matchkey, session_timeout=rpc.session_timeout_s)
                 res = self.time_remote(sess, art)
                 err = None
