@@ -5,7 +5,8 @@
 Measure the same blocks twice (e.g. ``tvmlat calibrate --samples 100 --out runs/a`` and again
 with ``--out runs/b``, each with its own ``TVMLAT_CACHE`` to compile afresh) and compare. For
 every latency column both have (the reported median; with interleaved rounds also the
-back-to-back first pass it replaced, and the 10th percentile) it prints the median and p90 of
+back-to-back first pass it replaced, the rounds' median before their common drift was divided
+out (``latency_ms_raw``), and the 10th percentile) it prints the median and p90 of
 |log(A/B)| over the blocks, also after removing the two runs' common shift (the median log ratio:
 a whole run slower by some percent moves every block alike, which a fitted model absorbs).
 """
@@ -17,7 +18,7 @@ import argparse
 import numpy as np
 import pandas as pd
 
-COLUMNS = ["latency_ms_median", "latency_ms_first", "latency_ms_p10"]
+COLUMNS = ["latency_ms_median", "latency_ms_raw", "latency_ms_first", "latency_ms_p10"]
 
 
 def agreement(a: pd.DataFrame, b: pd.DataFrame, col: str) -> dict[str, float]:

@@ -34,6 +34,9 @@ RESULT_COLUMNS = [
     # interleaved rounds: how many (0: the statistics are the consecutive repeats'), the consecutive
     # median they replaced, and |log(median of odd rounds / median of even rounds)|
     "rounds", "latency_ms_first", "half_diff_rel",
+    # the rounds as timed: their median, each round's ms (JSON list) and the campaign's common speed
+    # per round that the statistics above are divided by (JSON list; empty: too few blocks to tell)
+    "latency_ms_raw", "rounds_ms", "round_drift",
 ]
 COLUMNS = ID_COLUMNS + RESULT_COLUMNS + FEATURE_COLUMNS
 
@@ -184,7 +187,7 @@ class CampaignWriter:
 
 def _dtype(col: str) -> str:
     if col in ("block_id", "name", "family", "spec", "target", "profile", "status", "error", "measured_at",
-               "server", "rpc_errors", "energy_note"):
+               "server", "rpc_errors", "energy_note", "rounds_ms", "round_drift"):
         return "string"
     if col in FEATURE_COLUMNS or col in ("n_runs", "number", "repeats", "attempts", "rounds"):
         return "Int64"

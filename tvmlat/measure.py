@@ -18,7 +18,7 @@ from .blocks import build_block
 from .dataset import CampaignWriter
 from .features import count_features, spec_features
 from .loop_features import CacheGeometry
-from .runners.base import CompilesAhead, KeepsForRounds, RunResult, Runner, rounds_stats
+from .runners.base import CompilesAhead, KeepsForRounds, RunResult, Runner, common_drift, rounds_stats
 from .specs import BlockSpec
 from .targets import TargetSpec
 
@@ -164,7 +164,9 @@ class _Rounds:
             self.runner.settle()                  # of the next blocks
         task = self.progress.add_task(f"interleaved rounds, {self.runner.kept} blocks", total=self.n, last="")
         got = self.runner.interleave(on_round=lambda r: self.progress.update(task, completed=r))
-        changes = {k: rounds_stats(samples, number, *self.first[k]) for k, (samples, number) in got.items()}
+        drift = common_drift({k: samples for k, (samples, _) in got.items()})
+        changes = {k: rounds_stats(samples, number, *self.first[k], drift=drift)
+                   for k, (samples, number) in got.items()}
         if self.writer is not None:
             self.writer.update(changes)
         for row in self.rows:

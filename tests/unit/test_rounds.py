@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from helpers import campaign_meta, make_target
@@ -10,7 +11,10 @@ from tvmlat.blocks import sample_specs
 from tvmlat.dataset import CampaignWriter, read_dataset
 from tvmlat.errors import TargetError
 from tvmlat.measure import _Rounds, run_campaign, spec_workloads
-from tvmlat.runners.base import interleaved_rounds, rounds_stats
+import json
+
+from tvmlat.runners import base
+from tvmlat.runners.base import common_drift, interleaved_rounds, rounds_stats
 from tvmlat.runners.fake import FakeRunner
 from tvmlat.targets import EvaluatorConfig
 
@@ -49,6 +53,51 @@ def test_rounds_stats_replace_the_consecutive_measurement():
     assert s["latency_ms_p10"] <= s["latency_ms_median"] <= s["latency_ms_p90"]
 
 
+def test_common_drift_is_the_rounds_shared_speed_not_one_blocks():
+    rng = np.random.default_rng(0)
+    speed = np.array([1.0, 1.3, 0.9, 1.1, 1.0, 1.2])
+    base_ms = rng.uniform(0.1, 10, size=40)
+    x = base_ms[:, None] * speed[None, :] * rng.lognormal(0, 0.01, size=(40, 6))
+    x[0] *= np.array([5, 1, 1, 1, 1, 1])  # one block hit by something of its own in round 0
+    f = common_drift({str(i): list(x[i] / 1000) for i in range(40)})
+    assert f is not None and len(f) == 6
+    assert f / np.median(f) == pytest.approx(speed / np.median(speed), rel=0.02)  # the outlier moves nothing
+    corrected = rounds_stats(list(x[5] / 1000), 10, 1.0, 10, drift=f)
+    plain = rounds_stats(list(x[5] / 1000), 10, 1.0, 10)
+    assert corrected["latency_cov"] < plain["latency_cov"] / 5  # only the block's own noise is left
+    assert corrected["latency_ms_raw"] == pytest.approx(plain["latency_ms_median"])
+    assert json.loads(corrected["rounds_ms"]) == pytest.approx(list(x[5]), rel=1e-6)  # as timed, kept
+    assert json.loads(corrected["round_drift"]) == pytest.approx(list(f), rel=1e-4)
+    assert plain["round_drift"] is None
+
+
+@pytest.mark.parametrize("samples", [
+    {str(i): [0.001, 0.002] for i in range(5)},  # too few blocks to tell the machine from a block
+    {**{str(i): [0.001, 0.002] for i in range(30)}, "x": [0.001]},  # unequal rounds
+    {**{str(i): [0.001, 0.002] for i in range(30)}, "x": [0.001, float("nan")]},
+])
+def test_no_common_drift_without_enough_comparable_blocks(samples):
+    assert common_drift(samples) is None
+
+
+def test_campaign_divides_out_the_drift_shared_by_its_blocks(tmp_path, specs, monkeypatch):
+    monkeypatch.setattr(base, "MIN_DRIFT_BLOCKS", 3)
+    path = tmp_path / "c.parquet"
+    writer, t = _writer(path)
+    runner = FakeRunner(rounds=R)  # every round slower than the last, the same for all blocks
+    run_campaign(spec_workloads(specs), runner, t, writer, show_progress=False)
+    df = read_dataset(path)
+    factors = [runner.round_factor(r) for r in range(R)]
+    level = df["latency_ms_first"].to_numpy() * np.median(factors)  # the block at its median round
+    assert df["latency_ms_raw"].to_numpy() == pytest.approx(level)
+    assert df["latency_ms_median"].to_numpy() == pytest.approx(level)
+    assert (df["latency_cov"] < 1e-9).all() and (df["half_diff_rel"] < 1e-9).all()
+    for _, d in df.iterrows():
+        assert json.loads(d["rounds_ms"]) == pytest.approx([d["latency_ms_first"] * f for f in factors])
+        drift = json.loads(d["round_drift"])
+        assert np.array(drift) / np.median(drift) == pytest.approx(np.array(factors) / np.median(factors), rel=1e-4)
+
+
 def test_campaign_rows_carry_the_rounds_statistics(tmp_path, specs):
     path = tmp_path / "c.parquet"
     writer, t = _writer(path)
@@ -62,6 +111,7 @@ def test_campaign_rows_carry_the_rounds_statistics(tmp_path, specs):
         first = d["latency_ms_first"]  # the consecutive median, kept
         assert d["latency_ms_median"] == pytest.approx(first * float(np.median(factors)))
         assert row["latency_ms_median"] == pytest.approx(d["latency_ms_median"])  # returned rows updated too
+        assert pd.isna(d["round_drift"])  # N blocks are too few to divide a common drift out
     assert runner.kept == 0
 
 

@@ -157,7 +157,24 @@ def rounds_report(good) -> str:
             f"blocks; CoV and CI are over those spread-out repeats); a block's odd and even rounds agree to "
             f"{100 * done['half_diff_rel'].median():.1f} % (median); the short back-to-back first pass (it only "
             f"picks each block's repeat length, timed while the next blocks compile) was {100 * float(np.median(moved)):.1f} "
-            f"% off the result")
+            f"% off the result{drift_report(done)}")
+
+
+def drift_report(done) -> str:
+    """The range of the common drift divided out of the rounds (``round_drift``), or nothing."""
+    import json
+
+    import numpy as np
+
+    if "round_drift" not in done:
+        return ""
+    lists = [json.loads(v) for v in done["round_drift"].dropna().unique()]
+    if not lists:
+        return "; too few blocks per chunk to divide out the machine's drift per round"
+    f = np.concatenate([np.asarray(v, dtype=float) for v in lists])
+    n = int(done["round_drift"].notna().sum())
+    return (f"; the machine's speed per round, common to all blocks ({f.min():.2f}-{f.max():.2f}x their "
+            f"median), is divided out ({n} of {len(done)} blocks)")
 
 
 def parse_duration(text: str) -> float:
