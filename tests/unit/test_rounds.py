@@ -213,3 +213,12 @@ def test_compile_ahead_wait_returns_when_everything_submitted_is_done():
     ahead.wait()
     assert all(f.done() for f in ahead.futures.values())
     pool.shutdown()
+
+
+def test_json_output_gives_the_rounds_as_lists(capsys):
+    from tvmlat.cli.common import Format, emit
+
+    emit([{"name": "a", "rounds_ms": "[1.5, 1.25]", "round_drift": None, "latency_ms": float("nan")}],
+         Format.json, ["name"])
+    got = json.loads(capsys.readouterr().out)
+    assert got == [{"name": "a", "rounds_ms": [1.5, 1.25], "round_drift": None, "latency_ms": None}]

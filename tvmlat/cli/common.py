@@ -46,12 +46,18 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+#: dataset columns holding a JSON list (each round's ms, the drift divided out)
+JSON_LIST_COLUMNS = ("rounds_ms", "round_drift")
+
+
 def emit(rows: Sequence[dict[str, Any]], fmt: Format, columns: Sequence[str], title: str = "") -> None:
     """Print rows as a rich table, CSV or JSON (a list of objects) on stdout."""
     if fmt == Format.json:
-        def clean(v):
+        def clean(k, v):
+            if isinstance(v, str) and k in JSON_LIST_COLUMNS:
+                return json.loads(v)  # stored as JSON text in the dataset; a list here
             return None if isinstance(v, float) and math.isnan(v) else v
-        print(json.dumps([{k: clean(r.get(k)) for k in r} for r in rows], indent=2, default=str))
+        print(json.dumps([{k: clean(k, r.get(k)) for k in r} for r in rows], indent=2, default=str))
     elif fmt == Format.csv:
         pd.DataFrame(list(rows), columns=list(columns)).to_csv(sys.stdout, index=False)
     else:
