@@ -150,7 +150,7 @@ class _Acc:
         w = kdim * cols
         self.add(m, macs=macs, weight_elems=w, flops_matmul=2 * macs)
         self._reduction(m, 2 * macs, kdim)
-        self.add(m, **matmul_loops(out, kdim, cols, w, geometry=self.geometry))
+        self.add(m, **matmul_loops(out, kdim, cols, w, weight=True, geometry=self.geometry))
         self._op(m, 2 * macs, out, bias * cols + rows * kdim + w + out)
 
     def bmm(self, batch, rows, kdim, cols, m=1):
@@ -158,7 +158,7 @@ class _Acc:
         macs = out * kdim
         self.add(m, macs=macs, flops_bmm=2 * macs)
         self._reduction(m, 2 * macs, kdim)
-        self.add(m, **matmul_loops(out, kdim, cols, batch * kdim * cols, geometry=self.geometry))
+        self.add(m, **matmul_loops(out, kdim, cols, batch * kdim * cols, weight=False, geometry=self.geometry))
         self._op(m, 2 * macs, out, batch * rows * kdim + batch * kdim * cols + out)
 
     def norm5(self, elems, last, extra_in, m=1):

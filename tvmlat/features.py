@@ -39,7 +39,7 @@ from .loop_features import DEFAULT_GEOMETRY, LOOP_COLUMNS, CacheGeometry, conv_l
 from .specs import BlockSpec
 
 #: bump when a feature's definition changes; datasets record it, and fitting recomputes stale features
-FEATURES_VERSION = 5  # 5: mac_l2miss (a matmul whose B fills the L2); 4: the conv L1 rule walks unpadded planes again
+FEATURES_VERSION = 6  # 6: w_matmul (a linear layer's weights, once per call); 5: mac_l2miss (a matmul whose B fills the L2); 4: the conv L1 rule walks unpadded planes again
 
 #: columns every feature dict has, in order
 FEATURE_COLUMNS = [
@@ -151,7 +151,7 @@ class OpCounter(TorchDispatchMode):
             self._add(macs=macs, weight_elems=_numel(b) if kind == "matmul" else 0, **{f"flops_{kind}": flops})
             self._reduction(flops, a.shape[-1], rec)
             self._add(**matmul_loops(out_elems, a.shape[-1], b.shape[-1] if b.dim() > 1 else 1, _numel(b),
-                                     geometry=self.geometry))
+                                     weight=kind == "matmul", geometry=self.geometry))
             rec["kind"] = kind
         elif name.startswith("_scaled_dot_product") or name == "scaled_dot_product_attention":
             q, k, v = args[0], args[1], args[2]

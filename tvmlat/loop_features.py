@@ -30,6 +30,12 @@ reducing op with ``out`` output elements, each summing ``red`` products:
   L3, for every row of A. On the CI host (2 MiB L2) such matmuls cost 4.6-7.3 ns per multiply-add
   against 1-3 ns for smaller ones, and were predicted 0.25-0.6x; a 2 MiB B counts (B and the rows
   it meets don't fit together).
+* ``w_matmul`` (features version 6): the elements of a matmul's weight matrix (B of a 2-d matmul:
+  a linear layer), once per call. A linear layer costs a fixed amount per weight element on top of
+  its per-row cost: on the CI host 256x256, 128x1024 and 1024x128 layers took 0.09 + 0.091·M,
+  0.18 + 0.157·M and 0.20 + 0.18·M ms for M = 1, 2, 4, 16 rows, ~1.4 ns per weight element
+  whatever M, so a one-row layer costs twice its multiply-adds' time (README, "Accuracy"). The
+  batched products of two activations (``bmm``) have no such column: their B is an input (``inp``).
 
 The L1 geometry is the measured CPU's: ``host_geometry()`` reads it from Linux's sysfs (a target's
 ``TargetSpec.geometry()``), a campaign records it in its dataset's meta.json, a predictor in its
@@ -50,7 +56,7 @@ from typing import Any
 import numpy as np
 
 #: the feature columns this module adds (features.FEATURE_COLUMNS ends with them)
-LOOP_COLUMNS = ["mac_excess", "short_vec", "short_scal", "mac_l1miss_exc", "w_tlbmiss", "mac_l2miss"]
+LOOP_COLUMNS = ["mac_excess", "short_vec", "short_scal", "mac_l1miss_exc", "w_tlbmiss", "mac_l2miss", "w_matmul"]
 
 SHORT = 32       # reduction steps that overlap (= features.REDUCTION_SHORT)
 SHORT_DW = 49    # a depthwise k x k window (up to 7 x 7) never counts as long
@@ -166,11 +172,12 @@ def conv_loops(out: Any, out_w: Any, cin_per_group: Any, kh: Any, kw: Any, strid
     miss = np.greater(cin_per_group, 1) & np.greater(np.asarray(cin_per_group) * np.asarray(kh), l1_lines(plane, geometry))
     zero = np.zeros_like(np.asarray(excess))
     return _out({"mac_excess": excess, "short_vec": vec, "short_scal": scal,
-                 "mac_l1miss_exc": np.where(miss, excess, 0), "w_tlbmiss": zero, "mac_l2miss": zero})
+                 "mac_l1miss_exc": np.where(miss, excess, 0), "w_tlbmiss": zero, "mac_l2miss": zero, "w_matmul": zero})
 
 
-def matmul_loops(out: Any, red: Any, cols: Any, b_elems: Any, *, geometry: CacheGeometry) -> dict[str, Any]:
-    """A (batched) matrix product: ``out`` outputs, each a reduction of ``red``; B has ``cols`` columns; L1 ``geometry``."""
+def matmul_loops(out: Any, red: Any, cols: Any, b_elems: Any, *, weight: Any, geometry: CacheGeometry) -> dict[str, Any]:
+    """A (batched) matrix product: ``out`` outputs, each a reduction of ``red``; B has ``cols`` columns
+    and ``b_elems`` elements, and is a weight matrix where ``weight`` (a 2-d matmul, not ``bmm``); L1 ``geometry``."""
     excess, vec, scal = _split(out, cols, red, SHORT, True)
     miss = np.greater(red, l1_lines(4 * cols, geometry))
     b_bytes = np.asarray(red, dtype=np.int64) * 4 * np.asarray(cols, dtype=np.int64)
@@ -178,7 +185,8 @@ def matmul_loops(out: Any, red: Any, cols: Any, b_elems: Any, *, geometry: Cache
     l2 = np.greater(geometry.l2, 0) & np.greater_equal(b_bytes, geometry.l2)  # B does not fit the L2
     return _out({"mac_excess": excess, "short_vec": vec, "short_scal": scal,
                  "mac_l1miss_exc": np.where(miss, excess, 0), "w_tlbmiss": np.where(tlb, b_elems, 0),
-                 "mac_l2miss": np.where(l2, np.asarray(out, dtype=np.int64) * red, 0)})
+                 "mac_l2miss": np.where(l2, np.asarray(out, dtype=np.int64) * red, 0),
+                 "w_matmul": np.where(weight, b_elems, 0)})
 
 
 def pool_loops(out: Any, out_w: Any, window: Any, stride: Any) -> dict[str, Any]:
@@ -187,4 +195,4 @@ def pool_loops(out: Any, out_w: Any, window: Any, stride: Any) -> dict[str, Any]
     vec = np.where(np.equal(stride, 1), (out // np.maximum(out_w, 1)) * (out_w // LANES * LANES) * window, 0)
     zero = np.zeros_like(np.asarray(win))
     return _out({"mac_excess": zero, "short_vec": vec, "short_scal": win - vec, "mac_l1miss_exc": zero,
-                 "w_tlbmiss": zero, "mac_l2miss": zero})
+                 "w_tlbmiss": zero, "mac_l2miss": zero, "w_matmul": zero})

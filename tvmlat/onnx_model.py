@@ -127,7 +127,7 @@ def onnx_records(model: OnnxModel, geometry: CacheGeometry = DEFAULT_GEOMETRY) -
             reduction = k
             b = ins[1]
             cols = b[0] if op == "Gemm" and "transB" in attrs and attrs["transB"].i else b[-1]
-            feat.update(matmul_loops(out_elems, k, cols, math.prod(b), geometry=geometry))
+            feat.update(matmul_loops(out_elems, k, cols, math.prod(b), weight=weight, geometry=geometry))
         elif op == "BatchNormalization":
             flops, kind = 2 * out_elems, "norm"
             feat.update(elems_norm=out_elems)

@@ -13,7 +13,7 @@ G = DEFAULT_GEOMETRY  # 32 KiB 8-way: 64 sets of 8 lines
 
 def test_a_long_reduction_is_split_at_short():
     # (64 x 100) @ (100 x 20): 1280 outputs, 100 steps each; 20 columns -> 16 of them in vectors
-    f = matmul_loops(out=64 * 20, red=100, cols=20, b_elems=100 * 20, geometry=G)
+    f = matmul_loops(out=64 * 20, red=100, cols=20, b_elems=100 * 20, weight=True, geometry=G)
     assert f["mac_excess"] == 1280 * (100 - SHORT)
     assert f["short_vec"] == 64 * 16 * SHORT and f["short_scal"] == 64 * 4 * SHORT
     assert f["mac_l1miss_exc"] == 0 and f["w_tlbmiss"] == 0  # B's 80-byte stride fits L1, 8 KB spans 2 pages
@@ -22,7 +22,7 @@ def test_a_long_reduction_is_split_at_short():
 def test_strided_columns_miss_l1_and_the_tlb():
     # a 4096-column B: each step of the reduction jumps 16 KB -> one L1 set, 8 ways; 1024 steps span 4096 pages
     assert l1_lines(4 * 4096, G) == 8
-    f = matmul_loops(out=4096, red=1024, cols=4096, b_elems=1024 * 4096, geometry=G)
+    f = matmul_loops(out=4096, red=1024, cols=4096, b_elems=1024 * 4096, weight=True, geometry=G)
     assert f["mac_l1miss_exc"] == f["mac_excess"] > 0
     assert f["w_tlbmiss"] == 1024 * 4096
 
@@ -54,9 +54,9 @@ def test_pool_window_is_short_work():
 def test_arrays_equal_scalars():
     rng = np.random.default_rng(0)
     out, red, cols = rng.integers(1, 5000, 50), rng.integers(1, 3000, 50), rng.integers(1, 5000, 50)
-    arr = matmul_loops(out * cols, red, cols, red * cols, geometry=G)
+    arr = matmul_loops(out * cols, red, cols, red * cols, weight=True, geometry=G)
     for i in range(50):
-        one = matmul_loops(int(out[i] * cols[i]), int(red[i]), int(cols[i]), int(red[i] * cols[i]), geometry=G)
+        one = matmul_loops(int(out[i] * cols[i]), int(red[i]), int(cols[i]), int(red[i] * cols[i]), weight=True, geometry=G)
         assert {k: int(arr[k][i]) for k in LOOP_COLUMNS} == one
 
 
@@ -67,7 +67,7 @@ def test_counter_sums_conv_and_linear(stride):
     f = count_features(m, (torch.randn(2, 4, 16, 16),))
     ho = 16 // stride
     conv = conv_loops(2 * 8 * ho * ho, ho, 4, 3, 3, stride, 16, 16, False, geometry=G)
-    fc = matmul_loops(2 * 10, 8 * ho * ho, 10, 8 * ho * ho * 10, geometry=G)
+    fc = matmul_loops(2 * 10, 8 * ho * ho, 10, 8 * ho * ho * 10, weight=True, geometry=G)
     assert {c: f[c] for c in LOOP_COLUMNS} == {c: conv[c] + fc[c] for c in LOOP_COLUMNS}
 
 
@@ -76,12 +76,28 @@ def test_a_matmul_whose_b_fills_the_l2_counts_its_multiply_adds():
 
     g = CacheGeometry(64, 12, 64, l2=2 * 2**20)
     # B of 512 x 1024 floats is exactly 2 MiB: with the rows it meets it does not fit
-    big = matmul_loops(out=16 * 1024, red=512, cols=1024, b_elems=512 * 1024, geometry=g)
+    big = matmul_loops(out=16 * 1024, red=512, cols=1024, b_elems=512 * 1024, weight=True, geometry=g)
     assert big["mac_l2miss"] == 16 * 1024 * 512
-    small = matmul_loops(out=16 * 1000, red=512, cols=1000, b_elems=512 * 1000, geometry=g)  # 1.95 MiB
+    small = matmul_loops(out=16 * 1000, red=512, cols=1000, b_elems=512 * 1000, weight=True, geometry=g)  # 1.95 MiB
     assert small["mac_l2miss"] == 0
     # no L2 size known (0): never
-    assert matmul_loops(out=16 * 1024, red=512, cols=1024, b_elems=512 * 1024, geometry=G)["mac_l2miss"] == 0
+    assert matmul_loops(out=16 * 1024, red=512, cols=1024, b_elems=512 * 1024, weight=True, geometry=G)["mac_l2miss"] == 0
     conv = conv_loops(out=64 * 56 * 56, out_w=56, cin_per_group=512, kh=3, kw=3, stride=1, in_h=56, in_w=56,
                       depthwise=False, geometry=g)
     assert conv["mac_l2miss"] == 0  # a conv's weights are walked contiguously, not by column
+
+
+def test_a_linear_layers_weights_count_once_per_call_a_bmm_has_none():
+    one = matmul_loops(out=1 * 256, red=128, cols=256, b_elems=128 * 256, weight=True, geometry=G)
+    many = matmul_loops(out=16 * 256, red=128, cols=256, b_elems=128 * 256, weight=True, geometry=G)
+    assert one["w_matmul"] == many["w_matmul"] == 128 * 256  # whatever the rows
+    assert matmul_loops(out=16 * 256, red=128, cols=256, b_elems=4 * 128 * 256, weight=False, geometry=G)["w_matmul"] == 0
+    lin = count_features(torch.nn.Linear(128, 256), (torch.randn(3, 128),))
+    assert lin["w_matmul"] == 128 * 256
+    bmm = count_features(_Bmm(), (torch.randn(2, 8, 16), torch.randn(2, 16, 4)))
+    assert bmm["w_matmul"] == 0
+
+
+class _Bmm(torch.nn.Module):
+    def forward(self, a, b):
+        return torch.matmul(a, b)

@@ -23,8 +23,8 @@ Feature sets:
   multiply-adds split into the latency-bound chain beyond 32 steps (``mac_excess``), the
   overlapped first steps in whole vectors (``short_vec``) or not (``short_scal``), the chain steps
   whose strided operand misses L1 (``mac_l1miss_exc``), weights read with a TLB miss each
-  (``w_tlbmiss``), the multiply-adds of matmuls whose weights fill the L2 (``mac_l2miss``) --
-  plus ACTS, INP and the op count. Every term is a cost the untuned loop nest
+  (``w_tlbmiss``), the multiply-adds of matmuls whose weights fill the L2 (``mac_l2miss``), a
+  linear layer's weights once per call (``w_matmul``) -- plus ACTS, INP and the op count. Every term is a cost the untuned loop nest
   pays whatever family the op sits in, so they carry over to unseen families: on the CI host's
   200 blocks 9.1 % median error on held-out families against 25.6 % for ``ops`` (README).
 * ``ops``: ACTS, INP, FLOPs shared by all blocks, plus the FLOPs and elements of each class of
@@ -64,7 +64,7 @@ FEATURE_SETS: dict[str, tuple[list[str], list[str]]] = {
             ["flops_conv", "flops_conv1x1", "flops_dwconv", "flops_matmul", "flops_bmm", "flops_attn",
              "elems_elementwise", "elems_norm", "elems_pool", "elems_copy", "weight_elems"]),
     "loops": (["mac_excess", "short_vec", "short_scal", "acts", "inp", "n_ops", "mac_l1miss_exc", "w_tlbmiss",
-               "mac_l2miss"], []),
+               "mac_l2miss", "w_matmul"], []),
 }
 #: the feature set predictors use unless told otherwise
 DEFAULT_FEATURES = "loops"
