@@ -35,7 +35,7 @@ RESULT_COLUMNS = [
     # median they replaced, and |log(median of odd rounds / median of even rounds)|
     "rounds", "latency_ms_first", "half_diff_rel",
     # the rounds as timed: their median, each round's ms (JSON list) and the campaign's common speed
-    # per round that the statistics above are divided by (JSON list; empty: too few blocks to tell)
+    # per round that the statistics above are divided by (JSON list; missing: too few blocks to tell)
     "latency_ms_raw", "rounds_ms", "round_drift",
 ]
 COLUMNS = ID_COLUMNS + RESULT_COLUMNS + FEATURE_COLUMNS

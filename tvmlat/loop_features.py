@@ -36,6 +36,8 @@ reducing op with ``out`` output elements, each summing ``red`` products:
   0.18 + 0.157·M and 0.20 + 0.18·M ms for M = 1, 2, 4, 16 rows, ~1.4 ns per weight element
   whatever M, so a one-row layer costs twice its multiply-adds' time (README, "Accuracy"). The
   batched products of two activations (``bmm``) have no such column: their B is an input (``inp``).
+  The meta-device counter takes the B of every 2-d ``mm``/``addmm`` as a weight (as ``weight_elems``
+  does); the ONNX counter only an initializer.
 
 The L1 geometry is the measured CPU's: ``host_geometry()`` reads it from Linux's sysfs (a target's
 ``TargetSpec.geometry()``), a campaign records it in its dataset's meta.json, a predictor in its

@@ -26,7 +26,7 @@ Feature sets:
   (``w_tlbmiss``), the multiply-adds of matmuls whose weights fill the L2 (``mac_l2miss``), a
   linear layer's weights once per call (``w_matmul``) -- plus ACTS, INP and the op count. Every term is a cost the untuned loop nest
   pays whatever family the op sits in, so they carry over to unseen families: on the CI host's
-  200 blocks 9.1 % median error on held-out families against 25.6 % for ``ops`` (README).
+  200 blocks 8.3 % median error on held-out families against 25.6 % for ``ops`` (README).
 * ``ops``: ACTS, INP, FLOPs shared by all blocks, plus the FLOPs and elements of each class of
   operation (dense conv, 1x1 conv, depthwise conv, matmul, batched matmul, elementwise,
   normalisation, pooling, copies) and the weights. A block of an unseen family is made of the

@@ -195,7 +195,8 @@ def common_drift(samples: dict[str, Sequence[float]], min_blocks: int | None = N
     medians agreed per block to 1.81 % instead of 2.29 % (README, "Measurement protocol").
     """
     rows = [np.asarray(v, dtype=float) for v in samples.values()]
-    if len(rows) < (MIN_DRIFT_BLOCKS if min_blocks is None else min_blocks) or len({len(r) for r in rows}) != 1 or len(rows[0]) < 2:
+    enough = len(rows) >= (MIN_DRIFT_BLOCKS if min_blocks is None else min_blocks)
+    if not enough or len({len(r) for r in rows}) != 1 or len(rows[0]) < 2:
         return None
     x = np.vstack(rows)
     if not np.all(np.isfinite(x)) or np.any(x <= 0):
