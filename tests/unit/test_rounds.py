@@ -222,3 +222,5 @@ def test_json_output_gives_the_rounds_as_lists(capsys):
          Format.json, ["name"])
     got = json.loads(capsys.readouterr().out)
     assert got == [{"name": "a", "rounds_ms": [1.5, 1.25], "round_drift": None, "latency_ms": None}]
+    emit([{"name": "b", "rounds_ms": "[1.5,"}], Format.json, ["name"])  # an edited file: kept as text
+    assert json.loads(capsys.readouterr().out) == [{"name": "b", "rounds_ms": "[1.5,"}]

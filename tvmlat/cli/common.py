@@ -55,7 +55,10 @@ def emit(rows: Sequence[dict[str, Any]], fmt: Format, columns: Sequence[str], ti
     if fmt == Format.json:
         def clean(k, v):
             if isinstance(v, str) and k in JSON_LIST_COLUMNS:
-                return json.loads(v)  # stored as JSON text in the dataset; a list here
+                try:
+                    return json.loads(v)  # stored as JSON text in the dataset; a list here
+                except ValueError:
+                    return v  # not tvmlat's writing (an edited file): passed on as it is
             return None if isinstance(v, float) and math.isnan(v) else v
         print(json.dumps([{k: clean(k, r.get(k)) for k in r} for r in rows], indent=2, default=str))
     elif fmt == Format.csv:
