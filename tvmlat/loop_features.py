@@ -34,7 +34,7 @@ reducing op with ``out`` output elements, each summing ``red`` products:
   a linear layer), once per call. A linear layer costs a fixed amount per weight element on top of
   its per-row cost: on the CI host 256x256, 128x1024 and 1024x128 layers took 0.09 + 0.091·M,
   0.18 + 0.157·M and 0.20 + 0.18·M ms for M = 1, 2, 4, 16 rows, ~1.4 ns per weight element
-  whatever M, so a one-row layer costs twice its multiply-adds' time (README, "Accuracy"). The
+  whatever M, so a one-row layer costs twice its multiply-adds' time (``benchmarks/reduction_grid.py``). The
   batched products of two activations (``bmm``) have no such column: their B is an input (``inp``).
   The meta-device counter takes the B of every 2-d ``mm``/``addmm`` as a weight (as ``weight_elems``
   does); the ONNX counter only an initializer.

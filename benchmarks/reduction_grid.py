@@ -1,0 +1,116 @@
+"""Two grids behind features version 6 and the 32-step cliff (README, "Accuracy").
+
+* ``linear``: nn.Linear layers 256x256, 128x1024 and 1024x128 at M = 1, 2, 4, 16 rows, 2-d and
+  3-d inputs. The fit ``ms = fixed + per_row * M`` per layer shows the fixed cost per weight
+  element that ``w_matmul`` counts (~1.4 ns on the CI host).
+* ``bmm``: batched matmuls (b = 8; 64x64, 196x49 and 16x256 outputs) with k = 8 ... 96. The cost
+  per output jumps ~11x between k = 32 and k = 40 on the CI host.
+
+    tvmlat measure --target llvm benchmarks/reduction_grid.py:linear --out runs/linear.parquet   # ~1 min
+    tvmlat measure --target llvm benchmarks/reduction_grid.py:bmm --out runs/bmm.parquet         # ~1 min
+    python benchmarks/reduction_grid.py runs/linear.parquet runs/bmm.parquet [-p PREDICTOR.json]
+
+The analysis prints ns per weight element (linear) and ns per output (bmm), and with ``-p`` the
+predictor's predicted/measured ratio per row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+LINEAR_SHAPES = ((256, 256), (128, 1024), (1024, 128))
+LINEAR_ROWS = (1, 2, 4, 16)
+BMM_K = (8, 16, 24, 32, 40, 48, 64, 96)
+BMM_SHAPES = ((64, 64), (196, 49), (16, 256))
+
+
+def linear():
+    """MODEL_REF: ``{lin<din>x<dout>_t<M>_<2d|3d>: (nn.Linear, (input,))}``."""
+    import torch
+
+    out = {}
+    for din, dout in LINEAR_SHAPES:
+        for t in LINEAR_ROWS:
+            for dims in ("2d", "3d"):
+                torch.manual_seed(0)
+                x = torch.randn(t, din) if dims == "2d" else torch.randn(1, t, din)
+                out[f"lin{din}x{dout}_t{t}_{dims}"] = (torch.nn.Linear(din, dout).eval(), (x,))
+    return out
+
+
+def bmm_specs():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tvmlat.specs import BlockSpec
+
+    return [BlockSpec.make("matmul", b=8, m=m, k=k, n=n) for k in BMM_K for (m, n) in BMM_SHAPES]
+
+
+def bmm():
+    """MODEL_REF: the ``matmul`` family blocks of the k sweep, named ``b8_k<k>_m<m>_n<n>``."""
+    from tvmlat.blocks import build_block
+
+    return {"_".join(f"{k}{v}" for k, v in s.params): build_block(s) for s in bmm_specs()}
+
+
+def _ok(path: str) -> pd.DataFrame:
+    df = pd.read_parquet(path)
+    return df[df["status"] == "ok"].set_index("name")
+
+
+def linear_report(df: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for din, dout in LINEAR_SHAPES:
+        for dims in ("2d", "3d"):
+            names = [f"lin{din}x{dout}_t{t}_{dims}" for t in LINEAR_ROWS]
+            if not all(n in df.index for n in names):
+                continue
+            ms = df.loc[names, "latency_ms_median"].to_numpy(float)
+            per_row, fixed = np.polyfit(np.asarray(LINEAR_ROWS, dtype=float), ms, 1)
+            rows.append({"layer": f"{din}x{dout} {dims}", "fixed_ms": fixed, "per_row_ms": per_row,
+                         "fixed_ns_per_weight": fixed * 1e6 / (din * dout),
+                         "ns_per_mac_at_1_row": ms[0] * 1e6 / (din * dout)})
+    return pd.DataFrame(rows)
+
+
+def bmm_report(df: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for s in bmm_specs():
+        p = dict(s.params)
+        name = "_".join(f"{k}{v}" for k, v in s.params)
+        if name in df.index:
+            rows.append({"k": p["k"], "shape": f"{p['m']}x{p['n']}",
+                         "ns_per_output": df.loc[name, "latency_ms_median"] * 1e6 / (p["b"] * p["m"] * p["n"])})
+    t = pd.DataFrame(rows)
+    return t.pivot_table(index="k", columns="shape", values="ns_per_output") if len(t) else t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("linear_parquet")
+    ap.add_argument("bmm_parquet")
+    ap.add_argument("-p", "--predictor", help="also print predicted / measured per block")
+    args = ap.parse_args()
+    lin, mm = _ok(args.linear_parquet), _ok(args.bmm_parquet)
+    print("linear layers: ms = fixed + per_row * M (least squares over M = 1, 2, 4, 16)")
+    print(linear_report(lin).round(4).to_string(index=False))
+    print("\nbatched matmuls (b = 8): ns per output element")
+    print(bmm_report(mm).round(2).to_string())
+    if args.predictor:
+        from tvmlat.dataset import ok_rows
+        from tvmlat.predictors import load_predictor
+
+        pred = load_predictor(args.predictor)
+        for title, df in (("linear", lin), ("bmm", mm)):
+            d = ok_rows(df.reset_index())
+            ratio = pred.predict(d) / d["latency_ms_median"].to_numpy(float)
+            print(f"\n{title}: predicted / measured")
+            print(pd.Series(ratio, index=d["name"]).round(2).to_string())
+
+
+if __name__ == "__main__":
+    main()
