@@ -5,10 +5,15 @@
   element that ``w_matmul`` counts (~1.4 ns on the CI host).
 * ``bmm``: batched matmuls (b = 8; 64x64, 196x49 and 16x256 outputs) with k = 8 ... 96. The cost
   per output jumps ~11x between k = 32 and k = 40 on the CI host.
+* ``conv``: 1x1 convs with cin = 16 ... 96 and 3x3 convs with cin = 2 ... 12 (32 outputs, 28x28,
+  no bias). The 1x1 ones jump ~6x between cin 32 and 40; the 3x3 ones stay cheap up to 54
+  reduction steps (cin 6) and jump ~6x at 72 (cin 8): where the whole reduction is unrolled
+  is not "at most 32 steps" for every op.
 
     tvmlat measure --target llvm benchmarks/reduction_grid.py:linear --out runs/linear.parquet   # ~1 min
     tvmlat measure --target llvm benchmarks/reduction_grid.py:bmm --out runs/bmm.parquet         # ~1 min
-    python benchmarks/reduction_grid.py runs/linear.parquet runs/bmm.parquet [-p PREDICTOR.json]
+    tvmlat measure --target llvm benchmarks/reduction_grid.py:conv --out runs/conv.parquet       # ~1 min
+    python benchmarks/reduction_grid.py runs/linear.parquet runs/bmm.parquet [--conv runs/conv.parquet] [-p PREDICTOR.json]
 
 The analysis prints ns per weight element (linear) and ns per output (bmm), and with ``-p`` the
 predictor's predicted/measured ratio per row.
@@ -57,6 +62,35 @@ def bmm():
     return {"_".join(f"{k}{v}" for k, v in s.params): build_block(s) for s in bmm_specs()}
 
 
+CONV_1X1_CIN = (16, 24, 32, 40, 48, 64, 96)
+CONV_3X3_CIN = (2, 3, 4, 5, 6, 8, 12)
+
+
+def conv():
+    """MODEL_REF: ``{c1x1_cin<c>|c3x3_cin<c>: (nn.Conv2d(c, 32), (1 x c x 28 x 28,))}``."""
+    import torch
+
+    out = {}
+    for k, cins in ((1, CONV_1X1_CIN), (3, CONV_3X3_CIN)):
+        for cin in cins:
+            torch.manual_seed(0)
+            out[f"c{k}x{k}_cin{cin}"] = (torch.nn.Conv2d(cin, 32, k, padding=k // 2, bias=False).eval(),
+                                         (torch.randn(1, cin, 28, 28),))
+    return out
+
+
+def conv_report(df: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for k, cins in ((1, CONV_1X1_CIN), (3, CONV_3X3_CIN)):
+        for cin in cins:
+            name = f"c{k}x{k}_cin{cin}"
+            if name in df.index:
+                ns = df.loc[name, "latency_ms_median"] * 1e6 / (32 * 28 * 28)
+                rows.append({"conv": name, "reduction_steps": cin * k * k, "ns_per_output": ns,
+                             "ns_per_step": ns / (cin * k * k)})
+    return pd.DataFrame(rows)
+
+
 def _ok(path: str) -> pd.DataFrame:
     df = pd.read_parquet(path)
     return df[df["status"] == "ok"].set_index("name")
@@ -93,19 +127,26 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("linear_parquet")
     ap.add_argument("bmm_parquet")
+    ap.add_argument("--conv", help="the conv grid's parquet")
     ap.add_argument("-p", "--predictor", help="also print predicted / measured per block")
     args = ap.parse_args()
     lin, mm = _ok(args.linear_parquet), _ok(args.bmm_parquet)
+    cv = _ok(args.conv) if args.conv else None
     print("linear layers: ms = fixed + per_row * M (least squares over M = 1, 2, 4, 16)")
     print(linear_report(lin).round(4).to_string(index=False))
     print("\nbatched matmuls (b = 8): ns per output element")
     print(bmm_report(mm).round(2).to_string())
+    if cv is not None:
+        print("\nconvolutions (32 outputs, 28x28): ns per output and per reduction step")
+        print(conv_report(cv).round(3).to_string(index=False))
     if args.predictor:
         from tvmlat.dataset import ok_rows
         from tvmlat.predictors import load_predictor
 
         pred = load_predictor(args.predictor)
-        for title, df in (("linear", lin), ("bmm", mm)):
+        for title, df in (("linear", lin), ("bmm", mm), ("conv", cv)):
+            if df is None:
+                continue
             d = ok_rows(df.reset_index())
             ratio = pred.predict(d) / d["latency_ms_median"].to_numpy(float)
             print(f"\n{title}: predicted / measured")
