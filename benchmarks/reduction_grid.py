@@ -8,7 +8,9 @@
 * ``conv``: 1x1 convs with cin = 16 ... 96 and 3x3 convs with cin = 2 ... 12 (32 outputs, 28x28,
   no bias). The 1x1 ones jump ~6x between cin 32 and 40; the 3x3 ones stay cheap up to 54
   reduction steps (cin 6) and jump ~6x at 72 (cin 8): where the whole reduction is unrolled
-  is not "at most 32 steps" for every op.
+  is not "at most 32 steps" for every op. (A second grid, 3x3 cin 7/8, 5x5 cin 1-3, 7x7 cin 1-2,
+  grouped 3x3 with 4-8 channels per group and 2x2 cin 12-20, put the boundary at 64 steps for
+  windows of 3x3 and up; README, "Accuracy".)
 
     tvmlat measure --target llvm benchmarks/reduction_grid.py:linear --out runs/linear.parquet   # ~1 min
     tvmlat measure --target llvm benchmarks/reduction_grid.py:bmm --out runs/bmm.parquet         # ~1 min
