@@ -8,14 +8,17 @@
 * ``conv``: 1x1 convs with cin = 16 ... 96 and 3x3 convs with cin = 2 ... 12 (32 outputs, 28x28,
   no bias). The 1x1 ones jump ~6x between cin 32 and 40; the 3x3 ones stay cheap up to 54
   reduction steps (cin 6) and jump ~6x at 72 (cin 8): where the whole reduction is unrolled
-  is not "at most 32 steps" for every op. (A second grid, 3x3 cin 7/8, 5x5 cin 1-3, 7x7 cin 1-2,
-  grouped 3x3 with 4-8 channels per group and 2x2 cin 12-20, put the boundary at 64 steps for
-  windows of 3x3 and up; README, "Accuracy".)
+  is not "at most 32 steps" for every op.
+* ``conv_boundary``: 3x3 cin 6-8, 5x5 cin 1-3, 7x7 cin 1-2, grouped 3x3 with 4-8 channels per
+  group, 2x2 cin 12-20. It puts the boundary at 64 steps for windows of 3x3 and up (63 cheap, 72
+  a loop), by channels per group for grouped convs; a 2x2 window is a loop already at 48.
 
     tvmlat measure --target llvm benchmarks/reduction_grid.py:linear --out runs/linear.parquet   # ~1 min
     tvmlat measure --target llvm benchmarks/reduction_grid.py:bmm --out runs/bmm.parquet         # ~1 min
     tvmlat measure --target llvm benchmarks/reduction_grid.py:conv --out runs/conv.parquet       # ~1 min
-    python benchmarks/reduction_grid.py runs/linear.parquet runs/bmm.parquet [--conv runs/conv.parquet] [-p PREDICTOR.json]
+    tvmlat measure --target llvm benchmarks/reduction_grid.py:conv_boundary --out runs/bnd.parquet
+    python benchmarks/reduction_grid.py runs/linear.parquet runs/bmm.parquet [--conv runs/conv.parquet]
+        [--boundary runs/bnd.parquet] [-p PREDICTOR.json]
 
 The analysis prints ns per weight element (linear) and ns per output (bmm), and with ``-p`` the
 predictor's predicted/measured ratio per row.
@@ -81,6 +84,35 @@ def conv():
     return out
 
 
+# (name, cin, k, groups, cout): around the 64-step boundary of k x k windows, and a 2x2 window
+BOUNDARY = ([(f"c3_cin{c}", c, 3, 1, 32) for c in (6, 7, 8)] + [(f"c5_cin{c}", c, 5, 1, 32) for c in (1, 2, 3)]
+            + [(f"c7_cin{c}", c, 7, 1, 32) for c in (1, 2)] + [(f"g3_cpg{c}", 8 * c, 3, 8, 64) for c in (4, 6, 7, 8)]
+            + [(f"c2_cin{c}", c, 2, 1, 32) for c in (12, 16, 20)])
+
+
+def conv_boundary():
+    """MODEL_REF: the second conv grid (``BOUNDARY``), inputs 28x28, padding k // 2."""
+    import torch
+
+    out = {}
+    for name, cin, k, groups, cout in BOUNDARY:
+        torch.manual_seed(0)
+        out[name] = (torch.nn.Conv2d(cin, cout, k, padding=k // 2, groups=groups, bias=False).eval(),
+                     (torch.randn(1, cin, 28, 28),))
+    return out
+
+
+def boundary_report(df: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for name, cin, k, groups, cout in BOUNDARY:
+        if name in df.index:
+            side = 28 + 2 * (k // 2) - k + 1
+            steps = cin // groups * k * k
+            ns = df.loc[name, "latency_ms_median"] * 1e6 / (cout * side * side)
+            rows.append({"conv": name, "reduction_steps": steps, "ns_per_output": ns, "ns_per_step": ns / steps})
+    return pd.DataFrame(rows)
+
+
 def conv_report(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for k, cins in ((1, CONV_1X1_CIN), (3, CONV_3X3_CIN)):
@@ -130,10 +162,12 @@ def main() -> None:
     ap.add_argument("linear_parquet")
     ap.add_argument("bmm_parquet")
     ap.add_argument("--conv", help="the conv grid's parquet")
+    ap.add_argument("--boundary", help="the second conv grid's parquet (conv_boundary)")
     ap.add_argument("-p", "--predictor", help="also print predicted / measured per block")
     args = ap.parse_args()
     lin, mm = _ok(args.linear_parquet), _ok(args.bmm_parquet)
     cv = _ok(args.conv) if args.conv else None
+    bd = _ok(args.boundary) if args.boundary else None
     print("linear layers: ms = fixed + per_row * M (least squares over M = 1, 2, 4, 16)")
     print(linear_report(lin).round(4).to_string(index=False))
     print("\nbatched matmuls (b = 8): ns per output element")
@@ -141,12 +175,15 @@ def main() -> None:
     if cv is not None:
         print("\nconvolutions (32 outputs, 28x28): ns per output and per reduction step")
         print(conv_report(cv).round(3).to_string(index=False))
+    if bd is not None:
+        print("\nconvolutions around the unroll boundary: ns per output and per reduction step")
+        print(boundary_report(bd).round(3).to_string(index=False))
     if args.predictor:
         from tvmlat.dataset import ok_rows
         from tvmlat.predictors import load_predictor
 
         pred = load_predictor(args.predictor)
-        for title, df in (("linear", lin), ("bmm", mm), ("conv", cv)):
+        for title, df in (("linear", lin), ("bmm", mm), ("conv", cv), ("boundary", bd)):
             if df is None:
                 continue
             d = ok_rows(df.reset_index())
