@@ -53,8 +53,12 @@ def linear():
     return out
 
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere: import this checkout's tvmlat
+    sys.path.insert(0, str(ROOT))
+
+
 def bmm_specs():
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tvmlat.specs import BlockSpec
 
     return [BlockSpec.make("matmul", b=8, m=m, k=k, n=n) for k in BMM_K for (m, n) in BMM_SHAPES]
@@ -67,61 +71,45 @@ def bmm():
     return {"_".join(f"{k}{v}" for k, v in s.params): build_block(s) for s in bmm_specs()}
 
 
-CONV_1X1_CIN = (16, 24, 32, 40, 48, 64, 96)
-CONV_3X3_CIN = (2, 3, 4, 5, 6, 8, 12)
-
-
-def conv():
-    """MODEL_REF: ``{c1x1_cin<c>|c3x3_cin<c>: (nn.Conv2d(c, 32), (1 x c x 28 x 28,))}``."""
-    import torch
-
-    out = {}
-    for k, cins in ((1, CONV_1X1_CIN), (3, CONV_3X3_CIN)):
-        for cin in cins:
-            torch.manual_seed(0)
-            out[f"c{k}x{k}_cin{cin}"] = (torch.nn.Conv2d(cin, 32, k, padding=k // 2, bias=False).eval(),
-                                         (torch.randn(1, cin, 28, 28),))
-    return out
-
-
-# (name, cin, k, groups, cout): around the 64-step boundary of k x k windows, and a 2x2 window
+# (name, cin, k, groups, cout) of 28x28 convolutions without bias, padding k // 2
+CONV = ([(f"c1x1_cin{c}", c, 1, 1, 32) for c in (16, 24, 32, 40, 48, 64, 96)]
+        + [(f"c3x3_cin{c}", c, 3, 1, 32) for c in (2, 3, 4, 5, 6, 8, 12)])
+# around the 64-step boundary of k x k windows, and a 2x2 window
 BOUNDARY = ([(f"c3_cin{c}", c, 3, 1, 32) for c in (6, 7, 8)] + [(f"c5_cin{c}", c, 5, 1, 32) for c in (1, 2, 3)]
             + [(f"c7_cin{c}", c, 7, 1, 32) for c in (1, 2)] + [(f"g3_cpg{c}", 8 * c, 3, 8, 64) for c in (4, 6, 7, 8)]
             + [(f"c2_cin{c}", c, 2, 1, 32) for c in (12, 16, 20)])
 
 
-def conv_boundary():
-    """MODEL_REF: the second conv grid (``BOUNDARY``), inputs 28x28, padding k // 2."""
+def _convs(table):
     import torch
 
     out = {}
-    for name, cin, k, groups, cout in BOUNDARY:
+    for name, cin, k, groups, cout in table:
         torch.manual_seed(0)
         out[name] = (torch.nn.Conv2d(cin, cout, k, padding=k // 2, groups=groups, bias=False).eval(),
                      (torch.randn(1, cin, 28, 28),))
     return out
 
 
-def boundary_report(df: pd.DataFrame) -> pd.DataFrame:
+def conv():
+    """MODEL_REF: the first conv grid (``CONV``): 1x1 and 3x3 convs around their unroll cliff."""
+    return _convs(CONV)
+
+
+def conv_boundary():
+    """MODEL_REF: the second conv grid (``BOUNDARY``)."""
+    return _convs(BOUNDARY)
+
+
+def conv_report(df: pd.DataFrame, table=CONV) -> pd.DataFrame:
+    """ns per output element and per reduction step of a conv grid's blocks."""
     rows = []
-    for name, cin, k, groups, cout in BOUNDARY:
+    for name, cin, k, groups, cout in table:
         if name in df.index:
             side = 28 + 2 * (k // 2) - k + 1
             steps = cin // groups * k * k
             ns = df.loc[name, "latency_ms_median"] * 1e6 / (cout * side * side)
             rows.append({"conv": name, "reduction_steps": steps, "ns_per_output": ns, "ns_per_step": ns / steps})
-    return pd.DataFrame(rows)
-
-
-def conv_report(df: pd.DataFrame) -> pd.DataFrame:
-    rows = []
-    for k, cins in ((1, CONV_1X1_CIN), (3, CONV_3X3_CIN)):
-        for cin in cins:
-            name = f"c{k}x{k}_cin{cin}"
-            if name in df.index:
-                ns = df.loc[name, "latency_ms_median"] * 1e6 / (32 * 28 * 28)
-                rows.append({"conv": name, "reduction_steps": cin * k * k, "ns_per_output": ns,
-                             "ns_per_step": ns / (cin * k * k)})
     return pd.DataFrame(rows)
 
 
@@ -177,7 +165,7 @@ def main() -> None:
         print(conv_report(cv).round(3).to_string(index=False))
     if bd is not None:
         print("\nconvolutions around the unroll boundary: ns per output and per reduction step")
-        print(boundary_report(bd).round(3).to_string(index=False))
+        print(conv_report(bd, BOUNDARY).round(3).to_string(index=False))
     if args.predictor:
         from tvmlat.dataset import ok_rows
         from tvmlat.predictors import load_predictor
