@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from .loop_features import (DEFAULT_GEOMETRY, LOOP_COLUMNS, CacheGeometry, conv_loops, matmul_loops,  # numpy only
-                            pool_loops)
+                            pool_loops, reduce_loops)
 from .specs import BlockSpec  # stdlib only: no torch
 
 #: the columns of ``features.FEATURE_COLUMNS``, in the same order (features.py imports torch, so
@@ -173,6 +173,8 @@ class _Acc:
         self._reduction(m, flops, window)
         if row is not None:
             self.add(m, **pool_loops(out, row, window, stride))
+        else:  # a global mean: one chain of adds per output
+            self.add(m, **reduce_loops(in_elems, window))
         self._op(m, flops, out, in_elems + out)
 
     def conv_bn(self, n, cin, cout, hw, k, stride=1, groups=1, act=True, m=1):

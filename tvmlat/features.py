@@ -35,11 +35,12 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from .loop_features import DEFAULT_GEOMETRY, LOOP_COLUMNS, CacheGeometry, conv_loops, matmul_loops, pool_loops
+from .loop_features import (DEFAULT_GEOMETRY, LOOP_COLUMNS, CacheGeometry, conv_loops, matmul_loops, pool_loops,
+                            reduce_loops)
 from .specs import BlockSpec
 
 #: bump when a feature's definition changes; datasets record it, and fitting recomputes stale features
-FEATURES_VERSION = 6  # 6: w_matmul (a linear layer's weights, once per call); 5: mac_l2miss (a matmul whose B fills the L2); 4: the conv L1 rule walks unpadded planes again
+FEATURES_VERSION = 7  # 7: red_chain (a global mean's chain of adds); 6: w_matmul (a linear layer's weights, once per call); 5: mac_l2miss (a matmul whose B fills the L2); 4: the conv L1 rule walks unpadded planes again
 
 #: columns every feature dict has, in order
 FEATURE_COLUMNS = [
@@ -185,6 +186,7 @@ class OpCounter(TorchDispatchMode):
             else:
                 window = in_elems // max(out_elems, 1)
                 flops = in_elems
+                self._add(**reduce_loops(in_elems, window))
             self._add(elems_pool=in_elems)
             self._reduction(flops, window, rec)
             rec["kind"] = "pool"

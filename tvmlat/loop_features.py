@@ -38,6 +38,16 @@ reducing op with ``out`` output elements, each summing ``red`` products:
   batched products of two activations (``bmm``) have no such column: their B is an input (``inp``).
   The meta-device counter takes the B of every 2-d ``mm``/``addmm`` as a weight (as ``weight_elems``
   does); the ONNX counter only an initializer.
+* ``red_chain`` (features version 7): the input elements of a reduction that is neither windowed
+  pooling nor a multiply-add (a global mean, ``sum``, ``amax``; ONNX ``GlobalAveragePool``,
+  ``ReduceMean``...): without a schedule each output is one chain of dependent adds (or maxes), a
+  step per input element, at the latency of an add. That latency is not a multiply-add's: on the
+  2-vCPU AMD EPYC (``znver4``) a global mean cost ~0.8 ns per input element against ~0.97 ns per
+  ``mac_excess`` step (3 and 4 cycles), on the Intel Xeon (``emeraldrapids``) ~0.8 against
+  1.1-1.7 ns, so it has its own column rather than joining ``mac_excess`` (which was worse on the Intel
+  host, README "Tried"). Global means occur in two families (``pool`` kind ``global`` and
+  ``squeeze_excitation``), so a held-out one learns the cost from the other: squeeze-excitation blocks
+  held out were predicted 0.42-0.98x on ``znver4`` without it.
 
 The L1 geometry is the measured CPU's: ``host_geometry()`` reads it from Linux's sysfs (a target's
 ``TargetSpec.geometry()``), a campaign records it in its dataset's meta.json, a predictor in its
@@ -58,7 +68,8 @@ from typing import Any
 import numpy as np
 
 #: the feature columns this module adds (features.FEATURE_COLUMNS ends with them)
-LOOP_COLUMNS = ["mac_excess", "short_vec", "short_scal", "mac_l1miss_exc", "w_tlbmiss", "mac_l2miss", "w_matmul"]
+LOOP_COLUMNS = ["mac_excess", "short_vec", "short_scal", "mac_l1miss_exc", "w_tlbmiss", "mac_l2miss", "w_matmul",
+                "red_chain"]
 
 SHORT = 32       # reduction steps that overlap (= features.REDUCTION_SHORT)
 SHORT_DW = 49    # a depthwise k x k window (up to 7 x 7) never counts as long
@@ -174,7 +185,8 @@ def conv_loops(out: Any, out_w: Any, cin_per_group: Any, kh: Any, kw: Any, strid
     miss = np.greater(cin_per_group, 1) & np.greater(np.asarray(cin_per_group) * np.asarray(kh), l1_lines(plane, geometry))
     zero = np.zeros_like(np.asarray(excess))
     return _out({"mac_excess": excess, "short_vec": vec, "short_scal": scal,
-                 "mac_l1miss_exc": np.where(miss, excess, 0), "w_tlbmiss": zero, "mac_l2miss": zero, "w_matmul": zero})
+                 "mac_l1miss_exc": np.where(miss, excess, 0), "w_tlbmiss": zero, "mac_l2miss": zero, "w_matmul": zero,
+                 "red_chain": zero})
 
 
 def matmul_loops(out: Any, red: Any, cols: Any, b_elems: Any, *, weight: Any, geometry: CacheGeometry) -> dict[str, Any]:
@@ -188,7 +200,7 @@ def matmul_loops(out: Any, red: Any, cols: Any, b_elems: Any, *, weight: Any, ge
     return _out({"mac_excess": excess, "short_vec": vec, "short_scal": scal,
                  "mac_l1miss_exc": np.where(miss, excess, 0), "w_tlbmiss": np.where(tlb, b_elems, 0),
                  "mac_l2miss": np.where(l2, np.asarray(out, dtype=np.int64) * red, 0),
-                 "w_matmul": np.where(weight, b_elems, 0)})
+                 "w_matmul": np.where(weight, b_elems, 0), "red_chain": np.zeros_like(np.asarray(excess))})
 
 
 def pool_loops(out: Any, out_w: Any, window: Any, stride: Any) -> dict[str, Any]:
@@ -197,4 +209,14 @@ def pool_loops(out: Any, out_w: Any, window: Any, stride: Any) -> dict[str, Any]
     vec = np.where(np.equal(stride, 1), (out // np.maximum(out_w, 1)) * (out_w // LANES * LANES) * window, 0)
     zero = np.zeros_like(np.asarray(win))
     return _out({"mac_excess": zero, "short_vec": vec, "short_scal": win - vec, "mac_l1miss_exc": zero,
-                 "w_tlbmiss": zero, "mac_l2miss": zero, "w_matmul": zero})
+                 "w_tlbmiss": zero, "mac_l2miss": zero, "w_matmul": zero, "red_chain": zero})
+
+
+def reduce_loops(in_elems: Any, window: Any) -> dict[str, Any]:
+    """A reduction that is not windowed pooling (a global mean, sum, max) of ``in_elems`` input
+    elements, ``window`` of them per output: one dependent step per element (none for ``window`` 1,
+    a copy)."""
+    chain = np.where(np.greater(window, 1), in_elems, 0)
+    zero = np.zeros_like(np.asarray(chain))
+    return _out({"mac_excess": zero, "short_vec": zero, "short_scal": zero, "mac_l1miss_exc": zero,
+                 "w_tlbmiss": zero, "mac_l2miss": zero, "w_matmul": zero, "red_chain": chain})

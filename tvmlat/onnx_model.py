@@ -84,7 +84,7 @@ def onnx_records(model: OnnxModel, geometry: CacheGeometry = DEFAULT_GEOMETRY) -
     """One record per counted ONNX node, in the format of features.OpCounter's records (loop features
     for the L1 ``geometry``)."""
     from .features import REDUCTION_SHORT
-    from .loop_features import conv_loops, matmul_loops, pool_loops
+    from .loop_features import conv_loops, matmul_loops, pool_loops, reduce_loops
 
     g = model.proto.graph
     shapes = _shapes(model.proto)
@@ -145,6 +145,7 @@ def onnx_records(model: OnnxModel, geometry: CacheGeometry = DEFAULT_GEOMETRY) -
             else:
                 window = in_elems // max(out_elems, 1)
                 flops = in_elems
+                feat.update(reduce_loops(in_elems, window))
             kind, reduction = "pool", window
             feat.update(elems_pool=in_elems)
         elif op in _COPY:

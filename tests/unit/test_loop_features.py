@@ -101,3 +101,32 @@ def test_a_linear_layers_weights_count_once_per_call_a_bmm_has_none():
 class _Bmm(torch.nn.Module):
     def forward(self, a, b):
         return torch.matmul(a, b)
+
+
+def test_a_global_mean_is_a_chain_per_output_and_nothing_else_counts_one():
+    from tvmlat.loop_features import reduce_loops
+
+    f = reduce_loops(in_elems=2 * 16 * 7 * 7, window=49)
+    assert f["red_chain"] == 2 * 16 * 7 * 7
+    assert all(f[c] == 0 for c in LOOP_COLUMNS if c != "red_chain")
+    assert reduce_loops(in_elems=64, window=1)["red_chain"] == 0  # one element per output: a copy, no chain
+    assert pool_loops(out=8 * 12 * 12, out_w=12, window=9, stride=1)["red_chain"] == 0  # windowed pooling
+    assert conv_loops(64, 8, 4, 3, 3, 1, 8, 8, False, geometry=G)["red_chain"] == 0
+    assert matmul_loops(64, 40, 8, 320, weight=True, geometry=G)["red_chain"] == 0
+
+
+@pytest.mark.parametrize("reduce", ["adaptive", "mean", "amax"])
+def test_counter_counts_a_global_reduction_in_red_chain(reduce):
+    class Head(torch.nn.Module):
+        def forward(self, x):
+            if reduce == "adaptive":
+                w = torch.nn.functional.adaptive_avg_pool2d(x, 1)
+            elif reduce == "mean":
+                w = x.mean(dim=(2, 3), keepdim=True)
+            else:
+                w = x.amax(dim=(2, 3), keepdim=True)
+            return x * torch.sigmoid(w)
+
+    f = count_features(Head(), (torch.randn(2, 6, 5, 5),))
+    assert f["red_chain"] == 2 * 6 * 5 * 5
+    assert f["mac_excess"] == f["short_vec"] == f["short_scal"] == 0

@@ -71,6 +71,7 @@ def test_onnx_loop_features_match_the_torch_twin(onnx_path):
     b = count_features(SmallTwin().eval(), (torch.randn(1, 3, 32, 32),))
     assert {c: a[c] for c in LOOP_COLUMNS} == {c: b[c] for c in LOOP_COLUMNS}
     assert a["mac_excess"] > 0 and a["short_vec"] > 0  # the 3x3 convs reduce over 27 and 72 elements
+    assert a["red_chain"] > 0  # GlobalAveragePool / adaptive_avg_pool2d: a chain of adds per channel
 
 
 def test_auto_pad_counts_like_pads(tmp_path):
