@@ -216,7 +216,10 @@ def refresh_features(df: pd.DataFrame, geometry) -> pd.DataFrame:
         fresh = pd.DataFrame([block_features(BlockSpec.from_json(s), geometry=geometry) for s in df.loc[has_spec, "spec"]],
                              index=df.index[has_spec])
         for c in FEATURE_COLUMNS:
+            if c not in df:  # a column newer than the file: integers like the rest, not floats
+                df[c] = pd.Series(0, index=df.index, dtype="Int64")
             df.loc[has_spec, c] = fresh[c].astype("int64")
+            df[c] = df[c].astype("Int64")
     return df
 
 

@@ -212,3 +212,14 @@ def test_a_dataset_from_before_the_loop_features_gets_them(fake_dataset, tmp_pat
     for c in LOOP_COLUMNS:
         assert list(fresh[c]) == list(df[c])
     assert (fresh["mac_excess"] + fresh["short_vec"] + fresh["short_scal"] > 0).any()
+
+
+def test_a_feature_column_newer_than_the_file_comes_back_as_integers(fake_dataset, tmp_path):
+    """Recounting a file that lacks a column (written before it existed) gives it the dtype the others have."""
+    from tvmlat.dataset import refresh_features
+    from tvmlat.loop_features import DEFAULT_GEOMETRY
+
+    path, df = fake_dataset
+    fresh = refresh_features(df.drop(columns=["red_chain"]), DEFAULT_GEOMETRY)
+    assert str(fresh["red_chain"].dtype) == str(df["mac_excess"].dtype) == "Int64"
+    assert list(fresh["red_chain"]) == list(df["red_chain"])
