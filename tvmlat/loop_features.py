@@ -48,6 +48,14 @@ reducing op with ``out`` output elements, each summing ``red`` products:
   host, README "Tried"). Global means occur in two families (``pool`` kind ``global`` and
   ``squeeze_excitation``), so a held-out one learns the cost from the other: squeeze-excitation blocks
   held out were predicted 0.42-0.98x on ``znver4`` without it.
+* ``mac_l1thrash`` (features version 8): all multiply-adds of a matmul whose B column walk misses L1
+  (as for ``mac_l1miss_exc``) and whose stride leaves at most ``THRASH_LINES`` (16) lines of L1 to
+  it, i.e. a stride of 2 or 4 KiB on a 64-set 8-way L1 (512 or 1024 columns, also 1536 and 2048):
+  on ``znver4`` such linear layers cost 2.3-3.7 ns per multiply-add whatever their reduction,
+  against 0.5-1.2 ns for 1 KiB or 3 KiB strides (32 lines), and were predicted at 0.2-0.4x. On the
+  Intel host's 12-way L1 only the 4 KiB stride qualifies (12 lines), and there it costs little
+  more. The threshold was read off the znver4 campaigns; the mechanism (set conflicts, the
+  prefetcher not crossing pages, or 4 KiB aliasing with the output's stores) is not established.
 
 The L1 geometry is the measured CPU's: ``host_geometry()`` reads it from Linux's sysfs (a target's
 ``TargetSpec.geometry()``), a campaign records it in its dataset's meta.json, a predictor in its
@@ -69,12 +77,13 @@ import numpy as np
 
 #: the feature columns this module adds (features.FEATURE_COLUMNS ends with them)
 LOOP_COLUMNS = ["mac_excess", "short_vec", "short_scal", "mac_l1miss_exc", "w_tlbmiss", "mac_l2miss", "w_matmul",
-                "red_chain"]
+                "red_chain", "mac_l1thrash"]
 
 SHORT = 32       # reduction steps that overlap (= features.REDUCTION_SHORT)
 SHORT_DW = 49    # a depthwise k x k window (up to 7 x 7) never counts as long
 LANES = 8        # float32 lanes of the vectors LLVM uses here (256-bit)
 PAGE, DTLB = 4096, 64
+THRASH_LINES = 16  # a column walk that L1 holds at most this many lines of: every step pays (mac_l1thrash)
 
 
 @dataclass(frozen=True)
@@ -186,7 +195,7 @@ def conv_loops(out: Any, out_w: Any, cin_per_group: Any, kh: Any, kw: Any, strid
     zero = np.zeros_like(np.asarray(excess))
     return _out({"mac_excess": excess, "short_vec": vec, "short_scal": scal,
                  "mac_l1miss_exc": np.where(miss, excess, 0), "w_tlbmiss": zero, "mac_l2miss": zero, "w_matmul": zero,
-                 "red_chain": zero})
+                 "red_chain": zero, "mac_l1thrash": zero})
 
 
 def matmul_loops(out: Any, red: Any, cols: Any, b_elems: Any, *, weight: Any, geometry: CacheGeometry) -> dict[str, Any]:
@@ -200,7 +209,9 @@ def matmul_loops(out: Any, red: Any, cols: Any, b_elems: Any, *, weight: Any, ge
     return _out({"mac_excess": excess, "short_vec": vec, "short_scal": scal,
                  "mac_l1miss_exc": np.where(miss, excess, 0), "w_tlbmiss": np.where(tlb, b_elems, 0),
                  "mac_l2miss": np.where(l2, np.asarray(out, dtype=np.int64) * red, 0),
-                 "w_matmul": np.where(weight, b_elems, 0), "red_chain": np.zeros_like(np.asarray(excess))})
+                 "w_matmul": np.where(weight, b_elems, 0), "red_chain": np.zeros_like(np.asarray(excess)),
+                 "mac_l1thrash": np.where(miss & np.less_equal(l1_lines(4 * cols, geometry), THRASH_LINES),
+                                          np.asarray(out, dtype=np.int64) * red, 0)})
 
 
 def pool_loops(out: Any, out_w: Any, window: Any, stride: Any) -> dict[str, Any]:
@@ -209,7 +220,7 @@ def pool_loops(out: Any, out_w: Any, window: Any, stride: Any) -> dict[str, Any]
     vec = np.where(np.equal(stride, 1), (out // np.maximum(out_w, 1)) * (out_w // LANES * LANES) * window, 0)
     zero = np.zeros_like(np.asarray(win))
     return _out({"mac_excess": zero, "short_vec": vec, "short_scal": win - vec, "mac_l1miss_exc": zero,
-                 "w_tlbmiss": zero, "mac_l2miss": zero, "w_matmul": zero, "red_chain": zero})
+                 "w_tlbmiss": zero, "mac_l2miss": zero, "w_matmul": zero, "red_chain": zero, "mac_l1thrash": zero})
 
 
 def reduce_loops(in_elems: Any, window: Any) -> dict[str, Any]:
@@ -219,4 +230,5 @@ def reduce_loops(in_elems: Any, window: Any) -> dict[str, Any]:
     chain = np.where(np.greater(window, 1), in_elems, 0)
     zero = np.zeros_like(np.asarray(chain))
     return _out({"mac_excess": zero, "short_vec": zero, "short_scal": zero, "mac_l1miss_exc": zero,
-                 "w_tlbmiss": zero, "mac_l2miss": zero, "w_matmul": zero, "red_chain": chain})
+                 "w_tlbmiss": zero, "mac_l2miss": zero, "w_matmul": zero, "red_chain": chain,
+                 "mac_l1thrash": zero})

@@ -130,3 +130,22 @@ def test_counter_counts_a_global_reduction_in_red_chain(reduce):
     f = count_features(Head(), (torch.randn(2, 6, 5, 5),))
     assert f["red_chain"] == 2 * 6 * 5 * 5
     assert f["mac_excess"] == f["short_vec"] == f["short_scal"] == 0
+
+
+def test_a_column_walk_that_l1_holds_few_lines_of_charges_every_multiply_add():
+    from tvmlat.loop_features import THRASH_LINES, CacheGeometry
+
+    # 1024 columns: a 4 KiB stride, one set of the default 64-set 8-way L1 -> 8 lines; 64 steps miss
+    f = matmul_loops(out=16 * 1024, red=64, cols=1024, b_elems=64 * 1024, weight=True, geometry=G)
+    assert l1_lines(4 * 1024, G) == 8 <= THRASH_LINES
+    assert f["mac_l1thrash"] == 16 * 1024 * 64  # all steps, the short ones too
+    # 512 columns (2 KiB, 16 lines) count; 256 (1 KiB, 32 lines), 768 (3 KiB) and 1000 (not whole lines) do not
+    assert matmul_loops(16 * 512, 64, 512, 64 * 512, weight=True, geometry=G)["mac_l1thrash"] == 16 * 512 * 64
+    for cols in (256, 768, 1000):
+        assert matmul_loops(16 * cols, 192, cols, 192 * cols, weight=True, geometry=G)["mac_l1thrash"] == 0
+    # a reduction the L1 holds (8 steps) does not miss, so nothing is charged
+    assert matmul_loops(16 * 1024, 8, 1024, 8 * 1024, weight=True, geometry=G)["mac_l1thrash"] == 0
+    # a 12-way L1 keeps 24 lines of a 2 KiB stride: only the 4 KiB one (12 lines) counts
+    g12 = CacheGeometry(64, 12, 64)
+    assert matmul_loops(16 * 512, 64, 512, 64 * 512, weight=True, geometry=g12)["mac_l1thrash"] == 0
+    assert matmul_loops(16 * 1024, 64, 1024, 64 * 1024, weight=True, geometry=g12)["mac_l1thrash"] > 0
