@@ -33,6 +33,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere: import this checkout's tvmlat
+    sys.path.insert(0, str(ROOT))
+
 LINEAR_SHAPES = ((256, 256), (128, 1024), (1024, 128))
 LINEAR_ROWS = (1, 2, 4, 16)
 BMM_K = (8, 16, 24, 32, 40, 48, 64, 96)
@@ -53,22 +57,22 @@ def linear():
     return out
 
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script from anywhere: import this checkout's tvmlat
-    sys.path.insert(0, str(ROOT))
-
-
 def bmm_specs():
     from tvmlat.specs import BlockSpec
 
     return [BlockSpec.make("matmul", b=8, m=m, k=k, n=n) for k in BMM_K for (m, n) in BMM_SHAPES]
 
 
+def bmm_name(spec) -> str:
+    """``b8_k<k>_m<m>_n<n>``: the model ref's entry name of a k-sweep block."""
+    return "_".join(f"{k}{v}" for k, v in spec.params)
+
+
 def bmm():
     """MODEL_REF: the ``matmul`` family blocks of the k sweep, named ``b8_k<k>_m<m>_n<n>``."""
     from tvmlat.blocks import build_block
 
-    return {"_".join(f"{k}{v}" for k, v in s.params): build_block(s) for s in bmm_specs()}
+    return {bmm_name(s): build_block(s) for s in bmm_specs()}
 
 
 # (name, cin, k, groups, cout) of 28x28 convolutions without bias, padding k // 2
@@ -136,8 +140,7 @@ def linear_report(df: pd.DataFrame) -> pd.DataFrame:
 def bmm_report(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for s in bmm_specs():
-        p = dict(s.params)
-        name = "_".join(f"{k}{v}" for k, v in s.params)
+        p, name = dict(s.params), bmm_name(s)
         if name in df.index:
             rows.append({"k": p["k"], "shape": f"{p['m']}x{p['n']}",
                          "ns_per_output": df.loc[name, "latency_ms_median"] * 1e6 / (p["b"] * p["m"] * p["n"])})

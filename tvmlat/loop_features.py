@@ -163,10 +163,12 @@ def host_geometry(root: str | Path = "/sys/devices/system/cpu/cpu0/cache") -> Ca
 
 
 def _out(d: dict[str, Any]) -> dict[str, Any]:
-    """Plain ints for scalars (records, rows), int64 arrays for arrays."""
+    """Every loop column, in ``LOOP_COLUMNS`` order: those in ``d``, 0 for the rest. Plain ints for
+    scalars (records, rows), int64 arrays for arrays."""
     if all(np.ndim(v) == 0 for v in d.values()):
-        return {k: int(v) for k, v in d.items()}
-    return {k: np.asarray(v, dtype=np.int64) for k, v in d.items()}
+        return {k: int(d.get(k, 0)) for k in LOOP_COLUMNS}
+    shape = np.broadcast_shapes(*(np.shape(v) for v in d.values()))
+    return {k: np.broadcast_to(np.asarray(d.get(k, 0), dtype=np.int64), shape).copy() for k in LOOP_COLUMNS}
 
 
 def l1_lines(stride_bytes: Any, g: CacheGeometry) -> Any:
@@ -192,43 +194,34 @@ def conv_loops(out: Any, out_w: Any, cin_per_group: Any, kh: Any, kw: Any, strid
     excess, vec, scal = _split(out, out_w, red, np.where(depthwise, SHORT_DW, SHORT), np.equal(stride, 1))
     plane = 4 * np.asarray(in_h) * np.asarray(in_w)
     miss = np.greater(cin_per_group, 1) & np.greater(np.asarray(cin_per_group) * np.asarray(kh), l1_lines(plane, geometry))
-    zero = np.zeros_like(np.asarray(excess))
-    return _out({"mac_excess": excess, "short_vec": vec, "short_scal": scal,
-                 "mac_l1miss_exc": np.where(miss, excess, 0), "w_tlbmiss": zero, "mac_l2miss": zero, "w_matmul": zero,
-                 "red_chain": zero, "mac_l1thrash": zero})
+    return _out({"mac_excess": excess, "short_vec": vec, "short_scal": scal, "mac_l1miss_exc": np.where(miss, excess, 0)})
 
 
 def matmul_loops(out: Any, red: Any, cols: Any, b_elems: Any, *, weight: Any, geometry: CacheGeometry) -> dict[str, Any]:
     """A (batched) matrix product: ``out`` outputs, each a reduction of ``red``; B has ``cols`` columns
     and ``b_elems`` elements, and is a weight matrix where ``weight`` (a 2-d matmul, not ``bmm``); L1 ``geometry``."""
     excess, vec, scal = _split(out, cols, red, SHORT, True)
-    miss = np.greater(red, l1_lines(4 * cols, geometry))
+    lines = l1_lines(4 * cols, geometry)  # of B's column walk
+    miss = np.greater(red, lines)
+    macs = np.asarray(out, dtype=np.int64) * red
     b_bytes = np.asarray(red, dtype=np.int64) * 4 * np.asarray(cols, dtype=np.int64)
     tlb = np.greater(b_bytes, DTLB * PAGE)
     l2 = np.greater(geometry.l2, 0) & np.greater_equal(b_bytes, geometry.l2)  # B does not fit the L2
     return _out({"mac_excess": excess, "short_vec": vec, "short_scal": scal,
                  "mac_l1miss_exc": np.where(miss, excess, 0), "w_tlbmiss": np.where(tlb, b_elems, 0),
-                 "mac_l2miss": np.where(l2, np.asarray(out, dtype=np.int64) * red, 0),
-                 "w_matmul": np.where(weight, b_elems, 0), "red_chain": np.zeros_like(np.asarray(excess)),
-                 "mac_l1thrash": np.where(miss & np.less_equal(l1_lines(4 * cols, geometry), THRASH_LINES),
-                                          np.asarray(out, dtype=np.int64) * red, 0)})
+                 "mac_l2miss": np.where(l2, macs, 0), "w_matmul": np.where(weight, b_elems, 0),
+                 "mac_l1thrash": np.where(miss & np.less_equal(lines, THRASH_LINES), macs, 0)})
 
 
 def pool_loops(out: Any, out_w: Any, window: Any, stride: Any) -> dict[str, Any]:
     """A windowed (max / avg) pooling: its whole window is short work."""
     win = out * window
     vec = np.where(np.equal(stride, 1), (out // np.maximum(out_w, 1)) * (out_w // LANES * LANES) * window, 0)
-    zero = np.zeros_like(np.asarray(win))
-    return _out({"mac_excess": zero, "short_vec": vec, "short_scal": win - vec, "mac_l1miss_exc": zero,
-                 "w_tlbmiss": zero, "mac_l2miss": zero, "w_matmul": zero, "red_chain": zero, "mac_l1thrash": zero})
+    return _out({"short_vec": vec, "short_scal": win - vec})
 
 
 def reduce_loops(in_elems: Any, window: Any) -> dict[str, Any]:
     """A reduction that is not windowed pooling (a global mean, sum, max) of ``in_elems`` input
     elements, ``window`` of them per output: one dependent step per element (none for ``window`` 1,
     a copy)."""
-    chain = np.where(np.greater(window, 1), in_elems, 0)
-    zero = np.zeros_like(np.asarray(chain))
-    return _out({"mac_excess": zero, "short_vec": zero, "short_scal": zero, "mac_l1miss_exc": zero,
-                 "w_tlbmiss": zero, "mac_l2miss": zero, "w_matmul": zero, "red_chain": chain,
-                 "mac_l1thrash": zero})
+    return _out({"red_chain": np.where(np.greater(window, 1), in_elems, 0)})
