@@ -126,8 +126,34 @@ def test_an_unexpected_error_in_a_worker_retries_the_block(farm, monkeypatch):
     monkeypatch.setattr(rpc_mod, "request_server", flaky)
     t = remote_target(farm)
     rows = run_campaign(spec_workloads(sample_specs(3, seed=29, **SMALL)), RPCRunner(t), t, None, show_progress=False)
-    assert [r["status"] for r in rows] == ["ok"] * 3
+    assert [r["status"] for r in rows] == ["ok"] * 3, [r["error"] for r in rows]
     assert sum("worker error: ConnectionResetError" in (r["rpc_errors"] or "") for r in rows) == 1
+
+
+@pytest.mark.timeout(300)
+def test_a_stuck_compile_worker_is_replaced_not_waited_on_forever(farm, tmp_path):
+    """The compile pool's first worker never delivers (as once in CI, where a campaign waited 18
+    minutes on a compile that the idle worker never received): after ``compile_stall_s`` the pool is
+    replaced and every block is measured."""
+    from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+
+    class Stuck(ProcessPoolExecutor):
+        def submit(self, *a, **k):
+            return Future()
+
+    made = []
+
+    def factory(n):  # the replacement compiles in threads: a new worker process would take seconds to start
+        made.append(Stuck(n) if not made else ThreadPoolExecutor(n))
+        return made[-1]
+
+    t = remote_target(farm)
+    specs = sample_specs(3, seed=31, **SMALL)
+    runner = RPCRunner(t, compile_stall_s=10.0, executor_factory=factory)
+    rows = run_campaign(spec_workloads(specs), runner, t, None, show_progress=False)
+    assert sorted(r["block_id"] for r in rows) == sorted(s.block_id for s in specs)
+    assert [r["status"] for r in rows] == ["ok"] * 3, [r["error"] for r in rows]
+    assert runner.stats["compile_stalls"] == 1 and len(made) == 2
 
 
 def test_hung_server_is_given_up_and_block_retried(tmp_path):

@@ -201,18 +201,21 @@ def test_each_chunk_waits_for_the_compile_workers_before_its_rounds(tmp_path, sp
     assert events == ["settle", "rounds"] * 2  # every chunk: workers idle first, then the rounds
 
 
-def test_compile_ahead_wait_returns_when_everything_submitted_is_done():
+def test_compile_ahead_wait_returns_when_everything_submitted_is_done(monkeypatch):
     import time
     from concurrent.futures import ThreadPoolExecutor
 
+    from tvmlat.runners import ahead as ahead_mod
     from tvmlat.runners.ahead import CompileAhead
 
-    ahead = CompileAhead.__new__(CompileAhead)  # a thread pool stands in for the worker processes
-    pool = ThreadPoolExecutor(2)
-    ahead.futures = {k: pool.submit(time.sleep, 0.05 * k) for k in (1, 2, 3)}
+    # a thread pool stands in for the worker processes, a sleep for the compile
+    monkeypatch.setattr(ahead_mod, "compile_spec_to_library", lambda spec, *a: time.sleep(0.05 * int(spec)))
+    ahead = CompileAhead({}, executor_factory=lambda n: ThreadPoolExecutor(2))
+    for k in (1, 2, 3):
+        ahead.submit(str(k), str(k))
     ahead.wait()
-    assert all(f.done() for f in ahead.futures.values())
-    pool.shutdown()
+    assert all(f.done() for f in ahead.futures.values()) and ahead.stalls == 0
+    ahead.close()
 
 
 def test_json_output_gives_the_rounds_as_lists(capsys):

@@ -23,12 +23,13 @@ import struct
 import tempfile
 import threading
 import time
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from ..errors import RPCError
 from ..targets import TargetSpec
+from .ahead import COMPILE_STALL_S
 from .base import RunResult
 
 #: extra seconds after session_timeout before a silent session is given up on
@@ -155,14 +156,24 @@ def request_server(addr: tuple[str, int], key: str, request_timeout: float,
 
 @dataclass
 class Job:
-    """One block on its way: the workload, its compiled artefact (a future), its features."""
+    """One block on its way: the workload, how to get its compiled artefact (``fetch`` waits for the
+    compile; its result is kept in ``art`` for retries), its features."""
 
     index: int
     workload: Any
-    artefact: Future
+    fetch: Callable[[], dict]
     features: dict
     attempts: int = 0
     errors: list[str] = field(default_factory=list)
+    art: dict | None = None
+
+    def artefact(self) -> dict:
+        if self.art is None:
+            try:
+                self.art = self.fetch()
+            except Exception as e:  # noqa: BLE001 - the compile failed outside a worker's own error handling
+                self.art = {"status": "compile_error", "error": f"compile failed: {type(e).__name__}: {e}"}
+        return self.art
 
 
 class RPCRunner:
@@ -172,7 +183,8 @@ class RPCRunner:
     parallel = True
 
     def __init__(self, target: TargetSpec, check: bool = True, max_servers: int | None = None,
-                 hang_grace_s: float = HANG_GRACE_S, cache_dir: str | None = None):
+                 hang_grace_s: float = HANG_GRACE_S, cache_dir: str | None = None,
+                 compile_stall_s: float | None = None, executor_factory: Callable[[int], Any] | None = None):
         if not target.remote:
             raise RPCError(f"target {target.name!r} names no RPC key; pass --rpc-key KEY or use a board target")
         target.check_toolchain()
@@ -182,7 +194,12 @@ class RPCRunner:
         self.hang_grace_s = hang_grace_s
         self.cache_dir = str(cache_dir) if cache_dir else None
         self.addr = target.rpc.address
-        self.stats = {"sessions": 0, "retried": 0, "failed": 0, "hung": 0, "servers_lost": 0}
+        # a compile worker that finishes nothing for this long is replaced (ahead.CompileAhead); tuned
+        # compiles may tune for minutes, so they are waited for
+        self.compile_stall_s = compile_stall_s if compile_stall_s is not None else (
+            None if target.profile == "tuned" else COMPILE_STALL_S)
+        self.executor_factory = executor_factory  # tests: a pool that never delivers
+        self.stats = {"sessions": 0, "retried": 0, "failed": 0, "hung": 0, "servers_lost": 0, "compile_stalls": 0}
 
     # -- one block on one session ------------------------------------------------------------
     def _device(self, sess):
@@ -224,24 +241,25 @@ class RPCRunner:
         n_servers = wait_for_servers(self.addr, rpc.key, rpc.request_timeout_s)
         n_workers = max(1, min(n_servers, len(jobs_in), self.max_servers or n_servers))
         tmp = tempfile.mkdtemp(prefix="tvmlat-rpc-")
-        import multiprocessing
-
         from tvm import rpc as tvm_rpc
 
-        from .ahead import _worker_init, artefact_name, compile_spec_to_library, compile_to_library
+        from .ahead import CompileAhead, artefact_name, compile_to_library
 
-        pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_worker_init)
+        ahead = CompileAhead(self.target.to_dict(), self.cache_dir, workers=1, stall_s=self.compile_stall_s,
+                             executor_factory=self.executor_factory)
         inline = ThreadPoolExecutor(max_workers=1)
         work: queue.Queue = queue.Queue()
         events: queue.Queue = queue.Queue()
         for i, (w, make, feats) in enumerate(jobs_in):
             if w.spec:
-                fut = pool.submit(compile_spec_to_library, w.spec, self.target.to_dict(), tmp, self.cache_dir)
+                key = f"{i}:{w.key}"
+                ahead.submit(key, w.spec)
+                fetch = (lambda key=key: ahead.take(key))
             else:
                 fut = inline.submit(lambda make=make, key=w.key: compile_to_library(
                     *make(), self.target, tmp, artefact_name(key, ""), check=self.check))
-            work.put(Job(i, w, fut, feats))
+                fetch = fut.result
+            work.put(Job(i, w, fetch, feats))
         stop = threading.Event()
         state: dict[int, str] = {}
         busy: dict[int, tuple[float, Job, str] | None] = {}  # worker -> (since, job, server) while in a session
@@ -269,10 +287,7 @@ class RPCRunner:
         def one_job(wid: int, job: Job) -> bool:
             """Measure one job; False when this worker must stop (its server is gone, or the watchdog
             gave up on it). Every path hands the job on: a row, a retry, or back to the queue."""
-            try:
-                art = job.artefact.result()
-            except Exception as e:  # noqa: BLE001 - the compile worker died
-                art = {"status": "compile_error", "error": f"compile worker failed: {type(e).__name__}: {e}"}
+            art = job.artefact()  # bounded: a stuck compile worker is replaced (CompileAhead)
             if art["status"] != "ok":
                 events.put(("row", wid, job, RunResult(status=art["status"], error=art["error"]), ""))
                 return True
@@ -384,7 +399,8 @@ class RPCRunner:
                                    f"or free servers under key {rpc.key!r} and run the same command again to resume")
         finally:
             stop.set()
-            pool.shutdown(wait=False, cancel_futures=True)
+            self.stats["compile_stalls"] += ahead.stalls
+            ahead.close()
             inline.shutdown(wait=False, cancel_futures=True)
             import shutil
 
