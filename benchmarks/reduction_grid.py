@@ -1,4 +1,4 @@
-"""Two grids behind features version 6 and the 32-step cliff (README, "Accuracy").
+"""Grids behind features versions 6 and 9 and the unroll cliff (README, "Accuracy").
 
 * ``linear``: nn.Linear layers 256x256, 128x1024 and 1024x128 at M = 1, 2, 4, 16 rows, 2-d and
   3-d inputs. The fit ``ms = fixed + per_row * M`` per layer shows the fixed cost per weight
@@ -12,13 +12,17 @@
 * ``conv_boundary``: 3x3 cin 6-8, 5x5 cin 1-3, 7x7 cin 1-2, grouped 3x3 with 4-8 channels per
   group, 2x2 cin 12-20. It puts the boundary at 64 steps for windows of 3x3 and up (63 cheap, 72
   a loop), by channels per group for grouped convs; a 2x2 window is a loop already at 48.
+  Features version 9 models it (``loop_features.UNROLL_WIN``).
+* ``unroll_check``: written down with version 9 and measured after it: other sizes, strides and
+  widths on both sides of the boundary, and ResNeXt-50's grouped convs (4 and 8 channels per group).
 
     tvmlat measure --target llvm benchmarks/reduction_grid.py:linear --out runs/linear.parquet   # ~1 min
     tvmlat measure --target llvm benchmarks/reduction_grid.py:bmm --out runs/bmm.parquet         # ~1 min
     tvmlat measure --target llvm benchmarks/reduction_grid.py:conv --out runs/conv.parquet       # ~1 min
     tvmlat measure --target llvm benchmarks/reduction_grid.py:conv_boundary --out runs/bnd.parquet
-    python benchmarks/reduction_grid.py runs/linear.parquet runs/bmm.parquet [--conv runs/conv.parquet]
-        [--boundary runs/bnd.parquet] [-p PREDICTOR.json]
+    tvmlat measure --target llvm benchmarks/reduction_grid.py:unroll_check --out runs/check.parquet
+    python benchmarks/reduction_grid.py [runs/linear.parquet runs/bmm.parquet] [--conv runs/conv.parquet]
+        [--boundary runs/bnd.parquet] [--check runs/check.parquet] [-p PREDICTOR.json]
 
 The analysis prints ns per weight element (linear) and ns per output (bmm), and with ``-p`` the
 predictor's predicted/measured ratio per row.
@@ -83,15 +87,34 @@ BOUNDARY = ([(f"c3_cin{c}", c, 3, 1, 32) for c in (6, 7, 8)] + [(f"c5_cin{c}", c
             + [(f"c7_cin{c}", c, 7, 1, 32) for c in (1, 2)] + [(f"g3_cpg{c}", 8 * c, 3, 8, 64) for c in (4, 6, 7, 8)]
             + [(f"c2_cin{c}", c, 2, 1, 32) for c in (12, 16, 20)])
 
+# written down with features version 9's unroll rule and measured after it (the rule was read off the two
+# grids above): other sizes, strides and widths, ResNeXt-50's first-stage grouped conv (4 channels per
+# group), and controls on both sides of the boundary; (name, cin, k, groups, cout, hw, stride)
+UNROLL_CHECK = [("d3_cin3_hw14", 3, 3, 1, 64, 14, 1), ("d3_cin4_hw14", 4, 3, 1, 64, 14, 1),
+                ("d3_cin5_hw56_s2", 5, 3, 1, 16, 56, 2), ("d3_cin6_hw14", 6, 3, 1, 48, 14, 1),
+                ("d3_cin7_hw28_s2", 7, 3, 1, 24, 28, 2), ("d3_cin8_hw14", 8, 3, 1, 64, 14, 1),
+                ("d5_cin2_hw14", 2, 5, 1, 64, 14, 1), ("d5_cin3_hw14", 3, 5, 1, 64, 14, 1),
+                ("d7_cin1_hw56_s2", 1, 7, 1, 24, 56, 2), ("x3_cpg4_resnext", 128, 3, 32, 128, 56, 1),
+                ("x3_cpg5_hw14", 80, 3, 16, 80, 14, 1), ("x3_cpg6_hw28_s2", 96, 3, 16, 96, 28, 2),
+                ("x3_cpg7_hw14", 112, 3, 16, 112, 14, 1), ("x3_cpg8_resnext_s2", 256, 3, 32, 256, 56, 2)]
+
+
+def _geometry(row):
+    """(name, cin, k, groups, cout, hw, stride) of a table row; the first two grids are 28x28, stride 1."""
+    name, cin, k, groups, cout, *rest = row
+    hw, stride = rest if rest else (28, 1)
+    return name, cin, k, groups, cout, hw, stride
+
 
 def _convs(table):
     import torch
 
     out = {}
-    for name, cin, k, groups, cout in table:
+    for row in table:
+        name, cin, k, groups, cout, hw, stride = _geometry(row)
         torch.manual_seed(0)
-        out[name] = (torch.nn.Conv2d(cin, cout, k, padding=k // 2, groups=groups, bias=False).eval(),
-                     (torch.randn(1, cin, 28, 28),))
+        out[name] = (torch.nn.Conv2d(cin, cout, k, stride, padding=k // 2, groups=groups, bias=False).eval(),
+                     (torch.randn(1, cin, hw, hw),))
     return out
 
 
@@ -105,12 +128,18 @@ def conv_boundary():
     return _convs(BOUNDARY)
 
 
+def unroll_check():
+    """MODEL_REF: the third conv grid (``UNROLL_CHECK``), a check of version 9's rule on fresh shapes."""
+    return _convs(UNROLL_CHECK)
+
+
 def conv_report(df: pd.DataFrame, table=CONV) -> pd.DataFrame:
     """ns per output element and per reduction step of a conv grid's blocks."""
     rows = []
-    for name, cin, k, groups, cout in table:
+    for row in table:
+        name, cin, k, groups, cout, hw, stride = _geometry(row)
         if name in df.index:
-            side = 28 + 2 * (k // 2) - k + 1
+            side = (hw + 2 * (k // 2) - k) // stride + 1
             steps = cin // groups * k * k
             ns = df.loc[name, "latency_ms_median"] * 1e6 / (cout * side * side)
             rows.append({"conv": name, "reduction_steps": steps, "ns_per_output": ns, "ns_per_step": ns / steps})
@@ -150,31 +179,33 @@ def bmm_report(df: pd.DataFrame) -> pd.DataFrame:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("linear_parquet")
-    ap.add_argument("bmm_parquet")
+    ap.add_argument("linear_parquet", nargs="?")
+    ap.add_argument("bmm_parquet", nargs="?")
     ap.add_argument("--conv", help="the conv grid's parquet")
     ap.add_argument("--boundary", help="the second conv grid's parquet (conv_boundary)")
+    ap.add_argument("--check", help="the third conv grid's parquet (unroll_check)")
     ap.add_argument("-p", "--predictor", help="also print predicted / measured per block")
     args = ap.parse_args()
-    lin, mm = _ok(args.linear_parquet), _ok(args.bmm_parquet)
-    cv = _ok(args.conv) if args.conv else None
-    bd = _ok(args.boundary) if args.boundary else None
-    print("linear layers: ms = fixed + per_row * M (least squares over M = 1, 2, 4, 16)")
-    print(linear_report(lin).round(4).to_string(index=False))
-    print("\nbatched matmuls (b = 8): ns per output element")
-    print(bmm_report(mm).round(2).to_string())
-    if cv is not None:
-        print("\nconvolutions (32 outputs, 28x28): ns per output and per reduction step")
-        print(conv_report(cv).round(3).to_string(index=False))
-    if bd is not None:
-        print("\nconvolutions around the unroll boundary: ns per output and per reduction step")
-        print(conv_report(bd, BOUNDARY).round(3).to_string(index=False))
+    lin, mm, cv, bd, ck = (_ok(a) if a else None for a in (args.linear_parquet, args.bmm_parquet, args.conv,
+                                                           args.boundary, args.check))
+    if lin is not None:
+        print("linear layers: ms = fixed + per_row * M (least squares over M = 1, 2, 4, 16)")
+        print(linear_report(lin).round(4).to_string(index=False))
+    if mm is not None:
+        print("\nbatched matmuls (b = 8): ns per output element")
+        print(bmm_report(mm).round(2).to_string())
+    for title, df, table in (("convolutions (32 outputs, 28x28)", cv, CONV),
+                             ("convolutions around the unroll boundary", bd, BOUNDARY),
+                             ("convolutions checking the unroll rule (other shapes)", ck, UNROLL_CHECK)):
+        if df is not None:
+            print(f"\n{title}: ns per output and per reduction step")
+            print(conv_report(df, table).round(3).to_string(index=False))
     if args.predictor:
         from tvmlat.dataset import ok_rows
         from tvmlat.predictors import load_predictor
 
         pred = load_predictor(args.predictor)
-        for title, df in (("linear", lin), ("bmm", mm), ("conv", cv), ("boundary", bd)):
+        for title, df in (("linear", lin), ("bmm", mm), ("conv", cv), ("boundary", bd), ("check", ck)):
             if df is None:
                 continue
             d = ok_rows(df.reset_index())

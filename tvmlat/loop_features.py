@@ -48,6 +48,16 @@ reducing op with ``out`` output elements, each summing ``red`` products:
   host, README "Tried"). Global means occur in two families (``pool`` kind ``global`` and
   ``squeeze_excitation``), so a held-out one learns the cost from the other: squeeze-excitation blocks
   held out were predicted 0.42-0.98x on ``znver4`` without it.
+* The 32-step boundary (version 9): LLVM unrolls a reduction whole by the size of the unrolled code,
+  not by its step count. For a 1 x 1 conv, a matmul or a 2 x 2 window that is 32 steps (1 x 1
+  convs: cin 32 cheap, 40 a loop; a 2 x 2 window is a loop at 48); for a window of 3 x 3 or more
+  it is ``UNROLL_WIN`` = 64: 3 x 3 convs with cin 7 (63 steps), 5 x 5 with cin 2 (50), 7 x 7 with
+  cin 1 (49) and grouped 3 x 3 convs with 7 channels per group cost 5-7 ns per output on both the
+  Intel and the AMD host, then 34-60 ns at 72, 75 and 98 steps (``benchmarks/reduction_grid.py``,
+  grids ``conv`` and ``conv_boundary``). Version 8 split such reductions at 32 and predicted them
+  2.3-5.1x too slow on the AMD host; the sampled blocks have none (dense convs have cin >= 8), so
+  no calibration row changed, but ResNeXt's grouped convs (4 channels per group, 36 steps) are such.
+  Beyond the boundary the split stays at ``SHORT`` (predicted 1.1-1.4x there).
 * ``mac_l1thrash`` (features version 8): all multiply-adds of a matmul whose B column walk misses L1
   (as for ``mac_l1miss_exc``) and whose stride leaves at most ``THRASH_LINES`` (16) lines of L1 to
   it, i.e. a stride of 2 or 4 KiB on a 64-set 8-way L1 (512 or 1024 columns, also 1536 and 2048):
@@ -81,6 +91,7 @@ LOOP_COLUMNS = ["mac_excess", "short_vec", "short_scal", "mac_l1miss_exc", "w_tl
 
 SHORT = 32       # reduction steps that overlap (= features.REDUCTION_SHORT)
 SHORT_DW = 49    # a depthwise k x k window (up to 7 x 7) never counts as long
+UNROLL_WIN = 64  # a conv window of 3 x 3 or more is unrolled whole up to this many steps (version 9)
 LANES = 8        # float32 lanes of the vectors LLVM uses here (256-bit)
 PAGE, DTLB = 4096, 64
 THRASH_LINES = 16  # a column walk that L1 holds at most this many lines of: every step pays (mac_l1thrash)
@@ -189,9 +200,16 @@ def _split(out: Any, out_w: Any, red: Any, short_len: Any, vec_ok: Any):
 def conv_loops(out: Any, out_w: Any, cin_per_group: Any, kh: Any, kw: Any, stride: Any, in_h: Any, in_w: Any,
                depthwise: Any, *, geometry: CacheGeometry) -> dict[str, Any]:
     """A 2-d convolution (NCHW) with ``out`` output elements, rows ``out_w`` wide, input planes ``in_h`` x ``in_w``,
-    on a CPU with the L1 ``geometry``."""
+    on a CPU with the L1 ``geometry``. A window of 3 x 3 or more whose whole reduction has at most
+    ``UNROLL_WIN`` steps is all short work (version 9); otherwise the first ``SHORT`` (``SHORT_DW``
+    for a depthwise window) steps are."""
     red = cin_per_group * kh * kw
-    excess, vec, scal = _split(out, out_w, red, np.where(depthwise, SHORT_DW, SHORT), np.equal(stride, 1))
+    short_len = np.where(depthwise, SHORT_DW, SHORT)
+    excess, vec, scal = _split(out, out_w, red, short_len, np.equal(stride, 1))
+    # a window of 3 x 3 or more unrolled whole: the steps past short_len are scalar short work, not a chain
+    unrolled = np.greater_equal(np.asarray(kh) * np.asarray(kw), 9) & np.less_equal(red, UNROLL_WIN)
+    scal = scal + np.where(unrolled, excess, 0)
+    excess = np.where(unrolled, 0, excess)
     plane = 4 * np.asarray(in_h) * np.asarray(in_w)
     miss = np.greater(cin_per_group, 1) & np.greater(np.asarray(cin_per_group) * np.asarray(kh), l1_lines(plane, geometry))
     return _out({"mac_excess": excess, "short_vec": vec, "short_scal": scal, "mac_l1miss_exc": np.where(miss, excess, 0)})

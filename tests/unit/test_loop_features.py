@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from tvmlat.features import count_features
-from tvmlat.loop_features import (DEFAULT_GEOMETRY, LANES, LOOP_COLUMNS, SHORT, conv_loops, l1_lines, matmul_loops,
-                                  pool_loops)
+from tvmlat.loop_features import (DEFAULT_GEOMETRY, LANES, LOOP_COLUMNS, SHORT, UNROLL_WIN, conv_loops, l1_lines,
+                                  matmul_loops, pool_loops)
 
 G = DEFAULT_GEOMETRY  # 32 KiB 8-way: 64 sets of 8 lines
 
@@ -43,6 +43,31 @@ def test_conv_stride_and_depthwise():
                        depthwise=False, geometry=G)
     assert dense["mac_excess"] == 16 * 16 * 16 * (72 - SHORT)
     assert dense["short_vec"] == 16 * 16 * 16 * SHORT and dense["short_scal"] == 0  # 16 wide: two whole vectors
+
+
+@pytest.mark.parametrize("cpg,k,unrolled", [(7, 3, True), (8, 3, False), (2, 5, True), (3, 5, False), (1, 7, True),
+                                             (2, 7, False), (40, 1, False), (12, 2, False), (4, 3, True)])
+def test_a_window_of_3x3_or_more_is_unrolled_whole_up_to_64_steps(cpg, k, unrolled):
+    """Version 9: 3x3 cin 7 (63 steps), 5x5 cin 2 (50), 7x7 cin 1 (49) and 3x3 with 4 channels per
+    group (ResNeXt) are all short work, the steps past 32 scalar; one step more than the window
+    allows, a 1x1 conv past 32 or a 2x2 window at 48 is a loop split at SHORT as before."""
+    out, red = 16 * 16 * 16, cpg * k * k
+    f = conv_loops(out=out, out_w=16, cin_per_group=cpg, kh=k, kw=k, stride=1, in_h=16, in_w=16, depthwise=False,
+                   geometry=G)
+    assert f["short_vec"] + f["short_scal"] + f["mac_excess"] == out * red  # every step counted once
+    assert f["short_vec"] == out * min(red, SHORT)  # rows 16 wide: the first SHORT steps in vectors
+    if unrolled:
+        assert red <= UNROLL_WIN and f["mac_excess"] == 0 and f["short_scal"] == out * max(red - SHORT, 0)
+    else:
+        assert f["mac_excess"] == out * (red - SHORT) and f["short_scal"] == 0
+
+
+def test_counter_counts_resnext_grouped_convs_as_unrolled():
+    grouped = torch.nn.Conv2d(128, 128, 3, padding=1, groups=32, bias=False)  # 4 channels per group: 36 steps
+    f = count_features(grouped, (torch.randn(1, 128, 16, 16),), geometry=G)  # rows of whole vectors
+    assert f["mac_excess"] == 0 and f["short_scal"] == 128 * 16 * 16 * (36 - SHORT)
+    wider = torch.nn.Conv2d(256, 256, 3, padding=1, groups=32, bias=False)  # 8 per group: 72 steps, a loop
+    assert count_features(wider, (torch.randn(1, 256, 14, 14),), geometry=G)["mac_excess"] == 256 * 14 * 14 * 40
 
 
 def test_pool_window_is_short_work():
