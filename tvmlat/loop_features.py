@@ -55,9 +55,12 @@ reducing op with ``out`` output elements, each summing ``red`` products:
   cin 1 (49) and grouped 3 x 3 convs with 7 channels per group cost 5-7 ns per output on both the
   Intel and the AMD host, then 34-60 ns at 72, 75 and 98 steps (``benchmarks/reduction_grid.py``,
   grids ``conv`` and ``conv_boundary``). Version 8 split such reductions at 32 and predicted them
-  2.3-5.1x too slow on the AMD host; the sampled blocks have none (dense convs have cin >= 8), so
-  no calibration row changed, but ResNeXt's grouped convs (4 channels per group, 36 steps) are such.
-  Beyond the boundary the split stays at ``SHORT`` (predicted 1.1-1.4x there).
+  1.2-5.1x too slow on the AMD host, version 9 0.56-1.28x; on a third grid measured after the rule
+  (``unroll_check``) the geometric error factor of ten such convs went 4.1x -> 2.3x, but strided
+  convs and 14-wide rows already loop at 54-63 steps (then 0.41-0.64x): their boundary is lower,
+  which this rule does not know. The sampled blocks have none (dense convs have cin >= 8), so no
+  calibration row changed; ResNeXt's grouped convs (4 channels per group, 36 steps) are such.
+  Beyond the boundary the split stays at ``SHORT``.
 * ``mac_l1thrash`` (features version 8): all multiply-adds of a matmul whose B column walk misses L1
   (as for ``mac_l1miss_exc``) and whose stride leaves at most ``THRASH_LINES`` (16) lines of L1 to
   it, i.e. a stride of 2 or 4 KiB on a 64-set 8-way L1 (512 or 1024 columns, also 1536 and 2048):
