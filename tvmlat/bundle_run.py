@@ -112,7 +112,7 @@ def run_bundle(bundle: str | Path, out: str | Path, check: bool = True, power: b
         if not has_header:
             write({"type": "header", "result_schema": RESULT_SCHEMA, "bundle": str(b.resolve()),
                    "bundle_created": m.get("created"), "target": m["target"], "compile_versions": m.get("versions", {}),
-                   "cache_geometry": m.get("cache_geometry"),
+                   "cache_geometry": m.get("cache_geometry"), "model_refs": m.get("model_refs"),
                    "compile_host": m.get("host", {}), "runtime": {"tvm": tvm.__version__, "python": platform.python_version(),
                    "host": platform.node(), "device": _device_name(tvm, dev, target.kind)}, "started": _now()})
         for fail in m.get("failed", []):

@@ -123,11 +123,18 @@ class CampaignWriter:
                         f"{self.path} was measured with {key}={old!r}, not {new!r}; resuming would mix the two: "
                         f"use another --out or --campaign name")
             self.meta["created"] = old_meta.get("created", self.meta.get("created"))
+            refs = list(old_meta.get("model_refs") or [])
+            self.meta["model_refs"] = refs + [r for r in self.meta.get("model_refs") or [] if r not in refs]
+            if old_meta.get("notes"):
+                self.meta["notes"] = old_meta["notes"]
+            if not self.meta["model_refs"]:
+                del self.meta["model_refs"]
             if (old_meta.get("features_version") != self.meta.get("features_version")
                     or old_meta.get("cache_geometry") != self.meta.get("cache_geometry")) and len(self.df):
                 # rows counted by older code (or for no recorded L1): recount them, so the file's rows
-                # agree with the meta.json written below
-                self.df = refresh_features(self.df, self.geometry)
+                # agree with the meta.json written below (a legacy file's model rows from the reference
+                # being measured now, the usual resume)
+                self.df = refresh_features(self.df, self.geometry, self.meta.get("model_refs"), str(self.path))
                 self._write()
         else:
             self.df = pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in COLUMNS})
@@ -204,23 +211,72 @@ def ok_rows(df: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def refresh_features(df: pd.DataFrame, geometry) -> pd.DataFrame:
-    """Recompute the feature columns of block rows (those with a spec) from their spec, loop features
-    for the L1 ``geometry``."""
+def refresh_features(df: pd.DataFrame, geometry, model_refs: list[dict[str, Any]] | None = None,
+                     where: str = "the dataset") -> pd.DataFrame:
+    """Recompute the feature columns of every row, loop features for the L1 ``geometry``: block rows
+    from their spec, rows measured from a model reference (no spec) by loading it again from
+    ``model_refs`` (meta.json's, see ``model_ref_record``). Rows of neither kind are a DatasetError
+    that says what to do: left as they were, they would be fitted with another version's features."""
     from .features import block_features
     from .specs import BlockSpec
 
     df = df.copy()
     has_spec = df["spec"].fillna("").astype(str).str.len() > 0
-    if has_spec.any():
-        fresh = pd.DataFrame([block_features(BlockSpec.from_json(s), geometry=geometry) for s in df.loc[has_spec, "spec"]],
-                             index=df.index[has_spec])
+    fresh = [pd.DataFrame([block_features(BlockSpec.from_json(s), geometry=geometry) for s in df.loc[has_spec, "spec"]],
+                          index=df.index[has_spec])] if has_spec.any() else []
+    if (~has_spec).any():
+        fresh.append(_recount_model_rows(df.loc[~has_spec], model_refs or [], geometry, where))
+    for part in fresh:
         for c in FEATURE_COLUMNS:
             if c not in df:  # a column newer than the file: integers like the rest, not floats
                 df[c] = pd.Series(0, index=df.index, dtype="Int64")
-            df.loc[has_spec, c] = fresh[c].astype("int64")
+            df.loc[part.index, c] = part[c].astype("int64")
             df[c] = df[c].astype("Int64")
     return df
+
+
+def model_ref_record(ref: str, layers: bool = False) -> dict[str, Any]:
+    """How a dataset's meta.json remembers a MODEL_REF its rows were measured from (``model_refs``),
+    so that a later features version can count them again: its file made absolute, and whether
+    it was split into layers (``measure --layers``)."""
+    if ":" in ref and not ref.startswith("torchvision:"):
+        path, _, attr = ref.rpartition(":")
+        ref = f"{Path(path).resolve()}:{attr}"
+    return {"ref": ref, "layers": bool(layers)}
+
+
+def _recount_model_rows(rows: pd.DataFrame, refs: list[dict[str, Any]], geometry, where: str) -> pd.DataFrame:
+    """Features of rows measured from model references, counted again from ``refs`` by row name."""
+    from .errors import TvmlatError
+    from .features import count_features
+    from .modelref import load_model_ref
+    from .split import split_entries
+
+    names = list(dict.fromkeys(rows["name"].astype(str)))
+    again = ("measure them again with `tvmlat measure MODEL_REF --out NEW.parquet` (`--layers` if they were "
+             "layers), or fit without this file")
+    if not refs:
+        raise DatasetError(f"{where}: {len(names)} rows (e.g. {names[0]!r}) were measured from a model reference "
+                           f"and counted with other features (an older tvmlat, or another cache), and it does not "
+                           f"record which reference (written before tvmlat kept that); {again}")
+    counted: dict[str, dict[str, int]] = {}
+    for rec in refs:
+        try:
+            entries = load_model_ref(str(rec["ref"]))
+            if rec.get("layers"):
+                entries = split_entries(entries, str(rec["ref"]))
+        except (TvmlatError, KeyError, TypeError) as e:
+            raise DatasetError(f"{where}: recounting its rows' features needs the model reference they were "
+                               f"measured from, which no longer loads ({e}); restore it, or {again}") from None
+        for name, (module, inputs) in entries.items():
+            if name in names and name not in counted:
+                counted[name] = count_features(module, inputs, geometry=geometry)
+    missing = [n for n in names if n not in counted]
+    if missing:
+        refs_s = ", ".join(str(r.get("ref")) for r in refs)
+        raise DatasetError(f"{where}: rows {missing[:3]} are not entries of the model references it records "
+                           f"({refs_s}) any more, so their features can't be counted again; {again}")
+    return pd.DataFrame([counted[n] for n in rows["name"].astype(str)], index=rows.index)
 
 
 def meta_geometry(path: str | Path, meta: dict[str, Any] | None = None):
@@ -248,7 +304,7 @@ def load_for_fit(path: str | Path, geometry=None) -> pd.DataFrame:
         for c in FEATURE_COLUMNS:
             if c not in df:
                 df[c] = pd.Series(0, index=df.index, dtype="Int64")
-        df = refresh_features(df, want)
+        df = refresh_features(df, want, meta.get("model_refs"), str(path))
     return df
 
 

@@ -13,6 +13,8 @@ from typing import Sequence
 
 import torch
 
+from .errors import TvmlatError
+
 _ANCHOR_OPS = ("conv", "linear", "matmul", "mm", "bmm", "addmm", "pool", "scaled_dot_product", "mean")
 
 
@@ -104,3 +106,17 @@ class _Bound(torch.nn.Module):
 
     def forward(self, *acts):
         return self.piece(*[getattr(self, f"c{i}") if kind == "c" else acts[i] for kind, i in self.slots])
+
+
+def split_entries(entries: dict, model_ref: str) -> dict:
+    """Each entry's layers (as `analyze` shows them), named ``entry/layer`` when there are several entries."""
+    split = {}
+    for name, (module, inputs) in entries.items():
+        try:
+            layers = split_layers(module, inputs)
+        except Exception as e:  # noqa: BLE001 - export of the whole network failed
+            raise TvmlatError(f"{model_ref}: can't split {name!r} into layers: {type(e).__name__}: "
+                              f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}") from None
+        prefix = f"{name}/" if len(entries) > 1 else ""
+        split.update({prefix + k: v for k, v in layers.items()})
+    return split

@@ -43,8 +43,10 @@ def bundle_cmd(
     if model_ref:
         from ..modelref import load_model_ref
 
+        from ..dataset import model_ref_record
+
         workloads = module_workloads(load_model_ref(model_ref))
-        source = {"model_ref": model_ref}
+        source = {"model_ref": model_ref, "model_refs": [model_ref_record(model_ref)]}  # ingest can recount them
     else:
         workloads = spec_workloads(sample_specs(samples, seed=seed))
         source = {"sampler": {"seed": seed, "samples": samples}}
@@ -96,7 +98,8 @@ def ingest_cmd(
             "versions": header.get("compile_versions", {}), "runtime": header.get("runtime", {}),
             "device": {"name": header.get("runtime", {}).get("device", "")}, "evaluator": t.get("evaluator", {}),
             "compile_host": header.get("compile_host", {}), "source": str(results), "features_version": FEATURES_VERSION,
-            "cache_geometry": header.get("cache_geometry")}  # the L1 the bundle's features were counted for
+            "cache_geometry": header.get("cache_geometry"),  # the L1 the bundle's features were counted for
+            "model_refs": header.get("model_refs") or []}  # where model rows came from (a later version recounts)
     writer = CampaignWriter(out, meta)
     done = writer.done_ids()
     added = 0

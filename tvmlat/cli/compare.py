@@ -24,7 +24,7 @@ def compare_cmd(
     """Measure every entry (or layer) of MODEL_REF on each target; show the latencies and the fastest."""
     from ..measure import module_workloads, run_campaign
     from ..modelref import load_model_ref
-    from .measure import split_entries
+    from ..split import split_entries
 
     names = [x.strip() for x in targets.split(",") if x.strip()]
     if len(names) < 2 or len(set(names)) != len(names):

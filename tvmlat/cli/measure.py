@@ -8,10 +8,11 @@ from typing import Optional
 import typer
 
 from ..errors import TvmlatError
-from ..dataset import CampaignWriter, versions
+from ..dataset import CampaignWriter, model_ref_record, versions
 from ..features import FEATURES_VERSION
 from ..measure import module_workloads, run_campaign
 from ..modelref import load_model_ref
+from ..split import split_entries
 from . import app
 from .common import RPC_KEY_HELP, TRACKER_HELP, Format, emit, make_runner, provenance, resolve_target
 
@@ -52,7 +53,9 @@ def measure_cmd(
         writer = CampaignWriter(out, {"target_name": t.name, "target": t.to_dict(), "profile": t.profile,
                                       "versions": versions(), **provenance(t), "command": "measure",
                                       "evaluator": t.evaluator.__dict__, "features_version": FEATURES_VERSION,
-                                      "cache_geometry": t.geometry().to_dict()})
+                                      "cache_geometry": t.geometry().to_dict(),
+                                      # where the rows come from: a later features version recounts them from it
+                                      "model_refs": [model_ref_record(model_ref, layers=not whole)]})
     rows = run_campaign(module_workloads(entries), runner, t, writer,
                         show_progress=progress and fmt == Format.table)
     for r in rows:
@@ -91,19 +94,3 @@ def _measure_onnx(path: str, t, fmt: Format) -> None:
     emit([row], fmt, TABLE_COLUMNS if fmt == Format.table else COLUMNS, title=f"measured on {t.name} ({t.profile})")
     if res.status != "ok":
         raise TvmlatError(f"{model.name}: {res.error}")
-
-
-def split_entries(entries: dict, model_ref: str) -> dict:
-    """Each entry's layers (as `analyze` shows them), named ``entry/layer`` when there are several entries."""
-    from ..split import split_layers
-
-    split = {}
-    for name, (module, inputs) in entries.items():
-        try:
-            layers = split_layers(module, inputs)
-        except Exception as e:  # noqa: BLE001 - export of the whole network failed
-            raise TvmlatError(f"{model_ref}: can't split {name!r} into layers: {type(e).__name__}: "
-                              f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}") from None
-        prefix = f"{name}/" if len(entries) > 1 else ""
-        split.update({prefix + k: v for k, v in layers.items()})
-    return split
