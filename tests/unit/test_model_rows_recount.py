@@ -147,3 +147,21 @@ def test_measure_records_its_model_ref(tmp_path, capsys, monkeypatch, nets_file)
     meta = json.loads(meta_path(out).read_text())
     assert meta["model_refs"] == [{"ref": f"{nets_file.resolve()}:nets", "layers": False},
                                   {"ref": f"{nets_file.resolve()}:net", "layers": True}]
+
+
+def test_ingest_of_a_model_bundle_records_its_reference(nets_file, tmp_path, capsys):
+    """The bundle's manifest carries the reference through run-bundle's header to the ingested dataset."""
+    from tvmlat.targets import load_target
+
+    entries = _entries(nets_file)
+    ref = model_ref_record(f"{nets_file}:nets")
+    header = {"type": "header", "result_schema": 1, "bundle": str(tmp_path / "b"), "target": load_target("llvm").to_dict(),
+              "cache_geometry": DEFAULT_GEOMETRY.to_dict(), "model_refs": [ref]}
+    rows = [{"type": "row", "key": n, "name": n, "family": "model", "spec": "", "status": "ok", "latency_ms_median": 1.0,
+             "features": f} for n, f in _truth(entries).items()]
+    res = tmp_path / "results.jsonl"
+    res.write_text("\n".join(json.dumps(r) for r in [header, *rows]) + "\n")
+    out = tmp_path / "ingested.parquet"
+    code, _, err = run_cli(["ingest", res, "--out", out], capsys)
+    assert code == 0, err
+    assert json.loads(meta_path(out).read_text())["model_refs"] == [ref]
