@@ -270,13 +270,18 @@ def _recount_model_rows(rows: pd.DataFrame, refs: list[dict[str, Any]], geometry
                                f"measured from, which no longer loads ({e}); restore it, or {again}") from None
         for name, (module, inputs) in entries.items():
             if name in names and name not in counted:
-                counted[name] = count_features(module, inputs, geometry=geometry)
+                try:
+                    counted[name] = count_features(module, inputs, geometry=geometry)
+                except Exception:  # noqa: BLE001 - it did not build when measured either (a failed row)
+                    counted[name] = None
     missing = [n for n in names if n not in counted]
     if missing:
         refs_s = ", ".join(str(r.get("ref")) for r in refs)
         raise DatasetError(f"{where}: rows {missing[:3]} are not entries of the model references it records "
                            f"({refs_s}) any more, so their features can't be counted again; {again}")
-    return pd.DataFrame([counted[n] for n in rows["name"].astype(str)], index=rows.index)
+    # a module that no longer counts keeps its row's old values (such a row failed; fitting skips it)
+    return pd.DataFrame([counted[n] or {c: (0 if pd.isna(r[c]) else r[c]) for c in FEATURE_COLUMNS}
+                         for n, (_, r) in zip(rows["name"].astype(str), rows.iterrows())], index=rows.index)
 
 
 def meta_geometry(path: str | Path, meta: dict[str, Any] | None = None):

@@ -165,3 +165,24 @@ def test_ingest_of_a_model_bundle_records_its_reference(nets_file, tmp_path, cap
     code, _, err = run_cli(["ingest", res, "--out", out], capsys)
     assert code == 0, err
     assert json.loads(meta_path(out).read_text())["model_refs"] == [ref]
+
+
+def test_an_entry_that_no_longer_counts_keeps_its_old_values(tmp_path):
+    """A module whose forward fails (a failed row when measured) does not stop the recount of the others."""
+    (tmp_path / "mixed.py").write_text(NETS + '''
+class Broken(torch.nn.Module):
+    def forward(self, x):
+        raise RuntimeError("no")
+def mixed():
+    return {**nets(), "broken": (Broken(), (torch.randn(2),))}
+''')
+    from tvmlat.modelref import load_model_ref
+
+    entries = load_model_ref(f"{tmp_path / 'mixed.py'}:nets")
+    path = _stale_dataset(tmp_path / "m.parquet", entries, [model_ref_record(f"{tmp_path / 'mixed.py'}:mixed")])
+    w = CampaignWriter(path, {"target_name": "llvm", "features_version": FEATURES_VERSION - 1,
+                              "cache_geometry": DEFAULT_GEOMETRY.to_dict()})
+    w.append({"block_id": "broken", "name": "broken", "family": "model", "spec": "", "status": "export_error"})
+    df = load_for_fit(path).set_index("name")
+    assert int(df.loc["fc", "mac_excess"]) == _truth(entries)["fc"]["mac_excess"]  # recounted (stale: +12345)
+    assert int(df.loc["broken", "acts"]) == 0
