@@ -254,7 +254,7 @@ def _recount_model_rows(rows: pd.DataFrame, refs: list[dict[str, Any]], geometry
 
     names = list(dict.fromkeys(rows["name"].astype(str)))
     again = ("measure them again with `tvmlat measure MODEL_REF --out NEW.parquet` (`--layers` if they were "
-             "layers), or fit without this file")
+             "layers), or leave this file out")
     if not refs:
         raise DatasetError(f"{where}: {len(names)} rows (e.g. {names[0]!r}) were measured from a model reference "
                            f"and counted with other features (an older tvmlat, or another cache), and it does not "
