@@ -36,8 +36,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .loop_features import (DEFAULT_GEOMETRY, LOOP_COLUMNS, CacheGeometry, conv_loops, matmul_loops,  # numpy only
-                            pool_loops, reduce_loops)
+from .loop_features import (DEFAULT_GEOMETRY, LOOP_COLUMNS, CacheGeometry, FeatureArrays, conv_loops,  # numpy only
+                            matmul_loops, pool_loops, reduce_loops, stamp_geometry)
 from .specs import BlockSpec  # stdlib only: no torch
 
 #: the columns of ``features.FEATURE_COLUMNS``, in the same order (features.py imports torch, so
@@ -437,7 +437,8 @@ def analytic_arrays(family: str, *, geometry: CacheGeometry = DEFAULT_GEOMETRY, 
     Parameters take the spec names of ``blocks.py`` (``batch`` defaults to 1); ``groups`` of
     ``conv_bn_relu`` may hold ``"dw"`` strings, ``kind`` of ``pool`` is a string array. Loop
     features are counted for the L1 ``geometry`` (a predictor's ``.geometry``). Returns one int64
-    array per feature column. This is the fast path for a search oracle: no spec objects.
+    array per feature column (a ``FeatureArrays`` dict that records ``geometry``: a loaded predictor
+    of another L1 refuses it). This is the fast path for a search oracle: no spec objects.
     """
     fn, fields = _family(family)
     n = None
@@ -483,10 +484,11 @@ def analytic_arrays(family: str, *, geometry: CacheGeometry = DEFAULT_GEOMETRY, 
     if family == "conv_bn_relu":
         args["cin"] = np.asarray(args["cin"], dtype=np.int64)
     if n == 0:
-        return {k: np.zeros(0, dtype=np.int64) for k in FEATURE_COLUMNS}
+        return stamp_geometry(FeatureArrays({k: np.zeros(0, dtype=np.int64) for k in FEATURE_COLUMNS}), geometry)
     f = fn(_Acc(geometry), **args)
     _check(family, args, f)
-    return {k: np.broadcast_to(np.asarray(f[k], dtype=np.int64), (n,)).copy() for k in FEATURE_COLUMNS}
+    return stamp_geometry(FeatureArrays({k: np.broadcast_to(np.asarray(f[k], dtype=np.int64), (n,)).copy()
+                                         for k in FEATURE_COLUMNS}), geometry)
 
 
 def _spec_json_and_id(spec: BlockSpec) -> tuple[str, str]:
@@ -531,7 +533,7 @@ def analytic_frame(specs: Iterable[BlockSpec], *, geometry: CacheGeometry = DEFA
             cols[k][ix] = arrs[k]
     df = pd.DataFrame({"block_id": ids, "family": fams, "spec": jsons, **cols},
                       columns=["block_id", "family", "spec", *FEATURE_COLUMNS])
-    return df
+    return stamp_geometry(df, geometry)
 
 
 def analytic_features_many(specs: Sequence[BlockSpec], *,

@@ -338,4 +338,6 @@ def concat_datasets(paths: Iterable[str | Path], geometry=None) -> pd.DataFrame:
     frames = [load_for_fit(p, g) for p in paths]
     if not frames:
         raise DatasetError("no dataset given")
-    return pd.concat(frames, ignore_index=True)
+    from .loop_features import stamp_geometry
+
+    return stamp_geometry(pd.concat(frames, ignore_index=True), g)

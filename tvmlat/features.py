@@ -36,7 +36,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from .loop_features import (DEFAULT_GEOMETRY, LOOP_COLUMNS, CacheGeometry, conv_loops, matmul_loops, pool_loops,
-                            reduce_loops)
+                            reduce_loops, stamp_geometry)
 from .specs import BlockSpec
 
 #: bump when a feature's definition changes; datasets record it, and fitting recomputes stale features
@@ -256,4 +256,4 @@ def features_frame(specs: Iterable[BlockSpec], *, geometry: CacheGeometry = DEFA
     rows = []
     for s in specs:
         rows.append({"block_id": s.block_id, "family": s.family, "spec": s.to_json(), **block_features(s, geometry=geometry)})
-    return pd.DataFrame(rows, columns=["block_id", "family", "spec", *FEATURE_COLUMNS])
+    return stamp_geometry(pd.DataFrame(rows, columns=["block_id", "family", "spec", *FEATURE_COLUMNS]), geometry)

@@ -145,6 +145,29 @@ class CacheGeometry:
 DEFAULT_GEOMETRY = CacheGeometry()
 
 
+def stamp_geometry(features: Any, geometry: CacheGeometry) -> Any:
+    """Record on a feature table (a DataFrame's ``attrs``, or a ``FeatureArrays``) the L1 its loop
+    features were counted for, so that a predictor of another L1 refuses it (``check_geometry``)."""
+    if hasattr(features, "attrs"):
+        features.attrs["cache_geometry"] = geometry.to_dict()
+    else:
+        features.cache_geometry = geometry.to_dict()
+    return features
+
+
+def stamped_geometry(features: Any) -> CacheGeometry | None:
+    """The L1 ``stamp_geometry`` recorded on ``features``; None where none was (a plain dict or frame)."""
+    attrs = getattr(features, "attrs", None)
+    d = attrs.get("cache_geometry") if isinstance(attrs, dict) else getattr(features, "cache_geometry", None)
+    return CacheGeometry.from_dict(d) if d else None
+
+
+class FeatureArrays(dict):
+    """Feature columns as numpy arrays (``analytic_arrays``), with the L1 they were counted for."""
+
+    cache_geometry: dict[str, int] | None = None
+
+
 def geometry_of(predictor: Any) -> CacheGeometry:
     """The L1 a predictor's loop features are counted for: a loaded predictor file's ``.geometry``;
     ``DEFAULT_GEOMETRY`` for none, or a bare model that records none."""

@@ -150,6 +150,30 @@ def test_predictor_files_record_their_geometry(tmp_path):
         load_predictor(tmp_path / "bad.json")
 
 
+def test_a_predictor_refuses_features_counted_for_another_l1(tmp_path):
+    from tvmlat.analytic_features import analytic_arrays, analytic_frame
+    from tvmlat.features import features_frame
+
+    specs = [SPEC, BlockSpec.make("linear", tokens=64, din=768, dout=768, bias=True)]
+    X = pd.DataFrame([block_features(s, geometry=INTEL) for s in specs * 4])
+    m = LinearPredictor(features=["acts", "inp", "flops"]).fit(X, [0.1, 0.2] * 4)
+    save_predictor(m, tmp_path / "p.json", target={"name": "llvm"}, profile="default", geometry=INTEL)
+    p = load_predictor(tmp_path / "p.json")
+    counted = {"frame": analytic_frame(specs), "meta counter": features_frame(specs),
+               "arrays": analytic_arrays("linear", tokens=[64], din=[768], dout=[768], bias=[1])}
+    for what, feats in counted.items():  # counted for the 32 KiB default: refused, not mispredicted
+        with pytest.raises(PredictorError, match="counted for a 32 KiB 8-way L1d.*this predictor for a 48 KiB"):
+            p.predict(feats)
+        with pytest.raises(PredictorError, match="geometry=predictor.geometry"):
+            p.interval(feats, 0.9)
+    ok = {"frame": analytic_frame(specs, geometry=p.geometry), "meta counter": features_frame(specs, geometry=INTEL),
+          "arrays": analytic_arrays("linear", geometry=p.geometry, tokens=[64], din=[768], dout=[768], bias=[1])}
+    assert p.predict(ok["frame"]) == pytest.approx(p.predict(ok["meta counter"]))
+    assert p.predict(ok["arrays"]) == pytest.approx(p.predict(ok["frame"])[1:])
+    assert len(p.predict(X)) == 8  # a table that records nothing is taken as it is
+    assert len(p.predict(pd.concat([ok["frame"], ok["frame"]]))) == 4  # the record survives a concat
+
+
 def test_rows_filling_l1_without_a_conflict_do_not_miss():
     # version 3 let 300 rows of 7x7 planes miss in a 512-line L1 (its capacity rule); three later
     # campaigns were predicted better without that rule, so only set conflicts count (version 4)

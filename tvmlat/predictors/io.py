@@ -78,14 +78,25 @@ class LoadedPredictor:
     def profile(self) -> str:
         return self.doc.get("profile", "default")
 
+    def check_geometry(self, X) -> None:
+        """PredictorError when ``X`` records (``loop_features.stamp_geometry``) that its loop features were
+        counted for another L1 than this predictor's: its predictions would be silently off."""
+        from ..loop_features import stamped_geometry
+
+        g = stamped_geometry(X)
+        if g is not None and g != self.geometry:
+            raise PredictorError(f"these features were counted for a {g.describe()}, this predictor for a "
+                                 f"{self.geometry.describe()}; count them with geometry=predictor.geometry")
+
     def predict(self, X):
+        self.check_geometry(X)
         return self.model.predict(X)
 
     def interval(self, X, coverage: float):
         """(predicted, low, high) in ms for every row, from the file's conformal residuals."""
         from .conformal import interval_bounds
 
-        pred = self.model.predict(X)
+        pred = self.predict(X)
         scores = self.doc.get("interval", {}).get("abs_log_residuals")
         if not scores:
             raise PredictorError("this predictor file holds no interval calibration; refit it with `tvmlat fit`")
