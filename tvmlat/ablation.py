@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import TvmlatError
-from .metrics import accuracy, cross_validate
+from .metrics import accuracy, block_groups, cross_validate
 from .predictors.conformal import split_coverage
 from .predictors.linear import LinearPredictor
 
@@ -61,8 +61,16 @@ def predict_rate(model, df: pd.DataFrame, rows: int = 200_000) -> float:
 
 
 def run_ablation(df: pd.DataFrame, zoo: dict[str, Callable[[], object]], sizes=(10, 20, 50, 100, 200, 500),
-                 draws: int = 5, seed: int = 0, progress: Callable[[str], None] | None = None) -> AblationResult:
+                 draws: int = 5, seed: int = 0, progress: Callable[[str], None] | None = None,
+                 campaign_speed: bool = True) -> AblationResult:
+    """``campaign_speed``: with rows of several campaigns, divide each one's host speed out (per split,
+    from its training rows; for the learning curve and the fit timing, from all rows)."""
+    from .campaigns import campaign_count, campaign_speeds, divided
+
     y = df["latency_ms_median"].to_numpy(dtype=float)
+    speeds = campaign_speed and campaign_count(df) > 1
+    if speeds:
+        y = divided(df, y, campaign_speeds(df, y))
     rows, preds, curve = [], [], []
     for name, make in zoo.items():
         if progress:
@@ -74,22 +82,26 @@ def run_ablation(df: pd.DataFrame, zoo: dict[str, Callable[[], object]], sizes=(
         for split in ("family", "kfold"):
             if split == "family" and df["family"].nunique() < 2:
                 continue
-            m, p = cross_validate(df, make, split=split, k=5, seed=seed)
+            m, p = cross_validate(df, make, split=split, k=5, seed=seed, campaign_speed=speeds)
             c = split_coverage(p, 0.9)
             rows.append({"model": name, "split": "held-out families" if split == "family" else "5-fold", **m,
                          "cov90": c["coverage"], "width90": c["width"], "fit_s": fit_s,
                          "predict_s_per_1e6": 1e6 / rate})
             preds.append(p.assign(model=name, split_kind=split))
-        curve += learning_curve(df, make, name, sizes, draws, seed)
+        curve += learning_curve(df.assign(latency_ms_median=y), make, name, sizes, draws, seed)
     return AblationResult(pd.DataFrame(rows), pd.concat(preds, ignore_index=True), pd.DataFrame(curve),
                           other=other_quantities(df))
 
 
 def learning_curve(df: pd.DataFrame, make, name: str, sizes, draws: int, seed: int) -> list[dict]:
-    rng = np.random.default_rng(seed)
-    idx = rng.permutation(len(df))
-    n_test = max(1, int(0.3 * len(df)))
-    test, pool = idx[:n_test], idx[n_test:]
+    # a fixed 30 % test split of the blocks (a block measured in several campaigns: all its rows on one side)
+    groups = block_groups(df)
+    perm = np.random.default_rng(seed).permutation(groups.max() + 1 if len(groups) else 0)
+    rank = np.empty_like(perm)
+    rank[perm] = np.arange(len(perm))
+    order = np.argsort(rank[groups], kind="stable")  # rows in the order of their block's draw
+    is_test = rank[groups][order] < max(1, int(0.3 * len(perm)))
+    test, pool = order[is_test], order[~is_test]
     y = df["latency_ms_median"].to_numpy(dtype=float)
     out = []
     sizes = sorted({n for n in sizes if n < len(pool)} | {len(pool)})

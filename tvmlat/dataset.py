@@ -332,10 +332,11 @@ def datasets_geometry(paths: Iterable[str | Path]):
 
 
 def concat_datasets(paths: Iterable[str | Path], geometry=None) -> pd.DataFrame:
-    """Datasets as one frame, features counted for ``geometry`` (default: their common L1 geometry)."""
+    """Datasets as one frame, features counted for ``geometry`` (default: their common L1 geometry);
+    column ``campaign`` names each row's file (its stem), for ``campaigns.campaign_speeds``."""
     paths = list(paths)
     g = geometry or datasets_geometry(paths)
-    frames = [load_for_fit(p, g) for p in paths]
+    frames = [load_for_fit(p, g).assign(campaign=Path(p).stem) for p in paths]  # campaigns.CAMPAIGN
     if not frames:
         raise DatasetError("no dataset given")
     from .loop_features import stamp_geometry

@@ -67,24 +67,45 @@ def family_splits(df: pd.DataFrame) -> Iterator[tuple[str, np.ndarray, np.ndarra
         yield f, np.flatnonzero(~test), np.flatnonzero(test)
 
 
+def block_groups(df: pd.DataFrame) -> np.ndarray:
+    """Each row's block, numbered in order of first appearance: a block measured in several campaigns
+    is one group, so that a split never trains on the block it tests (each row its own group when
+    ``block_id`` is missing)."""
+    if "block_id" not in df:
+        return np.arange(len(df))
+    return pd.factorize(df["block_id"].astype(str))[0]
+
+
 def kfold_splits(df: pd.DataFrame, k: int = 5, seed: int = 0) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    idx = np.random.default_rng(seed).permutation(len(df))
-    for i, test in enumerate(np.array_split(idx, k)):
-        yield f"fold{i}", np.setdiff1d(idx, test), np.sort(test)
+    """Random k-fold over blocks (rows of one block stay together; with one row per block, a plain
+    random k-fold over rows)."""
+    groups = block_groups(df)
+    perm = np.random.default_rng(seed).permutation(groups.max() + 1 if len(groups) else 0)
+    for i, part in enumerate(np.array_split(perm, k)):
+        test = np.isin(groups, part)
+        yield f"fold{i}", np.flatnonzero(~test), np.flatnonzero(test)
 
 
 def cross_validate(df: pd.DataFrame, make_model: Callable[[], Any], split: str = "family",
-                   k: int = 5, seed: int = 0, y_col: str = "latency_ms_median") -> tuple[dict[str, float], pd.DataFrame]:
+                   k: int = 5, seed: int = 0, y_col: str = "latency_ms_median",
+                   campaign_speed: bool = False) -> tuple[dict[str, float], pd.DataFrame]:
     """Fit a fresh model per split, predict the held-out rows; metrics over all held-out rows pooled.
 
+    ``campaign_speed``: rows of several campaigns (``campaign`` column) get each campaign's host
+    speed divided out, estimated per split from its training rows only (``campaigns.campaign_speeds``);
+    "measured" is then the divided label.
     Returns (pooled metrics, per-row predictions with columns block_id, family, measured, predicted, split).
     """
+    from .campaigns import campaign_count, campaign_speeds, divided
+
     splits = family_splits(df) if split == "family" else kfold_splits(df, k, seed)
-    y = df[y_col].to_numpy(dtype=float)
+    y_raw = df[y_col].to_numpy(dtype=float)
+    speeds = campaign_speed and campaign_count(df) > 1
     parts = []
     for name, tr, te in splits:
         if len(tr) == 0 or len(te) == 0:
             continue
+        y = divided(df, y_raw, campaign_speeds(df, y_raw, tr)) if speeds else y_raw
         model = make_model().fit(df.iloc[tr], y[tr])
         parts.append(pd.DataFrame({"block_id": df["block_id"].iloc[te].to_numpy(),
                                    "family": df["family"].iloc[te].to_numpy(),

@@ -63,9 +63,10 @@ def _cov(preds: pd.DataFrame) -> dict[str, float]:
 
 def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any], profile: str,
                    dataset_hash: str, out: Path, con, model: str = "linear", prior: dict[str, Any] | None = None,
-                   geometry=None) -> None:
+                   geometry=None, campaign_speeds=None) -> None:
     """Fit, evaluate and save a predictor on ``good`` rows; ``geometry``: the L1 their loop features were
-    counted for, recorded in the predictor file (None: ``DEFAULT_GEOMETRY``)."""
+    counted for, recorded in the predictor file (None: ``DEFAULT_GEOMETRY``); ``campaign_speeds``: the
+    speeds already divided out of ``good``'s labels, recorded too."""
     make = make_model_factory(model, features, prior)
     need = 3 if prior is not None else 12
     if len(good) < need:
@@ -93,7 +94,9 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
 
     energy = fit_energy(good, features)
     save_predictor(fitted, out, target=target, profile=profile, dataset_hash=dataset_hash, interval=interval,
-                   training={"n": int(len(good)), "families": sorted(good["family"].unique()), "metrics": results},
+                   training={"n": int(len(good)), "families": sorted(good["family"].unique()), "metrics": results,
+                             **({"campaign_speeds": {str(k): float(v) for k, v in campaign_speeds.items()}}
+                                if campaign_speeds is not None else {})},
                    energy=energy, geometry=geometry)
     con.print(f"\n[bold]fitted model[/] ({model}, features: {features})\n{fitted.describe()}")
     con.print(metrics_table(results, f"accuracy of the {model} model"))
@@ -114,8 +117,13 @@ def fit_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="predictor JSON to write"),
     features: str = typer.Option("loops", "--features", help="feature set: loops | ops | published"),
     model: str = typer.Option("linear", "--model", help="linear | linear+xgb (XGBoost on the linear residual) | xgb"),
+    campaign_speed: bool = typer.Option(True, "--campaign-speed/--no-campaign-speed",
+                                        help="several datasets: divide each campaign's host speed out before fitting"),
 ) -> None:
-    """Fit a predictor on measured datasets and report its held-out accuracy and interval coverage."""
+    """Fit a predictor on measured datasets and report its held-out accuracy and interval coverage.
+    Several campaigns of one target are fitted as one host state: each one's speed is divided out."""
+    from ..campaigns import campaign_count, campaign_speeds, describe, divided
+
     geometry = datasets_geometry(dataset)  # one L1 for all (else a one-line error); the predictor records it
     df = concat_datasets(dataset, geometry)
     metas = [read_meta(p) for p in dataset]
@@ -125,6 +133,13 @@ def fit_cmd(
         raise TvmlatError(f"datasets mix targets {sorted(map(str, targets))} / profiles {sorted(map(str, profiles))};"
                           " fit one predictor per target and profile")
     meta = metas[0] if metas else {}
-    fit_and_report(ok_rows(df), features=features, target=meta.get("target", {}), profile=meta.get("profile", "default"),
-                   dataset_hash=",".join(file_hash(p) for p in dataset), out=out, con=console(),
-                   model=model, geometry=geometry)
+    good = ok_rows(df)
+    con = console()
+    speeds = None
+    if campaign_speed and campaign_count(good) > 1:  # several campaigns of this target: one host state
+        speeds = campaign_speeds(good, good["latency_ms_median"])
+        good = good.assign(latency_ms_median=divided(good, good["latency_ms_median"], speeds))
+        con.print(describe(speeds) + "; the predictor predicts their average state")
+    fit_and_report(good, features=features, target=meta.get("target", {}), profile=meta.get("profile", "default"),
+                   dataset_hash=",".join(file_hash(p) for p in dataset), out=out, con=con,
+                   model=model, geometry=geometry, campaign_speeds=speeds)
