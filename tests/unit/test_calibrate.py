@@ -116,3 +116,19 @@ def test_calibrate_refuses_to_mix_profiles(tmp_path, capsys, fakes):
     code, stdout, err = run_cli(args, capsys)
     assert code == 2
     assert err.startswith("error:") and "profile" in err and "Traceback" not in err
+
+
+def test_calibrate_draws_its_accuracy_plot_when_it_can(tmp_path, capsys, fakes, monkeypatch):
+    out = tmp_path / "cal"
+    code, stdout, err = run_cli(["calibrate", "--samples", "12", "--out", out, "--no-progress"], capsys)
+    assert code == 0, err
+    (png,) = out.glob("*.accuracy.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"plot: {png}" in stdout.replace("\n", "")
+    # without matplotlib (the [plot] extra) the calibration still ends with its predictor, and no plot
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    out2 = tmp_path / "cal2"
+    code, stdout, err = run_cli(["calibrate", "--samples", "12", "--out", out2, "--no-progress"], capsys)
+    assert code == 0, err
+    assert len(list(out2.glob("*.predictor.json"))) == 1 and not list(out2.glob("*.png"))

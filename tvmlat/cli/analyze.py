@@ -137,13 +137,9 @@ def _corrected(pred, total: dict) -> str:
 
 
 def _bar_chart(df, path: Path, title: str) -> None:
-    try:
-        import matplotlib
+    from ..plots import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise TvmlatError("--plot needs matplotlib: pip install 'tvmlat[plot]'") from None
+    plt = pyplot()
     col = "latency_ms" if "latency_ms" in df else "flops"
     d = df.sort_values(col).tail(15)
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(d) + 1.2))

@@ -139,9 +139,12 @@ def calibrate_cmd(
               f"({log10_span(good['latency_ms_median']):.1f} decades)")
     con.print(rounds_report(good))
     pred_path = out / f"{name}.predictor.json"
+    from ..plots import have_matplotlib
+
+    plot = out / f"{name}.accuracy.png" if have_matplotlib() else None  # next to the predictor, when it can be drawn
     fit_and_report(good, features=features, target=t.to_dict(), profile=t.profile,
                    dataset_hash=file_hash(path), out=pred_path, con=con, model=model, prior=prior_doc,
-                   geometry=geometry)
+                   geometry=geometry, plot=plot)
 
 
 def rounds_report(good) -> str:

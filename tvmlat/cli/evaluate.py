@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 import typer
@@ -21,10 +21,16 @@ from .fit import evaluation_suite
 def evaluate_cmd(
     predictor: Path = typer.Option(..., "--predictor", "-p", help="predictor JSON"),
     dataset: List[Path] = typer.Option(..., "--dataset", "-d", help="dataset parquet file(s) with measured blocks"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="PNG of predicted against measured latency "
+                                                             "(this predictor, and refitted on held-out families)"),
     fmt: Format = typer.Option(Format.table, "--format", "-f"),
 ) -> None:
     """Metrics of PREDICTOR on DATASET as is, and of the same model configuration refitted on
     held-out splits of DATASET (leave-one-family-out and 5-fold)."""
+    if plot is not None:
+        from ..plots import pyplot
+
+        pyplot()  # no matplotlib: say so before the work
     pred = load_predictor(predictor)
     for p in dataset:
         meta = read_meta(p)
@@ -47,6 +53,14 @@ def evaluate_cmd(
         results["this predictor"].update(cov90=float(np.mean((y >= lo) & (y <= hi))),
                                          width90=float(np.median((hi - lo) / pred.predict(df))))
     results.update(cv)
+    if plot is not None:
+        from ..plots import accuracy_plot
+
+        held = "held-out families" if "held-out families" in cv else "5-fold"
+        accuracy_plot({predictor.name: df[["family"]].assign(measured=y, predicted=pred.predict(df)),
+                       f"{held}, refitted without them": fam_preds}, plot,
+                      f"{predictor.name} on {', '.join(p.name for p in dataset)}")
+        console().print(f"plot: {plot}")
     if fmt == Format.table:
         con = console()
         con.print(metrics_table(results, f"{predictor.name} on {len(df)} blocks"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List
+from typing import Any, List, Optional
 
 import pandas as pd
 import typer
@@ -63,10 +63,11 @@ def _cov(preds: pd.DataFrame) -> dict[str, float]:
 
 def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any], profile: str,
                    dataset_hash: str, out: Path, con, model: str = "linear", prior: dict[str, Any] | None = None,
-                   geometry=None, campaign_speeds=None) -> None:
+                   geometry=None, campaign_speeds=None, plot: Path | None = None) -> None:
     """Fit, evaluate and save a predictor on ``good`` rows; ``geometry``: the L1 their loop features were
     counted for, recorded in the predictor file (None: ``DEFAULT_GEOMETRY``); ``campaign_speeds``: the
-    speeds already divided out of ``good``'s labels, recorded too."""
+    speeds already divided out of ``good``'s labels, recorded too; ``plot``: a PNG of predicted against
+    measured latency (in-sample and held out) to write."""
     make = make_model_factory(model, features, prior)
     need = 3 if prior is not None else 12
     if len(good) < need:
@@ -109,6 +110,14 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
         con.print(f"[yellow]note:[/] only {len(energy_rows(good))} blocks have an energy reading; no energy model "
                   f"(needs 12)")
     con.print(f"predictor saved to {out}" + (" (with an energy model)" if energy is not None else ""))
+    if plot is not None:
+        from ..plots import accuracy_plot
+
+        insample = good[["family"]].assign(measured=y, predicted=fitted.predict(good))
+        held = "held-out families" if "held-out families" in results else "5-fold"
+        accuracy_plot({"in-sample": insample, f"{held} (refitted without them)": heldout}, plot,
+                      f"{model} ({features}) on {len(good)} blocks of {target.get('name', '?')}, profile {profile}")
+        con.print(f"plot: {plot}")
 
 
 @app.command("fit")
@@ -119,10 +128,17 @@ def fit_cmd(
     model: str = typer.Option("linear", "--model", help="linear | linear+xgb (XGBoost on the linear residual) | xgb"),
     campaign_speed: bool = typer.Option(True, "--campaign-speed/--no-campaign-speed",
                                         help="several datasets: divide each campaign's host speed out before fitting"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="PNG of predicted against measured latency "
+                                                             "(in-sample and held-out families)"),
 ) -> None:
     """Fit a predictor on measured datasets and report its held-out accuracy and interval coverage.
     Several campaigns of one target are fitted as one host state: each one's speed is divided out."""
     from ..campaigns import campaign_count, campaign_speeds, describe, divided
+
+    if plot is not None:
+        from ..plots import pyplot
+
+        pyplot()  # no matplotlib: say so before fitting
 
     geometry = datasets_geometry(dataset)  # one L1 for all (else a one-line error); the predictor records it
     df = concat_datasets(dataset, geometry)
@@ -142,4 +158,4 @@ def fit_cmd(
         con.print(describe(speeds) + "; the predictor predicts their average state")
     fit_and_report(good, features=features, target=meta.get("target", {}), profile=meta.get("profile", "default"),
                    dataset_hash=",".join(file_hash(p) for p in dataset), out=out, con=con,
-                   model=model, geometry=geometry, campaign_speeds=speeds)
+                   model=model, geometry=geometry, campaign_speeds=speeds, plot=plot)
