@@ -4,10 +4,13 @@ Every dataset under datasets/ is recounted with the current features (block rows
 model rows from the meta.json's model_refs). A dataset whose rows all come out identical gets its
 meta.json's features_version set to the current one, with a note, and so do the predictors fitted on
 it (``<campaign>.predictor.json``, ``<campaign>.<kind>.predictor.json``): their fits are unchanged.
-A dataset with a changed row is listed and left alone: refit its predictors (`tvmlat fit`) instead.
+A dataset with a changed row is listed and left alone, unless ``--refit``: then its rows are written
+recounted and every predictor fitted on it is fitted again as `tvmlat fit` would (same kind, feature
+set, target and profile; a network correction is kept, marked as fitted before).
 
-    python scripts/restamp_features.py            # report only
-    python scripts/restamp_features.py --write    # stamp what did not change
+    python scripts/restamp_features.py                    # report only
+    python scripts/restamp_features.py --write            # stamp what did not change
+    python scripts/restamp_features.py --write --refit    # and recount + refit what did
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ def main() -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help="stamp the unchanged datasets and their predictors")
+    ap.add_argument("--refit", action="store_true", help="with --write: write changed datasets recounted and "
+                                                          "refit their predictors")
     ap.add_argument("--root", default=str(ROOT / "datasets"))
     args = ap.parse_args()
     changed = []
@@ -49,6 +54,8 @@ def main() -> int:
               f"; predictors: {', '.join(p.name for p in preds) or 'none'}")
         if diff:
             changed.append(pq)
+            if args.write and args.refit:
+                refit(pq, df, fresh, meta, old, diff, preds)
             continue
         if args.write:
             meta["features_version"] = FEATURES_VERSION
@@ -62,9 +69,47 @@ def main() -> int:
                     print(f"  {p.name}: no features_version {old} to stamp; refit it", file=sys.stderr)
                     continue
                 p.write_text(text)
-    if changed:
+    if changed and not args.refit:
         print(f"{len(changed)} datasets changed: refit their predictors with `tvmlat fit`", file=sys.stderr)
     return 0
+
+
+def refit(pq: Path, df, fresh, meta: dict, old, diff: list[str], preds: list[Path]) -> None:
+    """Write ``pq`` with the recounted feature columns and the new version, then fit each predictor again."""
+    import io
+
+    from rich.console import Console
+
+    from tvmlat.cli.fit import fit_and_report
+    from tvmlat.dataset import file_hash, meta_geometry, meta_path, ok_rows
+    from tvmlat.features import FEATURE_COLUMNS, FEATURES_VERSION
+
+    out = df.copy()
+    for c in FEATURE_COLUMNS:
+        out[c] = fresh[c].astype("int64")
+    out.to_parquet(pq, index=False)
+    meta["features_version"] = FEATURES_VERSION
+    meta.setdefault("notes", []).append(f"features version {old} -> {FEATURES_VERSION} on {dt.date.today().isoformat()}: "
+                                        f"every row recounted ({', '.join(diff)} changed), predictors refitted")
+    meta_path(pq).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    good = ok_rows(out)
+    for p in preds:
+        doc = json.loads(p.read_text())
+        params = doc["model"].get("params", {})
+        features = params.get("features") or (params.get("linear") or {}).get("features") or "loops"
+        quiet = Console(file=io.StringIO(), width=200)
+        fit_and_report(good, features=features if isinstance(features, str) else "loops", target=doc["target"],
+                       profile=doc.get("profile", "default"), dataset_hash=file_hash(pq), out=p, con=quiet,
+                       model=doc["kind"], geometry=meta_geometry(pq, meta))
+        new = json.loads(p.read_text())
+        if "network_correction" in doc:
+            nc = dict(doc["network_correction"])
+            nc["note"] = f"fitted with the features version {old} predictor; run `tvmlat network-correction` again"
+            new["network_correction"] = nc
+            p.write_text(json.dumps(new, indent=2, default=float))
+        ho = new["training"]["metrics"].get("held-out families", {})
+        print(f"  refitted {p.name}: held out {ho.get('median_ape', float('nan')):.1f} %, "
+              f"{100 * ho.get('within10', float('nan')):.0f} % within +-10 %")
 
 
 if __name__ == "__main__":

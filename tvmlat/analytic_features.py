@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from .loop_features import (DEFAULT_GEOMETRY, LOOP_COLUMNS, CacheGeometry, FeatureArrays, conv_loops,  # numpy only
-                            matmul_loops, pool_loops, reduce_loops, stamp_geometry)
+                            ew_loops, matmul_loops, pool_loops, reduce_loops, stamp_geometry)
 from .specs import BlockSpec  # stdlib only: no torch
 
 #: the columns of ``features.FEATURE_COLUMNS``, in the same order (features.py imports torch, so
@@ -126,21 +126,27 @@ class _Acc:
                  flops_conv1x1=flops * (1 - dw) * k1, flops_conv=flops * (1 - dw) * (1 - k1))
         self._reduction(m, flops, cpg * kk)
         self.add(m, **conv_loops(out, ho, cpg, k, k, stride, hw, hw, dw, geometry=self.geometry))
+        self.pad(n * cin, hw, k // 2, m)
         self._op(m, flops, out, n * cin * hw * hw + w + bias * cout + out)
         return ho, out
 
-    def batch_norm(self, elems, c, m=1):
-        """``native_batch_norm`` (eval): reads x, weight, bias, running mean and var."""
-        self.add(m, elems_norm=elems)
+    def pad(self, planes, hw, p, m=1):
+        """The padded copy TVM makes of ``planes`` hw x hw planes (``p`` on every side, none for 0)."""
+        self.add(m * _b(p > 0), **ew_loops(planes * (hw + 2 * p) * (hw + 2 * p), hw + 2 * p))
+
+    def batch_norm(self, elems, c, width, m=1):
+        """``native_batch_norm`` (eval): reads x, weight, bias, running mean and var; four nests ``width`` wide."""
+        self.add(m, elems_norm=elems, **ew_loops(elems, width, 4))
         self._op(m, 2 * elems, elems, 2 * elems + 4 * c)
 
-    def elementwise(self, out, in_elems, m=1):
-        """Any other op: 1 FLOP per output element; ``in_elems``: elements of all its tensor inputs."""
-        self.add(m, elems_elementwise=out)
+    def elementwise(self, out, in_elems, width, m=1):
+        """Any other op: 1 FLOP per output element; ``in_elems``: elements of all its tensor inputs;
+        ``width``: the output's innermost extent."""
+        self.add(m, elems_elementwise=out, **ew_loops(out, width))
         self._op(m, out, out, in_elems + out)
 
-    def copy(self, elems, m=1):
-        self.add(m, elems_copy=elems)
+    def copy(self, elems, width, m=1):
+        self.add(m, elems_copy=elems, **ew_loops(elems, width))
         self._op(m, 0, elems, 2 * elems)
 
     def matmul(self, rows, kdim, cols, bias, m=1):
@@ -180,9 +186,9 @@ class _Acc:
     def conv_bn(self, n, cin, cout, hw, k, stride=1, groups=1, act=True, m=1):
         """``blocks.conv_bn``: conv (no bias) + BN (+ ReLU); returns (output side, output elements)."""
         ho, out = self.conv(n, cin, cout, hw, k, stride, groups, 0, m)
-        self.batch_norm(out, cout, m)
+        self.batch_norm(out, cout, ho, m)
         if act:
-            self.elementwise(out, out, m)
+            self.elementwise(out, out, ho, m)
         return ho, out
 
 
@@ -210,6 +216,8 @@ def _f_pool(a, batch, c, hw, k, stride, kind):
     ho = _conv_out(hw, k, stride)
     out_w = batch * c * ho * ho
     a.pool(n_in, out_w, k * k, out_w * k * k, 1 - is_global, row=ho, stride=stride)
+    a.pad(batch * c, hw, k // 2, 1 - is_global)
+    a.add(_b(kind == "avg"), **ew_loops(out_w, ho))  # an average pool divides its window sums in a nest of their own
     out = is_global * batch * c + (1 - is_global) * out_w
     a.f.update(inp=n_in, params=0, out=out)
     return a.f
@@ -236,27 +244,27 @@ def _f_inverted_residual(a, batch, cin, cout, hw, expand, k, stride):
     ho, _ = a.conv_bn(batch, hidden, hidden, hw, k, stride, groups=hidden)
     _, out = a.conv_bn(batch, hidden, cout, ho, 1, act=False)
     use_res = _b(stride == 1) * _b(cin == cout)
-    a.elementwise(out, 2 * out, use_res)
+    a.elementwise(out, 2 * out, ho, use_res)
     params = (has_exp * _conv_bn_params(cin, hidden, 1) + _conv_bn_params(hidden, hidden, k, hidden)
               + _conv_bn_params(hidden, cout, 1))
     a.f.update(inp=batch * cin * hw * hw, params=params, out=out)
     return a.f
 
 
-def _residual_tail(a, batch, cin, cout, hw, stride, out):
-    """The end of a ResNet block: the 1x1 downsample conv-BN when the shape changes, the residual add
-    and the ReLU. Returns 1 where there is a downsample branch (0 elsewhere)."""
+def _residual_tail(a, batch, cin, cout, hw, stride, out, ho):
+    """The end of a ResNet block (output ``ho`` wide): the 1x1 downsample conv-BN when the shape changes,
+    the residual add and the ReLU. Returns 1 where there is a downsample branch (0 elsewhere)."""
     down = 1 - _b(stride == 1) * _b(cin == cout)
     a.conv_bn(batch, cin, cout, hw, 1, stride, act=False, m=down)
-    a.elementwise(out, 2 * out)  # residual add
-    a.elementwise(out, out)  # ReLU
+    a.elementwise(out, 2 * out, ho)  # residual add
+    a.elementwise(out, out, ho)  # ReLU
     return down
 
 
 def _f_basic_block(a, batch, cin, cout, hw, stride):
     ho, _ = a.conv_bn(batch, cin, cout, hw, 3, stride)
     _, out = a.conv_bn(batch, cout, cout, ho, 3, act=False)
-    down = _residual_tail(a, batch, cin, cout, hw, stride, out)
+    down = _residual_tail(a, batch, cin, cout, hw, stride, out, ho)
     params = _conv_bn_params(cin, cout, 3) + _conv_bn_params(cout, cout, 3) + down * _conv_bn_params(cin, cout, 1)
     a.f.update(inp=batch * cin * hw * hw, params=params, out=out)
     return a.f
@@ -267,7 +275,7 @@ def _f_bottleneck(a, batch, cin, width, hw, stride):
     a.conv_bn(batch, cin, width, hw, 1)
     ho, _ = a.conv_bn(batch, width, width, hw, 3, stride)
     _, out = a.conv_bn(batch, width, cout, ho, 1, act=False)
-    down = _residual_tail(a, batch, cin, cout, hw, stride, out)
+    down = _residual_tail(a, batch, cin, cout, hw, stride, out, ho)
     params = (_conv_bn_params(cin, width, 1) + _conv_bn_params(width, width, 3) + _conv_bn_params(width, cout, 1)
               + down * _conv_bn_params(cin, cout, 1))
     a.f.update(inp=batch * cin * hw * hw, params=params, out=out)
@@ -279,10 +287,10 @@ def _f_squeeze_excitation(a, batch, c, hw, reduction):
     n_in = batch * c * hw * hw
     a.pool(n_in, batch * c, hw * hw, n_in)  # adaptive_avg_pool2d(x, 1) -> mean over H, W
     a.conv(batch, c, mid, 1, 1, 1, 1, 1)  # fc1 (1x1 conv with bias)
-    a.elementwise(batch * mid, batch * mid)  # ReLU
+    a.elementwise(batch * mid, batch * mid, 1)  # ReLU
     a.conv(batch, mid, c, 1, 1, 1, 1, 1)  # fc2
-    a.elementwise(batch * c, batch * c)  # sigmoid
-    a.elementwise(n_in, n_in + batch * c)  # x * w
+    a.elementwise(batch * c, batch * c, 1)  # sigmoid
+    a.elementwise(n_in, n_in + batch * c, hw)  # x * w
     a.f.update(inp=n_in, params=2 * c * mid + mid + c, out=n_in)
     return a.f
 
@@ -293,9 +301,9 @@ def _f_mlp(a, batch, tokens, dim, ratio):
     x = rows * dim
     a.norm5(x, dim, 2 * dim)  # native_layer_norm: x, weight, bias
     a.matmul(rows, dim, hid, 1)
-    a.elementwise(rows * hid, rows * hid)  # GELU
+    a.elementwise(rows * hid, rows * hid, hid)  # GELU
     a.matmul(rows, hid, dim, 1)
-    a.elementwise(x, 2 * x)  # residual add
+    a.elementwise(x, 2 * x, dim)  # residual add
     a.f.update(inp=x, params=2 * dim + 2 * dim * hid + hid + dim, out=x)
     return a.f
 
@@ -308,15 +316,17 @@ def _f_attention(a, batch, tokens, dim, heads):
     qkv = bh * tokens * dh  # elements of each of Q, K, V
     scores = bh * tokens * tokens
     a.matmul(rows, dim, 3 * dim, 1)  # fused QKV projection
-    a.elementwise(qkv, qkv)  # Q * sqrt(scale)
-    a.elementwise(qkv, qkv)  # K^T * sqrt(scale)
+    a.elementwise(qkv, qkv, dh)  # Q * sqrt(scale)
+    a.elementwise(qkv, qkv, tokens)  # K^T * sqrt(scale)
     many_b, many_h, many_n = _b(batch > 1), _b(heads > 1), _b(tokens > 1)
-    a.copy(qkv, 2 * many_b * many_h * many_n)  # Q and K^T do not fold into (b*h, ., .): clone each
+    folds = many_b * many_h * many_n
+    a.copy(qkv, dh, folds)  # Q and K^T do not fold into (b*h, ., .): clone each
+    a.copy(qkv, tokens, folds)
     a.bmm(bh, tokens, dh, tokens)  # Q K^T
     a.norm5(scores, tokens, 0)  # _safe_softmax
-    a.copy(qkv, many_b * many_h)  # V's strides do not fold: clone
+    a.copy(qkv, dh, many_b * many_h)  # V's strides do not fold: clone
     a.bmm(bh, tokens, tokens, dh)  # A V
-    a.copy(qkv, many_h * many_n)  # y.transpose(1, 2).reshape(b, n, d)
+    a.copy(qkv, dh, many_h * many_n)  # y.transpose(1, 2).reshape(b, n, d)
     a.matmul(rows, dim, dim, 1)  # output projection
     a.f.update(inp=x, params=4 * dim * dim + 4 * dim, out=x)
     return a.f

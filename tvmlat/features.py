@@ -35,12 +35,12 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from .loop_features import (DEFAULT_GEOMETRY, LOOP_COLUMNS, CacheGeometry, conv_loops, matmul_loops, pool_loops,
-                            reduce_loops, stamp_geometry)
+from .loop_features import (DEFAULT_GEOMETRY, LOOP_COLUMNS, CacheGeometry, conv_loops, ew_loops, matmul_loops,
+                            pool_loops, reduce_loops, stamp_geometry)
 from .specs import BlockSpec
 
 #: bump when a feature's definition changes; datasets record it, and fitting recomputes stale features
-FEATURES_VERSION = 9  # 9: a conv window of 3x3+ is unrolled whole up to 64 steps (all short); 8: mac_l1thrash (a column walk L1 holds <= 16 lines of); 7: red_chain (a global mean's chain of adds); 6: w_matmul (a linear layer's weights, once per call); 5: mac_l2miss (a matmul whose B fills the L2); 4: the conv L1 rule walks unpadded planes again
+FEATURES_VERSION = 10  # 10: ew_slow (elementwise nests 9-48 wide, pad copies included); 9: a conv window of 3x3+ is unrolled whole up to 64 steps (all short); 8: mac_l1thrash (a column walk L1 holds <= 16 lines of); 7: red_chain (a global mean's chain of adds); 6: w_matmul (a linear layer's weights, once per call); 5: mac_l2miss (a matmul whose B fills the L2); 4: the conv L1 rule walks unpadded planes again
 
 #: columns every feature dict has, in order
 FEATURE_COLUMNS = [
@@ -71,6 +71,11 @@ def _numel(t: Any) -> int:
     return t.numel() if isinstance(t, torch.Tensor) else 0
 
 
+def _width(t: Any) -> int:
+    """A tensor's innermost extent (1 for a scalar)."""
+    return int(t.shape[-1]) if isinstance(t, torch.Tensor) and t.dim() else 1
+
+
 def _nbytes(t: Any) -> int:
     return t.numel() * t.element_size() if isinstance(t, torch.Tensor) else 0
 
@@ -95,6 +100,15 @@ class OpCounter(TorchDispatchMode):
         for k, v in kv.items():
             self.totals[k] += v
             self._cur[k] = self._cur.get(k, 0) + v
+
+    def _pad(self, x: torch.Tensor, padding: Any) -> None:
+        """The padded copy TVM makes of a conv's or pool's input (``padding``: int or per-side list)."""
+        pad = list(padding) if isinstance(padding, (list, tuple)) else [padding]
+        if x.dim() < 3 or not any(pad):
+            return
+        ph, pw = pad[0], pad[-1]
+        h, w = x.shape[-2], x.shape[-1]
+        self._add(**ew_loops(x.numel() // (h * w) * (h + 2 * ph) * (w + 2 * pw), w + 2 * pw))
 
     def _reduction(self, flops: int, length: int, rec: dict) -> None:
         """Split the FLOPs of reducing ops by the length of the reduction each output sums over.
@@ -143,6 +157,7 @@ class OpCounter(TorchDispatchMode):
             in_h, in_w = (x.shape[2], math.prod(x.shape[3:])) if x.dim() > 2 else (1, 1)
             self._add(**conv_loops(out_elems, outs[0].shape[-1] if outs[0].dim() else 1, cin_per_group, kh, kw,
                                    list(stride)[0] if stride else 1, in_h, in_w, dw, geometry=self.geometry))
+            self._pad(x, args[4] if len(args) > 4 else kwargs.get("padding", [0]))
             rec["kind"] = kind
         elif name in _MATMUL_OPS or name in _BMM_OPS:
             a, b = (args[1], args[2]) if name in ("addmm", "baddbmm", "addmv") else (args[0], args[1])
@@ -166,7 +181,7 @@ class OpCounter(TorchDispatchMode):
             rec["kind"] = "attention"
         elif "batch_norm" in name:
             flops = 2 * out_elems
-            self._add(elems_norm=out_elems)
+            self._add(elems_norm=out_elems, **ew_loops(out_elems, _width(outs[0]), 4))  # - mean, / std, * w, + b
             rec["kind"] = "norm"
         elif name in _NORM5:
             flops = 5 * out_elems
@@ -183,6 +198,9 @@ class OpCounter(TorchDispatchMode):
                 st = args[2] if len(args) > 2 and args[2] else k
                 st = list(st) if isinstance(st, (list, tuple)) else [st]
                 self._add(**pool_loops(out_elems, outs[0].shape[-1], window, st[0]))
+                self._pad(args[0], args[3] if len(args) > 3 else kwargs.get("padding", 0))
+                if name == "avg_pool2d":  # the window sum, then a nest dividing it
+                    self._add(**ew_loops(out_elems, outs[0].shape[-1]))
             else:
                 window = in_elems // max(out_elems, 1)
                 flops = in_elems
@@ -191,11 +209,11 @@ class OpCounter(TorchDispatchMode):
             self._reduction(flops, window, rec)
             rec["kind"] = "pool"
         elif name in _COPY_OPS:
-            self._add(elems_copy=out_elems)
+            self._add(elems_copy=out_elems, **ew_loops(out_elems, _width(outs[0]) if outs else 1))
             rec["kind"] = "copy"
         else:
             flops = out_elems
-            self._add(elems_elementwise=out_elems)
+            self._add(elems_elementwise=out_elems, **ew_loops(out_elems, _width(outs[0]) if outs else 1))
             rec["kind"] = "elementwise"
         nbytes = sum(_nbytes(t) for t in ins) + sum(_nbytes(o) for o in outs)
         self._add(flops=flops, acts=out_elems, bytes=nbytes, n_ops=1)

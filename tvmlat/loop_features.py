@@ -90,7 +90,7 @@ import numpy as np
 
 #: the feature columns this module adds (features.FEATURE_COLUMNS ends with them)
 LOOP_COLUMNS = ["mac_excess", "short_vec", "short_scal", "mac_l1miss_exc", "w_tlbmiss", "mac_l2miss", "w_matmul",
-                "red_chain", "mac_l1thrash"]
+                "red_chain", "mac_l1thrash", "ew_slow"]
 
 SHORT = 32       # reduction steps that overlap (= features.REDUCTION_SHORT)
 SHORT_DW = 49    # a depthwise k x k window (up to 7 x 7) never counts as long
@@ -98,6 +98,7 @@ UNROLL_WIN = 64  # a conv window of 3 x 3 or more is unrolled whole up to this m
 LANES = 8        # float32 lanes of the vectors LLVM uses here (256-bit)
 PAGE, DTLB = 4096, 64
 THRASH_LINES = 16  # a column walk that L1 holds at most this many lines of: every step pays (mac_l1thrash)
+EW_MIN, EW_UNROLL = 9, 48  # an elementwise nest whose innermost extent is in this range runs ~9x slower (ew_slow)
 
 
 @dataclass(frozen=True)
@@ -262,6 +263,20 @@ def pool_loops(out: Any, out_w: Any, window: Any, stride: Any) -> dict[str, Any]
     win = out * window
     vec = np.where(np.equal(stride, 1), (out // np.maximum(out_w, 1)) * (out_w // LANES * LANES) * window, 0)
     return _out({"short_vec": vec, "short_scal": win - vec})
+
+
+def ew_loops(elems: Any, width: Any, nests: Any = 1) -> dict[str, Any]:
+    """``nests`` elementwise loop nests (an op's, a BatchNorm's four, a pad copy's) of ``elems`` elements
+    each, over a tensor whose innermost extent is ``width`` (version 10).
+
+    LLVM unrolls an innermost loop of ``EW_MIN``..``EW_UNROLL`` iterations whole and then does not
+    vectorise the nest along it: on the AMD host a ReLU, a multiply-add and an inference BatchNorm cost
+    0.83 / 1.65 / 3.2 ns per element at widths 9-42 (to 49 for the two-op bodies), against
+    0.09 / 0.19 / 0.33 ns at widths up to 8 (one vector) and from 43-56 up, at any number of rows
+    (``benchmarks/elementwise_width.py``). Those elements are ``ew_slow``.
+    """
+    slow = np.greater_equal(width, EW_MIN) & np.less_equal(width, EW_UNROLL)
+    return _out({"ew_slow": np.where(slow, np.asarray(elems, dtype=np.int64) * nests, 0)})
 
 
 def reduce_loops(in_elems: Any, window: Any) -> dict[str, Any]:

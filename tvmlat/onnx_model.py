@@ -80,11 +80,42 @@ def graph_inputs(proto) -> dict[str, tuple[int, ...]]:
     return out
 
 
+def _width(shape) -> int:
+    return int(shape[-1]) if shape else 1
+
+
+def _add(feat: dict[str, int], more: dict[str, int]) -> None:
+    for k, v in more.items():
+        feat[k] = feat.get(k, 0) + v
+
+
 def onnx_records(model: OnnxModel, geometry: CacheGeometry = DEFAULT_GEOMETRY) -> list[dict[str, Any]]:
     """One record per counted ONNX node, in the format of features.OpCounter's records (loop features
     for the L1 ``geometry``)."""
     from .features import REDUCTION_SHORT
-    from .loop_features import conv_loops, matmul_loops, pool_loops, reduce_loops
+    from .loop_features import conv_loops, ew_loops, matmul_loops, pool_loops, reduce_loops
+
+    def pad(x, out, kernel, attrs) -> dict[str, int]:
+        """The padded copy TVM makes of a Conv's or pool's input ``x`` (output ``out``, window ``kernel``):
+        ONNX ``pads`` (begins, then ends), or what ``auto_pad`` SAME_* adds."""
+        if len(x) < 3:
+            return {}
+        if "pads" in attrs:
+            pads = list(attrs["pads"].ints)
+            half = len(pads) // 2
+            ph = pads[half - 2] + pads[-2] if half >= 2 else 0
+            pw = pads[half - 1] + pads[-1]
+        elif "auto_pad" in attrs and attrs["auto_pad"].s.decode().startswith("SAME"):
+            st = list(attrs["strides"].ints) if "strides" in attrs else [1] * len(kernel)
+            dl = list(attrs["dilations"].ints) if "dilations" in attrs else [1] * len(kernel)
+            ph, pw = (max((o - 1) * s + (k - 1) * d + 1 - i, 0)
+                      for o, s, k, d, i in zip(out[-2:], st[-2:], kernel[-2:], dl[-2:], x[-2:]))
+        else:
+            return {}
+        if not (ph or pw):
+            return {}
+        h, w = x[-2], x[-1]
+        return ew_loops(math.prod(x) // (h * w) * (h + ph) * (w + pw), w + pw)
 
     g = model.proto.graph
     shapes = _shapes(model.proto)
@@ -116,6 +147,7 @@ def onnx_records(model: OnnxModel, geometry: CacheGeometry = DEFAULT_GEOMETRY) -
             feat.update(conv_loops(out_elems, outs[0][-1], w[1], w[2] if len(w) > 2 else 1, math.prod(w[3:]),
                                    strides[0], x[2] if len(x) > 2 else 1, math.prod(x[3:]), kind == "dwconv",
                                    geometry=geometry))
+            _add(feat, pad(x, outs[0], list(w[2:]), attrs))
         elif op in ("Gemm", "MatMul"):
             a = ins[0]
             k = a[-1] if not (op == "Gemm" and "transA" in attrs and attrs["transA"].i) else a[0]
@@ -130,7 +162,7 @@ def onnx_records(model: OnnxModel, geometry: CacheGeometry = DEFAULT_GEOMETRY) -
             feat.update(matmul_loops(out_elems, k, cols, math.prod(b), weight=weight, geometry=geometry))
         elif op == "BatchNormalization":
             flops, kind = 2 * out_elems, "norm"
-            feat.update(elems_norm=out_elems)
+            feat.update(elems_norm=out_elems, **ew_loops(out_elems, _width(outs[0]), 4))
         elif op in _NORM5:
             flops, kind = 5 * out_elems, "norm"
             feat.update(elems_norm=out_elems)
@@ -142,6 +174,9 @@ def onnx_records(model: OnnxModel, geometry: CacheGeometry = DEFAULT_GEOMETRY) -
                 flops = out_elems * window
                 st = list(attrs["strides"].ints) if "strides" in attrs else [1]
                 feat.update(pool_loops(out_elems, outs[0][-1], window, st[0]))
+                _add(feat, pad(ins[0], outs[0], list(attrs["kernel_shape"].ints), attrs))
+                if op == "AveragePool":  # the window sums, then a nest dividing them
+                    _add(feat, ew_loops(out_elems, _width(outs[0])))
             else:
                 window = in_elems // max(out_elems, 1)
                 flops = in_elems
@@ -150,10 +185,10 @@ def onnx_records(model: OnnxModel, geometry: CacheGeometry = DEFAULT_GEOMETRY) -
             feat.update(elems_pool=in_elems)
         elif op in _COPY:
             kind = "copy"
-            feat.update(elems_copy=out_elems)
+            feat.update(elems_copy=out_elems, **ew_loops(out_elems, _width(outs[0]) if outs else 1))
         else:
             flops = out_elems
-            feat.update(elems_elementwise=out_elems)
+            feat.update(elems_elementwise=out_elems, **ew_loops(out_elems, _width(outs[0]) if outs else 1))
         if reduction:
             key = "flops_redshort" if reduction <= REDUCTION_SHORT else "flops_redlong"
             feat[key] = feat.get(key, 0) + flops

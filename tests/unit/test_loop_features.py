@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tvmlat.features import count_features
-from tvmlat.loop_features import (DEFAULT_GEOMETRY, LANES, LOOP_COLUMNS, SHORT, UNROLL_WIN, conv_loops, l1_lines,
+from tvmlat.loop_features import (DEFAULT_GEOMETRY, LANES, LOOP_COLUMNS, SHORT, UNROLL_WIN, conv_loops, ew_loops, l1_lines,
                                   matmul_loops, pool_loops)
 
 G = DEFAULT_GEOMETRY  # 32 KiB 8-way: 64 sets of 8 lines
@@ -93,7 +93,31 @@ def test_counter_sums_conv_and_linear(stride):
     ho = 16 // stride
     conv = conv_loops(2 * 8 * ho * ho, ho, 4, 3, 3, stride, 16, 16, False, geometry=G)
     fc = matmul_loops(2 * 10, 8 * ho * ho, 10, 8 * ho * ho * 10, weight=True, geometry=G)
-    assert {c: f[c] for c in LOOP_COLUMNS} == {c: conv[c] + fc[c] for c in LOOP_COLUMNS}
+    pad = ew_loops(2 * 4 * 18 * 18, 18)  # the 18-wide padded copy of the input: unrolled whole (version 10)
+    assert {c: f[c] for c in LOOP_COLUMNS} == {c: conv[c] + fc[c] + pad[c] for c in LOOP_COLUMNS}
+
+
+@pytest.mark.parametrize("width, slow", [(1, False), (8, False), (9, True), (28, True), (48, True), (49, False),
+                                         (56, False), (112, False)])
+def test_elementwise_nests_9_to_48_wide_are_counted(width, slow):
+    """Measured on the AMD host (benchmarks/elementwise_width.py): a ReLU / multiply-add / BatchNorm over
+    rows 9-42 (49) wide costs ~9x what it does at 8 or 56 wide; those elements are ew_slow."""
+    x = torch.randn(1, 16, 5, width)
+    relu = count_features(torch.nn.ReLU(), (x,))
+    bn = count_features(torch.nn.BatchNorm2d(16).eval(), (x,))
+    assert relu["ew_slow"] == (x.numel() if slow else 0)
+    assert bn["ew_slow"] == (4 * x.numel() if slow else 0)  # subtract, divide, multiply, add: four nests
+    assert ew_loops(np.array([10, 10]), np.array([width, 64]), 2)["ew_slow"].tolist() == [20 * slow, 0]
+
+
+def test_pools_count_their_pad_copy_and_an_average_its_divide():
+    x = torch.randn(1, 8, 14, 14)  # padded 16 wide; 2x2 stride 1, padding 1: 15 wide out
+    mx = count_features(torch.nn.MaxPool2d(2, 1, padding=1), (x,))
+    avg = count_features(torch.nn.AvgPool2d(2, 1, padding=1), (x,))
+    assert mx["ew_slow"] == 8 * 16 * 16
+    assert avg["ew_slow"] == 8 * 16 * 16 + 8 * 15 * 15
+    unpadded = count_features(torch.nn.AvgPool2d(2, 2), (torch.randn(1, 8, 112, 112),))  # 56 wide out
+    assert unpadded["ew_slow"] == 0
 
 
 def test_a_matmul_whose_b_fills_the_l2_counts_its_multiply_adds():

@@ -72,6 +72,7 @@ def test_onnx_loop_features_match_the_torch_twin(onnx_path):
     assert {c: a[c] for c in LOOP_COLUMNS} == {c: b[c] for c in LOOP_COLUMNS}
     assert a["mac_excess"] > 0 and a["short_vec"] > 0  # the 3x3 convs reduce over 27 and 72 elements
     assert a["red_chain"] > 0  # GlobalAveragePool / adaptive_avg_pool2d: a chain of adds per channel
+    assert a["ew_slow"] > 0  # 34-wide padded copies, 32-wide BatchNorms and ReLUs
 
 
 def test_auto_pad_counts_like_pads(tmp_path):

@@ -1,0 +1,64 @@
+"""How an elementwise loop nest's cost depends on the innermost extent of its tensor (features version 10).
+
+Times a ReLU, a multiply-add (`x * 1.5 + 0.5`, two nests) and an inference BatchNorm (four nests) on
+(1, 32, H, W) float32 tensors of ~4096 rows for a sweep of widths W, compiled with the target's
+default profile, and prints the time per element next to what the features count as slow
+(`ew_slow`: nests whose innermost extent is EW_MIN..EW_UNROLL). On the AMD EPYC host (znver4) a
+width of 9-42 (49 for the longer bodies) costs ~9x the time per element of a width <= 8 or >= 56.
+
+    python benchmarks/elementwise_width.py [--target llvm] [--widths 4,8,9,16,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+WIDTHS = (4, 7, 8, 9, 14, 16, 24, 28, 32, 40, 42, 43, 48, 49, 56, 64, 112)
+
+
+def main() -> None:
+    import torch
+    import tvm
+    from tvm import relax
+
+    from tvmlat.compile import to_relax
+    from tvmlat.features import count_features
+    from tvmlat.runners.vmtime import time_vm
+    from tvmlat.targets import load_target
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--target", default="llvm")
+    ap.add_argument("--widths", default=",".join(map(str, WIDTHS)))
+    args = ap.parse_args()
+    t = load_target(args.target)
+    tt = t.tvm_target()
+
+    class MulAdd(torch.nn.Module):
+        def forward(self, x):
+            return x * 1.5 + 0.5
+
+    ops = {"relu": lambda c: torch.nn.ReLU(), "mul-add": lambda c: MulAdd(), "batchnorm": lambda c: torch.nn.BatchNorm2d(c)}
+    c = 32
+    print(f"target {t.name} ({t.describe() if hasattr(t, 'describe') else t.kind}); (1, {c}, H, W), H*W ~ 4096")
+    print(f"{'W':>4s} {'H':>4s} " + " ".join(f"{n + ' ns/el':>16s}" for n in ops) + "  counted slow")
+    for w in (int(v) for v in args.widths.split(",")):
+        h = max(1, 4096 // w)
+        x = torch.randn(1, c, h, w)
+        cells, slow = [], []
+        for name, make in ops.items():
+            m = make(c).eval()
+            ex = tvm.compile(to_relax(m, [x]), tt)
+            vm = relax.VirtualMachine(ex, tvm.cpu())
+            r = time_vm(vm, tvm.cpu(), [x.numpy()], None, t.evaluator)
+            cells.append(f"{r.latency_ms_median * 1e6 / x.numel():16.3f}")
+            slow.append(count_features(m, (x,))["ew_slow"] > 0)
+        print(f"{w:4d} {h:4d} " + " ".join(cells) + f"  {'yes' if all(slow) else 'no' if not any(slow) else 'partly'}",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
