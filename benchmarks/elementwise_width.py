@@ -6,7 +6,11 @@ default profile, and prints the time per element next to what the features count
 (`ew_slow`: nests whose innermost extent is EW_MIN..EW_UNROLL). On the AMD EPYC host (znver4) a
 width of 9-42 (49 for the longer bodies) costs ~9x the time per element of a width <= 8 or >= 56.
 
-    python benchmarks/elementwise_width.py [--target llvm] [--widths 4,8,9,16,...]
+    python benchmarks/elementwise_width.py [--target llvm] [--widths 4,8,9,16,...] [--mcpu haswell]
+
+``--mcpu`` compiles for another CPU's instruction set (and runs here, where that CPU's code runs):
+the slow range is LLVM's code for AVX-512 CPUs (znver4, emeraldrapids, skylake-avx512 alike); for
+haswell (AVX2) or a generic x86-64 every width costs the same.
 """
 
 from __future__ import annotations
@@ -33,9 +37,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--target", default="llvm")
     ap.add_argument("--widths", default=",".join(map(str, WIDTHS)))
+    ap.add_argument("--mcpu", default="", help="compile for this -mcpu instead of the target's")
     args = ap.parse_args()
     t = load_target(args.target)
     tt = t.tvm_target()
+    if args.mcpu:
+        from tvm.target import Target
+
+        tt = Target({"kind": "llvm", "mcpu": args.mcpu, "num-cores": int(t.cores)})
 
     class MulAdd(torch.nn.Module):
         def forward(self, x):
@@ -43,7 +52,7 @@ def main() -> None:
 
     ops = {"relu": lambda c: torch.nn.ReLU(), "mul-add": lambda c: MulAdd(), "batchnorm": lambda c: torch.nn.BatchNorm2d(c)}
     c = 32
-    print(f"target {t.name} ({t.describe() if hasattr(t, 'describe') else t.kind}); (1, {c}, H, W), H*W ~ 4096")
+    print(f"target {t.name}, compiled for {tt.attrs.get('mcpu', '') or 'its default CPU'}; (1, {c}, H, W), H*W ~ 4096")
     print(f"{'W':>4s} {'H':>4s} " + " ".join(f"{n + ' ns/el':>16s}" for n in ops) + "  counted slow")
     for w in (int(v) for v in args.widths.split(",")):
         h = max(1, 4096 // w)
