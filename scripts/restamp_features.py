@@ -47,9 +47,7 @@ def main() -> int:
         fresh = refresh_features(df, meta_geometry(pq, meta), meta.get("model_refs"), str(pq))
         diff = [c for c in FEATURE_COLUMNS
                 if c not in df or not (df[c].astype("Int64").fillna(0) == fresh[c].fillna(0)).all()]
-        preds = sorted(pq.parent.glob(pq.stem + ".*predictor.json")) + [p for p in [pq.with_suffix(".predictor.json")]
-                                                                        if p.exists()]
-        preds = sorted(set(preds))
+        preds = sorted(pq.parent.glob(pq.stem + ".*predictor.json"))  # <campaign>.predictor.json included
         print(f"{pq.relative_to(args.root)}: version {old}, {'columns changed: ' + ', '.join(diff) if diff else 'unchanged'}"
               f"; predictors: {', '.join(p.name for p in preds) or 'none'}")
         if diff:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import TvmlatError
-from .metrics import accuracy, block_groups, cross_validate
+from .metrics import accuracy, block_draw, cross_validate
 from .predictors.conformal import split_coverage
 from .predictors.linear import LinearPredictor
 
@@ -49,6 +49,7 @@ class AblationResult:
     curve: pd.DataFrame         # learning curve: model, n_train, draw, median_ape, within10
     few_shot: pd.DataFrame = field(default_factory=pd.DataFrame)  # few_shot_pair rows, if other targets given
     other: pd.DataFrame = field(default_factory=pd.DataFrame)  # memory/energy models' metrics (other_quantities)
+    campaign_speeds: pd.Series | None = None  # several campaigns: each one's host speed, from all rows
 
 
 def predict_rate(model, df: pd.DataFrame, rows: int = 200_000) -> float:
@@ -69,8 +70,9 @@ def run_ablation(df: pd.DataFrame, zoo: dict[str, Callable[[], object]], sizes=(
 
     y = df["latency_ms_median"].to_numpy(dtype=float)
     speeds = campaign_speed and campaign_count(df) > 1
+    all_rows = campaign_speeds(df, y) if speeds else None
     if speeds:
-        y = divided(df, y, campaign_speeds(df, y))
+        y = divided(df, y, all_rows)
     rows, preds, curve = [], [], []
     for name, make in zoo.items():
         if progress:
@@ -90,13 +92,12 @@ def run_ablation(df: pd.DataFrame, zoo: dict[str, Callable[[], object]], sizes=(
             preds.append(p.assign(model=name, split_kind=split))
         curve += learning_curve(df.assign(latency_ms_median=y), make, name, sizes, draws, seed)
     return AblationResult(pd.DataFrame(rows), pd.concat(preds, ignore_index=True), pd.DataFrame(curve),
-                          other=other_quantities(df))
+                          other=other_quantities(df), campaign_speeds=all_rows)
 
 
 def learning_curve(df: pd.DataFrame, make, name: str, sizes, draws: int, seed: int) -> list[dict]:
     # a fixed 30 % test split of the blocks (a block measured in several campaigns: all its rows on one side)
-    groups = block_groups(df)
-    perm = np.random.default_rng(seed).permutation(groups.max() + 1 if len(groups) else 0)
+    groups, perm = block_draw(df, seed)
     rank = np.empty_like(perm)
     rank[perm] = np.arange(len(perm))
     order = np.argsort(rank[groups], kind="stable")  # rows in the order of their block's draw

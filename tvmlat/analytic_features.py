@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from .loop_features import (DEFAULT_GEOMETRY, LOOP_COLUMNS, CacheGeometry, FeatureArrays, conv_loops,  # numpy only
-                            ew_loops, matmul_loops, pool_loops, reduce_loops, stamp_geometry)
+                            ew_loops, matmul_loops, pad_loops, pool_loops, reduce_loops, stamp_geometry)
 from .specs import BlockSpec  # stdlib only: no torch
 
 #: the columns of ``features.FEATURE_COLUMNS``, in the same order (features.py imports torch, so
@@ -132,7 +132,7 @@ class _Acc:
 
     def pad(self, planes, hw, p, m=1):
         """The padded copy TVM makes of ``planes`` hw x hw planes (``p`` on every side, none for 0)."""
-        self.add(m * _b(p > 0), **ew_loops(planes * (hw + 2 * p) * (hw + 2 * p), hw + 2 * p))
+        self.add(m, **pad_loops(planes, hw, hw, 2 * p, 2 * p))
 
     def batch_norm(self, elems, c, width, m=1):
         """``native_batch_norm`` (eval): reads x, weight, bias, running mean and var; four nests ``width`` wide."""

@@ -36,7 +36,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from .loop_features import (DEFAULT_GEOMETRY, LOOP_COLUMNS, CacheGeometry, conv_loops, ew_loops, matmul_loops,
-                            pool_loops, reduce_loops, stamp_geometry)
+                            pad_loops, pool_loops, reduce_loops, stamp_geometry)
 from .specs import BlockSpec
 
 #: bump when a feature's definition changes; datasets record it, and fitting recomputes stale features
@@ -104,11 +104,9 @@ class OpCounter(TorchDispatchMode):
     def _pad(self, x: torch.Tensor, padding: Any) -> None:
         """The padded copy TVM makes of a conv's or pool's input (``padding``: int or per-side list)."""
         pad = list(padding) if isinstance(padding, (list, tuple)) else [padding]
-        if x.dim() < 3 or not any(pad):
-            return
-        ph, pw = pad[0], pad[-1]
-        h, w = x.shape[-2], x.shape[-1]
-        self._add(**ew_loops(x.numel() // (h * w) * (h + 2 * ph) * (w + 2 * pw), w + 2 * pw))
+        if x.dim() >= 3:
+            h, w = x.shape[-2], x.shape[-1]
+            self._add(**pad_loops(x.numel() // (h * w), h, w, 2 * pad[0], 2 * pad[-1]))
 
     def _reduction(self, flops: int, length: int, rec: dict) -> None:
         """Split the FLOPs of reducing ops by the length of the reduction each output sums over.

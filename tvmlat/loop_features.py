@@ -279,6 +279,13 @@ def ew_loops(elems: Any, width: Any, nests: Any = 1) -> dict[str, Any]:
     return _out({"ew_slow": np.where(slow, np.asarray(elems, dtype=np.int64) * nests, 0)})
 
 
+def pad_loops(planes: Any, h: Any, w: Any, pad_h: Any, pad_w: Any) -> dict[str, Any]:
+    """The padded copy TVM makes of ``planes`` h x w input planes of a conv or pool, ``pad_h`` / ``pad_w``
+    elements larger (both sides together): one elementwise nest ``w + pad_w`` wide (none without padding)."""
+    padded = np.greater(pad_h, 0) | np.greater(pad_w, 0)
+    return ew_loops(np.where(padded, planes * (h + pad_h) * (w + pad_w), 0), w + pad_w)
+
+
 def reduce_loops(in_elems: Any, window: Any) -> dict[str, Any]:
     """A reduction that is not windowed pooling (a global mean, sum, max) of ``in_elems`` input
     elements, ``window`` of them per output: one dependent step per element (none for ``window`` 1,

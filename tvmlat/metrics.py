@@ -76,11 +76,16 @@ def block_groups(df: pd.DataFrame) -> np.ndarray:
     return pd.factorize(df["block_id"].astype(str))[0]
 
 
+def block_draw(df: pd.DataFrame, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(each row's block, the blocks in a seeded random order): what random splits by block draw from."""
+    groups = block_groups(df)
+    return groups, np.random.default_rng(seed).permutation(groups.max() + 1 if len(groups) else 0)
+
+
 def kfold_splits(df: pd.DataFrame, k: int = 5, seed: int = 0) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """Random k-fold over blocks (rows of one block stay together; with one row per block, a plain
     random k-fold over rows)."""
-    groups = block_groups(df)
-    perm = np.random.default_rng(seed).permutation(groups.max() + 1 if len(groups) else 0)
+    groups, perm = block_draw(df, seed)
     for i, part in enumerate(np.array_split(perm, k)):
         test = np.isin(groups, part)
         yield f"fold{i}", np.flatnonzero(~test), np.flatnonzero(test)

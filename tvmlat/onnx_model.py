@@ -93,7 +93,7 @@ def onnx_records(model: OnnxModel, geometry: CacheGeometry = DEFAULT_GEOMETRY) -
     """One record per counted ONNX node, in the format of features.OpCounter's records (loop features
     for the L1 ``geometry``)."""
     from .features import REDUCTION_SHORT
-    from .loop_features import conv_loops, ew_loops, matmul_loops, pool_loops, reduce_loops
+    from .loop_features import conv_loops, ew_loops, matmul_loops, pad_loops, pool_loops, reduce_loops
 
     def pad(x, out, kernel, attrs) -> dict[str, int]:
         """The padded copy TVM makes of a Conv's or pool's input ``x`` (output ``out``, window ``kernel``):
@@ -112,10 +112,8 @@ def onnx_records(model: OnnxModel, geometry: CacheGeometry = DEFAULT_GEOMETRY) -
                       for o, s, k, d, i in zip(out[-2:], st[-2:], kernel[-2:], dl[-2:], x[-2:]))
         else:
             return {}
-        if not (ph or pw):
-            return {}
         h, w = x[-2], x[-1]
-        return ew_loops(math.prod(x) // (h * w) * (h + ph) * (w + pw), w + pw)
+        return pad_loops(math.prod(x) // (h * w), h, w, ph, pw)
 
     g = model.proto.graph
     shapes = _shapes(model.proto)

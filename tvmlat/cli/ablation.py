@@ -31,17 +31,17 @@ def ablation_cmd(
     """Compare linear (published / two-segment / per-op-class), XGBoost alone and linear + XGBoost
     residual on the same random 5-fold and leave-one-family-out splits."""
     from ..ablation import model_zoo, run_ablation, write_report
-    from ..campaigns import campaign_count, campaign_speeds, describe
+    from ..campaigns import describe
 
     df = ok_rows(concat_datasets(dataset))
     if len(df) < 20:
         raise TvmlatError(f"only {len(df)} measured blocks in the dataset(s); the ablation needs at least 20")
     con = console()
-    if campaign_speed and campaign_count(df) > 1:
-        con.print(describe(campaign_speeds(df, df["latency_ms_median"])) + " (all rows; each split estimates its own)")
     with con.status("fitting") as status:
         res = run_ablation(df, model_zoo(with_xgb=xgb), draws=draws, campaign_speed=campaign_speed,
                            progress=lambda m: status.update(f"cross-validating {m}"))
+    if res.campaign_speeds is not None:
+        con.print(describe(res.campaign_speeds) + " (all rows; each split estimates its own)")
     if few_shot_from:
         from ..ablation import few_shot_pair
         from ..dataset import read_meta

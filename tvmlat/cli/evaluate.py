@@ -45,19 +45,20 @@ def evaluate_cmd(
     if df.empty:
         raise PredictorError(f"no successfully measured rows in {', '.join(map(str, dataset))}")
     y = df["latency_ms_median"].to_numpy()
-    results = {"this predictor": accuracy(y, pred.predict(df))}
+    has_interval = bool(pred.doc.get("interval", {}).get("abs_log_residuals"))
+    predicted, lo, hi = pred.interval(df, 0.9) if has_interval else (pred.predict(df), None, None)
+    results = {"this predictor": accuracy(y, predicted)}
     params, cls = pred.model.get_params(), type(pred.model)
     cv, fam_preds = evaluation_suite(df, lambda: cls(**params))
-    if pred.doc.get("interval", {}).get("abs_log_residuals"):
-        _, lo, hi = pred.interval(df, 0.9)
+    if has_interval:
         results["this predictor"].update(cov90=float(np.mean((y >= lo) & (y <= hi))),
-                                         width90=float(np.median((hi - lo) / pred.predict(df))))
+                                         width90=float(np.median((hi - lo) / predicted)))
     results.update(cv)
     if plot is not None:
         from ..plots import accuracy_plot
 
         held = "held-out families" if "held-out families" in cv else "5-fold"
-        accuracy_plot({predictor.name: df[["family"]].assign(measured=y, predicted=pred.predict(df)),
+        accuracy_plot({predictor.name: df[["family"]].assign(measured=y, predicted=predicted),
                        f"{held}, refitted without them": fam_preds}, plot,
                       f"{predictor.name} on {', '.join(p.name for p in dataset)}")
         console().print(f"plot: {plot}")

@@ -85,7 +85,8 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
                 con.print(f"[yellow]the prior from {src} does not help on this target; fitting its own model[/]")
     y = good["latency_ms_median"].to_numpy()
     fitted = make().fit(good, y)
-    results = {"in-sample": accuracy(y, fitted.predict(good))}
+    insample = fitted.predict(good)
+    results = {"in-sample": accuracy(y, insample)}
     cv, heldout = evaluation_suite(good, make)
     results.update(cv)
     split = "leave-one-family-out" if "held-out families" in cv else "5-fold"
@@ -113,9 +114,9 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
     if plot is not None:
         from ..plots import accuracy_plot
 
-        insample = good[["family"]].assign(measured=y, predicted=fitted.predict(good))
         held = "held-out families" if "held-out families" in results else "5-fold"
-        accuracy_plot({"in-sample": insample, f"{held} (refitted without them)": heldout}, plot,
+        accuracy_plot({"in-sample": good[["family"]].assign(measured=y, predicted=insample),
+                       f"{held} (refitted without them)": heldout}, plot,
                       f"{model} ({features}) on {len(good)} blocks of {target.get('name', '?')}, profile {profile}")
         con.print(f"plot: {plot}")
 
