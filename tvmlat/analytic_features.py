@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from .loop_features import (DEFAULT_GEOMETRY, LOOP_COLUMNS, CacheGeometry, FeatureArrays, conv_loops,  # numpy only
-                            ew_loops, matmul_loops, pad_loops, pool_loops, reduce_loops, stamp_geometry)
+                            ew_loops, matmul_loops, pad_loops, pool_loops, pool_pad, reduce_loops, stamp_geometry)
 from .specs import BlockSpec  # stdlib only: no torch
 
 #: the columns of ``features.FEATURE_COLUMNS``, in the same order (features.py imports torch, so
@@ -178,7 +178,7 @@ class _Acc:
         self.add(m, elems_pool=in_elems)
         self._reduction(m, flops, window)
         if row is not None:
-            self.add(m, **pool_loops(out, row, window, stride))
+            self.add(m, **pool_loops(out, row, window, stride, self.geometry))
         else:  # a global mean: one chain of adds per output
             self.add(m, **reduce_loops(in_elems, window))
         self._op(m, flops, out, in_elems + out)
@@ -216,7 +216,7 @@ def _f_pool(a, batch, c, hw, k, stride, kind):
     ho = _conv_out(hw, k, stride)
     out_w = batch * c * ho * ho
     a.pool(n_in, out_w, k * k, out_w * k * k, 1 - is_global, row=ho, stride=stride)
-    a.pad(batch * c, hw, k // 2, 1 - is_global)
+    a.pad(batch * c, hw, k // 2, (1 - is_global) * pool_pad(a.geometry))
     a.add(_b(kind == "avg"), **ew_loops(out_w, ho))  # an average pool divides its window sums in a nest of their own
     out = is_global * batch * c + (1 - is_global) * out_w
     a.f.update(inp=n_in, params=0, out=out)

@@ -36,11 +36,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from .loop_features import (DEFAULT_GEOMETRY, LOOP_COLUMNS, CacheGeometry, conv_loops, ew_loops, matmul_loops,
-                            pad_loops, pool_loops, reduce_loops, stamp_geometry)
+                            pad_loops, pool_loops, pool_pad, reduce_loops, stamp_geometry)
 from .specs import BlockSpec
 
 #: bump when a feature's definition changes; datasets record it, and fitting recomputes stale features
-FEATURES_VERSION = 10  # 10: ew_slow (elementwise nests 9-48 wide, pad copies included); 9: a conv window of 3x3+ is unrolled whole up to 64 steps (all short); 8: mac_l1thrash (a column walk L1 holds <= 16 lines of); 7: red_chain (a global mean's chain of adds); 6: w_matmul (a linear layer's weights, once per call); 5: mac_l2miss (a matmul whose B fills the L2); 4: the conv L1 rule walks unpadded planes again
+FEATURES_VERSION = 11  # 11: AVX-512 code: pool and strided depthwise rows unrolled whole are ew_slow, a stride-1 pool row is all vector steps, a pool's pad is free; 10: ew_slow (elementwise nests 9-48 wide, pad copies included); 9: a conv window of 3x3+ is unrolled whole up to 64 steps (all short); 8: mac_l1thrash (a column walk L1 holds <= 16 lines of); 7: red_chain (a global mean's chain of adds); 6: w_matmul (a linear layer's weights, once per call); 5: mac_l2miss (a matmul whose B fills the L2); 4: the conv L1 rule walks unpadded planes again
 
 #: columns every feature dict has, in order
 FEATURE_COLUMNS = [
@@ -195,8 +195,9 @@ class OpCounter(TorchDispatchMode):
                 flops = out_elems * window
                 st = args[2] if len(args) > 2 and args[2] else k
                 st = list(st) if isinstance(st, (list, tuple)) else [st]
-                self._add(**pool_loops(out_elems, outs[0].shape[-1], window, st[0]))
-                self._pad(args[0], args[3] if len(args) > 3 else kwargs.get("padding", 0))
+                self._add(**pool_loops(out_elems, outs[0].shape[-1], window, st[0], self.geometry))
+                if pool_pad(self.geometry):
+                    self._pad(args[0], args[3] if len(args) > 3 else kwargs.get("padding", 0))
                 if name == "avg_pool2d":  # the window sum, then a nest dividing it
                     self._add(**ew_loops(out_elems, outs[0].shape[-1]))
             else:

@@ -99,20 +99,28 @@ LANES = 8        # float32 lanes of the vectors LLVM uses here (256-bit)
 PAGE, DTLB = 4096, 64
 THRASH_LINES = 16  # a column walk that L1 holds at most this many lines of: every step pays (mac_l1thrash)
 EW_MIN, EW_UNROLL = 9, 48  # an elementwise nest whose innermost extent is in this range runs ~9x slower (ew_slow)
+# version 11, AVX-512 code only: a window row (pool, depthwise conv) that LLVM unrolls whole runs scalar
+POOL_UNROLL, POOL_BODY = 136, 8  # a stride-1 pool row of out_w * (window + POOL_BODY) <= POOL_UNROLL is unrolled
+STRIDED_VEC = 16  # a strided window row (pool, depthwise k >= 2) is vectorised only from this many outputs
 
 
 @dataclass(frozen=True)
 class CacheGeometry:
-    """A set-associative L1 data cache (``sets`` x ``ways`` lines of ``line`` bytes) and the size of the
-    L2 a core sees (``l2`` bytes; 0: unknown, no L2 rule)."""
+    """A set-associative L1 data cache (``sets`` x ``ways`` lines of ``line`` bytes), the size of the
+    L2 a core sees (``l2`` bytes; 0: unknown, no L2 rule), and whether the code is AVX-512 code
+    (``avx512``: the window-row rules of version 11 are what LLVM does for AVX-512 CPUs)."""
 
     sets: int = 64
     ways: int = 8
     line: int = 64
     l2: int = 0
+    avx512: bool = True
 
-    def to_dict(self) -> dict[str, int]:
-        return {"l1d_sets": self.sets, "l1d_ways": self.ways, "line": self.line, "l2_bytes": self.l2}
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"l1d_sets": self.sets, "l1d_ways": self.ways, "line": self.line, "l2_bytes": self.l2}
+        if not self.avx512:  # files without the key were all counted for AVX-512 CPUs
+            d["avx512"] = False
+        return d
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "cache geometry") -> "CacheGeometry":
@@ -121,10 +129,13 @@ class CacheGeometry:
             return DEFAULT_GEOMETRY
         if not isinstance(d, dict):
             raise ValueError(f"{where} must be a table with l1d_sets, l1d_ways and line, not {d!r}")
-        unknown = set(d) - {"l1d_sets", "l1d_ways", "line", "l2_bytes"}
+        unknown = set(d) - {"l1d_sets", "l1d_ways", "line", "l2_bytes", "avx512"}
         if unknown:
             raise ValueError(f"{where} has unknown keys {sorted(unknown)}; it takes l1d_sets, l1d_ways, line, "
-                             f"l2_bytes")
+                             f"l2_bytes, avx512")
+        avx512 = d.get("avx512", True)
+        if not isinstance(avx512, bool):
+            raise ValueError(f"{where}: avx512 must be true or false, not {avx512!r}")
         vals = {k: d.get(k, v) for k, v in DEFAULT_GEOMETRY.to_dict().items()}
         for k, v in vals.items():
             if k == "l2_bytes":  # any size (1.25 MiB L2s exist); 0: unknown
@@ -135,11 +146,11 @@ class CacheGeometry:
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0 or (pow2 and v & (v - 1)):
                 raise ValueError(f"{where}: {k} must be a positive integer{', a power of two' if pow2 else ''}, "
                                  f"not {v!r}")
-        return cls(vals["l1d_sets"], vals["l1d_ways"], vals["line"], vals["l2_bytes"])
+        return cls(vals["l1d_sets"], vals["l1d_ways"], vals["line"], vals["l2_bytes"], avx512)
 
     def describe(self) -> str:
         l1 = f"{self.sets * self.ways * self.line // 1024} KiB {self.ways}-way L1d, {self.line} B lines"
-        return l1 + (f", {self.l2 // 1024} KiB L2" if self.l2 else "")
+        return l1 + (f", {self.l2 // 1024} KiB L2" if self.l2 else "") + ("" if self.avx512 else ", no AVX-512")
 
 
 #: the geometry of files that record none (what the features were counted with before geometry existed)
@@ -181,9 +192,21 @@ def _size_bytes(text: str) -> int:
     return int(text[:-1] if mult > 1 else text) * mult
 
 
-def host_geometry(root: str | Path = "/sys/devices/system/cpu/cpu0/cache") -> CacheGeometry | None:
-    """This machine's L1 data cache (and L2 size, 0 where none is listed) from Linux's sysfs; None where
-    the L1 can't be read."""
+def host_avx512(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether this machine's CPU has AVX-512 (``avx512f`` among /proc/cpuinfo's flags; True where that
+    can't be read, as every geometry before version 11 assumed)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return True
+    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith(("flags", "Features"))), None)
+    return True if flags is None else "avx512f" in flags
+
+
+def host_geometry(root: str | Path = "/sys/devices/system/cpu/cpu0/cache",
+                  cpuinfo: str | Path = "/proc/cpuinfo") -> CacheGeometry | None:
+    """This machine's L1 data cache (and L2 size, 0 where none is listed) from Linux's sysfs, and whether
+    it runs AVX-512 code; None where the L1 can't be read."""
     l1, l2 = None, 0
     for d in sorted(Path(root).glob("index*")):
         read = lambda name: (d / name).read_text().strip()  # noqa: E731
@@ -197,7 +220,7 @@ def host_geometry(root: str | Path = "/sys/devices/system/cpu/cpu0/cache") -> Ca
                 l2 = _size_bytes(read("size"))
         except (OSError, ValueError):
             continue  # an unreadable entry: an L1 not found is None, an L2 not found is 0 (unknown)
-    return CacheGeometry(*l1, l2) if l1 else None
+    return CacheGeometry(*l1, l2, host_avx512(cpuinfo)) if l1 else None
 
 
 def _out(d: dict[str, Any]) -> dict[str, Any]:
@@ -229,7 +252,7 @@ def conv_loops(out: Any, out_w: Any, cin_per_group: Any, kh: Any, kw: Any, strid
     """A 2-d convolution (NCHW) with ``out`` output elements, rows ``out_w`` wide, input planes ``in_h`` x ``in_w``,
     on a CPU with the L1 ``geometry``. A window of 3 x 3 or more whose whole reduction has at most
     ``UNROLL_WIN`` steps is all short work (version 9); otherwise the first ``SHORT`` (``SHORT_DW``
-    for a depthwise window) steps are."""
+    for a depthwise window) steps are. A strided depthwise window row is a pool's (``window_slow``)."""
     red = cin_per_group * kh * kw
     short_len = np.where(depthwise, SHORT_DW, SHORT)
     excess, vec, scal = _split(out, out_w, red, short_len, np.equal(stride, 1))
@@ -239,7 +262,12 @@ def conv_loops(out: Any, out_w: Any, cin_per_group: Any, kh: Any, kw: Any, strid
     excess = np.where(unrolled, 0, excess)
     plane = 4 * np.asarray(in_h) * np.asarray(in_w)
     miss = np.greater(cin_per_group, 1) & np.greater(np.asarray(cin_per_group) * np.asarray(kh), l1_lines(plane, geometry))
-    return _out({"mac_excess": excess, "short_vec": vec, "short_scal": scal, "mac_l1miss_exc": np.where(miss, excess, 0)})
+    window = np.asarray(kh) * np.asarray(kw)
+    slow = (np.asarray(depthwise, dtype=bool) & np.greater(window, 1) & np.greater(stride, 1)
+            & window_slow(out_w, window, stride, geometry))
+    steps = np.asarray(out, dtype=np.int64) * window
+    return _out({"mac_excess": excess, "short_vec": np.where(slow, 0, vec), "short_scal": np.where(slow, 0, scal),
+                 "mac_l1miss_exc": np.where(miss, excess, 0), "ew_slow": np.where(slow, steps, 0)})
 
 
 def matmul_loops(out: Any, red: Any, cols: Any, b_elems: Any, *, weight: Any, geometry: CacheGeometry) -> dict[str, Any]:
@@ -258,11 +286,28 @@ def matmul_loops(out: Any, red: Any, cols: Any, b_elems: Any, *, weight: Any, ge
                  "mac_l1thrash": np.where(miss & np.less_equal(lines, THRASH_LINES), macs, 0)})
 
 
-def pool_loops(out: Any, out_w: Any, window: Any, stride: Any) -> dict[str, Any]:
-    """A windowed (max / avg) pooling: its whole window is short work."""
-    win = out * window
-    vec = np.where(np.equal(stride, 1), (out // np.maximum(out_w, 1)) * (out_w // LANES * LANES) * window, 0)
-    return _out({"short_vec": vec, "short_scal": win - vec})
+def window_slow(out_w: Any, window: Any, stride: Any, geometry: CacheGeometry) -> Any:
+    """Whether a window row (a pool's, a depthwise conv's) of ``out_w`` outputs runs as scalar code that
+    LLVM unrolled whole (AVX-512 code only; version 11): a stride-1 row of ``out_w * (window + POOL_BODY)
+    <= POOL_UNROLL``, a strided row of fewer than ``STRIDED_VEC`` outputs. Measured on the AMD host
+    (``benchmarks/window_rows.py``): such a window step costs 0.4-0.55 ns, against 0.04-0.09 ns in a
+    vectorised stride-1 row and 0.07-0.16 ns in a vectorised strided one."""
+    w, ow = np.asarray(window), np.asarray(out_w)
+    slow = np.where(np.equal(stride, 1), ow * (w + POOL_BODY) <= POOL_UNROLL, np.less(ow, STRIDED_VEC))
+    return slow & bool(geometry.avx512)
+
+
+def pool_loops(out: Any, out_w: Any, window: Any, stride: Any, geometry: CacheGeometry) -> dict[str, Any]:
+    """A windowed (max / avg) pooling: its whole window is short work. On AVX-512 code (version 11) a row
+    unrolled whole (``window_slow``) is ``ew_slow``, and every step of a stride-1 row otherwise is a
+    vector step (LLVM masks the tail); before, and on other CPUs, a stride-1 row's whole vectors are."""
+    win = np.asarray(out, dtype=np.int64) * window
+    s1 = np.equal(stride, 1)
+    slow = window_slow(out_w, window, stride, geometry)
+    vec = np.where(s1, (out // np.maximum(out_w, 1)) * (out_w // LANES * LANES) * window, 0)
+    vec = np.where(slow, 0, np.where(s1 & bool(geometry.avx512), win, vec))
+    sl = np.where(slow, win, 0)
+    return _out({"short_vec": vec, "short_scal": win - vec - sl, "ew_slow": sl})
 
 
 def ew_loops(elems: Any, width: Any, nests: Any = 1) -> dict[str, Any]:
@@ -281,9 +326,17 @@ def ew_loops(elems: Any, width: Any, nests: Any = 1) -> dict[str, Any]:
 
 def pad_loops(planes: Any, h: Any, w: Any, pad_h: Any, pad_w: Any) -> dict[str, Any]:
     """The padded copy TVM makes of ``planes`` h x w input planes of a conv or pool, ``pad_h`` / ``pad_w``
-    elements larger (both sides together): one elementwise nest ``w + pad_w`` wide (none without padding)."""
+    elements larger (both sides together): one elementwise nest ``w + pad_w`` wide (none without padding).
+    A pool's is not counted on AVX-512 code (``pool_pad``)."""
     padded = np.greater(pad_h, 0) | np.greater(pad_w, 0)
     return ew_loops(np.where(padded, planes * (h + pad_h) * (w + pad_w), 0), w + pad_w)
+
+
+def pool_pad(geometry: CacheGeometry) -> int:
+    """1 where a pool's padded copy counts (``pad_loops``), 0 on AVX-512 code (version 11): there a pool's
+    pad nest costs nothing measurable (a pool 0.45 ns per input element with it, and a standalone pad
+    0.10-0.16 ns at any width, where a slow nest costs 0.8)."""
+    return 0 if geometry.avx512 else 1
 
 
 def reduce_loops(in_elems: Any, window: Any) -> dict[str, Any]:

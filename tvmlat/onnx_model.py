@@ -93,7 +93,7 @@ def onnx_records(model: OnnxModel, geometry: CacheGeometry = DEFAULT_GEOMETRY) -
     """One record per counted ONNX node, in the format of features.OpCounter's records (loop features
     for the L1 ``geometry``)."""
     from .features import REDUCTION_SHORT
-    from .loop_features import conv_loops, ew_loops, matmul_loops, pad_loops, pool_loops, reduce_loops
+    from .loop_features import conv_loops, ew_loops, matmul_loops, pad_loops, pool_loops, pool_pad, reduce_loops
 
     def pad(x, out, kernel, attrs) -> dict[str, int]:
         """The padded copy TVM makes of a Conv's or pool's input ``x`` (output ``out``, window ``kernel``):
@@ -171,8 +171,9 @@ def onnx_records(model: OnnxModel, geometry: CacheGeometry = DEFAULT_GEOMETRY) -
                 window = math.prod(attrs["kernel_shape"].ints)
                 flops = out_elems * window
                 st = list(attrs["strides"].ints) if "strides" in attrs else [1]
-                feat.update(pool_loops(out_elems, outs[0][-1], window, st[0]))
-                _add(feat, pad(ins[0], outs[0], list(attrs["kernel_shape"].ints), attrs))
+                feat.update(pool_loops(out_elems, outs[0][-1], window, st[0], geometry))
+                if pool_pad(geometry):
+                    _add(feat, pad(ins[0], outs[0], list(attrs["kernel_shape"].ints), attrs))
                 if op == "AveragePool":  # the window sums, then a nest dividing them
                     _add(feat, ew_loops(out_elems, _width(outs[0])))
             else:

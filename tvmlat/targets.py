@@ -154,14 +154,19 @@ class TargetSpec:
 
     def geometry(self):
         """The L1 data cache the loop features count for: the file's ``[cache]`` table, else this
-        machine's (read from sysfs) for a host CPU target, else ``loop_features.DEFAULT_GEOMETRY``."""
+        machine's (read from sysfs) for a host CPU target, else ``loop_features.DEFAULT_GEOMETRY``
+        (without AVX-512 for a board whose triple is not x86_64)."""
+        from dataclasses import replace
+
         from .loop_features import DEFAULT_GEOMETRY, CacheGeometry, host_geometry
 
+        foreign = bool(self.triple) and not self.triple.startswith("x86_64")  # a board of another ISA: no AVX-512
         if self.cache:
-            return CacheGeometry.from_dict(self.cache)
+            g = CacheGeometry.from_dict(self.cache)
+            return replace(g, avx512=False) if foreign and "avx512" not in self.cache else g
         if self.kind == "llvm" and not self.triple and not self.remote:
             return host_geometry() or DEFAULT_GEOMETRY
-        return DEFAULT_GEOMETRY
+        return replace(DEFAULT_GEOMETRY, avx512=False) if foreign else DEFAULT_GEOMETRY
 
     @property
     def remote(self) -> bool:

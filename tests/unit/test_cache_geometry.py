@@ -54,9 +54,16 @@ def _fake_sysfs(root, entries):
 
 def test_host_geometry_reads_the_l1_data_cache(tmp_path):
     _fake_sysfs(tmp_path, [(1, "Instruction", 64, 8, 64), (1, "Data", 64, 12, 64), (2, "Unified", 2048, 16, 64)])
-    assert host_geometry(tmp_path) == INTEL  # no size file for the L2: unknown (0)
+    cpu = tmp_path / "cpuinfo"
+    cpu.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n")
+    assert host_geometry(tmp_path, cpu) == INTEL  # no size file for the L2: unknown (0)
     (tmp_path / "index2" / "size").write_text("2048K\n")
-    assert host_geometry(tmp_path) == CacheGeometry(64, 12, 64, l2=2 * 2**20)
+    assert host_geometry(tmp_path, cpu) == CacheGeometry(64, 12, 64, l2=2 * 2**20)
+    cpu.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")  # an AVX2 CPU (e.g. Zen 3)
+    assert host_geometry(tmp_path, cpu) == CacheGeometry(64, 12, 64, l2=2 * 2**20, avx512=False)
+    cpu.write_text("processor\t: 0\nFeatures\t: fp asimd evtstrm aes\n")  # an Arm board
+    assert host_geometry(tmp_path, cpu).avx512 is False
+    assert host_geometry(tmp_path, tmp_path / "no-cpuinfo").avx512 is True  # unreadable: as before version 11
     assert host_geometry(tmp_path / "missing") is None
     bad = tmp_path / "bad"
     _fake_sysfs(bad, [(1, "Data", "x", 12, 64)])
@@ -78,6 +85,10 @@ def test_geometry_round_trips():
     assert INTEL.describe() == "48 KiB 12-way L1d, 64 B lines"
     with_l2 = CacheGeometry(64, 12, 64, l2=2 * 2**20)
     assert CacheGeometry.from_dict(with_l2.to_dict()) == with_l2 and with_l2.describe().endswith(", 2048 KiB L2")
+    # avx512 is recorded only where false: files from before it were all counted for AVX-512 CPUs
+    no512 = CacheGeometry(avx512=False)
+    assert CacheGeometry.from_dict(no512.to_dict()) == no512 and "avx512" not in DEFAULT_GEOMETRY.to_dict()
+    assert no512.describe().endswith("no AVX-512") and no512 != DEFAULT_GEOMETRY
     # files from before the L2 was recorded: unknown, no L2 rule
     assert CacheGeometry.from_dict({"l1d_sets": 64, "l1d_ways": 12, "line": 64}) == INTEL and INTEL.l2 == 0
 
@@ -90,7 +101,15 @@ def test_target_cache_table(tmp_path):
     with pytest.raises(TargetError, match=r"\[cache\]: l1d_ways must be a positive integer"):
         load_target(str(p))
     p.write_text('kind = "llvm"\ncores = 4\ntriple = "aarch64-linux-gnu"\nmcpu = "cortex-a72"\n')
-    assert load_target(str(p)).geometry() == DEFAULT_GEOMETRY  # a board with no [cache]: the default, not this host's
+    # a board with no [cache]: the default L1, not this host's; an Arm board runs no AVX-512 code
+    assert load_target(str(p)).geometry() == CacheGeometry(avx512=False)
+    p.write_text('kind = "llvm"\ncores = 4\ntriple = "aarch64-linux-gnu"\n[cache]\nl1d_ways = 4\n')
+    assert load_target(str(p)).geometry() == CacheGeometry(64, 4, 64, avx512=False)
+    p.write_text('kind = "llvm"\ncores = 4\ntriple = "x86_64-linux-gnu"\n[cache]\nl1d_ways = 4\navx512 = false\n')
+    assert load_target(str(p)).geometry() == CacheGeometry(64, 4, 64, avx512=False)
+    p.write_text('kind = "llvm"\ncores = 4\n[cache]\navx512 = "yes"\n')
+    with pytest.raises(TargetError, match=r"avx512 must be true or false"):
+        load_target(str(p))
     host = load_target("llvm").geometry()
     assert host == (host_geometry() or DEFAULT_GEOMETRY)
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tvmlat.features import count_features
-from tvmlat.loop_features import (DEFAULT_GEOMETRY, LANES, LOOP_COLUMNS, SHORT, UNROLL_WIN, conv_loops, ew_loops, l1_lines,
+from tvmlat.loop_features import (DEFAULT_GEOMETRY, LANES, CacheGeometry, LOOP_COLUMNS, SHORT, UNROLL_WIN, conv_loops, ew_loops, l1_lines,
                                   matmul_loops, pool_loops)
 
 G = DEFAULT_GEOMETRY  # 32 KiB 8-way: 64 sets of 8 lines
@@ -36,9 +36,21 @@ def test_l1_lines_by_stride():
 
 def test_conv_stride_and_depthwise():
     # depthwise 5x5 (25 steps) is short whatever its size; stride 2 is never vectorised
+    no512 = CacheGeometry(avx512=False)
     dw = conv_loops(out=32 * 14 * 14, out_w=14, cin_per_group=1, kh=5, kw=5, stride=2, in_h=28, in_w=28,
-                    depthwise=True, geometry=G)
+                    depthwise=True, geometry=no512)
     assert dw["mac_excess"] == 0 and dw["short_vec"] == 0 and dw["short_scal"] == 32 * 14 * 14 * 25
+    assert dw["ew_slow"] == 0
+    # AVX-512 code (version 11): a strided depthwise row of fewer than 16 outputs runs scalar, unrolled whole
+    for out_w, slow in [(14, True), (15, True), (16, False), (28, False)]:
+        f = conv_loops(out=32 * out_w * out_w, out_w=out_w, cin_per_group=1, kh=5, kw=5, stride=2, in_h=2 * out_w,
+                       in_w=2 * out_w, depthwise=True, geometry=G)
+        steps = 32 * out_w * out_w * 25
+        assert f["ew_slow"] == (steps if slow else 0) and f["short_scal"] == (0 if slow else steps)
+    # not at stride 1, not for a 1x1 window, not for a dense conv
+    for kw in [dict(stride=1, kh=5, kw=5, depthwise=True), dict(stride=2, kh=1, kw=1, depthwise=True),
+               dict(stride=2, kh=3, kw=3, depthwise=False)]:
+        assert conv_loops(out=32 * 14 * 14, out_w=14, cin_per_group=1, in_h=28, in_w=28, geometry=G, **kw)["ew_slow"] == 0
     dense = conv_loops(out=16 * 16 * 16, out_w=16, cin_per_group=8, kh=3, kw=3, stride=1, in_h=16, in_w=16,
                        depthwise=False, geometry=G)
     assert dense["mac_excess"] == 16 * 16 * 16 * (72 - SHORT)
@@ -71,9 +83,31 @@ def test_counter_counts_resnext_grouped_convs_as_unrolled():
 
 
 def test_pool_window_is_short_work():
-    f = pool_loops(out=8 * 12 * 12, out_w=12, window=9, stride=1)
-    assert f["mac_excess"] == 0
+    # without AVX-512 (version 10's rule): a stride-1 row's whole vectors are vector steps, the tail scalar
+    f = pool_loops(out=8 * 12 * 12, out_w=12, window=9, stride=1, geometry=CacheGeometry(avx512=False))
+    assert f["mac_excess"] == 0 and f["ew_slow"] == 0
     assert f["short_vec"] == 8 * 12 * LANES * 9 and f["short_vec"] + f["short_scal"] == 8 * 12 * 12 * 9
+    # AVX-512 code: the tail is vectorised too
+    f = pool_loops(out=8 * 12 * 12, out_w=12, window=9, stride=1, geometry=G)
+    assert f["short_vec"] == 8 * 12 * 12 * 9 and f["short_scal"] == f["ew_slow"] == 0
+
+
+@pytest.mark.parametrize("out_w,window,stride,slow", [
+    (11, 4, 1, True), (12, 4, 1, False),   # 2x2, stride 1: 11 * 12 = 132 <= 136 unrolled, 12 * 12 = 144 not
+    (8, 9, 1, True), (9, 9, 1, False),     # 3x3: 8 * 17 = 136 unrolled, 9 * 17 = 153 not
+    (15, 9, 2, True), (16, 9, 2, False),   # strided: vectorised from 16 outputs
+    (4, 4, 2, True), (28, 4, 2, False)])
+def test_a_window_row_unrolled_whole_is_slow_on_avx512(out_w, window, stride, slow):
+    """Version 11 (``benchmarks/window_rows.py``): such rows cost 0.4-0.55 ns per step, the others
+    0.04-0.16; every step is counted once; without AVX-512 no row is slow."""
+    out = 16 * out_w * out_w
+    f = pool_loops(out=out, out_w=out_w, window=window, stride=stride, geometry=G)
+    assert f["ew_slow"] == (out * window if slow else 0)
+    assert f["short_vec"] + f["short_scal"] + f["ew_slow"] == out * window
+    if not slow:
+        assert f[("short_vec" if stride == 1 else "short_scal")] == out * window
+    assert pool_loops(out=out, out_w=out_w, window=window, stride=stride,
+                      geometry=CacheGeometry(avx512=False))["ew_slow"] == 0
 
 
 def test_arrays_equal_scalars():
@@ -112,10 +146,16 @@ def test_elementwise_nests_9_to_48_wide_are_counted(width, slow):
 
 def test_pools_count_their_pad_copy_and_an_average_its_divide():
     x = torch.randn(1, 8, 14, 14)  # padded 16 wide; 2x2 stride 1, padding 1: 15 wide out
-    mx = count_features(torch.nn.MaxPool2d(2, 1, padding=1), (x,))
-    avg = count_features(torch.nn.AvgPool2d(2, 1, padding=1), (x,))
+    no512 = CacheGeometry(avx512=False)
+    mx = count_features(torch.nn.MaxPool2d(2, 1, padding=1), (x,), geometry=no512)
+    avg = count_features(torch.nn.AvgPool2d(2, 1, padding=1), (x,), geometry=no512)
     assert mx["ew_slow"] == 8 * 16 * 16
     assert avg["ew_slow"] == 8 * 16 * 16 + 8 * 15 * 15
+    # AVX-512 code (version 11): the pad copy costs nothing measurable; the divide nest still counts
+    assert count_features(torch.nn.MaxPool2d(2, 1, padding=1), (x,), geometry=G)["ew_slow"] == 0
+    assert count_features(torch.nn.AvgPool2d(2, 1, padding=1), (x,), geometry=G)["ew_slow"] == 8 * 15 * 15
+    # a 7x7 input: the 8-wide stride-1 row is unrolled whole, its steps are slow
+    assert count_features(torch.nn.MaxPool2d(2, 1, padding=1), (torch.randn(1, 8, 7, 7),), geometry=G)["ew_slow"] == 8 * 8 * 8 * 4
     unpadded = count_features(torch.nn.AvgPool2d(2, 2), (torch.randn(1, 8, 112, 112),))  # 56 wide out
     assert unpadded["ew_slow"] == 0
 
@@ -159,7 +199,7 @@ def test_a_global_mean_is_a_chain_per_output_and_nothing_else_counts_one():
     assert f["red_chain"] == 2 * 16 * 7 * 7
     assert all(f[c] == 0 for c in LOOP_COLUMNS if c != "red_chain")
     assert reduce_loops(in_elems=64, window=1)["red_chain"] == 0  # one element per output: a copy, no chain
-    assert pool_loops(out=8 * 12 * 12, out_w=12, window=9, stride=1)["red_chain"] == 0  # windowed pooling
+    assert pool_loops(out=8 * 12 * 12, out_w=12, window=9, stride=1, geometry=G)["red_chain"] == 0  # windowed pooling
     assert conv_loops(64, 8, 4, 3, 3, 1, 8, 8, False, geometry=G)["red_chain"] == 0
     assert matmul_loops(64, 40, 8, 320, weight=True, geometry=G)["red_chain"] == 0
 

@@ -1,0 +1,83 @@
+"""What a window step of a pool or a depthwise conv costs, by the width of its output rows (features version 11).
+
+Times max pools (kernel 2 and 3, padding k // 2) and depthwise convs (kernel 1, 3, 5, 7) on (1, 32, H, W)
+float32 tensors of ~2048 rows, at stride 1 and 2, for a sweep of widths W, compiled with the target's
+default profile, and prints the time per window step next to what the features count (``ew_slow``:
+the row runs as scalar code LLVM unrolled whole, ``loop_features.window_slow``). On the AMD EPYC
+host (znver4):
+
+* a strided row of fewer than 16 outputs costs 0.4-0.55 ns per step (pools and depthwise k >= 3
+  alike), a row of 17 or more 0.07-0.16 ns;
+* a stride-1 pool row costs 0.4-0.5 ns per step up to out_w * (k * k + 8) <= 136 (11 outputs for
+  k 2, 8 for k 3), 0.04-0.09 ns beyond, tail included;
+* a stride-1 depthwise window (k >= 3) is vectorised at every width (0.03-0.1 ns);
+* a depthwise 1 x 1 conv runs like an elementwise nest (0.85-0.94 ns per step at 9-28 wide, 0.18
+  at 5-8 and 56; ~1 ns strided at any width), which version 11 does not count (it did not help).
+
+    python benchmarks/window_rows.py [--target llvm] [--pad]
+
+``--pad`` also times a pool's and a depthwise conv's padded copy against the same op on an input
+padded beforehand (version 11 counts none for pools on AVX-512 code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SWEEPS = {1: (5, 7, 8, 9, 10, 11, 12, 14, 16, 28, 56), 2: (10, 14, 22, 28, 30, 32, 34, 40, 56)}
+
+
+def main() -> None:
+    import torch
+    import tvm
+    from tvm import relax
+
+    from tvmlat.compile import to_relax
+    from tvmlat.features import count_features
+    from tvmlat.runners.vmtime import time_vm
+    from tvmlat.targets import load_target
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--target", default="llvm")
+    ap.add_argument("--pad", action="store_true", help="also time the padded copies")
+    args = ap.parse_args()
+    t = load_target(args.target)
+    tt, geometry = t.tvm_target(), t.geometry()
+
+    def time_us(m: torch.nn.Module, x: torch.Tensor) -> float:
+        vm = relax.VirtualMachine(tvm.compile(to_relax(m.eval(), [x]), tt), tvm.cpu())
+        return time_vm(vm, tvm.cpu(), [x.numpy()], None, t.evaluator).latency_ms_median * 1e3
+
+    c = 32
+    ops = [("max pool", k, lambda k, s: torch.nn.MaxPool2d(k, s, k // 2)) for k in (2, 3)]
+    ops += [("dw conv", k, lambda k, s: torch.nn.Conv2d(c, c, k, s, k // 2, groups=c, bias=False)) for k in (1, 3, 5, 7)]
+    print(f"target {t.name} ({geometry.describe()}); (1, {c}, H, W), H*W ~ 2048")
+    print(f"{'op':9s} {'k':>2s} {'s':>2s} {'W':>4s} {'out_w':>5s} {'us':>8s} {'ns/step':>8s}  counted slow")
+    for s, widths in SWEEPS.items():
+        for name, k, make in ops:
+            for w in widths:
+                x = torch.randn(1, c, max(1, 2048 // w), w)
+                m = make(k, s)
+                us = time_us(m, x)
+                with torch.no_grad():
+                    out = m(x)
+                slow = count_features(m, (x,), geometry=geometry)["ew_slow"] > 0
+                print(f"{name:9s} {k:2d} {s:2d} {w:4d} {out.shape[-1]:5d} {us:8.1f} {us * 1e3 / (out.numel() * k * k):8.3f}"
+                      f"  {'yes' if slow else 'no'}", flush=True)
+    if args.pad:
+        print("padded copy: the op with padding k // 2 against the same op, unpadded, on an input padded beforehand")
+        for name, make in (("max pool", lambda p: torch.nn.MaxPool2d(3, 1, p)),
+                           ("dw conv", lambda p: torch.nn.Conv2d(c, c, 3, 1, p, groups=c, bias=False))):
+            for w in (7, 14, 28, 56):
+                a = time_us(make(1), torch.randn(1, c, w, w))
+                b = time_us(make(0), torch.randn(1, c, w + 2, w + 2))
+                print(f"{name:9s} W {w:3d}: {a:7.1f} us padded inside, {b:7.1f} us prepadded: "
+                      f"{(a - b) * 1e3 / (c * (w + 2) ** 2):+.2f} ns per padded element", flush=True)
+
+
+if __name__ == "__main__":
+    main()
