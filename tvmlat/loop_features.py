@@ -69,6 +69,12 @@ reducing op with ``out`` output elements, each summing ``red`` products:
   Intel host's 12-way L1 only the 4 KiB stride qualifies (12 lines), and there it costs little
   more. The threshold was read off the znver4 campaigns; the mechanism (set conflicts, the
   prefetcher not crossing pages, or 4 KiB aliasing with the output's stores) is not established.
+* ``ew_slow`` (version 10): elements of elementwise nests 9-48 wide (``ew_loops``), which LLVM
+  unrolls whole and leaves scalar in AVX-512 code. Version 11 adds the window steps of pool and
+  strided depthwise rows that are unrolled whole the same way (``window_slow``), drops a pool's
+  padded copy and counts a stride-1 pool row's tail as vector steps -- on AVX-512 code only
+  (``CacheGeometry.avx512``): on the two AVX2 (Zen 3) campaigns those rules lowered the held-out
+  share within +-10 % from 46 to 42.5 %, on the AVX-512 hosts they raised it (README, "Accuracy").
 
 The L1 geometry is the measured CPU's: ``host_geometry()`` reads it from Linux's sysfs (a target's
 ``TargetSpec.geometry()``), a campaign records it in its dataset's meta.json, a predictor in its
