@@ -7,6 +7,11 @@ default profile, and prints the time per element next to what the features count
 width of 9-42 (49 for the longer bodies) costs ~9x the time per element of a width <= 8 or >= 56.
 
     python benchmarks/elementwise_width.py [--target llvm] [--widths 4,8,9,16,...] [--mcpu haswell]
+    python benchmarks/elementwise_width.py --planes    # narrow nests over small planes (version 12)
+
+``--planes`` times the same ops over (1, C, H, W) tensors of ~16,384 elements with W under 9 and few
+rows H: there the nest is unrolled whole over its rows as well, and planes of 9-56 elements (7 x 7,
+4 x 4, 8 x 7, 2 x 16) cost what a 9-48-wide nest does; 8 x 8 (a ReLU), 16 x 4 and 100 x 7 do not.
 
 ``--mcpu`` compiles for another CPU's instruction set (and runs here, where that CPU's code runs):
 the slow range is LLVM's code for AVX-512 CPUs (znver4, emeraldrapids, skylake-avx512 alike); for
@@ -22,6 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 WIDTHS = (4, 7, 8, 9, 14, 16, 24, 28, 32, 40, 42, 43, 48, 49, 56, 64, 112)
+PLANES = ((7, 7), (8, 7), (12, 7), (16, 7), (100, 7), (4, 4), (12, 4), (14, 4), (16, 4), (7, 8), (8, 8), (16, 8),
+          (2, 2), (8, 2), (32, 2), (64, 2), (8, 1), (16, 1), (64, 1))
 
 
 def main() -> None:
@@ -38,6 +45,7 @@ def main() -> None:
     ap.add_argument("--target", default="llvm")
     ap.add_argument("--widths", default=",".join(map(str, WIDTHS)))
     ap.add_argument("--mcpu", default="", help="compile for this -mcpu instead of the target's")
+    ap.add_argument("--planes", action="store_true", help="sweep small planes H x W (W < 9) instead of widths")
     args = ap.parse_args()
     t = load_target(args.target)
     tt = t.tvm_target()
@@ -51,11 +59,13 @@ def main() -> None:
             return x * 1.5 + 0.5
 
     ops = {"relu": lambda c: torch.nn.ReLU(), "mul-add": lambda c: MulAdd(), "batchnorm": lambda c: torch.nn.BatchNorm2d(c)}
-    c = 32
-    print(f"target {t.name}, compiled for {tt.attrs.get('mcpu', '') or 'its default CPU'}; (1, {c}, H, W), H*W ~ 4096")
-    print(f"{'W':>4s} {'H':>4s} " + " ".join(f"{n + ' ns/el':>16s}" for n in ops) + "  counted slow")
-    for w in (int(v) for v in args.widths.split(",")):
-        h = max(1, 4096 // w)
+    geometry = t.geometry()
+    shapes = [(32, max(1, 4096 // w), w) for w in (int(v) for v in args.widths.split(","))]
+    if args.planes:
+        shapes = [(max(8, 16384 // (h * w)), h, w) for h, w in PLANES]
+    print(f"target {t.name}, compiled for {tt.attrs.get('mcpu', '') or 'its default CPU'}; (1, C, H, W)")
+    print(f"{'W':>4s} {'H':>4s} {'C':>5s} " + " ".join(f"{n + ' ns/el':>16s}" for n in ops) + "  counted slow")
+    for c, h, w in shapes:
         x = torch.randn(1, c, h, w)
         cells, slow = [], []
         for name, make in ops.items():
@@ -64,8 +74,8 @@ def main() -> None:
             vm = relax.VirtualMachine(ex, tvm.cpu())
             r = time_vm(vm, tvm.cpu(), [x.numpy()], None, t.evaluator)
             cells.append(f"{r.latency_ms_median * 1e6 / x.numel():16.3f}")
-            slow.append(count_features(m, (x,))["ew_slow"] > 0)
-        print(f"{w:4d} {h:4d} " + " ".join(cells) + f"  {'yes' if all(slow) else 'no' if not any(slow) else 'partly'}",
+            slow.append(count_features(m, (x,), geometry=geometry)["ew_slow"] > 0)
+        print(f"{w:4d} {h:4d} {c:5d} " + " ".join(cells) + f"  {'yes' if all(slow) else 'no' if not any(slow) else 'partly'}",
               flush=True)
 
 

@@ -132,21 +132,22 @@ class _Acc:
 
     def pad(self, planes, hw, p, m=1):
         """The padded copy TVM makes of ``planes`` hw x hw planes (``p`` on every side, none for 0)."""
-        self.add(m, **pad_loops(planes, hw, hw, 2 * p, 2 * p))
+        self.add(m, **pad_loops(planes, hw, hw, 2 * p, 2 * p, geometry=self.geometry))
 
     def batch_norm(self, elems, c, width, m=1):
-        """``native_batch_norm`` (eval): reads x, weight, bias, running mean and var; four nests ``width`` wide."""
-        self.add(m, elems_norm=elems, **ew_loops(elems, width, 4))
+        """``native_batch_norm`` (eval) of square planes ``width`` wide: reads x, weight, bias, running mean
+        and var; four nests."""
+        self.add(m, elems_norm=elems, **ew_loops(elems, width, 4, height=width, geometry=self.geometry))
         self._op(m, 2 * elems, elems, 2 * elems + 4 * c)
 
-    def elementwise(self, out, in_elems, width, m=1):
+    def elementwise(self, out, in_elems, width, height, m=1):
         """Any other op: 1 FLOP per output element; ``in_elems``: elements of all its tensor inputs;
-        ``width``: the output's innermost extent."""
-        self.add(m, elems_elementwise=out, **ew_loops(out, width))
+        ``width`` / ``height``: the output's innermost / next extent."""
+        self.add(m, elems_elementwise=out, **ew_loops(out, width, height=height, geometry=self.geometry))
         self._op(m, out, out, in_elems + out)
 
-    def copy(self, elems, width, m=1):
-        self.add(m, elems_copy=elems, **ew_loops(elems, width))
+    def copy(self, elems, width, height, m=1):
+        self.add(m, elems_copy=elems, **ew_loops(elems, width, height=height, geometry=self.geometry))
         self._op(m, 0, elems, 2 * elems)
 
     def matmul(self, rows, kdim, cols, bias, m=1):
@@ -188,7 +189,7 @@ class _Acc:
         ho, out = self.conv(n, cin, cout, hw, k, stride, groups, 0, m)
         self.batch_norm(out, cout, ho, m)
         if act:
-            self.elementwise(out, out, ho, m)
+            self.elementwise(out, out, ho, ho, m)
         return ho, out
 
 
@@ -217,7 +218,8 @@ def _f_pool(a, batch, c, hw, k, stride, kind):
     out_w = batch * c * ho * ho
     a.pool(n_in, out_w, k * k, out_w * k * k, 1 - is_global, row=ho, stride=stride)
     a.pad(batch * c, hw, k // 2, (1 - is_global) * pool_pad(a.geometry))
-    a.add(_b(kind == "avg"), **ew_loops(out_w, ho))  # an average pool divides its window sums in a nest of their own
+    is_avg = (1 - is_global) * (1 - _b(kind == "max"))  # any kind but max and global is an average pool
+    a.add(is_avg, **ew_loops(out_w, ho, height=ho, geometry=a.geometry))  # an average pool divides its window sums in a nest of their own
     out = is_global * batch * c + (1 - is_global) * out_w
     a.f.update(inp=n_in, params=0, out=out)
     return a.f
@@ -244,7 +246,7 @@ def _f_inverted_residual(a, batch, cin, cout, hw, expand, k, stride):
     ho, _ = a.conv_bn(batch, hidden, hidden, hw, k, stride, groups=hidden)
     _, out = a.conv_bn(batch, hidden, cout, ho, 1, act=False)
     use_res = _b(stride == 1) * _b(cin == cout)
-    a.elementwise(out, 2 * out, ho, use_res)
+    a.elementwise(out, 2 * out, ho, ho, use_res)
     params = (has_exp * _conv_bn_params(cin, hidden, 1) + _conv_bn_params(hidden, hidden, k, hidden)
               + _conv_bn_params(hidden, cout, 1))
     a.f.update(inp=batch * cin * hw * hw, params=params, out=out)
@@ -256,8 +258,8 @@ def _residual_tail(a, batch, cin, cout, hw, stride, out, ho):
     the residual add and the ReLU. Returns 1 where there is a downsample branch (0 elsewhere)."""
     down = 1 - _b(stride == 1) * _b(cin == cout)
     a.conv_bn(batch, cin, cout, hw, 1, stride, act=False, m=down)
-    a.elementwise(out, 2 * out, ho)  # residual add
-    a.elementwise(out, out, ho)  # ReLU
+    a.elementwise(out, 2 * out, ho, ho)  # residual add
+    a.elementwise(out, out, ho, ho)  # ReLU
     return down
 
 
@@ -287,10 +289,10 @@ def _f_squeeze_excitation(a, batch, c, hw, reduction):
     n_in = batch * c * hw * hw
     a.pool(n_in, batch * c, hw * hw, n_in)  # adaptive_avg_pool2d(x, 1) -> mean over H, W
     a.conv(batch, c, mid, 1, 1, 1, 1, 1)  # fc1 (1x1 conv with bias)
-    a.elementwise(batch * mid, batch * mid, 1)  # ReLU
+    a.elementwise(batch * mid, batch * mid, 1, 1)  # ReLU
     a.conv(batch, mid, c, 1, 1, 1, 1, 1)  # fc2
-    a.elementwise(batch * c, batch * c, 1)  # sigmoid
-    a.elementwise(n_in, n_in + batch * c, hw)  # x * w
+    a.elementwise(batch * c, batch * c, 1, 1)  # sigmoid
+    a.elementwise(n_in, n_in + batch * c, hw, hw)  # x * w
     a.f.update(inp=n_in, params=2 * c * mid + mid + c, out=n_in)
     return a.f
 
@@ -301,9 +303,9 @@ def _f_mlp(a, batch, tokens, dim, ratio):
     x = rows * dim
     a.norm5(x, dim, 2 * dim)  # native_layer_norm: x, weight, bias
     a.matmul(rows, dim, hid, 1)
-    a.elementwise(rows * hid, rows * hid, hid)  # GELU
+    a.elementwise(rows * hid, rows * hid, hid, tokens)  # GELU
     a.matmul(rows, hid, dim, 1)
-    a.elementwise(x, 2 * x, dim)  # residual add
+    a.elementwise(x, 2 * x, dim, tokens)  # residual add
     a.f.update(inp=x, params=2 * dim + 2 * dim * hid + hid + dim, out=x)
     return a.f
 
@@ -316,17 +318,17 @@ def _f_attention(a, batch, tokens, dim, heads):
     qkv = bh * tokens * dh  # elements of each of Q, K, V
     scores = bh * tokens * tokens
     a.matmul(rows, dim, 3 * dim, 1)  # fused QKV projection
-    a.elementwise(qkv, qkv, dh)  # Q * sqrt(scale)
-    a.elementwise(qkv, qkv, tokens)  # K^T * sqrt(scale)
+    a.elementwise(qkv, qkv, dh, tokens)  # Q * sqrt(scale)
+    a.elementwise(qkv, qkv, tokens, dh)  # K^T * sqrt(scale)
     many_b, many_h, many_n = _b(batch > 1), _b(heads > 1), _b(tokens > 1)
     folds = many_b * many_h * many_n
-    a.copy(qkv, dh, folds)  # Q and K^T do not fold into (b*h, ., .): clone each
-    a.copy(qkv, tokens, folds)
+    a.copy(qkv, dh, tokens, folds)  # Q and K^T do not fold into (b*h, ., .): clone each
+    a.copy(qkv, tokens, dh, folds)
     a.bmm(bh, tokens, dh, tokens)  # Q K^T
     a.norm5(scores, tokens, 0)  # _safe_softmax
-    a.copy(qkv, dh, many_b * many_h)  # V's strides do not fold: clone
+    a.copy(qkv, dh, tokens, many_b * many_h)  # V's strides do not fold: clone
     a.bmm(bh, tokens, tokens, dh)  # A V
-    a.copy(qkv, dh, many_h * many_n)  # y.transpose(1, 2).reshape(b, n, d)
+    a.copy(qkv, dh, heads, many_h * many_n)  # y.transpose(1, 2).reshape(b, n, d): (b, n, h, dh)
     a.matmul(rows, dim, dim, 1)  # output projection
     a.f.update(inp=x, params=4 * dim * dim + 4 * dim, out=x)
     return a.f

@@ -40,7 +40,7 @@ from .loop_features import (DEFAULT_GEOMETRY, LOOP_COLUMNS, CacheGeometry, conv_
 from .specs import BlockSpec
 
 #: bump when a feature's definition changes; datasets record it, and fitting recomputes stale features
-FEATURES_VERSION = 11  # 11: AVX-512 code: pool and strided depthwise rows unrolled whole are ew_slow, a stride-1 pool row is all vector steps, a pool's pad is free; 10: ew_slow (elementwise nests 9-48 wide, pad copies included); 9: a conv window of 3x3+ is unrolled whole up to 64 steps (all short); 8: mac_l1thrash (a column walk L1 holds <= 16 lines of); 7: red_chain (a global mean's chain of adds); 6: w_matmul (a linear layer's weights, once per call); 5: mac_l2miss (a matmul whose B fills the L2); 4: the conv L1 rule walks unpadded planes again
+FEATURES_VERSION = 12  # 12: AVX-512 code: nests under 9 wide over planes of 9-56 elements (7x7, 4x4) are ew_slow; 11: AVX-512 code: pool and strided depthwise rows unrolled whole are ew_slow, a stride-1 pool row is all vector steps, a pool's pad is free; 10: ew_slow (elementwise nests 9-48 wide, pad copies included); 9: a conv window of 3x3+ is unrolled whole up to 64 steps (all short); 8: mac_l1thrash (a column walk L1 holds <= 16 lines of); 7: red_chain (a global mean's chain of adds); 6: w_matmul (a linear layer's weights, once per call); 5: mac_l2miss (a matmul whose B fills the L2); 4: the conv L1 rule walks unpadded planes again
 
 #: columns every feature dict has, in order
 FEATURE_COLUMNS = [
@@ -76,6 +76,11 @@ def _width(t: Any) -> int:
     return int(t.shape[-1]) if isinstance(t, torch.Tensor) and t.dim() else 1
 
 
+def _height(t: Any) -> int:
+    """A tensor's next-to-innermost extent (1 for a vector or a scalar)."""
+    return int(t.shape[-2]) if isinstance(t, torch.Tensor) and t.dim() >= 2 else 1
+
+
 def _nbytes(t: Any) -> int:
     return t.numel() * t.element_size() if isinstance(t, torch.Tensor) else 0
 
@@ -101,12 +106,16 @@ class OpCounter(TorchDispatchMode):
             self.totals[k] += v
             self._cur[k] = self._cur.get(k, 0) + v
 
+    def _ew(self, elems: int, out: Any, nests: int = 1) -> dict[str, int]:
+        """``ew_loops`` of ``nests`` elementwise nests over the tensor ``out`` (None: a scalar)."""
+        return ew_loops(elems, _width(out), nests, height=_height(out), geometry=self.geometry)
+
     def _pad(self, x: torch.Tensor, padding: Any) -> None:
         """The padded copy TVM makes of a conv's or pool's input (``padding``: int or per-side list)."""
         pad = list(padding) if isinstance(padding, (list, tuple)) else [padding]
         if x.dim() >= 3:
             h, w = x.shape[-2], x.shape[-1]
-            self._add(**pad_loops(x.numel() // (h * w), h, w, 2 * pad[0], 2 * pad[-1]))
+            self._add(**pad_loops(x.numel() // (h * w), h, w, 2 * pad[0], 2 * pad[-1], geometry=self.geometry))
 
     def _reduction(self, flops: int, length: int, rec: dict) -> None:
         """Split the FLOPs of reducing ops by the length of the reduction each output sums over.
@@ -179,7 +188,7 @@ class OpCounter(TorchDispatchMode):
             rec["kind"] = "attention"
         elif "batch_norm" in name:
             flops = 2 * out_elems
-            self._add(elems_norm=out_elems, **ew_loops(out_elems, _width(outs[0]), 4))  # - mean, / std, * w, + b
+            self._add(elems_norm=out_elems, **self._ew(out_elems, outs[0], 4))  # - mean, / std, * w, + b
             rec["kind"] = "norm"
         elif name in _NORM5:
             flops = 5 * out_elems
@@ -199,7 +208,7 @@ class OpCounter(TorchDispatchMode):
                 if pool_pad(self.geometry):
                     self._pad(args[0], args[3] if len(args) > 3 else kwargs.get("padding", 0))
                 if name == "avg_pool2d":  # the window sum, then a nest dividing it
-                    self._add(**ew_loops(out_elems, outs[0].shape[-1]))
+                    self._add(**self._ew(out_elems, outs[0]))
             else:
                 window = in_elems // max(out_elems, 1)
                 flops = in_elems
@@ -208,11 +217,11 @@ class OpCounter(TorchDispatchMode):
             self._reduction(flops, window, rec)
             rec["kind"] = "pool"
         elif name in _COPY_OPS:
-            self._add(elems_copy=out_elems, **ew_loops(out_elems, _width(outs[0]) if outs else 1))
+            self._add(elems_copy=out_elems, **self._ew(out_elems, outs[0] if outs else None))
             rec["kind"] = "copy"
         else:
             flops = out_elems
-            self._add(elems_elementwise=out_elems, **ew_loops(out_elems, _width(outs[0]) if outs else 1))
+            self._add(elems_elementwise=out_elems, **self._ew(out_elems, outs[0] if outs else None))
             rec["kind"] = "elementwise"
         nbytes = sum(_nbytes(t) for t in ins) + sum(_nbytes(o) for o in outs)
         self._add(flops=flops, acts=out_elems, bytes=nbytes, n_ops=1)

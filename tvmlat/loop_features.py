@@ -75,6 +75,8 @@ reducing op with ``out`` output elements, each summing ``red`` products:
   padded copy and counts a stride-1 pool row's tail as vector steps -- on AVX-512 code only
   (``CacheGeometry.avx512``): on the two AVX2 (Zen 3) campaigns those rules lowered the held-out
   share within +-10 % from 46 to 42.5 %, on the AVX-512 hosts they raised it (README, "Accuracy").
+  Version 12, also on AVX-512 code only: a nest under 9 wide over a small plane (7 x 7, 4 x 4) is
+  unrolled whole over its rows too and is slow the same way (``ew_loops``).
 
 The L1 geometry is the measured CPU's: ``host_geometry()`` reads it from Linux's sysfs (a target's
 ``TargetSpec.geometry()``), a campaign records it in its dataset's meta.json, a predictor in its
@@ -108,6 +110,7 @@ EW_MIN, EW_UNROLL = 9, 48  # an elementwise nest whose innermost extent is in th
 # version 11, AVX-512 code only: a window row (pool, depthwise conv) that LLVM unrolls whole runs scalar
 POOL_UNROLL, POOL_BODY = 136, 8  # a stride-1 pool row of out_w * (window + POOL_BODY) <= POOL_UNROLL is unrolled
 STRIDED_VEC = 16  # a strided window row (pool, depthwise k >= 2) is vectorised only from this many outputs
+PLANE_UNROLL = 56  # version 12, AVX-512 code only: a nest under EW_MIN wide over planes of EW_MIN..this many elements
 
 
 @dataclass(frozen=True)
@@ -316,26 +319,38 @@ def pool_loops(out: Any, out_w: Any, window: Any, stride: Any, geometry: CacheGe
     return _out({"short_vec": vec, "short_scal": win - vec - sl, "ew_slow": sl})
 
 
-def ew_loops(elems: Any, width: Any, nests: Any = 1) -> dict[str, Any]:
+def ew_loops(elems: Any, width: Any, nests: Any = 1, *, height: Any, geometry: CacheGeometry) -> dict[str, Any]:
     """``nests`` elementwise loop nests (an op's, a BatchNorm's four, a pad copy's) of ``elems`` elements
-    each, over a tensor whose innermost extent is ``width`` (version 10).
+    each, over a tensor whose innermost extent is ``width`` and the next one ``height`` (1 for a vector).
 
     LLVM unrolls an innermost loop of ``EW_MIN``..``EW_UNROLL`` iterations whole and then does not
     vectorise the nest along it: on the AMD host a ReLU, a multiply-add and an inference BatchNorm cost
     0.83 / 1.65 / 3.2 ns per element at widths 9-42 (to 49 for the two-op bodies), against
     0.09 / 0.19 / 0.33 ns at widths up to 8 (one vector) and from 43-56 up, at any number of rows
-    (``benchmarks/elementwise_width.py``). Those elements are ``ew_slow``.
+    (``benchmarks/elementwise_width.py``; version 10). A narrower nest is unrolled whole over its rows
+    as well when the plane ``height x width`` is small: at 7 x 7, 4 x 4, 12 x 4, 14 x 4, 7 x 8, 8 x 2
+    or 16 x 1 the three cost 0.83-1.1 / 1.6-2.2 / 3.3-3.8 ns again, at 16 x 7, 16 x 4, 16 x 8, 32 x 2
+    or 64 x 1 and beyond the fast prices (``elementwise_width.py --planes``); after a conv, its
+    BatchNorm and ReLU cost 4-8 ns per output at 4 x 4 and 7 x 7 against 0.4-0.75 at 56 x 56. So on
+    AVX-512 code (version 12) a nest under ``EW_MIN`` wide over planes of ``EW_MIN``..``PLANE_UNROLL``
+    elements is slow too. The bound is not exact: 12 x 7 (84) is slow and not counted, 8 x 8 (64) is
+    slow for a multiply-add or a BatchNorm and not for a ReLU. Those elements are ``ew_slow``.
     """
-    slow = np.greater_equal(width, EW_MIN) & np.less_equal(width, EW_UNROLL)
+    w = np.asarray(width)
+    plane = w * np.asarray(height)
+    slow = np.greater_equal(w, EW_MIN) & np.less_equal(w, EW_UNROLL)
+    slow = slow | (bool(geometry.avx512) & np.less(w, EW_MIN) & np.greater_equal(plane, EW_MIN)
+                   & np.less_equal(plane, PLANE_UNROLL))
     return _out({"ew_slow": np.where(slow, np.asarray(elems, dtype=np.int64) * nests, 0)})
 
 
-def pad_loops(planes: Any, h: Any, w: Any, pad_h: Any, pad_w: Any) -> dict[str, Any]:
+def pad_loops(planes: Any, h: Any, w: Any, pad_h: Any, pad_w: Any, *, geometry: CacheGeometry) -> dict[str, Any]:
     """The padded copy TVM makes of ``planes`` h x w input planes of a conv or pool, ``pad_h`` / ``pad_w``
     elements larger (both sides together): one elementwise nest ``w + pad_w`` wide (none without padding).
     A pool's is not counted on AVX-512 code (``pool_pad``)."""
     padded = np.greater(pad_h, 0) | np.greater(pad_w, 0)
-    return ew_loops(np.where(padded, planes * (h + pad_h) * (w + pad_w), 0), w + pad_w)
+    return ew_loops(np.where(padded, planes * (h + pad_h) * (w + pad_w), 0), w + pad_w, height=h + pad_h,
+                    geometry=geometry)
 
 
 def pool_pad(geometry: CacheGeometry) -> int:

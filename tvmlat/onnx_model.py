@@ -95,6 +95,10 @@ def onnx_records(model: OnnxModel, geometry: CacheGeometry = DEFAULT_GEOMETRY) -
     from .features import REDUCTION_SHORT
     from .loop_features import conv_loops, ew_loops, matmul_loops, pad_loops, pool_loops, pool_pad, reduce_loops
 
+    def ew(elems: int, shape, nests: int = 1) -> dict[str, int]:
+        """``ew_loops`` of ``nests`` elementwise nests over a tensor of ``shape``."""
+        return ew_loops(elems, _width(shape), nests, height=int(shape[-2]) if len(shape) >= 2 else 1, geometry=geometry)
+
     def pad(x, out, kernel, attrs) -> dict[str, int]:
         """The padded copy TVM makes of a Conv's or pool's input ``x`` (output ``out``, window ``kernel``):
         ONNX ``pads`` (begins, then ends), or what ``auto_pad`` SAME_* adds."""
@@ -113,7 +117,7 @@ def onnx_records(model: OnnxModel, geometry: CacheGeometry = DEFAULT_GEOMETRY) -
         else:
             return {}
         h, w = x[-2], x[-1]
-        return pad_loops(math.prod(x) // (h * w), h, w, ph, pw)
+        return pad_loops(math.prod(x) // (h * w), h, w, ph, pw, geometry=geometry)
 
     g = model.proto.graph
     shapes = _shapes(model.proto)
@@ -160,7 +164,7 @@ def onnx_records(model: OnnxModel, geometry: CacheGeometry = DEFAULT_GEOMETRY) -
             feat.update(matmul_loops(out_elems, k, cols, math.prod(b), weight=weight, geometry=geometry))
         elif op == "BatchNormalization":
             flops, kind = 2 * out_elems, "norm"
-            feat.update(elems_norm=out_elems, **ew_loops(out_elems, _width(outs[0]), 4))
+            feat.update(elems_norm=out_elems, **ew(out_elems, outs[0], 4))
         elif op in _NORM5:
             flops, kind = 5 * out_elems, "norm"
             feat.update(elems_norm=out_elems)
@@ -175,7 +179,7 @@ def onnx_records(model: OnnxModel, geometry: CacheGeometry = DEFAULT_GEOMETRY) -
                 if pool_pad(geometry):
                     _add(feat, pad(ins[0], outs[0], list(attrs["kernel_shape"].ints), attrs))
                 if op == "AveragePool":  # the window sums, then a nest dividing them
-                    _add(feat, ew_loops(out_elems, _width(outs[0])))
+                    _add(feat, ew(out_elems, outs[0]))
             else:
                 window = in_elems // max(out_elems, 1)
                 flops = in_elems
@@ -184,10 +188,10 @@ def onnx_records(model: OnnxModel, geometry: CacheGeometry = DEFAULT_GEOMETRY) -
             feat.update(elems_pool=in_elems)
         elif op in _COPY:
             kind = "copy"
-            feat.update(elems_copy=out_elems, **ew_loops(out_elems, _width(outs[0]) if outs else 1))
+            feat.update(elems_copy=out_elems, **ew(out_elems, outs[0] if outs else ()))
         else:
             flops = out_elems
-            feat.update(elems_elementwise=out_elems, **ew_loops(out_elems, _width(outs[0]) if outs else 1))
+            feat.update(elems_elementwise=out_elems, **ew(out_elems, outs[0] if outs else ()))
         if reduction:
             key = "flops_redshort" if reduction <= REDUCTION_SHORT else "flops_redlong"
             feat[key] = feat.get(key, 0) + flops

@@ -127,7 +127,7 @@ def test_counter_sums_conv_and_linear(stride):
     ho = 16 // stride
     conv = conv_loops(2 * 8 * ho * ho, ho, 4, 3, 3, stride, 16, 16, False, geometry=G)
     fc = matmul_loops(2 * 10, 8 * ho * ho, 10, 8 * ho * ho * 10, weight=True, geometry=G)
-    pad = ew_loops(2 * 4 * 18 * 18, 18)  # the 18-wide padded copy of the input: unrolled whole (version 10)
+    pad = ew_loops(2 * 4 * 18 * 18, 18, height=18, geometry=G)  # the 18-wide padded copy: unrolled whole (version 10)
     assert {c: f[c] for c in LOOP_COLUMNS} == {c: conv[c] + fc[c] + pad[c] for c in LOOP_COLUMNS}
 
 
@@ -136,12 +136,29 @@ def test_counter_sums_conv_and_linear(stride):
 def test_elementwise_nests_9_to_48_wide_are_counted(width, slow):
     """Measured on the AMD host (benchmarks/elementwise_width.py): a ReLU / multiply-add / BatchNorm over
     rows 9-42 (49) wide costs ~9x what it does at 8 or 56 wide; those elements are ew_slow."""
-    x = torch.randn(1, 16, 5, width)
+    x = torch.randn(1, 16, 64, width)  # 64 rows: planes of 64+ elements, which no width below 9 makes slow
     relu = count_features(torch.nn.ReLU(), (x,))
     bn = count_features(torch.nn.BatchNorm2d(16).eval(), (x,))
     assert relu["ew_slow"] == (x.numel() if slow else 0)
     assert bn["ew_slow"] == (4 * x.numel() if slow else 0)  # subtract, divide, multiply, add: four nests
-    assert ew_loops(np.array([10, 10]), np.array([width, 64]), 2)["ew_slow"].tolist() == [20 * slow, 0]
+    assert ew_loops(np.array([10, 10]), np.array([width, 64]), 2, height=64, geometry=G)["ew_slow"].tolist() == [20 * slow, 0]
+
+
+@pytest.mark.parametrize("h,w,slow", [(7, 7, True), (4, 4, True), (12, 4, True), (8, 7, True), (2, 8, True),
+                                      (8, 8, False), (16, 4, False), (100, 7, False), (2, 2, False), (1, 8, False),
+                                      (1, 1, False), (4, 56, False), (1, 14, True), (64, 14, True)])
+def test_a_narrow_nest_over_a_small_plane_is_slow_on_avx512(h, w, slow):
+    """Version 12 (elementwise_width.py --planes): under 9 wide, a nest over planes of 9-56 elements is
+    unrolled whole over its rows too and costs what a 9-48-wide nest does; 8 x 8 and beyond do not.
+    Without AVX-512 only the width rule counts."""
+    x = torch.randn(1, 16, h, w)
+    assert count_features(torch.nn.ReLU(), (x,), geometry=G)["ew_slow"] == (x.numel() if slow else 0)
+    assert count_features(torch.nn.BatchNorm2d(16).eval(), (x,), geometry=G)["ew_slow"] == (4 * x.numel() if slow else 0)
+    no512 = count_features(torch.nn.ReLU(), (x,), geometry=CacheGeometry(avx512=False))["ew_slow"]
+    assert no512 == (x.numel() if 9 <= w <= 48 else 0)
+    # a conv's padded copy follows the same rule: 5 x 5 padded to 7 x 7 is slow, its 9-wide pad too
+    conv = count_features(torch.nn.Conv2d(16, 16, 3, padding=1, bias=False), (torch.randn(1, 16, 5, 5),), geometry=G)
+    assert conv["ew_slow"] == 16 * 7 * 7
 
 
 def test_pools_count_their_pad_copy_and_an_average_its_divide():
