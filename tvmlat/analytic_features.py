@@ -179,7 +179,7 @@ class _Acc:
         self.add(m, elems_pool=in_elems)
         self._reduction(m, flops, window)
         if row is not None:
-            self.add(m, **pool_loops(out, row, window, stride, self.geometry))
+            self.add(m, **pool_loops(out, row, window, stride, geometry=self.geometry))
         else:  # a global mean: one chain of adds per output
             self.add(m, **reduce_loops(in_elems, window))
         self._op(m, flops, out, in_elems + out)
@@ -219,7 +219,8 @@ def _f_pool(a, batch, c, hw, k, stride, kind):
     a.pool(n_in, out_w, k * k, out_w * k * k, 1 - is_global, row=ho, stride=stride)
     a.pad(batch * c, hw, k // 2, (1 - is_global) * pool_pad(a.geometry))
     is_avg = (1 - is_global) * (1 - _b(kind == "max"))  # any kind but max and global is an average pool
-    a.add(is_avg, **ew_loops(out_w, ho, height=ho, geometry=a.geometry))  # an average pool divides its window sums in a nest of their own
+    # an average pool divides its window sums in a nest of their own
+    a.add(is_avg, **ew_loops(out_w, ho, height=ho, geometry=a.geometry))
     out = is_global * batch * c + (1 - is_global) * out_w
     a.f.update(inp=n_in, params=0, out=out)
     return a.f

@@ -204,7 +204,7 @@ class OpCounter(TorchDispatchMode):
                 flops = out_elems * window
                 st = args[2] if len(args) > 2 and args[2] else k
                 st = list(st) if isinstance(st, (list, tuple)) else [st]
-                self._add(**pool_loops(out_elems, outs[0].shape[-1], window, st[0], self.geometry))
+                self._add(**pool_loops(out_elems, outs[0].shape[-1], window, st[0], geometry=self.geometry))
                 if pool_pad(self.geometry):
                     self._pad(args[0], args[3] if len(args) > 3 else kwargs.get("padding", 0))
                 if name == "avg_pool2d":  # the window sum, then a nest dividing it

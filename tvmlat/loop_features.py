@@ -117,7 +117,8 @@ PLANE_UNROLL = 56  # version 12, AVX-512 code only: a nest under EW_MIN wide ove
 class CacheGeometry:
     """A set-associative L1 data cache (``sets`` x ``ways`` lines of ``line`` bytes), the size of the
     L2 a core sees (``l2`` bytes; 0: unknown, no L2 rule), and whether the code is AVX-512 code
-    (``avx512``: the window-row rules of version 11 are what LLVM does for AVX-512 CPUs)."""
+    (``avx512``: the window-row and small-plane rules of versions 11 and 12 are what LLVM does for
+    AVX-512 CPUs)."""
 
     sets: int = 64
     ways: int = 8
@@ -306,10 +307,11 @@ def window_slow(out_w: Any, window: Any, stride: Any, geometry: CacheGeometry) -
     return slow & bool(geometry.avx512)
 
 
-def pool_loops(out: Any, out_w: Any, window: Any, stride: Any, geometry: CacheGeometry) -> dict[str, Any]:
+def pool_loops(out: Any, out_w: Any, window: Any, stride: Any, *, geometry: CacheGeometry) -> dict[str, Any]:
     """A windowed (max / avg) pooling: its whole window is short work. On AVX-512 code (version 11) a row
     unrolled whole (``window_slow``) is ``ew_slow``, and every step of a stride-1 row otherwise is a
-    vector step (LLVM masks the tail); before, and on other CPUs, a stride-1 row's whole vectors are."""
+    vector step (measured: a row's tail costs no more); before, and on other CPUs, only a stride-1
+    row's whole ``LANES``-wide vectors are."""
     win = np.asarray(out, dtype=np.int64) * window
     s1 = np.equal(stride, 1)
     slow = window_slow(out_w, window, stride, geometry)

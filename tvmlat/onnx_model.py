@@ -175,7 +175,7 @@ def onnx_records(model: OnnxModel, geometry: CacheGeometry = DEFAULT_GEOMETRY) -
                 window = math.prod(attrs["kernel_shape"].ints)
                 flops = out_elems * window
                 st = list(attrs["strides"].ints) if "strides" in attrs else [1]
-                feat.update(pool_loops(out_elems, outs[0][-1], window, st[0], geometry))
+                feat.update(pool_loops(out_elems, outs[0][-1], window, st[0], geometry=geometry))
                 if pool_pad(geometry):
                     _add(feat, pad(ins[0], outs[0], list(attrs["kernel_shape"].ints), attrs))
                 if op == "AveragePool":  # the window sums, then a nest dividing them
