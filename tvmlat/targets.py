@@ -154,19 +154,38 @@ class TargetSpec:
 
     def geometry(self):
         """The L1 data cache the loop features count for: the file's ``[cache]`` table, else this
-        machine's (read from sysfs) for a host CPU target, else ``loop_features.DEFAULT_GEOMETRY``
-        (without AVX-512 for a board whose triple is not x86_64)."""
+        machine's (read from sysfs) for a host CPU target, else ``loop_features.DEFAULT_GEOMETRY``.
+        Whether the code is AVX-512 code (``avx512``, versions 11 and 12) is the table's ``avx512`` where
+        it says, else what LLVM knows of the CPU the target compiles for (its ``mcpu``, ``mtriple`` and
+        ``mattr``): a host target built for ``mcpu = "haswell"`` runs no AVX-512 code on any host."""
         from dataclasses import replace
 
         from .loop_features import DEFAULT_GEOMETRY, CacheGeometry, host_geometry
 
-        foreign = bool(self.triple) and not self.triple.startswith("x86_64")  # a board of another ISA: no AVX-512
         if self.cache:
             g = CacheGeometry.from_dict(self.cache)
-            return replace(g, avx512=False) if foreign and "avx512" not in self.cache else g
-        if self.kind == "llvm" and not self.triple and not self.remote:
-            return host_geometry() or DEFAULT_GEOMETRY
-        return replace(DEFAULT_GEOMETRY, avx512=False) if foreign else DEFAULT_GEOMETRY
+            if "avx512" in self.cache:
+                return g
+        elif self.kind == "llvm" and not self.triple and not self.remote:
+            g = host_geometry() or DEFAULT_GEOMETRY
+        else:
+            g = DEFAULT_GEOMETRY
+        avx512 = self.llvm_has_feature("avx512f")
+        if avx512 is None and self.triple and not self.triple.startswith("x86_64"):
+            avx512 = False  # LLVM could not tell, but a board of another ISA runs no AVX-512 code
+        return g if avx512 is None else replace(g, avx512=avx512)
+
+    def llvm_has_feature(self, feature: str) -> bool | None:
+        """Whether LLVM's code for this target uses the CPU ``feature`` (e.g. ``avx512f``); None for a
+        target that is not LLVM's or a CPU LLVM cannot tell about (imports TVM)."""
+        if self.kind != "llvm":
+            return None
+        try:
+            from tvm.target import codegen
+
+            return bool(codegen.target_has_features(feature, self.tvm_target()))
+        except Exception:  # noqa: BLE001 - an mcpu this LLVM does not know: say nothing
+            return None
 
     @property
     def remote(self) -> bool:

@@ -96,7 +96,8 @@ def test_geometry_round_trips():
 def test_target_cache_table(tmp_path):
     p = tmp_path / "board.toml"
     p.write_text('kind = "llvm"\ncores = 4\n[cache]\nl1d_sets = 64\nl1d_ways = 4\nline = 64\n')
-    assert load_target(str(p)).geometry() == CacheGeometry(64, 4, 64)
+    # no mcpu: LLVM's generic x86-64 code, which has no AVX-512
+    assert load_target(str(p)).geometry() == CacheGeometry(64, 4, 64, avx512=False)
     p.write_text('kind = "llvm"\ncores = 4\n[cache]\nl1d_ways = -1\n')
     with pytest.raises(TargetError, match=r"\[cache\]: l1d_ways must be a positive integer"):
         load_target(str(p))
@@ -107,10 +108,17 @@ def test_target_cache_table(tmp_path):
     assert load_target(str(p)).geometry() == CacheGeometry(64, 4, 64, avx512=False)
     p.write_text('kind = "llvm"\ncores = 4\ntriple = "x86_64-linux-gnu"\n[cache]\nl1d_ways = 4\navx512 = false\n')
     assert load_target(str(p)).geometry() == CacheGeometry(64, 4, 64, avx512=False)
+    # no [cache] avx512: what LLVM knows of the CPU the target compiles for, not this host's flags
+    p.write_text('kind = "llvm"\ncores = 4\nmcpu = "haswell"\n')
+    assert load_target(str(p)).geometry().avx512 is False
+    p.write_text('kind = "llvm"\ncores = 4\nmcpu = "skylake-avx512"\n')
+    assert load_target(str(p)).geometry().avx512 is True
+    p.write_text('kind = "llvm"\ncores = 4\nmcpu = "haswell"\n[cache]\navx512 = true\n')  # the table wins
+    assert load_target(str(p)).geometry().avx512 is True
     p.write_text('kind = "llvm"\ncores = 4\n[cache]\navx512 = "yes"\n')
     with pytest.raises(TargetError, match=r"avx512 must be true or false"):
         load_target(str(p))
-    host = load_target("llvm").geometry()
+    host = load_target("llvm").geometry()  # mcpu "host": this machine's caches and its CPU's ISA
     assert host == (host_geometry() or DEFAULT_GEOMETRY)
 
 
@@ -209,7 +217,8 @@ def test_campaign_rows_are_counted_for_the_l1_their_file_states(tmp_path):
 
     import torch
 
-    board = target_from_dict({"name": "board", "kind": "llvm", "cores": 1, "cache": INTEL.to_dict()})
+    board = target_from_dict({"name": "board", "kind": "llvm", "cores": 1, "mcpu": "emeraldrapids",
+                              "cache": INTEL.to_dict()})
     assert board.geometry() == INTEL
     conv = torch.nn.Conv2d(16, 16, 3, padding=1, bias=False)  # 16 x 16 planes: 48 rows, 12 ways hold them
     work = spec_workloads([SPEC]) + module_workloads({"conv": (conv, (torch.randn(1, 16, 16, 16),))})
