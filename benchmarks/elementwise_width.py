@@ -32,13 +32,12 @@ PLANES = ((7, 7), (8, 7), (12, 7), (16, 7), (100, 7), (4, 4), (12, 4), (14, 4), 
 
 
 def main() -> None:
-    import torch
-    import tvm
-    from tvm import relax
+    import dataclasses
 
-    from tvmlat.compile import to_relax
+    import torch
+
     from tvmlat.features import count_features
-    from tvmlat.runners.vmtime import time_vm
+    from tvmlat.runners.local import LocalRunner
     from tvmlat.targets import load_target
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -48,31 +47,29 @@ def main() -> None:
     ap.add_argument("--planes", action="store_true", help="sweep small planes H x W (W < 9) instead of widths")
     args = ap.parse_args()
     t = load_target(args.target)
-    tt = t.tvm_target()
     if args.mcpu:
-        from tvm.target import Target
-
-        tt = Target({"kind": "llvm", "mcpu": args.mcpu, "num-cores": int(t.cores)})
+        t = dataclasses.replace(t, mcpu=args.mcpu)
+    runner = LocalRunner(t, check=False)
 
     class MulAdd(torch.nn.Module):
         def forward(self, x):
             return x * 1.5 + 0.5
 
     ops = {"relu": lambda c: torch.nn.ReLU(), "mul-add": lambda c: MulAdd(), "batchnorm": lambda c: torch.nn.BatchNorm2d(c)}
-    geometry = t.geometry()
+    geometry = t.geometry()  # for --mcpu, that CPU's: its AVX-512 rules only where it has AVX-512
     shapes = [(32, max(1, 4096 // w), w) for w in (int(v) for v in args.widths.split(","))]
     if args.planes:
         shapes = [(max(8, 16384 // (h * w)), h, w) for h, w in PLANES]
-    print(f"target {t.name}, compiled for {tt.attrs.get('mcpu', '') or 'its default CPU'}; (1, C, H, W)")
+    print(f"target {t.name}, compiled for {t.mcpu or 'a generic CPU'} ({geometry.describe()}); (1, C, H, W)")
     print(f"{'W':>4s} {'H':>4s} {'C':>5s} " + " ".join(f"{n + ' ns/el':>16s}" for n in ops) + "  counted slow")
     for c, h, w in shapes:
         x = torch.randn(1, c, h, w)
         cells, slow = [], []
         for name, make in ops.items():
             m = make(c).eval()
-            ex = tvm.compile(to_relax(m, [x]), tt)
-            vm = relax.VirtualMachine(ex, tvm.cpu())
-            r = time_vm(vm, tvm.cpu(), [x.numpy()], None, t.evaluator)
+            r = runner.run(m, [x])
+            if r.status != "ok":
+                raise SystemExit(f"{name} on {tuple(x.shape)}: {r.status}: {r.error}")
             cells.append(f"{r.latency_ms_median * 1e6 / x.numel():16.3f}")
             slow.append(count_features(m, (x,), geometry=geometry)["ew_slow"] > 0)
         print(f"{w:4d} {h:4d} {c:5d} " + " ".join(cells) + f"  {'yes' if all(slow) else 'no' if not any(slow) else 'partly'}",

@@ -33,12 +33,9 @@ SWEEPS = {1: (5, 7, 8, 9, 10, 11, 12, 14, 16, 28, 56), 2: (10, 14, 22, 28, 30, 3
 
 def main() -> None:
     import torch
-    import tvm
-    from tvm import relax
 
-    from tvmlat.compile import to_relax
     from tvmlat.features import count_features
-    from tvmlat.runners.vmtime import time_vm
+    from tvmlat.runners.local import LocalRunner
     from tvmlat.targets import load_target
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -46,11 +43,13 @@ def main() -> None:
     ap.add_argument("--pad", action="store_true", help="also time the padded copies")
     args = ap.parse_args()
     t = load_target(args.target)
-    tt, geometry = t.tvm_target(), t.geometry()
+    geometry, runner = t.geometry(), LocalRunner(t, check=False)
 
     def time_us(m: torch.nn.Module, x: torch.Tensor) -> float:
-        vm = relax.VirtualMachine(tvm.compile(to_relax(m.eval(), [x]), tt), tvm.cpu())
-        return time_vm(vm, tvm.cpu(), [x.numpy()], None, t.evaluator).latency_ms_median * 1e3
+        res = runner.run(m.eval(), [x])
+        if res.status != "ok":
+            raise SystemExit(f"{type(m).__name__} on {tuple(x.shape)}: {res.status}: {res.error}")
+        return res.latency_ms_median * 1e3
 
     c = 32
     ops = [("max pool", k, lambda k, s: torch.nn.MaxPool2d(k, s, k // 2)) for k in (2, 3)]

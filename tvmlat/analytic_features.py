@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from .loop_features import (DEFAULT_GEOMETRY, LOOP_COLUMNS, CacheGeometry, FeatureArrays, conv_loops,  # numpy only
-                            ew_loops, matmul_loops, pad_loops, pool_loops, pool_pad, reduce_loops, stamp_geometry)
+                            ew_loops, matmul_loops, pad_loops, pool_loops, reduce_loops, stamp_geometry)
 from .specs import BlockSpec  # stdlib only: no torch
 
 #: the columns of ``features.FEATURE_COLUMNS``, in the same order (features.py imports torch, so
@@ -130,9 +130,10 @@ class _Acc:
         self._op(m, flops, out, n * cin * hw * hw + w + bias * cout + out)
         return ho, out
 
-    def pad(self, planes, hw, p, m=1):
-        """The padded copy TVM makes of ``planes`` hw x hw planes (``p`` on every side, none for 0)."""
-        self.add(m, **pad_loops(planes, hw, hw, 2 * p, 2 * p, geometry=self.geometry))
+    def pad(self, planes, hw, p, m=1, pool=False):
+        """The padded copy TVM makes of ``planes`` hw x hw planes (``p`` on every side, none for 0) of a
+        conv's or a pool's (``pool``) input."""
+        self.add(m, **pad_loops(planes, hw, hw, 2 * p, 2 * p, geometry=self.geometry, pool=pool))
 
     def batch_norm(self, elems, c, width, m=1):
         """``native_batch_norm`` (eval) of square planes ``width`` wide: reads x, weight, bias, running mean
@@ -217,7 +218,7 @@ def _f_pool(a, batch, c, hw, k, stride, kind):
     ho = _conv_out(hw, k, stride)
     out_w = batch * c * ho * ho
     a.pool(n_in, out_w, k * k, out_w * k * k, 1 - is_global, row=ho, stride=stride)
-    a.pad(batch * c, hw, k // 2, (1 - is_global) * pool_pad(a.geometry))
+    a.pad(batch * c, hw, k // 2, 1 - is_global, pool=True)
     is_avg = (1 - is_global) * (1 - _b(kind == "max"))  # any kind but max and global is an average pool
     # an average pool divides its window sums in a nest of their own
     a.add(is_avg, **ew_loops(out_w, ho, height=ho, geometry=a.geometry))

@@ -36,7 +36,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from .loop_features import (DEFAULT_GEOMETRY, LOOP_COLUMNS, CacheGeometry, conv_loops, ew_loops, matmul_loops,
-                            pad_loops, pool_loops, pool_pad, reduce_loops, stamp_geometry)
+                            pad_loops, pool_loops, reduce_loops, stamp_geometry)
 from .specs import BlockSpec
 
 #: bump when a feature's definition changes; datasets record it, and fitting recomputes stale features
@@ -110,12 +110,13 @@ class OpCounter(TorchDispatchMode):
         """``ew_loops`` of ``nests`` elementwise nests over the tensor ``out`` (None: a scalar)."""
         return ew_loops(elems, _width(out), nests, height=_height(out), geometry=self.geometry)
 
-    def _pad(self, x: torch.Tensor, padding: Any) -> None:
-        """The padded copy TVM makes of a conv's or pool's input (``padding``: int or per-side list)."""
+    def _pad(self, x: torch.Tensor, padding: Any, pool: bool = False) -> None:
+        """The padded copy TVM makes of a conv's or pool's (``pool``) input (``padding``: int or per-side list)."""
         pad = list(padding) if isinstance(padding, (list, tuple)) else [padding]
         if x.dim() >= 3:
             h, w = x.shape[-2], x.shape[-1]
-            self._add(**pad_loops(x.numel() // (h * w), h, w, 2 * pad[0], 2 * pad[-1], geometry=self.geometry))
+            self._add(**pad_loops(x.numel() // (h * w), h, w, 2 * pad[0], 2 * pad[-1], geometry=self.geometry,
+                                  pool=pool))
 
     def _reduction(self, flops: int, length: int, rec: dict) -> None:
         """Split the FLOPs of reducing ops by the length of the reduction each output sums over.
@@ -205,8 +206,7 @@ class OpCounter(TorchDispatchMode):
                 st = args[2] if len(args) > 2 and args[2] else k
                 st = list(st) if isinstance(st, (list, tuple)) else [st]
                 self._add(**pool_loops(out_elems, outs[0].shape[-1], window, st[0], geometry=self.geometry))
-                if pool_pad(self.geometry):
-                    self._pad(args[0], args[3] if len(args) > 3 else kwargs.get("padding", 0))
+                self._pad(args[0], args[3] if len(args) > 3 else kwargs.get("padding", 0), pool=True)
                 if name == "avg_pool2d":  # the window sum, then a nest dividing it
                     self._add(**self._ew(out_elems, outs[0]))
             else:

@@ -346,20 +346,18 @@ def ew_loops(elems: Any, width: Any, nests: Any = 1, *, height: Any, geometry: C
     return _out({"ew_slow": np.where(slow, np.asarray(elems, dtype=np.int64) * nests, 0)})
 
 
-def pad_loops(planes: Any, h: Any, w: Any, pad_h: Any, pad_w: Any, *, geometry: CacheGeometry) -> dict[str, Any]:
-    """The padded copy TVM makes of ``planes`` h x w input planes of a conv or pool, ``pad_h`` / ``pad_w``
-    elements larger (both sides together): one elementwise nest ``w + pad_w`` wide (none without padding).
-    A pool's is not counted on AVX-512 code (``pool_pad``)."""
+def pad_loops(planes: Any, h: Any, w: Any, pad_h: Any, pad_w: Any, *, geometry: CacheGeometry,
+              pool: bool = False) -> dict[str, Any]:
+    """The padded copy TVM makes of ``planes`` h x w input planes of a conv or pool (``pool``), ``pad_h`` /
+    ``pad_w`` elements larger (both sides together): one elementwise nest ``w + pad_w`` wide (none without
+    padding). A pool's counts nothing on AVX-512 code (version 11): there its pad nest costs nothing
+    measurable (a pool 0.45 ns per input element with it, and a standalone pad 0.10-0.16 ns at any
+    width, where a slow nest costs 0.8)."""
+    if pool and geometry.avx512:
+        return _out({})
     padded = np.greater(pad_h, 0) | np.greater(pad_w, 0)
     return ew_loops(np.where(padded, planes * (h + pad_h) * (w + pad_w), 0), w + pad_w, height=h + pad_h,
                     geometry=geometry)
-
-
-def pool_pad(geometry: CacheGeometry) -> int:
-    """1 where a pool's padded copy counts (``pad_loops``), 0 on AVX-512 code (version 11): there a pool's
-    pad nest costs nothing measurable (a pool 0.45 ns per input element with it, and a standalone pad
-    0.10-0.16 ns at any width, where a slow nest costs 0.8)."""
-    return 0 if geometry.avx512 else 1
 
 
 def reduce_loops(in_elems: Any, window: Any) -> dict[str, Any]:

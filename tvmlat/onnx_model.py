@@ -93,15 +93,15 @@ def onnx_records(model: OnnxModel, geometry: CacheGeometry = DEFAULT_GEOMETRY) -
     """One record per counted ONNX node, in the format of features.OpCounter's records (loop features
     for the L1 ``geometry``)."""
     from .features import REDUCTION_SHORT
-    from .loop_features import conv_loops, ew_loops, matmul_loops, pad_loops, pool_loops, pool_pad, reduce_loops
+    from .loop_features import conv_loops, ew_loops, matmul_loops, pad_loops, pool_loops, reduce_loops
 
     def ew(elems: int, shape, nests: int = 1) -> dict[str, int]:
         """``ew_loops`` of ``nests`` elementwise nests over a tensor of ``shape``."""
         return ew_loops(elems, _width(shape), nests, height=int(shape[-2]) if len(shape) >= 2 else 1, geometry=geometry)
 
-    def pad(x, out, kernel, attrs) -> dict[str, int]:
-        """The padded copy TVM makes of a Conv's or pool's input ``x`` (output ``out``, window ``kernel``):
-        ONNX ``pads`` (begins, then ends), or what ``auto_pad`` SAME_* adds."""
+    def pad(x, out, kernel, attrs, pool: bool = False) -> dict[str, int]:
+        """The padded copy TVM makes of a Conv's or pool's (``pool``) input ``x`` (output ``out``, window
+        ``kernel``): ONNX ``pads`` (begins, then ends), or what ``auto_pad`` SAME_* adds."""
         if len(x) < 3:
             return {}
         if "pads" in attrs:
@@ -117,7 +117,7 @@ def onnx_records(model: OnnxModel, geometry: CacheGeometry = DEFAULT_GEOMETRY) -
         else:
             return {}
         h, w = x[-2], x[-1]
-        return pad_loops(math.prod(x) // (h * w), h, w, ph, pw, geometry=geometry)
+        return pad_loops(math.prod(x) // (h * w), h, w, ph, pw, geometry=geometry, pool=pool)
 
     g = model.proto.graph
     shapes = _shapes(model.proto)
@@ -176,8 +176,7 @@ def onnx_records(model: OnnxModel, geometry: CacheGeometry = DEFAULT_GEOMETRY) -
                 flops = out_elems * window
                 st = list(attrs["strides"].ints) if "strides" in attrs else [1]
                 feat.update(pool_loops(out_elems, outs[0][-1], window, st[0], geometry=geometry))
-                if pool_pad(geometry):
-                    _add(feat, pad(ins[0], outs[0], list(attrs["kernel_shape"].ints), attrs))
+                _add(feat, pad(ins[0], outs[0], list(attrs["kernel_shape"].ints), attrs, pool=True))
                 if op == "AveragePool":  # the window sums, then a nest dividing them
                     _add(feat, ew(out_elems, outs[0]))
             else:

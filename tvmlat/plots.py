@@ -24,6 +24,12 @@ def pyplot(what: str = "--plot"):
     return plt
 
 
+def check_plot(path: Path | None) -> None:
+    """A ``--plot PATH`` option given without matplotlib: the one-line error, before any work is done."""
+    if path is not None:
+        pyplot()
+
+
 def have_matplotlib() -> bool:
     try:
         import matplotlib  # noqa: F401

@@ -27,10 +27,9 @@ def evaluate_cmd(
 ) -> None:
     """Metrics of PREDICTOR on DATASET as is, and of the same model configuration refitted on
     held-out splits of DATASET (leave-one-family-out and 5-fold)."""
-    if plot is not None:
-        from ..plots import pyplot
+    from ..plots import check_plot
 
-        pyplot()  # no matplotlib: say so before the work
+    check_plot(plot)
     pred = load_predictor(predictor)
     for p in dataset:
         meta = read_meta(p)

@@ -136,10 +136,9 @@ def fit_cmd(
     Several campaigns of one target are fitted as one host state: each one's speed is divided out."""
     from ..campaigns import campaign_count, campaign_speeds, describe, divided
 
-    if plot is not None:
-        from ..plots import pyplot
+    from ..plots import check_plot
 
-        pyplot()  # no matplotlib: say so before fitting
+    check_plot(plot)
 
     geometry = datasets_geometry(dataset)  # one L1 for all (else a one-line error); the predictor records it
     df = concat_datasets(dataset, geometry)
