@@ -15,14 +15,23 @@
   Features version 9 models it (``loop_features.UNROLL_WIN``).
 * ``unroll_check``: written down with version 9 and measured after it: other sizes, strides and
   widths on both sides of the boundary, and ResNeXt-50's grouped convs (4 and 8 channels per group).
+* ``short_steps``: 1x1 convs (cin 16 and 32, 128 outputs, 7x7 to 56x56) against matmuls of the same
+  32-step reduction (256 rows, B 32 x 16 ... 3136). Both are all short work (``short_vec``); it shows
+  what a short vector step costs by row width and by where the re-read operand lives.
+* ``dw1x1``: depthwise 1x1 convs, alone and with BatchNorm + ReLU (the ``conv_bn_relu`` blocks the
+  sampler draws), and a ReLU, at widths 7-112, stride 1 and 2: the conv costs what an elementwise nest
+  of the same width costs, not a short reduction step.
 
     tvmlat measure --target llvm benchmarks/reduction_grid.py:linear --out runs/linear.parquet   # ~1 min
     tvmlat measure --target llvm benchmarks/reduction_grid.py:bmm --out runs/bmm.parquet         # ~1 min
     tvmlat measure --target llvm benchmarks/reduction_grid.py:conv --out runs/conv.parquet       # ~1 min
     tvmlat measure --target llvm benchmarks/reduction_grid.py:conv_boundary --out runs/bnd.parquet
     tvmlat measure --target llvm benchmarks/reduction_grid.py:unroll_check --out runs/check.parquet
+    tvmlat measure --target llvm benchmarks/reduction_grid.py:short_steps --out runs/short.parquet  # ~20 s
+    tvmlat measure --target llvm benchmarks/reduction_grid.py:dw1x1 --out runs/dw1.parquet         # ~20 s
     python benchmarks/reduction_grid.py [runs/linear.parquet runs/bmm.parquet] [--conv runs/conv.parquet]
-        [--boundary runs/bnd.parquet] [--check runs/check.parquet] [-p PREDICTOR.json]
+        [--boundary runs/bnd.parquet] [--check runs/check.parquet] [--short runs/short.parquet]
+        [--dw1 runs/dw1.parquet] [-p PREDICTOR.json]
 
 The analysis prints ns per weight element (linear) and ns per output (bmm), and with ``-p`` the
 predictor's predicted/measured ratio per row.
@@ -97,6 +106,74 @@ UNROLL_CHECK = [("d3_cin3_hw14", 3, 3, 1, 64, 14, 1), ("d3_cin4_hw14", 4, 3, 1, 
                 ("d7_cin1_hw56_s2", 1, 7, 1, 24, 56, 2), ("x3_cpg4_resnext", 128, 3, 32, 128, 56, 1),
                 ("x3_cpg5_hw14", 80, 3, 16, 80, 14, 1), ("x3_cpg6_hw28_s2", 96, 3, 16, 96, 28, 2),
                 ("x3_cpg7_hw14", 112, 3, 16, 112, 14, 1), ("x3_cpg8_resnext_s2", 256, 3, 32, 256, 56, 2)]
+
+
+# 1x1 convs whose whole 16- or 32-step reduction is short, and matmuls with the same 32-step reduction
+SHORT_CONVS = [(f"p1_cin{c}_hw{hw}", c, 1, 1, 128, hw, 1) for c in (16, 32) for hw in (7, 14, 28, 56)]
+SHORT_MM_N = (16, 49, 64, 196, 256, 784, 3136)
+# depthwise 1x1 convs: (name, channels, hw, stride); ~50k input elements each
+DW1 = [(f"hw{hw}_s{s}", max(8, 50176 // (hw * hw)), hw, s) for hw in (7, 14, 28, 56, 112) for s in (1, 2)]
+
+
+def short_specs():
+    from tvmlat.specs import BlockSpec
+
+    return [BlockSpec.make("matmul", b=1, m=256, k=32, n=n) for n in SHORT_MM_N]
+
+
+def short_steps():
+    """MODEL_REF: ``SHORT_CONVS`` and the matmuls of ``short_specs`` (named ``b1_k32_m256_n<n>``)."""
+    from tvmlat.blocks import build_block
+
+    return {**_convs(SHORT_CONVS), **{bmm_name(s): build_block(s) for s in short_specs()}}
+
+
+def dw1x1():
+    """MODEL_REF: ``dw1_<hw>_s<s>`` (the conv alone), ``dwbn_<hw>_s<s>`` (the sampled ``conv_bn_relu``
+    block) and ``relu_<hw>`` for each row of ``DW1``."""
+    import torch
+
+    from tvmlat.blocks import build_block
+    from tvmlat.specs import BlockSpec
+
+    out = {}
+    for name, c, hw, s in DW1:
+        torch.manual_seed(0)
+        x = torch.randn(1, c, hw, hw)
+        out[f"dw1_{name}"] = (torch.nn.Conv2d(c, c, 1, s, groups=c, bias=False).eval(), (x,))
+        out[f"dwbn_{name}"] = build_block(BlockSpec.make("conv_bn_relu", cin=c, cout=c, groups="dw", hw=hw, k=1,
+                                                          stride=s))
+        if s == 1:
+            out[f"relu_hw{hw}"] = (torch.nn.ReLU().eval(), (x,))
+    return out
+
+
+def short_report(df: pd.DataFrame) -> pd.DataFrame:
+    """ns per multiply-add of the ``short_steps`` blocks, with the bytes each output row re-reads (a conv's
+    input planes, a matmul's B)."""
+    rows = [{"block": name, "row_width": hw, "reread_kib": cin * hw * hw * 4 / 1024,
+             "ns_per_mac": df.loc[name, "latency_ms_median"] * 1e6 / (cout * hw * hw * cin)}
+            for name, cin, _, _, cout, hw, _ in SHORT_CONVS if name in df.index]
+    for s in short_specs():
+        p, name = dict(s.params), bmm_name(s)
+        if name in df.index:
+            rows.append({"block": name, "row_width": p["n"], "reread_kib": p["k"] * p["n"] * 4 / 1024,
+                         "ns_per_mac": df.loc[name, "latency_ms_median"] * 1e6 / (p["m"] * p["n"] * p["k"])})
+    return pd.DataFrame(rows)
+
+
+def dw1_report(df: pd.DataFrame) -> pd.DataFrame:
+    """ns per output element of the ``dw1x1`` blocks, by output row width."""
+    rows = []
+    for name, c, hw, s in DW1:
+        out_w = (hw - 1) // s + 1
+        ns = {k: df.loc[f"{k}_{name}", "latency_ms_median"] * 1e6 / (c * out_w * out_w)
+              for k in ("dw1", "dwbn") if f"{k}_{name}" in df.index}
+        if s == 1 and f"relu_hw{hw}" in df.index:
+            ns["relu"] = df.loc[f"relu_hw{hw}", "latency_ms_median"] * 1e6 / (c * hw * hw)
+        if ns:
+            rows.append({"hw": hw, "stride": s, "out_w": out_w, **{f"{k}_ns": v for k, v in ns.items()}})
+    return pd.DataFrame(rows)
 
 
 def _geometry(row):
@@ -184,10 +261,12 @@ def main() -> None:
     ap.add_argument("--conv", help="the conv grid's parquet")
     ap.add_argument("--boundary", help="the second conv grid's parquet (conv_boundary)")
     ap.add_argument("--check", help="the third conv grid's parquet (unroll_check)")
+    ap.add_argument("--short", help="the short_steps grid's parquet")
+    ap.add_argument("--dw1", help="the dw1x1 grid's parquet")
     ap.add_argument("-p", "--predictor", help="also print predicted / measured per block")
     args = ap.parse_args()
-    lin, mm, cv, bd, ck = (_ok(a) if a else None for a in (args.linear_parquet, args.bmm_parquet, args.conv,
-                                                           args.boundary, args.check))
+    lin, mm, cv, bd, ck, sh, dw = (_ok(a) if a else None for a in (args.linear_parquet, args.bmm_parquet, args.conv,
+                                                                   args.boundary, args.check, args.short, args.dw1))
     if lin is not None:
         print("linear layers: ms = fixed + per_row * M (least squares over M = 1, 2, 4, 16)")
         print(linear_report(lin).round(4).to_string(index=False))
@@ -200,12 +279,19 @@ def main() -> None:
         if df is not None:
             print(f"\n{title}: ns per output and per reduction step")
             print(conv_report(df, table).round(3).to_string(index=False))
+    if sh is not None:
+        print("\nshort reductions (1x1 convs, k = 32 matmuls): ns per multiply-add")
+        print(short_report(sh).round(3).to_string(index=False))
+    if dw is not None:
+        print("\ndepthwise 1x1 convs: ns per output element (alone, with BatchNorm + ReLU; a ReLU alone)")
+        print(dw1_report(dw).round(3).to_string(index=False))
     if args.predictor:
         from tvmlat.dataset import ok_rows
         from tvmlat.predictors import load_predictor
 
         pred = load_predictor(args.predictor)
-        for title, df in (("linear", lin), ("bmm", mm), ("conv", cv), ("boundary", bd), ("check", ck)):
+        for title, df in (("linear", lin), ("bmm", mm), ("conv", cv), ("boundary", bd), ("check", ck),
+                          ("short", sh), ("dw1x1", dw)):
             if df is None:
                 continue
             d = ok_rows(df.reset_index())
