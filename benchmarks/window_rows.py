@@ -2,12 +2,14 @@
 
 Times max pools (kernel 2 and 3, padding k // 2) and depthwise convs (kernel 1, 3, 5, 7) on (1, 32, H, W)
 float32 tensors of ~2048 rows, at stride 1 and 2, for a sweep of widths W, compiled with the target's
-default profile, and prints the time per window step next to what the features count (``ew_slow``:
-the row runs as scalar code LLVM unrolled whole, ``loop_features.window_slow``). On the AMD EPYC
-host (znver4):
+default profile, and prints the time per window step next to what the features count (``win_slow``,
+``ew_slow`` before version 13: the row runs as scalar code LLVM unrolled whole,
+``loop_features.window_slow``). On the AMD EPYC host (znver4):
 
 * a strided row of fewer than 16 outputs costs 0.4-0.55 ns per step (pools and depthwise k >= 3
-  alike), a row of 17 or more 0.07-0.16 ns;
+  alike), a row of 17 or more 0.07-0.16 ns; except short depthwise rows: 3 x 3 rows of 4-7 outputs
+  and 5 x 5 / 7 x 7 rows of 4 cost 0.13-0.25 ns (version 13 counts a row of at most 8 outputs with
+  kw * out_w <= 28 as short work), while a max pool's 4-7-wide strided rows cost 0.32-0.48 ns;
 * a stride-1 pool row costs 0.4-0.5 ns per step up to out_w * (k * k + 8) <= 136 (11 outputs for
   k 2, 8 for k 3), 0.04-0.09 ns beyond, tail included;
 * a stride-1 depthwise window (k >= 3) is vectorised at every width (0.03-0.1 ns);
@@ -28,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SWEEPS = {1: (5, 7, 8, 9, 10, 11, 12, 14, 16, 28, 56), 2: (10, 14, 22, 28, 30, 32, 34, 40, 56)}
+SWEEPS = {1: (5, 7, 8, 9, 10, 11, 12, 14, 16, 28, 56), 2: (8, 10, 12, 14, 22, 28, 30, 32, 34, 40, 56)}
 
 
 def main() -> None:
@@ -64,7 +66,7 @@ def main() -> None:
                 us = time_us(m, x)
                 with torch.no_grad():
                     out = m(x)
-                slow = count_features(m, (x,), geometry=geometry)["ew_slow"] > 0
+                slow = count_features(m, (x,), geometry=geometry)["win_slow"] > 0
                 print(f"{name:9s} {k:2d} {s:2d} {w:4d} {out.shape[-1]:5d} {us:8.1f} {us * 1e3 / (out.numel() * k * k):8.3f}"
                       f"  {'yes' if slow else 'no'}", flush=True)
     if args.pad:

@@ -77,6 +77,15 @@ reducing op with ``out`` output elements, each summing ``red`` products:
   share within +-10 % from 46 to 42.5 %, on the AVX-512 hosts they raised it (README, "Accuracy").
   Version 12, also on AVX-512 code only: a nest under 9 wide over a small plane (7 x 7, 4 x 4) is
   unrolled whole over its rows too and is slow the same way (``ew_loops``).
+* ``win_slow`` (version 13): the window steps of version 11's unrolled rows, which were ``ew_slow``
+  until then. They cost about half what a slow elementwise nest does per element: 0.4-0.55 ns per
+  window step against 0.83-1.1 ns per element of a ReLU nest (``benchmarks/window_rows.py``,
+  ``elementwise_width.py``), and fitted on all AMD campaigns pooled 0.27 against 0.60 ns. One column
+  priced both at one rate in between. Version 13 also leaves a strided depthwise row of at most
+  ``LANES`` outputs with ``kw * out_w <= DW_ROW`` out of it: 3 x 3 rows of 4-8 outputs and 5 x 5 or
+  7 x 7 rows of 4 cost 0.13-0.21 ns per step, not 0.4-0.55 (``window_rows.py``: strided 5- and 7-wide
+  3 x 3 rows; 7 x 7 and 14 x 14 inputs, the sampled blocks' stride-2 depthwise stages). Max pools'
+  small rows stay slow (0.32-0.38 ns).
 
 The L1 geometry is the measured CPU's: ``host_geometry()`` reads it from Linux's sysfs (a target's
 ``TargetSpec.geometry()``), a campaign records it in its dataset's meta.json, a predictor in its
@@ -98,7 +107,7 @@ import numpy as np
 
 #: the feature columns this module adds (features.FEATURE_COLUMNS ends with them)
 LOOP_COLUMNS = ["mac_excess", "short_vec", "short_scal", "mac_l1miss_exc", "w_tlbmiss", "mac_l2miss", "w_matmul",
-                "red_chain", "mac_l1thrash", "ew_slow"]
+                "red_chain", "mac_l1thrash", "ew_slow", "win_slow"]
 
 SHORT = 32       # reduction steps that overlap (= features.REDUCTION_SHORT)
 SHORT_DW = 49    # a depthwise k x k window (up to 7 x 7) never counts as long
@@ -111,6 +120,7 @@ EW_MIN, EW_UNROLL = 9, 48  # an elementwise nest whose innermost extent is in th
 POOL_UNROLL, POOL_BODY = 136, 8  # a stride-1 pool row of out_w * (window + POOL_BODY) <= POOL_UNROLL is unrolled
 STRIDED_VEC = 16  # a strided window row (pool, depthwise k >= 2) is vectorised only from this many outputs
 PLANE_UNROLL = 56  # version 12, AVX-512 code only: a nest under EW_MIN wide over planes of EW_MIN..this many elements
+DW_ROW = 28  # version 13: a strided depthwise row of at most LANES outputs and kw * out_w <= this is not slow
 
 
 @dataclass(frozen=True)
@@ -262,7 +272,8 @@ def conv_loops(out: Any, out_w: Any, cin_per_group: Any, kh: Any, kw: Any, strid
     """A 2-d convolution (NCHW) with ``out`` output elements, rows ``out_w`` wide, input planes ``in_h`` x ``in_w``,
     on a CPU with the L1 ``geometry``. A window of 3 x 3 or more whose whole reduction has at most
     ``UNROLL_WIN`` steps is all short work (version 9); otherwise the first ``SHORT`` (``SHORT_DW``
-    for a depthwise window) steps are. A strided depthwise window row is a pool's (``window_slow``)."""
+    for a depthwise window) steps are. A strided depthwise window row is a pool's (``window_slow``, its
+    steps ``win_slow``), except a short one (at most ``LANES`` outputs, ``kw * out_w <= DW_ROW``; version 13)."""
     red = cin_per_group * kh * kw
     short_len = np.where(depthwise, SHORT_DW, SHORT)
     excess, vec, scal = _split(out, out_w, red, short_len, np.equal(stride, 1))
@@ -273,11 +284,12 @@ def conv_loops(out: Any, out_w: Any, cin_per_group: Any, kh: Any, kw: Any, strid
     plane = 4 * np.asarray(in_h) * np.asarray(in_w)
     miss = np.greater(cin_per_group, 1) & np.greater(np.asarray(cin_per_group) * np.asarray(kh), l1_lines(plane, geometry))
     window = np.asarray(kh) * np.asarray(kw)
+    small_row = np.less_equal(out_w, LANES) & np.less_equal(np.asarray(kw) * np.asarray(out_w), DW_ROW)
     slow = (np.asarray(depthwise, dtype=bool) & np.greater(window, 1) & np.greater(stride, 1)
-            & window_slow(out_w, window, stride, geometry))
+            & window_slow(out_w, window, stride, geometry) & ~small_row)
     steps = np.asarray(out, dtype=np.int64) * window
     return _out({"mac_excess": excess, "short_vec": np.where(slow, 0, vec), "short_scal": np.where(slow, 0, scal),
-                 "mac_l1miss_exc": np.where(miss, excess, 0), "ew_slow": np.where(slow, steps, 0)})
+                 "mac_l1miss_exc": np.where(miss, excess, 0), "win_slow": np.where(slow, steps, 0)})
 
 
 def matmul_loops(out: Any, red: Any, cols: Any, b_elems: Any, *, weight: Any, geometry: CacheGeometry) -> dict[str, Any]:
@@ -309,16 +321,16 @@ def window_slow(out_w: Any, window: Any, stride: Any, geometry: CacheGeometry) -
 
 def pool_loops(out: Any, out_w: Any, window: Any, stride: Any, *, geometry: CacheGeometry) -> dict[str, Any]:
     """A windowed (max / avg) pooling: its whole window is short work. On AVX-512 code (version 11) a row
-    unrolled whole (``window_slow``) is ``ew_slow``, and every step of a stride-1 row otherwise is a
-    vector step (measured: a row's tail costs no more); before, and on other CPUs, only a stride-1
-    row's whole ``LANES``-wide vectors are."""
+    unrolled whole (``window_slow``) is ``win_slow`` (``ew_slow`` before version 13), and every step of
+    a stride-1 row otherwise is a vector step (measured: a row's tail costs no more); before, and on
+    other CPUs, only a stride-1 row's whole ``LANES``-wide vectors are."""
     win = np.asarray(out, dtype=np.int64) * window
     s1 = np.equal(stride, 1)
     slow = window_slow(out_w, window, stride, geometry)
     vec = np.where(s1, (out // np.maximum(out_w, 1)) * (out_w // LANES * LANES) * window, 0)
     vec = np.where(slow, 0, np.where(s1 & bool(geometry.avx512), win, vec))
     sl = np.where(slow, win, 0)
-    return _out({"short_vec": vec, "short_scal": win - vec - sl, "ew_slow": sl})
+    return _out({"short_vec": vec, "short_scal": win - vec - sl, "win_slow": sl})
 
 
 def ew_loops(elems: Any, width: Any, nests: Any = 1, *, height: Any, geometry: CacheGeometry) -> dict[str, Any]:

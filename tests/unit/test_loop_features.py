@@ -40,17 +40,34 @@ def test_conv_stride_and_depthwise():
     dw = conv_loops(out=32 * 14 * 14, out_w=14, cin_per_group=1, kh=5, kw=5, stride=2, in_h=28, in_w=28,
                     depthwise=True, geometry=no512)
     assert dw["mac_excess"] == 0 and dw["short_vec"] == 0 and dw["short_scal"] == 32 * 14 * 14 * 25
-    assert dw["ew_slow"] == 0
-    # AVX-512 code (version 11): a strided depthwise row of fewer than 16 outputs runs scalar, unrolled whole
+    assert dw["ew_slow"] == dw["win_slow"] == 0
+    # AVX-512 code (version 11): a strided depthwise row of fewer than 16 outputs runs scalar, unrolled whole;
+    # its window steps are win_slow (version 13), not ew_slow
     for out_w, slow in [(14, True), (15, True), (16, False), (28, False)]:
         f = conv_loops(out=32 * out_w * out_w, out_w=out_w, cin_per_group=1, kh=5, kw=5, stride=2, in_h=2 * out_w,
                        in_w=2 * out_w, depthwise=True, geometry=G)
         steps = 32 * out_w * out_w * 25
-        assert f["ew_slow"] == (steps if slow else 0) and f["short_scal"] == (0 if slow else steps)
+        assert f["win_slow"] == (steps if slow else 0) and f["short_scal"] == (0 if slow else steps)
+        assert f["ew_slow"] == 0
     # not at stride 1, not for a 1x1 window, not for a dense conv
     for kw in [dict(stride=1, kh=5, kw=5, depthwise=True), dict(stride=2, kh=1, kw=1, depthwise=True),
                dict(stride=2, kh=3, kw=3, depthwise=False)]:
-        assert conv_loops(out=32 * 14 * 14, out_w=14, cin_per_group=1, in_h=28, in_w=28, geometry=G, **kw)["ew_slow"] == 0
+        assert conv_loops(out=32 * 14 * 14, out_w=14, cin_per_group=1, in_h=28, in_w=28, geometry=G, **kw)["win_slow"] == 0
+
+
+@pytest.mark.parametrize("k,out_w,slow", [(3, 4, False), (3, 7, False), (3, 8, False), (3, 9, True), (3, 14, True),
+                                          (5, 4, False), (5, 5, False), (5, 6, True), (5, 7, True), (7, 4, False),
+                                          (7, 5, True), (7, 7, True)])
+def test_a_short_strided_depthwise_row_is_not_slow(k, out_w, slow):
+    """Version 13 (``benchmarks/window_rows.py``): strided 3 x 3 rows of 4-8 outputs and 5 x 5 / 7 x 7 rows of 4
+    cost 0.13-0.21 ns per window step, like vectorised rows; 5 x 5 rows of 6-7 and 7 x 7 rows of 5-7 outputs
+    0.38-0.49 ns. A row of at most LANES outputs with kw * out_w <= DW_ROW is short scalar work."""
+    out, steps = 16 * out_w * out_w, 16 * out_w * out_w * k * k
+    f = conv_loops(out=out, out_w=out_w, cin_per_group=1, kh=k, kw=k, stride=2, in_h=2 * out_w, in_w=2 * out_w,
+                   depthwise=True, geometry=G)
+    assert f["win_slow"] == (steps if slow else 0) and f["short_scal"] == (0 if slow else steps)
+    # the same row of a max pool stays slow (0.32-0.38 ns per step measured)
+    assert pool_loops(out=out, out_w=out_w, window=k * k, stride=2, geometry=G)["win_slow"] == steps
     dense = conv_loops(out=16 * 16 * 16, out_w=16, cin_per_group=8, kh=3, kw=3, stride=1, in_h=16, in_w=16,
                        depthwise=False, geometry=G)
     assert dense["mac_excess"] == 16 * 16 * 16 * (72 - SHORT)
@@ -85,11 +102,11 @@ def test_counter_counts_resnext_grouped_convs_as_unrolled():
 def test_pool_window_is_short_work():
     # without AVX-512 (version 10's rule): a stride-1 row's whole vectors are vector steps, the tail scalar
     f = pool_loops(out=8 * 12 * 12, out_w=12, window=9, stride=1, geometry=CacheGeometry(avx512=False))
-    assert f["mac_excess"] == 0 and f["ew_slow"] == 0
+    assert f["mac_excess"] == 0 and f["ew_slow"] == f["win_slow"] == 0
     assert f["short_vec"] == 8 * 12 * LANES * 9 and f["short_vec"] + f["short_scal"] == 8 * 12 * 12 * 9
     # AVX-512 code: the tail is vectorised too
     f = pool_loops(out=8 * 12 * 12, out_w=12, window=9, stride=1, geometry=G)
-    assert f["short_vec"] == 8 * 12 * 12 * 9 and f["short_scal"] == f["ew_slow"] == 0
+    assert f["short_vec"] == 8 * 12 * 12 * 9 and f["short_scal"] == f["win_slow"] == 0
 
 
 @pytest.mark.parametrize("out_w,window,stride,slow", [
@@ -102,12 +119,12 @@ def test_a_window_row_unrolled_whole_is_slow_on_avx512(out_w, window, stride, sl
     0.04-0.16; every step is counted once; without AVX-512 no row is slow."""
     out = 16 * out_w * out_w
     f = pool_loops(out=out, out_w=out_w, window=window, stride=stride, geometry=G)
-    assert f["ew_slow"] == (out * window if slow else 0)
-    assert f["short_vec"] + f["short_scal"] + f["ew_slow"] == out * window
+    assert f["win_slow"] == (out * window if slow else 0) and f["ew_slow"] == 0
+    assert f["short_vec"] + f["short_scal"] + f["win_slow"] == out * window
     if not slow:
         assert f[("short_vec" if stride == 1 else "short_scal")] == out * window
     assert pool_loops(out=out, out_w=out_w, window=window, stride=stride,
-                      geometry=CacheGeometry(avx512=False))["ew_slow"] == 0
+                      geometry=CacheGeometry(avx512=False))["win_slow"] == 0
 
 
 def test_arrays_equal_scalars():
@@ -171,8 +188,9 @@ def test_pools_count_their_pad_copy_and_an_average_its_divide():
     # AVX-512 code (version 11): the pad copy costs nothing measurable; the divide nest still counts
     assert count_features(torch.nn.MaxPool2d(2, 1, padding=1), (x,), geometry=G)["ew_slow"] == 0
     assert count_features(torch.nn.AvgPool2d(2, 1, padding=1), (x,), geometry=G)["ew_slow"] == 8 * 15 * 15
-    # a 7x7 input: the 8-wide stride-1 row is unrolled whole, its steps are slow
-    assert count_features(torch.nn.MaxPool2d(2, 1, padding=1), (torch.randn(1, 8, 7, 7),), geometry=G)["ew_slow"] == 8 * 8 * 8 * 4
+    # a 7x7 input: the 8-wide stride-1 row is unrolled whole, its steps are slow window steps
+    small = count_features(torch.nn.MaxPool2d(2, 1, padding=1), (torch.randn(1, 8, 7, 7),), geometry=G)
+    assert small["win_slow"] == 8 * 8 * 8 * 4 and small["ew_slow"] == 0
     unpadded = count_features(torch.nn.AvgPool2d(2, 2), (torch.randn(1, 8, 112, 112),))  # 56 wide out
     assert unpadded["ew_slow"] == 0
 
