@@ -9,17 +9,21 @@ default profile, and prints the time per window step next to what the features c
 * a strided row of fewer than 16 outputs costs 0.4-0.55 ns per step (pools and depthwise k >= 3
   alike), a row of 17 or more 0.07-0.16 ns; except short depthwise rows: 3 x 3 rows of 4-7 outputs
   and 5 x 5 / 7 x 7 rows of 4 cost 0.13-0.25 ns (version 13 counts a row of at most 8 outputs with
-  kw * out_w <= 28 as short work), while a max pool's 4-7-wide strided rows cost 0.32-0.48 ns;
+  kw * out_w <= 28 as short work), while a max pool's 4-7-wide strided rows cost 0.32-0.48 ns
+  (``--square``: depthwise rows of exactly 8 outputs cost 0.12-0.13 ns for k 3, 5 and 7 alike, but
+  5 x 5 and 7 x 7 ones are counted slow: no sampled block has such rows);
 * a stride-1 pool row costs 0.4-0.5 ns per step up to out_w * (k * k + 8) <= 136 (11 outputs for
   k 2, 8 for k 3), 0.04-0.09 ns beyond, tail included;
 * a stride-1 depthwise window (k >= 3) is vectorised at every width (0.03-0.1 ns);
 * a depthwise 1 x 1 conv runs like an elementwise nest (0.85-0.94 ns per step at 9-28 wide, 0.18
   at 5-8 and 56; ~1 ns strided at any width), which version 11 does not count (it did not help).
 
-    python benchmarks/window_rows.py [--target llvm] [--pad]
+    python benchmarks/window_rows.py [--target llvm] [--pad] [--square]
 
 ``--pad`` also times a pool's and a depthwise conv's padded copy against the same op on an input
-padded beforehand (version 11 counts none for pools on AVX-512 code).
+padded beforehand (version 11 counts none for pools on AVX-512 code). ``--square`` times stride-2
+depthwise convs (3, 5, 7) and 3 x 3 max pools on square inputs 7 x 7 to 18 x 18 (~100k elements each),
+the shapes of the sampled blocks' stride-2 stages, behind version 13's short-row rule.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--target", default="llvm")
     ap.add_argument("--pad", action="store_true", help="also time the padded copies")
+    ap.add_argument("--square", action="store_true", help="also time stride-2 windows on square 7x7-18x18 inputs")
     args = ap.parse_args()
     t = load_target(args.target)
     geometry, runner = t.geometry(), LocalRunner(t, check=False)
@@ -69,6 +74,21 @@ def main() -> None:
                 slow = count_features(m, (x,), geometry=geometry)["win_slow"] > 0
                 print(f"{name:9s} {k:2d} {s:2d} {w:4d} {out.shape[-1]:5d} {us:8.1f} {us * 1e3 / (out.numel() * k * k):8.3f}"
                       f"  {'yes' if slow else 'no'}", flush=True)
+    if args.square:
+        print("stride 2 on square inputs (C, H, H), C * H * H ~ 100k")
+        sq = [("max pool", 3, lambda k, c: torch.nn.MaxPool2d(3, 2, 1))]
+        sq += [("dw conv", k, lambda k, c: torch.nn.Conv2d(c, c, k, 2, k // 2, groups=c, bias=False)) for k in (3, 5, 7)]
+        for name, k, make in sq:
+            for h in (7, 8, 10, 12, 14, 16, 18):
+                ch = max(8, 100352 // (h * h))
+                x = torch.randn(1, ch, h, h)
+                m = make(k, ch)
+                us = time_us(m, x)
+                with torch.no_grad():
+                    out = m(x)
+                slow = count_features(m, (x,), geometry=geometry)["win_slow"] > 0
+                print(f"{name:9s} {k:2d}  H {h:3d} out {out.shape[-1]:3d}x{out.shape[-1]:<3d} {us:8.1f} us "
+                      f"{us * 1e3 / (out.numel() * k * k):6.3f} ns/step  {'yes' if slow else 'no'}", flush=True)
     if args.pad:
         print("padded copy: the op with padding k // 2 against the same op, unpadded, on an input padded beforehand")
         for name, make in (("max pool", lambda p: torch.nn.MaxPool2d(3, 1, p)),

@@ -83,9 +83,9 @@ reducing op with ``out`` output elements, each summing ``red`` products:
   ``elementwise_width.py``), and fitted on all AMD campaigns pooled 0.27 against 0.60 ns. One column
   priced both at one rate in between. Version 13 also leaves a strided depthwise row of at most
   ``LANES`` outputs with ``kw * out_w <= DW_ROW`` out of it: 3 x 3 rows of 4-8 outputs and 5 x 5 or
-  7 x 7 rows of 4 cost 0.13-0.21 ns per step, not 0.4-0.55 (``window_rows.py``: strided 5- and 7-wide
-  3 x 3 rows; 7 x 7 and 14 x 14 inputs, the sampled blocks' stride-2 depthwise stages). Max pools'
-  small rows stay slow (0.32-0.38 ns).
+  7 x 7 rows of 4 cost 0.13-0.21 ns per step, not 0.4-0.55 (``window_rows.py`` and ``--square``: 7 x 7
+  to 18 x 18 inputs; at 7 x 7 and 14 x 14 these are the sampled blocks' stride-2 depthwise stages).
+  Max pools' short strided rows stay slow (0.32-0.48 ns).
 
 The L1 geometry is the measured CPU's: ``host_geometry()`` reads it from Linux's sysfs (a target's
 ``TargetSpec.geometry()``), a campaign records it in its dataset's meta.json, a predictor in its
