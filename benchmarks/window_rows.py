@@ -58,6 +58,14 @@ def main() -> None:
             raise SystemExit(f"{type(m).__name__} on {tuple(x.shape)}: {res.status}: {res.error}")
         return res.latency_ms_median * 1e3
 
+    def window(m: torch.nn.Module, x: torch.Tensor, k: int):
+        """Time a k x k window op: (us, its output, ns per window step, "yes" where the features count it slow)."""
+        us = time_us(m, x)
+        with torch.no_grad():
+            out = m(x)
+        slow = count_features(m, (x,), geometry=geometry)["win_slow"] > 0
+        return us, out, us * 1e3 / (out.numel() * k * k), "yes" if slow else "no"
+
     c = 32
     ops = [("max pool", k, lambda k, s: torch.nn.MaxPool2d(k, s, k // 2)) for k in (2, 3)]
     ops += [("dw conv", k, lambda k, s: torch.nn.Conv2d(c, c, k, s, k // 2, groups=c, bias=False)) for k in (1, 3, 5, 7)]
@@ -66,14 +74,8 @@ def main() -> None:
     for s, widths in SWEEPS.items():
         for name, k, make in ops:
             for w in widths:
-                x = torch.randn(1, c, max(1, 2048 // w), w)
-                m = make(k, s)
-                us = time_us(m, x)
-                with torch.no_grad():
-                    out = m(x)
-                slow = count_features(m, (x,), geometry=geometry)["win_slow"] > 0
-                print(f"{name:9s} {k:2d} {s:2d} {w:4d} {out.shape[-1]:5d} {us:8.1f} {us * 1e3 / (out.numel() * k * k):8.3f}"
-                      f"  {'yes' if slow else 'no'}", flush=True)
+                us, out, ns, slow = window(make(k, s), torch.randn(1, c, max(1, 2048 // w), w), k)
+                print(f"{name:9s} {k:2d} {s:2d} {w:4d} {out.shape[-1]:5d} {us:8.1f} {ns:8.3f}  {slow}", flush=True)
     if args.square:
         print("stride 2 on square inputs (C, H, H), C * H * H ~ 100k")
         sq = [("max pool", 3, lambda k, c: torch.nn.MaxPool2d(3, 2, 1))]
@@ -81,14 +83,9 @@ def main() -> None:
         for name, k, make in sq:
             for h in (7, 8, 10, 12, 14, 16, 18):
                 ch = max(8, 100352 // (h * h))
-                x = torch.randn(1, ch, h, h)
-                m = make(k, ch)
-                us = time_us(m, x)
-                with torch.no_grad():
-                    out = m(x)
-                slow = count_features(m, (x,), geometry=geometry)["win_slow"] > 0
-                print(f"{name:9s} {k:2d}  H {h:3d} out {out.shape[-1]:3d}x{out.shape[-1]:<3d} {us:8.1f} us "
-                      f"{us * 1e3 / (out.numel() * k * k):6.3f} ns/step  {'yes' if slow else 'no'}", flush=True)
+                us, out, ns, slow = window(make(k, ch), torch.randn(1, ch, h, h), k)
+                o = out.shape[-1]
+                print(f"{name:9s} {k:2d}  H {h:3d} out {o:3d}x{o:<3d} {us:8.1f} us {ns:6.3f} ns/step  {slow}", flush=True)
     if args.pad:
         print("padded copy: the op with padding k // 2 against the same op, unpadded, on an input padded beforehand")
         for name, make in (("max pool", lambda p: torch.nn.MaxPool2d(3, 1, p)),
