@@ -35,8 +35,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from .loop_features import (DEFAULT_GEOMETRY, LOOP_COLUMNS, CacheGeometry, conv_loops, ew_loops, matmul_loops,
-                            pad_loops, pool_loops, reduce_loops, stamp_geometry)
+from .loop_features import (DEFAULT_GEOMETRY, LOOP_COLUMNS, CacheGeometry, conv_loops, ew_loops_over,
+                            matmul_loops, pad_loops, pool_loops, reduce_loops, stamp_geometry)
 from .specs import BlockSpec
 
 #: bump when a feature's definition changes; datasets record it, and fitting recomputes stale features
@@ -71,16 +71,6 @@ def _numel(t: Any) -> int:
     return t.numel() if isinstance(t, torch.Tensor) else 0
 
 
-def _width(t: Any) -> int:
-    """A tensor's innermost extent (1 for a scalar)."""
-    return int(t.shape[-1]) if isinstance(t, torch.Tensor) and t.dim() else 1
-
-
-def _height(t: Any) -> int:
-    """A tensor's next-to-innermost extent (1 for a vector or a scalar)."""
-    return int(t.shape[-2]) if isinstance(t, torch.Tensor) and t.dim() >= 2 else 1
-
-
 def _nbytes(t: Any) -> int:
     return t.numel() * t.element_size() if isinstance(t, torch.Tensor) else 0
 
@@ -108,7 +98,7 @@ class OpCounter(TorchDispatchMode):
 
     def _ew(self, elems: int, out: Any, nests: int = 1) -> dict[str, int]:
         """``ew_loops`` of ``nests`` elementwise nests over the tensor ``out`` (None: a scalar)."""
-        return ew_loops(elems, _width(out), nests, height=_height(out), geometry=self.geometry)
+        return ew_loops_over(elems, out.shape if isinstance(out, torch.Tensor) else (), nests, geometry=self.geometry)
 
     def _pad(self, x: torch.Tensor, padding: Any, pool: bool = False) -> None:
         """The padded copy TVM makes of a conv's or pool's (``pool``) input (``padding``: int or per-side list)."""

@@ -284,9 +284,8 @@ def conv_loops(out: Any, out_w: Any, cin_per_group: Any, kh: Any, kw: Any, strid
     plane = 4 * np.asarray(in_h) * np.asarray(in_w)
     miss = np.greater(cin_per_group, 1) & np.greater(np.asarray(cin_per_group) * np.asarray(kh), l1_lines(plane, geometry))
     window = np.asarray(kh) * np.asarray(kw)
-    small_row = np.less_equal(out_w, LANES) & np.less_equal(np.asarray(kw) * np.asarray(out_w), DW_ROW)
     slow = (np.asarray(depthwise, dtype=bool) & np.greater(window, 1) & np.greater(stride, 1)
-            & window_slow(out_w, window, stride, geometry) & ~small_row)
+            & window_slow(out_w, window, stride, geometry, depthwise_kw=kw))
     steps = np.asarray(out, dtype=np.int64) * window
     return _out({"mac_excess": excess, "short_vec": np.where(slow, 0, vec), "short_scal": np.where(slow, 0, scal),
                  "mac_l1miss_exc": np.where(miss, excess, 0), "win_slow": np.where(slow, steps, 0)})
@@ -308,14 +307,18 @@ def matmul_loops(out: Any, red: Any, cols: Any, b_elems: Any, *, weight: Any, ge
                  "mac_l1thrash": np.where(miss & np.less_equal(lines, THRASH_LINES), macs, 0)})
 
 
-def window_slow(out_w: Any, window: Any, stride: Any, geometry: CacheGeometry) -> Any:
+def window_slow(out_w: Any, window: Any, stride: Any, geometry: CacheGeometry, *, depthwise_kw: Any = None) -> Any:
     """Whether a window row (a pool's, a depthwise conv's) of ``out_w`` outputs runs as scalar code that
     LLVM unrolled whole (AVX-512 code only; version 11): a stride-1 row of ``out_w * (window + POOL_BODY)
     <= POOL_UNROLL``, a strided row of fewer than ``STRIDED_VEC`` outputs. Measured on the AMD host
     (``benchmarks/window_rows.py``): such a window step costs 0.4-0.55 ns, against 0.04-0.09 ns in a
-    vectorised stride-1 row and 0.07-0.16 ns in a vectorised strided one."""
+    vectorised stride-1 row and 0.07-0.16 ns in a vectorised strided one. A depthwise conv's row
+    (``depthwise_kw``: its kernel width) of at most ``LANES`` outputs with ``kw * out_w <= DW_ROW`` is not
+    (version 13: 0.13-0.21 ns per step); a max pool's row of that size is (0.32-0.48 ns)."""
     w, ow = np.asarray(window), np.asarray(out_w)
     slow = np.where(np.equal(stride, 1), ow * (w + POOL_BODY) <= POOL_UNROLL, np.less(ow, STRIDED_VEC))
+    if depthwise_kw is not None:
+        slow = slow & ~(np.less_equal(ow, LANES) & np.less_equal(np.asarray(depthwise_kw) * ow, DW_ROW))
     return slow & bool(geometry.avx512)
 
 
@@ -331,6 +334,14 @@ def pool_loops(out: Any, out_w: Any, window: Any, stride: Any, *, geometry: Cach
     vec = np.where(slow, 0, np.where(s1 & bool(geometry.avx512), win, vec))
     sl = np.where(slow, win, 0)
     return _out({"short_vec": vec, "short_scal": win - vec - sl, "win_slow": sl})
+
+
+def ew_loops_over(elems: int, shape: Any, nests: int = 1, *, geometry: CacheGeometry) -> dict[str, Any]:
+    """``ew_loops`` of ``nests`` nests over a tensor of ``shape`` (a sequence of ints; empty for a scalar):
+    its innermost extent is the width, the next one the height (1 for a vector or a scalar)."""
+    shape = tuple(shape)
+    return ew_loops(elems, int(shape[-1]) if shape else 1, nests, height=int(shape[-2]) if len(shape) >= 2 else 1,
+                    geometry=geometry)
 
 
 def ew_loops(elems: Any, width: Any, nests: Any = 1, *, height: Any, geometry: CacheGeometry) -> dict[str, Any]:

@@ -80,10 +80,6 @@ def graph_inputs(proto) -> dict[str, tuple[int, ...]]:
     return out
 
 
-def _width(shape) -> int:
-    return int(shape[-1]) if shape else 1
-
-
 def _add(feat: dict[str, int], more: dict[str, int]) -> None:
     for k, v in more.items():
         feat[k] = feat.get(k, 0) + v
@@ -93,11 +89,7 @@ def onnx_records(model: OnnxModel, geometry: CacheGeometry = DEFAULT_GEOMETRY) -
     """One record per counted ONNX node, in the format of features.OpCounter's records (loop features
     for the L1 ``geometry``)."""
     from .features import REDUCTION_SHORT
-    from .loop_features import conv_loops, ew_loops, matmul_loops, pad_loops, pool_loops, reduce_loops
-
-    def ew(elems: int, shape, nests: int = 1) -> dict[str, int]:
-        """``ew_loops`` of ``nests`` elementwise nests over a tensor of ``shape``."""
-        return ew_loops(elems, _width(shape), nests, height=int(shape[-2]) if len(shape) >= 2 else 1, geometry=geometry)
+    from .loop_features import conv_loops, ew_loops_over, matmul_loops, pad_loops, pool_loops, reduce_loops
 
     def pad(x, out, kernel, attrs, pool: bool = False) -> dict[str, int]:
         """The padded copy TVM makes of a Conv's or pool's (``pool``) input ``x`` (output ``out``, window
@@ -164,7 +156,7 @@ def onnx_records(model: OnnxModel, geometry: CacheGeometry = DEFAULT_GEOMETRY) -
             feat.update(matmul_loops(out_elems, k, cols, math.prod(b), weight=weight, geometry=geometry))
         elif op == "BatchNormalization":
             flops, kind = 2 * out_elems, "norm"
-            feat.update(elems_norm=out_elems, **ew(out_elems, outs[0], 4))
+            feat.update(elems_norm=out_elems, **ew_loops_over(out_elems, outs[0], 4, geometry=geometry))
         elif op in _NORM5:
             flops, kind = 5 * out_elems, "norm"
             feat.update(elems_norm=out_elems)
@@ -178,7 +170,7 @@ def onnx_records(model: OnnxModel, geometry: CacheGeometry = DEFAULT_GEOMETRY) -
                 feat.update(pool_loops(out_elems, outs[0][-1], window, st[0], geometry=geometry))
                 _add(feat, pad(ins[0], outs[0], list(attrs["kernel_shape"].ints), attrs, pool=True))
                 if op == "AveragePool":  # the window sums, then a nest dividing them
-                    _add(feat, ew(out_elems, outs[0]))
+                    _add(feat, ew_loops_over(out_elems, outs[0], geometry=geometry))
             else:
                 window = in_elems // max(out_elems, 1)
                 flops = in_elems
@@ -187,10 +179,11 @@ def onnx_records(model: OnnxModel, geometry: CacheGeometry = DEFAULT_GEOMETRY) -
             feat.update(elems_pool=in_elems)
         elif op in _COPY:
             kind = "copy"
-            feat.update(elems_copy=out_elems, **ew(out_elems, outs[0] if outs else ()))
+            feat.update(elems_copy=out_elems, **ew_loops_over(out_elems, outs[0] if outs else (), geometry=geometry))
         else:
             flops = out_elems
-            feat.update(elems_elementwise=out_elems, **ew(out_elems, outs[0] if outs else ()))
+            feat.update(elems_elementwise=out_elems,
+                        **ew_loops_over(out_elems, outs[0] if outs else (), geometry=geometry))
         if reduction:
             key = "flops_redshort" if reduction <= REDUCTION_SHORT else "flops_redlong"
             feat[key] = feat.get(key, 0) + flops
