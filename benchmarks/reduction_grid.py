@@ -21,6 +21,9 @@
 * ``dw1x1``: depthwise 1x1 convs, alone and with BatchNorm + ReLU (the ``conv_bn_relu`` blocks the
   sampler draws), and a ReLU, at widths 7-112, stride 1 and 2: the conv costs what an elementwise nest
   of the same width costs, not a short reduction step.
+* ``chain``: global means (the ``pool`` family's ``global`` kind) over planes 2x2 to 56x56, and means
+  over the last dimension of (rows, L) tensors, L = 16 ... 3136, ~400k input elements each. A chain
+  of dependent adds per output; a short chain overlaps the next output's (features version 14).
 
     tvmlat measure --target llvm benchmarks/reduction_grid.py:linear --out runs/linear.parquet   # ~1 min
     tvmlat measure --target llvm benchmarks/reduction_grid.py:bmm --out runs/bmm.parquet         # ~1 min
@@ -29,9 +32,10 @@
     tvmlat measure --target llvm benchmarks/reduction_grid.py:unroll_check --out runs/check.parquet
     tvmlat measure --target llvm benchmarks/reduction_grid.py:short_steps --out runs/short.parquet  # ~20 s
     tvmlat measure --target llvm benchmarks/reduction_grid.py:dw1x1 --out runs/dw1.parquet         # ~20 s
+    tvmlat measure --target llvm benchmarks/reduction_grid.py:chain --out runs/chain.parquet       # ~30 s
     python benchmarks/reduction_grid.py [runs/linear.parquet runs/bmm.parquet] [--conv runs/conv.parquet]
         [--boundary runs/bnd.parquet] [--check runs/check.parquet] [--short runs/short.parquet]
-        [--dw1 runs/dw1.parquet] [-p PREDICTOR.json]
+        [--dw1 runs/dw1.parquet] [--chain runs/chain.parquet] [-p PREDICTOR.json]
 
 The analysis prints ns per weight element (linear) and ns per output (bmm), and with ``-p`` the
 predictor's predicted/measured ratio per row.
@@ -113,6 +117,10 @@ SHORT_CONVS = [(f"p1_cin{c}_hw{hw}", c, 1, 1, 128, hw, 1) for c in (16, 32) for 
 SHORT_MM_N = (16, 49, 64, 196, 256, 784, 3136)
 # depthwise 1x1 convs: (name, channels, hw, stride); ~50k input elements each
 DW1 = [(f"hw{hw}_s{s}", max(8, 50176 // (hw * hw)), hw, s) for hw in (7, 14, 28, 56, 112) for s in (1, 2)]
+# chains of adds: global means over hw x hw planes and row means over L elements, ~400k input elements each
+CHAIN_HW = (2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 28, 56)
+CHAIN_L = (16, 49, 64, 100, 144, 196, 256, 400, 784, 3136)
+CHAIN_ELEMS = 401408
 
 
 def short_specs():
@@ -146,6 +154,51 @@ def dw1x1():
         if s == 1:
             out[f"relu_hw{hw}"] = (torch.nn.ReLU().eval(), (x,))
     return out
+
+
+def _row_mean():
+    """A module taking the mean over the last dimension (torch is imported only when a grid is built)."""
+    import torch
+
+    class RowMean(torch.nn.Module):
+        def forward(self, x):
+            return x.mean(-1)
+
+    return RowMean().eval()
+
+
+def chain():
+    """MODEL_REF: ``gmean_hw<hw>`` (the sampled global pool block, ``CHAIN_HW``) and ``rowmean_l<L>``
+    (a mean over the last dimension of a (rows, L) tensor, ``CHAIN_L``)."""
+    import torch
+
+    from tvmlat.blocks import build_block
+    from tvmlat.specs import BlockSpec
+
+    out = {f"gmean_hw{hw}": build_block(BlockSpec.make("pool", kind="global", c=max(8, CHAIN_ELEMS // (hw * hw)),
+                                                         hw=hw, k=2, stride=1)) for hw in CHAIN_HW}
+    for n in CHAIN_L:
+        torch.manual_seed(0)
+        out[f"rowmean_l{n}"] = (_row_mean(), (torch.randn(CHAIN_ELEMS // n, n),))
+    return out
+
+
+def chain_report(df: pd.DataFrame) -> pd.DataFrame:
+    """ns per input element of the ``chain`` blocks, with the chain steps per input element that
+    ``red_chain`` counts (``loop_features.reduce_loops``)."""
+    from tvmlat.loop_features import reduce_loops
+
+    rows = []
+    for name, length in [(f"gmean_hw{hw}", hw * hw) for hw in CHAIN_HW] + [(f"rowmean_l{n}", n) for n in CHAIN_L]:
+        if name not in df.index:
+            continue
+        elems = (CHAIN_ELEMS // length) * length if name.startswith("rowmean") else \
+            max(8, CHAIN_ELEMS // length) * length
+        ns = df.loc[name, "latency_ms_median"] * 1e6 / elems
+        counted = reduce_loops(elems, length)["red_chain"] / elems
+        rows.append({"block": name, "chain": length, "ns_per_element": ns, "counted_per_element": counted,
+                     "ns_per_counted_step": ns / counted if counted else float("nan")})
+    return pd.DataFrame(rows)
 
 
 def short_report(df: pd.DataFrame) -> pd.DataFrame:
@@ -263,10 +316,12 @@ def main() -> None:
     ap.add_argument("--check", help="the third conv grid's parquet (unroll_check)")
     ap.add_argument("--short", help="the short_steps grid's parquet")
     ap.add_argument("--dw1", help="the dw1x1 grid's parquet")
+    ap.add_argument("--chain", help="the chain grid's parquet")
     ap.add_argument("-p", "--predictor", help="also print predicted / measured per block")
     args = ap.parse_args()
-    lin, mm, cv, bd, ck, sh, dw = (_ok(a) if a else None for a in (args.linear_parquet, args.bmm_parquet, args.conv,
-                                                                   args.boundary, args.check, args.short, args.dw1))
+    lin, mm, cv, bd, ck, sh, dw, ch = (_ok(a) if a else None for a in (args.linear_parquet, args.bmm_parquet,
+                                                                       args.conv, args.boundary, args.check,
+                                                                       args.short, args.dw1, args.chain))
     if lin is not None:
         print("linear layers: ms = fixed + per_row * M (least squares over M = 1, 2, 4, 16)")
         print(linear_report(lin).round(4).to_string(index=False))
@@ -285,13 +340,16 @@ def main() -> None:
     if dw is not None:
         print("\ndepthwise 1x1 convs: ns per output element (alone, with BatchNorm + ReLU; a ReLU alone)")
         print(dw1_report(dw).round(3).to_string(index=False))
+    if ch is not None:
+        print("\nchains of adds (global means, row means): ns per input element and per counted red_chain step")
+        print(chain_report(ch).round(3).to_string(index=False))
     if args.predictor:
         from tvmlat.dataset import ok_rows
         from tvmlat.predictors import load_predictor
 
         pred = load_predictor(args.predictor)
         for title, df in (("linear", lin), ("bmm", mm), ("conv", cv), ("boundary", bd), ("check", ck),
-                          ("short", sh), ("dw1x1", dw)):
+                          ("short", sh), ("dw1x1", dw), ("chain", ch)):
             if df is None:
                 continue
             d = ok_rows(df.reset_index())
