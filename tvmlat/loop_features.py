@@ -47,15 +47,7 @@ reducing op with ``out`` output elements, each summing ``red`` products:
   1.1-1.7 ns, so it has its own column rather than joining ``mac_excess`` (which was worse on the Intel
   host, README "Tried"). Global means occur in two families (``pool`` kind ``global`` and
   ``squeeze_excitation``), so a held-out one learns the cost from the other: squeeze-excitation blocks
-  held out were predicted 0.42-0.98x on ``znver4`` without it. Version 14 counts the steps a chain
-  does not overlap with the next output's: ``max(window - RED_OVERLAP, ceil(window / 2))`` per output
-  (``RED_OVERLAP`` = 56). On the AMD host a global mean costs 0.37-0.46 ns per input element over planes
-  of 3 x 3 to 10 x 10 and rises to 0.49 / 0.59 / 0.64 / 0.71 / 0.77 / 0.81 ns at 12 x 12 / 14 x 14 / 16 x 16 /
-  20 x 20 / 28 x 28 / 56 x 56, and a mean over the last dimension of (rows, L) follows the same curve in L
-  (``benchmarks/reduction_grid.py``, grid ``chain``); the count makes that 0.81-0.83 ns per counted step
-  from 100 to 3136 elements, 0.67-0.93 below. Before, a held-out 7 x 7 global mean was predicted ~2x too
-  slow. Not followed: a 2 x 2 plane (0.08 ns per element) and a row mean of 64 (0.31; a global mean of
-  8 x 8 is not cheaper), which LLVM must compile to other code.
+  held out were predicted 0.42-0.98x on ``znver4`` without it.
 * The 32-step boundary (version 9): LLVM unrolls a reduction whole by the size of the unrolled code,
   not by its step count. For a 1 x 1 conv, a matmul or a 2 x 2 window that is 32 steps (1 x 1
   convs: cin 32 cheap, 40 a loop; a 2 x 2 window is a loop at 48); for a window of 3 x 3 or more
@@ -129,7 +121,6 @@ POOL_UNROLL, POOL_BODY = 136, 8  # a stride-1 pool row of out_w * (window + POOL
 STRIDED_VEC = 16  # a strided window row (pool, depthwise k >= 2) is vectorised only from this many outputs
 PLANE_UNROLL = 56  # version 12, AVX-512 code only: a nest under EW_MIN wide over planes of EW_MIN..this many elements
 DW_ROW = 28  # version 13: a strided depthwise row of at most LANES outputs and kw * out_w <= this is not slow
-RED_OVERLAP = 56  # version 14: steps of a reduction chain (red_chain) that overlap the next output's chain
 
 
 @dataclass(frozen=True)
@@ -394,11 +385,6 @@ def pad_loops(planes: Any, h: Any, w: Any, pad_h: Any, pad_w: Any, *, geometry: 
 
 def reduce_loops(in_elems: Any, window: Any) -> dict[str, Any]:
     """A reduction that is not windowed pooling (a global mean, sum, max) of ``in_elems`` input
-    elements, ``window`` of them per output: one chain of dependent steps per output (none for
-    ``window`` 1, a copy), of which ``max(window - RED_OVERLAP, ceil(window / 2))`` steps count
-    (version 14): the out-of-order core runs the first ``RED_OVERLAP`` steps of the next output's
-    chain alongside this one's, at most half of a short chain."""
-    w = np.maximum(np.asarray(window, dtype=np.int64), 1)
-    outs = np.asarray(in_elems, dtype=np.int64) // w
-    steps = outs * np.maximum(w - RED_OVERLAP, (w + 1) // 2)
-    return _out({"red_chain": np.where(np.greater(window, 1), steps, 0)})
+    elements, ``window`` of them per output: one dependent step per element (none for ``window`` 1,
+    a copy)."""
+    return _out({"red_chain": np.where(np.greater(window, 1), in_elems, 0)})

@@ -228,20 +228,11 @@ class _Bmm(torch.nn.Module):
 
 
 def test_a_global_mean_is_a_chain_per_output_and_nothing_else_counts_one():
-    from tvmlat.loop_features import RED_OVERLAP, reduce_loops
+    from tvmlat.loop_features import reduce_loops
 
     f = reduce_loops(in_elems=2 * 16 * 7 * 7, window=49)
-    assert f["red_chain"] == 2 * 16 * 25  # a short chain: half of it overlaps the next output's (version 14)
+    assert f["red_chain"] == 2 * 16 * 7 * 7
     assert all(f[c] == 0 for c in LOOP_COLUMNS if c != "red_chain")
-    # a long chain: all but its first RED_OVERLAP steps
-    assert reduce_loops(in_elems=3 * 56 * 56, window=56 * 56)["red_chain"] == 3 * (56 * 56 - RED_OVERLAP)
-    # where the two meet: 2 * RED_OVERLAP steps count RED_OVERLAP either way, one more counts one more
-    w = 2 * RED_OVERLAP
-    assert reduce_loops(in_elems=5 * w, window=w)["red_chain"] == 5 * RED_OVERLAP
-    assert reduce_loops(in_elems=5 * (w + 2), window=w + 2)["red_chain"] == 5 * (RED_OVERLAP + 2)
-    # arrays of specs at once, the same numbers
-    arr = reduce_loops(in_elems=np.array([2 * 16 * 49, 3 * 3136, 64]), window=np.array([49, 3136, 1]))
-    assert list(arr["red_chain"]) == [2 * 16 * 25, 3 * (3136 - RED_OVERLAP), 0]
     assert reduce_loops(in_elems=64, window=1)["red_chain"] == 0  # one element per output: a copy, no chain
     assert pool_loops(out=8 * 12 * 12, out_w=12, window=9, stride=1, geometry=G)["red_chain"] == 0  # windowed pooling
     assert conv_loops(64, 8, 4, 3, 3, 1, 8, 8, False, geometry=G)["red_chain"] == 0
@@ -261,7 +252,7 @@ def test_counter_counts_a_global_reduction_in_red_chain(reduce):
             return x * torch.sigmoid(w)
 
     f = count_features(Head(), (torch.randn(2, 6, 5, 5),))
-    assert f["red_chain"] == 2 * 6 * 13  # 25 steps per output, 13 of them not overlapped
+    assert f["red_chain"] == 2 * 6 * 5 * 5
     assert f["mac_excess"] == f["short_vec"] == f["short_scal"] == 0
 
 
