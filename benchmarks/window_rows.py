@@ -18,7 +18,11 @@ default profile, and prints the time per window step next to what the features c
 * a depthwise 1 x 1 conv runs like an elementwise nest (0.85-0.94 ns per step at 9-28 wide, 0.18
   at 5-8 and 56; ~1 ns strided at any width), which version 11 does not count (it did not help).
 
-    python benchmarks/window_rows.py [--target llvm] [--pad] [--square]
+* a stride-1 depthwise window costs more per step from 6 x 6 on (``--dw-kernels``: 0.033-0.062 ns for
+  5 x 5, 0.042-0.081 for 6 x 6, 0.046-0.10 for 7 x 7 at 14-112 wide): more weights than vector registers.
+  Counting the steps past 24-32 twice moved the held-out share by 0.1 point (README, "Tried").
+
+    python benchmarks/window_rows.py [--target llvm] [--pad] [--square] [--dw-kernels]
 
 ``--pad`` also times a pool's and a depthwise conv's padded copy against the same op on an input
 padded beforehand (version 11 counts none for pools on AVX-512 code). ``--square`` times stride-2
@@ -48,6 +52,8 @@ def main() -> None:
     ap.add_argument("--target", default="llvm")
     ap.add_argument("--pad", action="store_true", help="also time the padded copies")
     ap.add_argument("--square", action="store_true", help="also time stride-2 windows on square 7x7-18x18 inputs")
+    ap.add_argument("--dw-kernels", action="store_true",
+                    help="also time stride-1 depthwise convs of kernel 3-7 on pre-padded 14x14-112x112 inputs")
     args = ap.parse_args()
     t = load_target(args.target)
     geometry, runner = t.geometry(), LocalRunner(t, check=False)
@@ -86,6 +92,14 @@ def main() -> None:
                 us, out, ns, slow = window(make(k, ch), torch.randn(1, ch, h, h), k)
                 o = out.shape[-1]
                 print(f"{name:9s} {k:2d}  H {h:3d} out {o:3d}x{o:<3d} {us:8.1f} us {ns:6.3f} ns/step  {slow}", flush=True)
+    if args.dw_kernels:
+        print("stride-1 depthwise convs on inputs padded beforehand (C, H + k - 1, H + k - 1), C * H * H ~ 400k")
+        for h in (14, 28, 56, 112):
+            ch = max(8, 401408 // (h * h))
+            for k in (3, 4, 5, 6, 7):
+                x = torch.randn(1, ch, h + k - 1, h + k - 1)
+                us, out, ns, slow = window(torch.nn.Conv2d(ch, ch, k, 1, 0, groups=ch, bias=False), x, k)
+                print(f"dw conv   {k:2d}  H {h:3d} C {ch:4d} {us:8.1f} us {ns:6.3f} ns/step  {slow}", flush=True)
     if args.pad:
         print("padded copy: the op with padding k // 2 against the same op, unpadded, on an input padded beforehand")
         for name, make in (("max pool", lambda p: torch.nn.MaxPool2d(3, 1, p)),
