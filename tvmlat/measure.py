@@ -93,18 +93,13 @@ def run_campaign(workloads: Sequence[Workload], runner: Runner, target: TargetSp
                 module, inputs = w.make()
                 feats = w.count(module, inputs, geometry)
             except Exception as e:  # noqa: BLE001 - a broken workload is a row, not a crash
-                res = RunResult(status="export_error", error=f"building the block failed: {type(e).__name__}: {e}")
-                feats = {}
+                res, feats = _build_failed(e), {}
             else:
                 res = runner.run(module, inputs, key=w.key)
             row = make_row(w, res, target, feats)
             row["wall_s"] = time.perf_counter() - t0
-            if writer is not None:
-                writer.append(row)
-            rows.append(row)
+            _keep_row(row, res, w, writer, rows, progress, task)
             rounds.measured(row)
-            last = (f"{res.latency_ms_median:.3f} ms" if res.status == "ok" else f"[red]{res.status}")
-            progress.update(task, advance=1, last=f"{w.name[:50]} {last}")
             why = stop(rows) if stop is not None else ""
             if why:
                 progress.update(task, last=f"[yellow]stopped: {why}")
@@ -174,6 +169,21 @@ class _Rounds:
                 row.update(changes[row["block_id"]])
 
 
+def _build_failed(e: Exception) -> RunResult:
+    """The result of a workload whose module or features could not be built: a row, not a crash."""
+    return RunResult(status="export_error", error=f"building the block failed: {type(e).__name__}: {e}")
+
+
+def _keep_row(row: dict[str, Any], res: RunResult, w: Workload, writer: CampaignWriter | None,
+              rows: list[dict[str, Any]], progress, task) -> None:
+    """Write a finished row (at once: a crash loses at most the block in flight) and show it."""
+    if writer is not None:
+        writer.append(row)
+    rows.append(row)
+    last = f"{res.latency_ms_median:.3f} ms" if res.status == "ok" else f"[red]{res.status}"
+    progress.update(task, advance=1, last=f"{w.name[:50]} {last}")
+
+
 def _run_parallel(todo: Sequence[Workload], runner, target: TargetSpec, writer: CampaignWriter | None,
                   progress, geometry: CacheGeometry) -> list[dict[str, Any]]:
     """A runner that measures several blocks at once (one per remote server): rows arrive in
@@ -188,8 +198,7 @@ def _run_parallel(todo: Sequence[Workload], runner, target: TargetSpec, writer: 
                 module, inputs = w.make()
                 feats, make = w.count(module, inputs, geometry), (lambda m=module, i=inputs: (m, i))
         except Exception as e:  # noqa: BLE001 - a broken workload is a row, not a crash
-            res = RunResult(status="export_error", error=f"building the block failed: {type(e).__name__}: {e}")
-            early.append(make_row(w, res, target, {}))
+            early.append(make_row(w, _build_failed(e), target, {}))
             continue
         items.append((w, make, feats))
     rows: list[dict[str, Any]] = []
@@ -207,11 +216,7 @@ def _run_parallel(todo: Sequence[Workload], runner, target: TargetSpec, writer: 
             now = time.perf_counter()
             row["wall_s"] = now - t_last[0]  # time between finished rows (several servers: < a block's time)
             t_last[0] = now
-            if writer is not None:
-                writer.append(row)
-            rows.append(row)
-            last = f"{res.latency_ms_median:.3f} ms" if res.status == "ok" else f"[red]{res.status}"
-            progress.update(task, advance=1, last=f"{w.name[:50]} {last}")
+            _keep_row(row, res, w, writer, rows, progress, task)
 
         def on_state(state: dict[int, str]) -> None:
             for wid, text in state.items():
