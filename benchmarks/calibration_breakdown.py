@@ -51,7 +51,10 @@ def main() -> None:
     ap.add_argument("--target", default="llvm")
     ap.add_argument("--dataset", type=Path, help="summarise an existing campaign instead of measuring")
     a = ap.parse_args()
-    report(pd.read_parquet(a.dataset) if a.dataset else measure(a.samples, a.seed, a.target))
+    from _bench import read_rows
+
+    report(read_rows(a.dataset, "give a `tvmlat calibrate` dataset, or leave --dataset out to measure")
+           if a.dataset else measure(a.samples, a.seed, a.target))
 
 
 if __name__ == "__main__":

@@ -86,7 +86,10 @@ def main() -> None:
     ap.add_argument("measured", help="the parquet `tvmlat measure benchmarks/network_anchor.py:entries --out` wrote")
     ap.add_argument("-p", "--predictor", default=PREDICTOR)
     a = ap.parse_args()
-    report(pd.read_parquet(a.measured), a.predictor)
+    from _bench import read_rows
+
+    report(read_rows(a.measured, "measure it with `tvmlat measure benchmarks/network_anchor.py:entries --out "
+                                 f"{a.measured}`"), a.predictor)
 
 
 if __name__ == "__main__":

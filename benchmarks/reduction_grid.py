@@ -281,14 +281,10 @@ def conv_report(df: pd.DataFrame, table=CONV) -> pd.DataFrame:
 
 def _ok(path: str) -> pd.DataFrame:
     """The measured rows of a grid's parquet (written by ``tvmlat measure``), by entry name."""
-    try:
-        df = pd.read_parquet(path)
-    except (OSError, ValueError) as e:  # missing, unreadable or not parquet: one line, not a traceback
-        raise SystemExit(f"error: {path} is not a readable parquet file ({type(e).__name__}); measure the grid "
-                         f"first with `tvmlat measure --target llvm benchmarks/reduction_grid.py:GRID --out {path}`")
-    if not {"status", "name", "latency_ms_median"} <= set(df.columns):
-        raise SystemExit(f"error: {path} has no status/name/latency_ms_median columns; it is not a `tvmlat measure` "
-                         f"output")
+    from _bench import read_rows
+
+    df = read_rows(path, f"measure the grid with `tvmlat measure --target llvm benchmarks/reduction_grid.py:GRID "
+                         f"--out {path}`")
     return df[df["status"] == "ok"].set_index("name")
 
 

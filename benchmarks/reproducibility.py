@@ -37,7 +37,9 @@ def main() -> None:
     ap.add_argument("a")
     ap.add_argument("b")
     args = ap.parse_args()
-    a, b = (pd.read_parquet(p) for p in (args.a, args.b))
+    from _bench import read_rows
+
+    a, b = (read_rows(p, "give two `tvmlat calibrate` datasets of the same blocks") for p in (args.a, args.b))
     a, b = a[a["status"] == "ok"], b[b["status"] == "ok"]
     rows = [agreement(a, b, c) for c in COLUMNS if c in a and c in b and a[c].notna().any() and b[c].notna().any()]
     print(pd.DataFrame(rows).round(2).to_string(index=False))
