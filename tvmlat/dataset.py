@@ -125,8 +125,9 @@ class CampaignWriter:
             self.meta["created"] = old_meta.get("created", self.meta.get("created"))
             refs = list(old_meta.get("model_refs") or [])
             self.meta["model_refs"] = refs + [r for r in self.meta.get("model_refs") or [] if r not in refs]
-            if old_meta.get("notes"):
-                self.meta["notes"] = old_meta["notes"]
+            for key in ("notes", "wall_s_last_run", "tuning_last_run"):  # until this run's finish() says otherwise
+                if old_meta.get(key):
+                    self.meta[key] = old_meta[key]
             if not self.meta["model_refs"]:
                 del self.meta["model_refs"]
             if (old_meta.get("features_version") != self.meta.get("features_version")

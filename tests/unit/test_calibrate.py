@@ -54,6 +54,8 @@ def test_calibrate_end_to_end_and_resume(tmp_path, capsys, fakes):
     assert (df["status"] == "ok").all()
 
     meta = json.loads(metas[0].read_text())
+    wall = meta["wall_s_last_run"]
+    assert wall > 0
     assert meta_path(parquets[0]) == metas[0]
     assert meta["target_name"] == "llvm" and meta["profile"] == "default"
     assert meta["sampler"]["seed"] == 0 and meta["sampler"]["samples"] == 20
@@ -75,6 +77,8 @@ def test_calibrate_end_to_end_and_resume(tmp_path, capsys, fakes):
     assert "resuming: 20 already measured" in stdout2
     assert len(read_dataset(parquets[0])) == 20
     assert _files(out) == (parquets, metas, preds)
+    # a run that measured nothing keeps the measuring run's wall time
+    assert json.loads(metas[0].read_text())["wall_s_last_run"] == wall
 
 
 def test_calibrate_interrupt_keeps_rows_and_resumes(tmp_path, capsys, fakes):

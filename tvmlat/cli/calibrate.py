@@ -122,7 +122,8 @@ def calibrate_cmd(
     wall = time.perf_counter() - t0
     df = writer.df[writer.df["block_id"].isin({s.block_id for s in specs})]
     good = ok_rows(df)
-    writer.finish(wall_s_last_run=round(wall, 2),
+    # a run that measured nothing (all done, the predictor refitted) keeps the wall time of the run that did
+    writer.finish(**({"wall_s_last_run": round(wall, 2)} if new else {}),
                   **({"tuning_last_run": {k: v for k, v in tuning.items() if k not in ("ready", "tasks_of")}}
                      if tuning is not None else {}))
     failed = len(df) - len(good)
