@@ -47,7 +47,7 @@ def compile_spec_to_library(spec_json: str, target: dict[str, Any], out_dir: str
         if hit is not None:
             return hit
     try:
-        module, inputs = build_block(spec)
+        module, inputs = build_in_turn(lambda: build_block(spec))
     except Exception as e:  # noqa: BLE001
         return {"status": "export_error", "error": f"building the block failed: {type(e).__name__}: {e}"}
     art = compile_to_library(module, inputs, TargetSpec.from_dict(target), out_dir, spec.block_id)
@@ -57,6 +57,15 @@ def compile_spec_to_library(spec_json: str, target: dict[str, Any], out_dir: str
 #: torch.export is not thread-safe (two at once in one process fail with "ProxyTorchDispatchMode slot
 #: already occupied"): compiles in this process take turns
 _COMPILE_LOCK = threading.Lock()
+
+
+def build_in_turn(make: Callable[[], Any]) -> Any:
+    """``make()`` (build a module and its inputs) while no compile of this process runs. Building a torch
+    module touches torch.fx's process-wide node metadata, which torch.export reads while it traces: one
+    thread building blocks while another exported failed both with ``KeyError: 'custom'`` (19 of 57 tries;
+    seen once in CI, in the RPC runner after a stalled compile worker was replaced by threads)."""
+    with _COMPILE_LOCK:
+        return make()
 
 
 def compile_to_library(module, inputs, target, out_dir: str, name: str, check: bool = True) -> dict[str, Any]:

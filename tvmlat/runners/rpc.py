@@ -243,7 +243,7 @@ class RPCRunner:
         tmp = tempfile.mkdtemp(prefix="tvmlat-rpc-")
         from tvm import rpc as tvm_rpc
 
-        from .ahead import CompileAhead, artefact_name, compile_to_library
+        from .ahead import CompileAhead, artefact_name, build_in_turn, compile_to_library
 
         ahead = CompileAhead(self.target.to_dict(), self.cache_dir, workers=1, stall_s=self.compile_stall_s,
                              executor_factory=self.executor_factory)
@@ -257,7 +257,7 @@ class RPCRunner:
                 fetch = (lambda key=key: ahead.take(key))
             else:
                 fut = inline.submit(lambda make=make, key=w.key: compile_to_library(
-                    *make(), self.target, tmp, artefact_name(key, ""), check=self.check))
+                    *build_in_turn(make), self.target, tmp, artefact_name(key, ""), check=self.check))
                 fetch = fut.result
             work.put(Job(i, w, fetch, feats))
         stop = threading.Event()
