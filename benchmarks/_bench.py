@@ -16,3 +16,12 @@ def read_rows(path, made_by: str) -> pd.DataFrame:
     if not {"status", "latency_ms_median"} <= set(df.columns):
         raise SystemExit(f"error: {path} has no status / latency_ms_median columns, so it is not tvmlat's; {made_by}")
     return df
+
+
+def time_ms(runner, module, inputs: list, what: str) -> float:
+    """The median latency (ms) of ``module`` on ``inputs`` with ``runner`` (a ``LocalRunner``); a block that
+    fails ends the script with one line naming ``what`` and why."""
+    res = runner.run(module.eval(), list(inputs))
+    if res.status != "ok":
+        raise SystemExit(f"error: {what}: {res.status}: {res.error}")
+    return res.latency_ms_median

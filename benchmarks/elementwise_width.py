@@ -35,6 +35,7 @@ def main() -> None:
     import dataclasses
 
     import torch
+    from _bench import time_ms
 
     from tvmlat.features import count_features
     from tvmlat.runners.local import LocalRunner
@@ -67,10 +68,8 @@ def main() -> None:
         cells, slow = [], []
         for name, make in ops.items():
             m = make(c).eval()
-            r = runner.run(m, [x])
-            if r.status != "ok":
-                raise SystemExit(f"{name} on {tuple(x.shape)}: {r.status}: {r.error}")
-            cells.append(f"{r.latency_ms_median * 1e6 / x.numel():16.3f}")
+            ms = time_ms(runner, m, [x], f"{name} on {tuple(x.shape)}")
+            cells.append(f"{ms * 1e6 / x.numel():16.3f}")
             slow.append(count_features(m, (x,), geometry=geometry)["ew_slow"] > 0)
         print(f"{w:4d} {h:4d} {c:5d} " + " ".join(cells) + f"  {'yes' if all(slow) else 'no' if not any(slow) else 'partly'}",
               flush=True)

@@ -43,6 +43,7 @@ SWEEPS = {1: (5, 7, 8, 9, 10, 11, 12, 14, 16, 28, 56), 2: (8, 10, 12, 14, 22, 28
 
 def main() -> None:
     import torch
+    from _bench import time_ms
 
     from tvmlat.features import count_features
     from tvmlat.runners.local import LocalRunner
@@ -59,10 +60,7 @@ def main() -> None:
     geometry, runner = t.geometry(), LocalRunner(t, check=False)
 
     def time_us(m: torch.nn.Module, x: torch.Tensor) -> float:
-        res = runner.run(m.eval(), [x])
-        if res.status != "ok":
-            raise SystemExit(f"{type(m).__name__} on {tuple(x.shape)}: {res.status}: {res.error}")
-        return res.latency_ms_median * 1e3
+        return time_ms(runner, m, [x], f"{type(m).__name__} on {tuple(x.shape)}") * 1e3
 
     def window(m: torch.nn.Module, x: torch.Tensor, k: int):
         """Time a k x k window op: (us, its output, ns per window step, "yes" where the features count it slow)."""
