@@ -190,14 +190,13 @@ def test_a_server_found_hung_is_not_taken_again(tmp_path):
         assert request_server(addr, KEY, 10.0)[:2] == (url, port)
 
 
+@pytest.mark.timeout(120)  # TVM's own request would wait forever: a hang fails here, not a timing assertion
 def test_key_without_server_fails_clearly_within_timeout(farm, tmp_path):
     t = remote_target(farm, key="nobody-has-this")
     t = dataclasses.replace(t, rpc=dataclasses.replace(t.rpc, request_timeout_s=1.0))
     writer = CampaignWriter(tmp_path / "n.parquet", {})
-    t0 = time.monotonic()
-    with pytest.raises(RPCError) as e:
+    with pytest.raises(RPCError) as e:  # it gives up
         run_campaign(spec_workloads(sample_specs(2, seed=24, **SMALL)), RPCRunner(t), t, writer, show_progress=False)
-    assert time.monotonic() - t0 < 30  # it gave up; TVM's own request would wait forever
     msg = str(e.value)
     assert "nobody-has-this" in msg and "rpc_server" in msg and KEY in msg  # says which keys exist
     assert writer.df.empty
