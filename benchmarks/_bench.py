@@ -7,15 +7,16 @@ import pandas as pd
 
 
 def read_rows(path, made_by: str) -> pd.DataFrame:
-    """The rows of a parquet a benchmark reads (``tvmlat measure`` or ``calibrate`` output). A missing or
-    foreign file ends the script with one error line that says ``made_by`` (how to make it), not a traceback."""
+    """The rows of a parquet a benchmark reads (``tvmlat measure`` or ``calibrate`` output), read and checked
+    by ``tvmlat.dataset.read_dataset``. A missing or foreign file ends the script with its one error line
+    and ``made_by`` (how to make the file), not a traceback."""
+    from tvmlat.dataset import read_dataset
+    from tvmlat.errors import TvmlatError
+
     try:
-        df = pd.read_parquet(path)
-    except (OSError, ValueError) as e:
-        raise SystemExit(f"error: {path} is not a readable parquet file ({type(e).__name__}); {made_by}") from None
-    if not {"status", "latency_ms_median"} <= set(df.columns):
-        raise SystemExit(f"error: {path} has no status / latency_ms_median columns, so it is not tvmlat's; {made_by}")
-    return df
+        return read_dataset(path)
+    except TvmlatError as e:
+        raise SystemExit(f"error: {e}; {made_by}") from None
 
 
 def time_ms(runner, module, inputs: list, what: str) -> float:
