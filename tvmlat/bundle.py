@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .errors import TvmlatError
+from .jsonfile import read_json
 
 BUNDLE_SCHEMA = 1
 MANIFEST = "manifest.json"
 #: modules copied into a bundle so ``python -m tvmlat.bundle_run`` works where tvmlat isn't installed
-RUNNER_MODULES = ["__init__.py", "errors.py", "targets.py", "bundle.py", "bundle_run.py", "power.py",
+RUNNER_MODULES = ["__init__.py", "errors.py", "jsonfile.py", "targets.py", "bundle.py", "bundle_run.py", "power.py",
                   "runners/__init__.py", "runners/base.py", "runners/vmtime.py"]
 
 
@@ -115,10 +116,7 @@ def read_manifest(bundle: str | Path) -> dict[str, Any]:
     mp = Path(bundle) / MANIFEST
     if not mp.is_file():
         raise BundleError(f"{bundle} is not a tvmlat bundle (no {MANIFEST}); make one with `tvmlat bundle`")
-    try:
-        m = json.loads(mp.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BundleError(f"{mp} is not valid JSON ({e}); the bundle is damaged: copy it again") from None
+    m = read_json(mp, BundleError, "valid JSON", "the bundle is damaged: copy it again")
     if not isinstance(m, dict) or m.get("kind") != "tvmlat-bundle":
         raise BundleError(f"{mp} is not a tvmlat bundle manifest")
     if not isinstance(m.get("schema_version"), int):

@@ -20,6 +20,7 @@ import pandas as pd
 
 from .errors import DatasetError
 from .features import FEATURE_COLUMNS
+from .jsonfile import read_json
 
 SCHEMA_VERSION = 1
 
@@ -90,10 +91,9 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     mp = meta_path(path)
     if not mp.is_file():
         return {}
-    try:
-        meta = json.loads(mp.read_text())
-    except json.JSONDecodeError as e:
-        raise DatasetError(f"{mp} is not valid JSON ({e})") from None
+    meta = read_json(mp, DatasetError, "valid JSON", "fix it or move it away (the .parquet beside it keeps the rows)")
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{mp} is not a tvmlat meta.json (not a JSON object); move it away")
     if meta.get("schema_version", 0) > SCHEMA_VERSION:
         raise DatasetError(f"{mp} has schema_version {meta['schema_version']}, newer than this tvmlat "
                            f"understands ({SCHEMA_VERSION}); upgrade tvmlat")

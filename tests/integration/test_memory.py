@@ -56,3 +56,19 @@ def test_memory_command_fills_dataset_and_predictor(tmp_path, capsys):
     assert np.all(back.predict(df) > 0)
     assert "held-out families" in doc["memory"]["training"]["metrics"]
     assert "memory model" in capsys.readouterr().out
+
+
+def test_memory_command_refuses_a_bad_predictor_file_before_planning(tmp_path, capsys):
+    from helpers import assert_user_error, run_cli
+
+    t = load_target("llvm")
+    path = tmp_path / "d.parquet"
+    run_campaign(spec_workloads(sample_specs(3, seed=62, min_flops=2e4, max_flops=3e5)), FakeRunner(), t,
+                 CampaignWriter(path, {"target_name": t.name, "target": t.to_dict()}), show_progress=False)
+    bad = tmp_path / "p.json"
+    bad.write_bytes(b"\xd9\xff not json")
+    assert_user_error(run_cli(["memory", "--dataset", str(path), "--predictor", str(bad), "--no-progress"], capsys),
+                      "not a JSON predictor file")
+    assert read_dataset(path)["peak_memory_bytes"].isna().all()  # it stopped before planning anything
+    assert_user_error(run_cli(["memory", "--dataset", str(path), "--predictor", str(tmp_path / "none.json"),
+                               "--no-progress"], capsys), "does not exist")

@@ -180,6 +180,12 @@ def test_read_meta_errors(tmp_path):
     meta_path(p).write_text("{not json")
     with pytest.raises(DatasetError, match="not valid JSON"):
         read_meta(p)
+    meta_path(p).write_bytes(b"\x89PNG\r\n\x1a\n\xd9\xff")  # not text at all: was a UnicodeDecodeError traceback
+    with pytest.raises(DatasetError, match="not valid JSON.*move it away"):
+        read_meta(p)
+    meta_path(p).write_text("[1, 2]")
+    with pytest.raises(DatasetError, match="not a JSON object"):
+        read_meta(p)
     meta_path(p).write_text(json.dumps({"schema_version": SCHEMA_VERSION + 1}))
     with pytest.raises(DatasetError, match="schema_version"):
         read_meta(p)

@@ -31,11 +31,14 @@ def memory_cmd(
     from ..dataset import read_dataset, read_meta
     from ..memory import MemoryModel, planned_memory
     from ..metrics import accuracy, cross_validate, per_family
+    from ..predictors import load_predictor
     from ..specs import BlockSpec
     from ..targets import TargetSpec, load_target
 
     df = read_dataset(dataset)
     meta = read_meta(dataset)
+    # a predictor file that can't take the model is said before the planning, not after it
+    doc = load_predictor(predictor).doc if predictor is not None else None
     if target:
         t = load_target(target).with_arch(None)
     elif meta.get("target"):
@@ -75,9 +78,6 @@ def memory_cmd(
     emit(per_family(preds if "held-out families" in results else kf).to_dict("records"), Format.table,
          ["family", "n", "median_ape", "within10", "bias"], title="memory: error per family (held out)")
     if predictor is not None:
-        if not predictor.is_file():
-            raise TvmlatError(f"predictor file {predictor} does not exist")
-        doc = json.loads(predictor.read_text())
         doc["memory"] = {**model.to_dict(), "training": {"n": len(good), "metrics": results}}
         predictor.write_text(json.dumps(doc, indent=2, default=float))
         con.print(f"memory model stored in {predictor}")

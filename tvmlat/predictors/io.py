@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PredictorError
+from ..jsonfile import read_json
 
 SCHEMA_VERSION = 1
 
@@ -108,10 +109,7 @@ def load_predictor(path: str | Path) -> LoadedPredictor:
     p = Path(path)
     if not p.is_file():
         raise PredictorError(f"predictor file {p} does not exist; fit one with `tvmlat calibrate` or `tvmlat fit`")
-    try:
-        doc = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PredictorError(f"{p} is not a JSON predictor file ({e})") from None
+    doc = read_json(p, PredictorError, "a JSON predictor file", "fit one with `tvmlat fit`")
     if not isinstance(doc, dict) or "schema_version" not in doc or "kind" not in doc:
         raise PredictorError(f"{p} is not a tvmlat predictor (no schema_version/kind)")
     v = doc["schema_version"]
