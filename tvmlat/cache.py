@@ -49,7 +49,9 @@ class CompileCache:
             return None
         try:
             info = json.loads(meta.read_text())
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):  # a damaged entry is a miss: compiled again
+            return None
+        if not isinstance(info, dict):
             return None
         lib, data = d / "lib.so", d / "data.npz"
         if not (lib.is_file() and data.is_file()):

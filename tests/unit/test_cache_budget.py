@@ -68,6 +68,17 @@ def test_cache_entry_without_files_is_a_miss(tmp_path):
     assert cache.get("k") is None
 
 
+@pytest.mark.parametrize("entry", [b"{not json", b"\xd9\xff\x00", b"[1, 2]"])
+def test_a_damaged_cache_entry_is_a_miss(tmp_path, entry):
+    cache = CompileCache(tmp_path, make_target().to_dict())
+    (tmp_path / "x.so").write_bytes(b"lib")
+    (tmp_path / "x.npz").write_bytes(b"data")
+    cache.put("k", {"status": "ok", "lib": str(tmp_path / "x.so"), "data": str(tmp_path / "x.npz")})
+    assert cache.get("k") is not None
+    (cache.dir / "k" / "entry.json").write_bytes(entry)  # a disk that filled up, a copy cut short
+    assert cache.get("k") is None
+
+
 @pytest.mark.parametrize("value,expect_none", [("off", True), ("0", True), ("", False)])
 def test_cache_root_env(monkeypatch, tmp_path, value, expect_none):
     monkeypatch.setenv("TVMLAT_CACHE", value)
