@@ -94,6 +94,9 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     meta = read_json(mp, DatasetError, "valid JSON", "fix it or move it away (the .parquet beside it keeps the rows)")
     if not isinstance(meta, dict):
         raise DatasetError(f"{mp} is not a tvmlat meta.json (not a JSON object); move it away")
+    if not isinstance(meta.get("schema_version", 0), int):
+        raise DatasetError(f"{mp} has schema_version {meta['schema_version']!r}, not a whole number; the file "
+                           "is damaged: fix it or move it away")
     if meta.get("schema_version", 0) > SCHEMA_VERSION:
         raise DatasetError(f"{mp} has schema_version {meta['schema_version']}, newer than this tvmlat "
                            f"understands ({SCHEMA_VERSION}); upgrade tvmlat")

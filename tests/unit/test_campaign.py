@@ -186,6 +186,9 @@ def test_read_meta_errors(tmp_path):
     meta_path(p).write_text("[1, 2]")
     with pytest.raises(DatasetError, match="not a JSON object"):
         read_meta(p)
+    meta_path(p).write_text(json.dumps({"schema_version": "1"}))  # was a TypeError traceback
+    with pytest.raises(DatasetError, match="not a whole number"):
+        read_meta(p)
     meta_path(p).write_text(json.dumps({"schema_version": SCHEMA_VERSION + 1}))
     with pytest.raises(DatasetError, match="schema_version"):
         read_meta(p)

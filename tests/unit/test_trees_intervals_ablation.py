@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -106,6 +107,12 @@ def test_predict_interval_without_calibration_is_a_clear_error(tmp_path, predict
     models.write_text(MODELS)
     assert_user_error(run_cli(["predict", "-p", predictor_path, f"{models}:good", "--interval", "0.9"], capsys),
                       "interval")
+    doc = json.loads(Path(predictor_path).read_text())
+    for bad in ({"abs_log_residuals": "x"}, {"abs_log_residuals": [0.1, "a"]}, {"abs_log_residuals": [-1.0]}, "x"):
+        damaged = tmp_path / "damaged.json"  # was a ValueError / AttributeError traceback
+        damaged.write_text(json.dumps({**doc, "interval": bad}))
+        assert_user_error(run_cli(["predict", "-p", damaged, f"{models}:good", "--interval", "0.9"], capsys),
+                          "interval calibration" if isinstance(bad, dict) else "no interval calibration")
 
 
 def test_ablation_report(ok_frame, tmp_path):

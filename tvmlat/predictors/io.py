@@ -98,9 +98,13 @@ class LoadedPredictor:
         from .conformal import interval_bounds
 
         pred = self.predict(X)
-        scores = self.doc.get("interval", {}).get("abs_log_residuals")
+        cal = self.doc.get("interval")
+        scores = cal.get("abs_log_residuals") if isinstance(cal, dict) else None
         if not scores:
             raise PredictorError("this predictor file holds no interval calibration; refit it with `tvmlat fit`")
+        if not isinstance(scores, list) or not all(isinstance(s, (int, float)) and s >= 0 for s in scores):
+            raise PredictorError("this predictor file's interval calibration (abs_log_residuals) is not a list of "
+                                 "non-negative numbers; the file is damaged: refit it with `tvmlat fit`")
         lo, hi = interval_bounds(pred, scores, coverage)
         return pred, lo, hi
 
