@@ -7,8 +7,14 @@ Without a schedule, TVM's CPU code for a convolution or a matrix product is the 
 with the reduction innermost: each output element is a chain of dependent multiply-adds. For a
 reducing op with ``out`` output elements, each summing ``red`` products:
 
-* ``mac_excess = out * max(red - SHORT, 0)``: the part of the chain that runs at the latency of
-  one dependent add per step (fitted: ~1.2 ns per multiply-add on the CI host, about 4 cycles);
+* ``mac_excess = out * chain_steps(red)``: the part of the chain that runs at the latency of
+  one dependent add per step (fitted: ~1.0-1.2 ns per step, about 4 cycles). Versions 1-14 counted
+  ``red - SHORT`` steps; version 15 counts ``max(red - OVERLAP, ceil(red / 2))`` for ``red > SHORT``:
+  the next output's chain starts while this one runs, so half of a short chain and ``OVERLAP`` (40)
+  steps of a long one are hidden. The sampled batched matmuls (znver4) cost 31.5 / 80.8 / 214 / 496 ns
+  per output at k = 64 / 128 / 256 / 512, i.e. k - 35 / 55 / 61 / 61 steps at 1.1 ns; version 14 had seen
+  the same curve in global means (``benchmarks/reduction_grid.py --chain``). ``OVERLAP`` was read off
+  held-out campaigns (38-44 alike; 56, the microbenchmarks' value, was worse); README, "Accuracy";
 * the first ``SHORT`` (``SHORT_DW`` for a depthwise k x k window) steps overlap: LLVM unrolls
   them and, where the innermost output loop has unit stride, vectorises across outputs, so
   ``out * min(red, SHORT)`` is split into ``short_vec`` (the share of the output row in whole
@@ -112,6 +118,7 @@ LOOP_COLUMNS = ["mac_excess", "short_vec", "short_scal", "mac_l1miss_exc", "w_tl
 SHORT = 32       # reduction steps that overlap (= features.REDUCTION_SHORT)
 SHORT_DW = 49    # a depthwise k x k window (up to 7 x 7) never counts as long
 UNROLL_WIN = 64  # a conv window of 3 x 3 or more is unrolled whole up to this many steps (version 9)
+OVERLAP = 40     # version 15: a chain of red > SHORT steps exposes max(red - OVERLAP, red / 2) of them
 LANES = 8        # float32 lanes of the vectors LLVM uses here (256-bit)
 PAGE, DTLB = 4096, 64
 THRASH_LINES = 16  # a column walk that L1 holds at most this many lines of: every step pays (mac_l1thrash)
@@ -260,11 +267,22 @@ def l1_lines(stride_bytes: Any, g: CacheGeometry) -> Any:
     return np.where(s < g.line, small, np.where(s % g.line != 0, g.sets * g.ways, aligned))
 
 
+def chain_steps(red: Any, short_len: Any = SHORT) -> Any:
+    """The exposed steps of one output's chain of ``red`` dependent multiply-adds (version 15): none up to
+    ``short_len`` (unrolled and overlapped), then ``max(red - OVERLAP, ceil(red / 2))``: the next
+    output's chain starts while this one runs, half of a short chain and ``OVERLAP`` steps of a long one
+    run in its shadow. (Versions 1-14 counted ``red - short_len``.)"""
+    r = np.asarray(red, dtype=np.int64)
+    return np.where(r > short_len, np.maximum(r - OVERLAP, (r + 1) // 2), 0)
+
+
 def _split(out: Any, out_w: Any, red: Any, short_len: Any, vec_ok: Any):
+    """(exposed chain steps, vector short steps, scalar short steps, steps past ``short_len``) of ``out``
+    reductions of ``red`` steps each."""
     short = out * np.minimum(red, short_len)
-    excess = out * np.maximum(red - short_len, 0)
+    past = out * np.maximum(red - short_len, 0)
     vec = np.where(vec_ok, (out // np.maximum(out_w, 1)) * (out_w // LANES * LANES) * np.minimum(red, short_len), 0)
-    return excess, vec, short - vec
+    return np.asarray(out, dtype=np.int64) * chain_steps(red, short_len), vec, short - vec, past
 
 
 def conv_loops(out: Any, out_w: Any, cin_per_group: Any, kh: Any, kw: Any, stride: Any, in_h: Any, in_w: Any,
@@ -276,10 +294,10 @@ def conv_loops(out: Any, out_w: Any, cin_per_group: Any, kh: Any, kw: Any, strid
     steps ``win_slow``), except a short one (at most ``LANES`` outputs, ``kw * out_w <= DW_ROW``; version 13)."""
     red = cin_per_group * kh * kw
     short_len = np.where(depthwise, SHORT_DW, SHORT)
-    excess, vec, scal = _split(out, out_w, red, short_len, np.equal(stride, 1))
+    excess, vec, scal, past = _split(out, out_w, red, short_len, np.equal(stride, 1))
     # a window of 3 x 3 or more unrolled whole: the steps past short_len are scalar short work, not a chain
     unrolled = np.greater_equal(np.asarray(kh) * np.asarray(kw), 9) & np.less_equal(red, UNROLL_WIN)
-    scal = scal + np.where(unrolled, excess, 0)
+    scal = scal + np.where(unrolled, past, 0)
     excess = np.where(unrolled, 0, excess)
     plane = 4 * np.asarray(in_h) * np.asarray(in_w)
     miss = np.greater(cin_per_group, 1) & np.greater(np.asarray(cin_per_group) * np.asarray(kh), l1_lines(plane, geometry))
@@ -294,7 +312,7 @@ def conv_loops(out: Any, out_w: Any, cin_per_group: Any, kh: Any, kw: Any, strid
 def matmul_loops(out: Any, red: Any, cols: Any, b_elems: Any, *, weight: Any, geometry: CacheGeometry) -> dict[str, Any]:
     """A (batched) matrix product: ``out`` outputs, each a reduction of ``red``; B has ``cols`` columns
     and ``b_elems`` elements, and is a weight matrix where ``weight`` (a 2-d matmul, not ``bmm``); L1 ``geometry``."""
-    excess, vec, scal = _split(out, cols, red, SHORT, True)
+    excess, vec, scal, _ = _split(out, cols, red, SHORT, True)
     lines = l1_lines(4 * cols, geometry)  # of B's column walk
     miss = np.greater(red, lines)
     macs = np.asarray(out, dtype=np.int64) * red

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from tvmlat.features import count_features
-from tvmlat.loop_features import (DEFAULT_GEOMETRY, LANES, CacheGeometry, LOOP_COLUMNS, SHORT, UNROLL_WIN, conv_loops, ew_loops, l1_lines,
-                                  matmul_loops, pool_loops)
+from tvmlat.loop_features import (DEFAULT_GEOMETRY, LANES, OVERLAP, CacheGeometry, LOOP_COLUMNS, SHORT, UNROLL_WIN,
+                                  chain_steps, conv_loops, ew_loops, l1_lines, matmul_loops, pool_loops)
 
 G = DEFAULT_GEOMETRY  # 32 KiB 8-way: 64 sets of 8 lines
 
@@ -14,9 +14,22 @@ G = DEFAULT_GEOMETRY  # 32 KiB 8-way: 64 sets of 8 lines
 def test_a_long_reduction_is_split_at_short():
     # (64 x 100) @ (100 x 20): 1280 outputs, 100 steps each; 20 columns -> 16 of them in vectors
     f = matmul_loops(out=64 * 20, red=100, cols=20, b_elems=100 * 20, weight=True, geometry=G)
-    assert f["mac_excess"] == 1280 * (100 - SHORT)
+    assert f["mac_excess"] == 1280 * (100 - OVERLAP)  # version 15: OVERLAP steps run in the next chain's shadow
     assert f["short_vec"] == 64 * 16 * SHORT and f["short_scal"] == 64 * 4 * SHORT
     assert f["mac_l1miss_exc"] == 0 and f["w_tlbmiss"] == 0  # B's 80-byte stride fits L1, 8 KB spans 2 pages
+
+
+@pytest.mark.parametrize("red,exposed", [(1, 0), (32, 0), (33, 17), (48, 24), (64, 32), (72, 36), (80, 40), (81, 41),
+                                         (100, 60), (512, 472)])
+def test_chain_steps_half_of_a_short_chain_overlap_then_overlap_steps(red, exposed):
+    """Version 15: a chain past SHORT exposes max(red - OVERLAP, ceil(red / 2)) steps (the sampled matmuls cost
+    31.5 / 80.8 / 214 / 496 ns per output at k = 64 / 128 / 256 / 512: ~half of k = 64 hidden, ~40-60 of longer
+    ones); a depthwise window's short part is longer (SHORT_DW)."""
+    assert OVERLAP == 40 and SHORT == 32
+    assert chain_steps(red) == exposed
+    assert chain_steps(red, 49) == (0 if red <= 49 else exposed)
+    arr = chain_steps(np.array([1, 33, 81, 512]))
+    assert arr.tolist() == [0, 17, 41, 472]
 
 
 def test_strided_columns_miss_l1_and_the_tlb():
@@ -70,7 +83,7 @@ def test_a_short_strided_depthwise_row_is_not_slow(k, out_w, slow):
     assert pool_loops(out=out, out_w=out_w, window=k * k, stride=2, geometry=G)["win_slow"] == steps
     dense = conv_loops(out=16 * 16 * 16, out_w=16, cin_per_group=8, kh=3, kw=3, stride=1, in_h=16, in_w=16,
                        depthwise=False, geometry=G)
-    assert dense["mac_excess"] == 16 * 16 * 16 * (72 - SHORT)
+    assert dense["mac_excess"] == 16 * 16 * 16 * 72 // 2  # a 72-step chain: half of it exposed
     assert dense["short_vec"] == 16 * 16 * 16 * SHORT and dense["short_scal"] == 0  # 16 wide: two whole vectors
 
 
@@ -79,16 +92,17 @@ def test_a_short_strided_depthwise_row_is_not_slow(k, out_w, slow):
 def test_a_window_of_3x3_or_more_is_unrolled_whole_up_to_64_steps(cpg, k, unrolled):
     """Version 9: 3x3 cin 7 (63 steps), 5x5 cin 2 (50), 7x7 cin 1 (49) and 3x3 with 4 channels per
     group (ResNeXt) are all short work, the steps past 32 scalar; one step more than the window
-    allows, a 1x1 conv past 32 or a 2x2 window at 48 is a loop split at SHORT as before."""
+    allows, a 1x1 conv past 32 or a 2x2 window at 48 is a loop split at SHORT as before (its chain's exposed
+    steps counted by ``chain_steps``, version 15)."""
     out, red = 16 * 16 * 16, cpg * k * k
     f = conv_loops(out=out, out_w=16, cin_per_group=cpg, kh=k, kw=k, stride=1, in_h=16, in_w=16, depthwise=False,
                    geometry=G)
-    assert f["short_vec"] + f["short_scal"] + f["mac_excess"] == out * red  # every step counted once
     assert f["short_vec"] == out * min(red, SHORT)  # rows 16 wide: the first SHORT steps in vectors
-    if unrolled:
+    if unrolled:  # every step counted once, as short work
         assert red <= UNROLL_WIN and f["mac_excess"] == 0 and f["short_scal"] == out * max(red - SHORT, 0)
+        assert f["short_vec"] + f["short_scal"] == out * red
     else:
-        assert f["mac_excess"] == out * (red - SHORT) and f["short_scal"] == 0
+        assert f["mac_excess"] == out * chain_steps(red) > 0 and f["short_scal"] == 0
 
 
 def test_counter_counts_resnext_grouped_convs_as_unrolled():
@@ -96,7 +110,7 @@ def test_counter_counts_resnext_grouped_convs_as_unrolled():
     f = count_features(grouped, (torch.randn(1, 128, 16, 16),), geometry=G)  # rows of whole vectors
     assert f["mac_excess"] == 0 and f["short_scal"] == 128 * 16 * 16 * (36 - SHORT)
     wider = torch.nn.Conv2d(256, 256, 3, padding=1, groups=32, bias=False)  # 8 per group: 72 steps, a loop
-    assert count_features(wider, (torch.randn(1, 256, 14, 14),), geometry=G)["mac_excess"] == 256 * 14 * 14 * 40
+    assert count_features(wider, (torch.randn(1, 256, 14, 14),), geometry=G)["mac_excess"] == 256 * 14 * 14 * 36
 
 
 def test_pool_window_is_short_work():
