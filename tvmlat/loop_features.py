@@ -8,13 +8,16 @@ with the reduction innermost: each output element is a chain of dependent multip
 reducing op with ``out`` output elements, each summing ``red`` products:
 
 * ``mac_excess = out * chain_steps(red)``: the part of the chain that runs at the latency of
-  one dependent add per step (fitted: ~1.0-1.2 ns per step, about 4 cycles). Versions 1-14 counted
-  ``red - SHORT`` steps; version 15 counts ``max(red - OVERLAP, ceil(red / 2))`` for ``red > SHORT``:
-  the next output's chain starts while this one runs, so half of a short chain and ``OVERLAP`` (40)
-  steps of a long one are hidden. The sampled batched matmuls (znver4) cost 31.5 / 80.8 / 214 / 496 ns
-  per output at k = 64 / 128 / 256 / 512, i.e. k - 35 / 55 / 61 / 61 steps at 1.1 ns; version 14 had seen
-  the same curve in global means (``benchmarks/reduction_grid.py --chain``). ``OVERLAP`` was read off
-  held-out campaigns (38-44 alike; 56, the microbenchmarks' value, was worse); README, "Accuracy";
+  one dependent add per step (fitted: ~1.0-1.2 ns per step, about 4 cycles). The next output's chain
+  starts while this one runs and hides part of it. Versions 1-14 counted ``red - SHORT`` exposed steps
+  for ``red > SHORT``; version 15 ``max(red - 40, ceil(red / 2))``; version 16 ``red**2 // (red +
+  CHAIN_OVERLAP)``, i.e. ``CHAIN_OVERLAP * red / (red + CHAIN_OVERLAP)`` steps hidden: most of a short
+  chain, up to ``CHAIN_OVERLAP`` (70) of a long one. Per output on ``znver4``, 1x1 convs (28x28,
+  ``benchmarks/reduction_grid.py:conv``) cost 13.1 / 18.0 / 32.2 / 59.7 ns at 40 / 48 / 64 / 96 steps and
+  3x3 ones 34.6 / 66.1 ns at 72 / 108; the sampled batched matmuls 31.5 / 80.8 / 214 / 496 ns at k = 64 /
+  128 / 256 / 512. At ~1.05 ns per exposed step each fits ``red**2 / (red + a)`` with a = 69-95; the Intel
+  host's 1x1 convs (README) give a = 49-71. Version 15's half was 1.4-1.7x too many at 40-48 steps;
+  README, "Accuracy";
 * the first ``SHORT`` (``SHORT_DW`` for a depthwise k x k window) steps overlap: LLVM unrolls
   them and, where the innermost output loop has unit stride, vectorises across outputs, so
   ``out * min(red, SHORT)`` is split into ``short_vec`` (the share of the output row in whole
@@ -118,7 +121,7 @@ LOOP_COLUMNS = ["mac_excess", "short_vec", "short_scal", "mac_l1miss_exc", "w_tl
 SHORT = 32       # reduction steps that overlap (= features.REDUCTION_SHORT)
 SHORT_DW = 49    # a depthwise k x k window (up to 7 x 7) never counts as long
 UNROLL_WIN = 64  # a conv window of 3 x 3 or more is unrolled whole up to this many steps (version 9)
-OVERLAP = 40     # version 15: a chain of red > SHORT steps exposes max(red - OVERLAP, red / 2) of them
+CHAIN_OVERLAP = 70  # version 16: a chain of red > SHORT steps exposes red**2 // (red + CHAIN_OVERLAP) of them
 LANES = 8        # float32 lanes of the vectors LLVM uses here (256-bit)
 PAGE, DTLB = 4096, 64
 THRASH_LINES = 16  # a column walk that L1 holds at most this many lines of: every step pays (mac_l1thrash)
@@ -268,12 +271,13 @@ def l1_lines(stride_bytes: Any, g: CacheGeometry) -> Any:
 
 
 def chain_steps(red: Any, short_len: Any = SHORT) -> Any:
-    """The exposed steps of one output's chain of ``red`` dependent multiply-adds (version 15): none up to
-    ``short_len`` (unrolled and overlapped), then ``max(red - OVERLAP, ceil(red / 2))``: the next
-    output's chain starts while this one runs, half of a short chain and ``OVERLAP`` steps of a long one
-    run in its shadow. (Versions 1-14 counted ``red - short_len``.)"""
+    """The exposed steps of one output's chain of ``red`` dependent multiply-adds (version 16): none up to
+    ``short_len`` (unrolled and overlapped), then ``red**2 // (red + CHAIN_OVERLAP)``: the next output's
+    chain starts while this one runs and hides ``CHAIN_OVERLAP * red / (red + CHAIN_OVERLAP)`` steps of
+    it, most of a short chain and up to ``CHAIN_OVERLAP`` of a long one. (Versions 1-14 counted
+    ``red - short_len``, version 15 ``max(red - 40, ceil(red / 2))``.)"""
     r = np.asarray(red, dtype=np.int64)
-    return np.where(r > short_len, np.maximum(r - OVERLAP, (r + 1) // 2), 0)
+    return np.where(r > short_len, r * r // (r + CHAIN_OVERLAP), 0)
 
 
 def _split(out: Any, out_w: Any, red: Any, short_len: Any, vec_ok: Any):

@@ -21,7 +21,7 @@ Feature sets:
 * ``published``: ACTS, INP, FLOPs, the form used by earlier predictors (the ablation baseline).
 * ``loops`` (the default): the loop-nest features of ``loop_features.py`` -- each reduction's
   multiply-adds split into the exposed, latency-bound steps of a chain longer than 32
-  (``mac_excess``, ``max(red - 40, red / 2)`` per output since features version 15), the
+  (``mac_excess``, ``red**2 // (red + 70)`` per output since features version 16), the
   overlapped first steps in whole vectors (``short_vec``) or not (``short_scal``), the chain steps
   whose strided operand misses L1 (``mac_l1miss_exc``), weights read with a TLB miss each
   (``w_tlbmiss``), the multiply-adds of matmuls whose weights fill the L2 (``mac_l2miss``), a
