@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .errors import TvmlatError
-from .jsonfile import read_json
+from .jsonfile import read_json, write_json
 
 BUNDLE_SCHEMA = 1
 MANIFEST = "manifest.json"
@@ -197,9 +196,7 @@ class BundleWriter:
 
     def _write(self) -> None:
         self.manifest["updated"] = _now()
-        tmp = self.dir / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(self.manifest, indent=1, sort_keys=True, default=str))
-        os.replace(tmp, self.dir / MANIFEST)
+        write_json(self.dir / MANIFEST, self.manifest, indent=1, sort_keys=True, default=str)
 
 
 def build_bundle(workloads, target, out: str | Path, meta: dict[str, Any],

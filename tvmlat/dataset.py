@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import json
 import os
 import platform
 from pathlib import Path
@@ -20,7 +19,7 @@ import pandas as pd
 
 from .errors import DatasetError
 from .features import FEATURE_COLUMNS
-from .jsonfile import read_json
+from .jsonfile import read_json, write_json
 
 SCHEMA_VERSION = 1
 
@@ -186,9 +185,7 @@ class CampaignWriter:
     def _write_meta(self) -> None:
         self.meta["updated"] = _now()
         mp = meta_path(self.path)
-        tmp = mp.with_name(mp.name + ".tmp")
-        tmp.write_text(json.dumps(self.meta, indent=2, sort_keys=True, default=str))
-        os.replace(tmp, mp)
+        write_json(mp, self.meta, indent=2, sort_keys=True, default=str)
 
     def finish(self, **extra: Any) -> None:
         self.meta.update(extra)

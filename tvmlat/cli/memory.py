@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Optional
@@ -29,6 +28,7 @@ def memory_cmd(
 
     from ..blocks import build_block
     from ..dataset import read_dataset, read_meta
+    from ..jsonfile import write_json
     from ..memory import MemoryModel, planned_memory
     from ..metrics import accuracy, cross_validate, per_family
     from ..predictors import load_predictor
@@ -79,5 +79,5 @@ def memory_cmd(
          ["family", "n", "median_ape", "within10", "bias"], title="memory: error per family (held out)")
     if predictor is not None:
         doc["memory"] = {**model.to_dict(), "training": {"n": len(good), "metrics": results}}
-        predictor.write_text(json.dumps(doc, indent=2, default=float))
+        write_json(predictor, doc, indent=2, default=float)
         con.print(f"memory model stored in {predictor}")

@@ -3,7 +3,6 @@ whole networks, and store it in the predictor file for `analyze` to apply."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import List, Optional
@@ -12,6 +11,7 @@ import numpy as np
 import typer
 
 from ..errors import TvmlatError
+from ..jsonfile import write_json
 from ..modelref import load_model_ref
 from . import app
 from .common import Format, console, emit
@@ -86,7 +86,7 @@ def network_correction_cmd(
                      "error_%", "corrected_error_%"],
          title=f"whole networks on {t.name}: sum of layer predictions vs measured "
                "(corrected: factor fitted on the other networks)")
-    doc = json.loads(predictor.read_text())
+    doc = pred.doc
     doc["network_correction"] = {
         "factor": factor, "networks": [r["name"] for r in rows],
         "median_abs_error_%_before": float(np.median(np.abs([r["error_%"] for r in rows]))),
@@ -97,7 +97,7 @@ def network_correction_cmd(
         doc["network_correction"].update({"host_factor": host, "anchor_blocks": n_anchors,
                                           "anchor_median_abs_error_%": anchor_err, "anchor_dataset": str(anchors)})
     dest = out or predictor
-    dest.write_text(json.dumps(doc, indent=2))
+    write_json(dest, doc, indent=2)
     if fmt == Format.table:
         console().print(f"factor {factor:.3f} (median |error| {doc['network_correction']['median_abs_error_%_before']:.1f} % "
                         f"-> {doc['network_correction']['median_abs_error_%_loo_corrected']:.1f} % leave-one-out); "

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from pathlib import Path
 from typing import Any
 
 from ..errors import PredictorError
-from ..jsonfile import read_json
+from ..jsonfile import read_json, write_json
 
 SCHEMA_VERSION = 1
 
@@ -55,7 +54,7 @@ def save_predictor(model, path: str | Path, **kw: Any) -> dict[str, Any]:
     doc = predictor_document(model, **kw)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(doc, indent=2, default=float))
+    write_json(p, doc, indent=2, default=float)
     return doc
 
 
