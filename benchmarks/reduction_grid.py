@@ -26,6 +26,11 @@
   of dependent adds per output costs 0.37-0.46 ns per element up to 100 elements, 0.81 ns at 3136: a
   short chain overlaps the next output's. ``red_chain`` counts every element (a features version 14
   that counted ``max(L - 56, L / 2)`` steps did not pass its check: README, "Tried").
+* ``one_token``: nn.Linear layers on one token, din = 64 ... 2048 at dout 96 and 128, and din 320 at
+  dout 64 ... 1024. Per weight element they cost what the L1 holds of a walk down W's rows (stride
+  4 * din bytes, ``loop_features.l1_lines``): on ``znver4`` 1.0-1.3 ns at 128 lines (din 64, 192, 320, 448,
+  576), 1.3-1.6 at 64 (128, 384, 640), 1.9-2.1 at 32 (256, 768), 3.2-3.3 at 16 (512, 1536), 3.9 at 8
+  (1024, 2048); dout 512 and 1024 add 2x. Not modelled yet (README, "Tried after version 16").
 
     tvmlat measure --target llvm benchmarks/reduction_grid.py:linear --out runs/linear.parquet   # ~1 min
     tvmlat measure --target llvm benchmarks/reduction_grid.py:bmm --out runs/bmm.parquet         # ~1 min
@@ -35,9 +40,10 @@
     tvmlat measure --target llvm benchmarks/reduction_grid.py:short_steps --out runs/short.parquet  # ~20 s
     tvmlat measure --target llvm benchmarks/reduction_grid.py:dw1x1 --out runs/dw1.parquet         # ~20 s
     tvmlat measure --target llvm benchmarks/reduction_grid.py:chain --out runs/chain.parquet       # ~30 s
+    tvmlat measure --target llvm benchmarks/reduction_grid.py:one_token --out runs/one.parquet     # ~25 s
     python benchmarks/reduction_grid.py [runs/linear.parquet runs/bmm.parquet] [--conv runs/conv.parquet]
         [--boundary runs/bnd.parquet] [--check runs/check.parquet] [--short runs/short.parquet]
-        [--dw1 runs/dw1.parquet] [--chain runs/chain.parquet] [-p PREDICTOR.json]
+        [--dw1 runs/dw1.parquet] [--chain runs/chain.parquet] [--one-token runs/one.parquet] [-p PREDICTOR.json]
 
 The analysis prints ns per weight element (linear) and ns per output (bmm), and with ``-p`` the
 predictor's predicted/measured ratio per row.
@@ -123,6 +129,9 @@ DW1 = [(f"hw{hw}_s{s}", max(8, 50176 // (hw * hw)), hw, s) for hw in (7, 14, 28,
 CHAIN_HW = (2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 28, 56)
 CHAIN_L = (16, 49, 64, 100, 144, 196, 256, 400, 784, 3136)
 CHAIN_ELEMS = 401408
+# one-token linear layers: (din, dout)
+ONE_TOKEN = ([(din, dout) for din in (64, 128, 192, 256, 320, 384, 448, 512, 576, 640, 768, 1024, 1536, 2048)
+              for dout in (96, 128)] + [(320, dout) for dout in (64, 192, 256, 384, 512, 768, 1000, 1024)])
 
 
 def short_specs():
@@ -183,6 +192,29 @@ def chain():
         torch.manual_seed(0)
         out[f"rowmean_l{n}"] = (_row_mean(), (torch.randn(CHAIN_ELEMS // n, n),))
     return out
+
+
+def one_token():
+    """MODEL_REF: ``din<din>_dout<dout>``, an nn.Linear on one token for each pair of ``ONE_TOKEN``."""
+    import torch
+
+    out = {}
+    for din, dout in ONE_TOKEN:
+        torch.manual_seed(0)
+        out[f"din{din}_dout{dout}"] = (torch.nn.Linear(din, dout).eval(), (torch.randn(1, din),))
+    return out
+
+
+def one_token_report(df: pd.DataFrame) -> pd.DataFrame:
+    """ns per weight element of the ``one_token`` layers, with the lines of a walk down W's rows (stride
+    4 * din bytes) that this host's L1 holds before its sets conflict."""
+    from tvmlat.loop_features import DEFAULT_GEOMETRY, host_geometry, l1_lines
+
+    g = host_geometry() or DEFAULT_GEOMETRY
+    rows = [{"din": din, "dout": dout, "l1_lines_of_rows": int(l1_lines(4 * din, g)),
+             "ns_per_weight": df.loc[f"din{din}_dout{dout}", "latency_ms_median"] * 1e6 / (din * dout)}
+            for din, dout in ONE_TOKEN if f"din{din}_dout{dout}" in df.index]
+    return pd.DataFrame(rows)
 
 
 def chain_report(df: pd.DataFrame) -> pd.DataFrame:
@@ -324,11 +356,13 @@ def main() -> None:
     ap.add_argument("--short", help="the short_steps grid's parquet")
     ap.add_argument("--dw1", help="the dw1x1 grid's parquet")
     ap.add_argument("--chain", help="the chain grid's parquet")
+    ap.add_argument("--one-token", help="the one_token grid's parquet")
     ap.add_argument("-p", "--predictor", help="also print predicted / measured per block")
     args = ap.parse_args()
-    lin, mm, cv, bd, ck, sh, dw, ch = (_ok(a) if a else None for a in (args.linear_parquet, args.bmm_parquet,
-                                                                       args.conv, args.boundary, args.check,
-                                                                       args.short, args.dw1, args.chain))
+    lin, mm, cv, bd, ck, sh, dw, ch, ot = (_ok(a) if a else None for a in (args.linear_parquet, args.bmm_parquet,
+                                                                           args.conv, args.boundary, args.check,
+                                                                           args.short, args.dw1, args.chain,
+                                                                           args.one_token))
     if lin is not None:
         print("linear layers: ms = fixed + per_row * M (least squares over M = 1, 2, 4, 16)")
         print(linear_report(lin).round(4).to_string(index=False))
@@ -350,13 +384,16 @@ def main() -> None:
     if ch is not None:
         print("\nchains of adds (global means, row means): ns per input element and per counted red_chain step")
         print(chain_report(ch).round(3).to_string(index=False))
+    if ot is not None:
+        print("\none-token linear layers: ns per weight element, by the L1 lines a walk down W's rows keeps")
+        print(one_token_report(ot).round(3).to_string(index=False))
     if args.predictor:
         from tvmlat.dataset import ok_rows
         from tvmlat.predictors import load_predictor
 
         pred = load_predictor(args.predictor)
         for title, df in (("linear", lin), ("bmm", mm), ("conv", cv), ("boundary", bd), ("check", ck),
-                          ("short", sh), ("dw1x1", dw), ("chain", ch)):
+                          ("short", sh), ("dw1x1", dw), ("chain", ch), ("one_token", ot)):
             if df is None:
                 continue
             d = ok_rows(df.reset_index())
