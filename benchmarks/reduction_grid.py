@@ -375,18 +375,16 @@ def main() -> None:
         if df is not None:
             print(f"\n{title}: ns per output and per reduction step")
             print(conv_report(df, table).round(3).to_string(index=False))
-    if sh is not None:
-        print("\nshort reductions (1x1 convs, k = 32 matmuls): ns per multiply-add")
-        print(short_report(sh).round(3).to_string(index=False))
-    if dw is not None:
-        print("\ndepthwise 1x1 convs: ns per output element (alone, with BatchNorm + ReLU; a ReLU alone)")
-        print(dw1_report(dw).round(3).to_string(index=False))
-    if ch is not None:
-        print("\nchains of adds (global means, row means): ns per input element and per counted red_chain step")
-        print(chain_report(ch).round(3).to_string(index=False))
-    if ot is not None:
-        print("\none-token linear layers: ns per weight element, by the L1 lines a walk down W's rows keeps")
-        print(one_token_report(ot).round(3).to_string(index=False))
+    for title, df, report in (
+            ("short reductions (1x1 convs, k = 32 matmuls): ns per multiply-add", sh, short_report),
+            ("depthwise 1x1 convs: ns per output element (alone, with BatchNorm + ReLU; a ReLU alone)", dw, dw1_report),
+            ("chains of adds (global means, row means): ns per input element and per counted red_chain step", ch,
+             chain_report),
+            ("one-token linear layers: ns per weight element, by the L1 lines a walk down W's rows keeps", ot,
+             one_token_report)):
+        if df is not None:
+            print(f"\n{title}")
+            print(report(df).round(3).to_string(index=False))
     if args.predictor:
         from tvmlat.dataset import ok_rows
         from tvmlat.predictors import load_predictor

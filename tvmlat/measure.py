@@ -18,7 +18,8 @@ from .blocks import build_block
 from .dataset import CampaignWriter
 from .features import count_features, spec_features
 from .loop_features import CacheGeometry
-from .runners.base import CompilesAhead, KeepsForRounds, RunResult, Runner, common_drift, rounds_stats
+from .runners.base import (CompilesAhead, KeepsForRounds, RunResult, Runner, build_error, common_drift,
+                           rounds_stats)
 from .specs import BlockSpec
 from .targets import TargetSpec
 
@@ -171,7 +172,7 @@ class _Rounds:
 
 def _build_failed(e: Exception) -> RunResult:
     """The result of a workload whose module or features could not be built: a row, not a crash."""
-    return RunResult(status="export_error", error=f"building the block failed: {type(e).__name__}: {e}")
+    return RunResult(status="export_error", error=build_error(e))
 
 
 def _keep_row(row: dict[str, Any], res: RunResult, w: Workload, writer: CampaignWriter | None,

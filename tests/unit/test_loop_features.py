@@ -94,7 +94,7 @@ def test_a_window_of_3x3_or_more_is_unrolled_whole_up_to_64_steps(cpg, k, unroll
     """Version 9: 3x3 cin 7 (63 steps), 5x5 cin 2 (50), 7x7 cin 1 (49) and 3x3 with 4 channels per
     group (ResNeXt) are all short work, the steps past 32 scalar; one step more than the window
     allows, a 1x1 conv past 32 or a 2x2 window at 48 is a loop split at SHORT as before (its chain's exposed
-    steps counted by ``chain_steps``, version 15)."""
+    steps counted by ``chain_steps``, version 16)."""
     out, red = 16 * 16 * 16, cpg * k * k
     f = conv_loops(out=out, out_w=16, cin_per_group=cpg, kh=k, kw=k, stride=1, in_h=16, in_w=16, depthwise=False,
                    geometry=G)

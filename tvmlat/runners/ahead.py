@@ -20,6 +20,8 @@ from concurrent.futures import Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Callable
 
+from .base import build_error
+
 
 def _worker_init() -> None:
     """Ctrl-C is the campaign's to handle, not the worker's; torch.export's FutureWarnings are noise."""
@@ -49,7 +51,7 @@ def compile_spec_to_library(spec_json: str, target: dict[str, Any], out_dir: str
     try:
         module, inputs = build_in_turn(lambda: build_block(spec))
     except Exception as e:  # noqa: BLE001
-        return {"status": "export_error", "error": f"building the block failed: {type(e).__name__}: {e}"}
+        return {"status": "export_error", "error": build_error(e)}
     art = compile_to_library(module, inputs, TargetSpec.from_dict(target), out_dir, spec.block_id)
     return cache.put(spec.block_id, art) if cache is not None else art
 
@@ -81,7 +83,7 @@ def compile_to_library(module, inputs, target, out_dir: str, name: str, check: b
     except StageError as e:
         return {"status": f"{e.stage}_error", "error": str(e)}
     except Exception as e:  # noqa: BLE001
-        return {"status": "export_error", "error": f"building the block failed: {type(e).__name__}: {e}"}
+        return {"status": "export_error", "error": build_error(e)}
     lib = str(Path(out_dir) / f"{name}.so")
     try:
         target.export_library(c.executable, lib)

@@ -105,6 +105,12 @@ class KeepsForRounds(Protocol):
         ...
 
 
+def build_error(e: Exception) -> str:
+    """The ``error`` of a row whose block (module, inputs or features) could not be built: an
+    ``export_error`` row, not a crash."""
+    return f"building the block failed: {type(e).__name__}: {e}"
+
+
 def median_ci_rel(samples: Sequence[float]) -> float:
     """Half-width of a distribution-free 95% confidence interval of the median, over the median.
 
