@@ -22,6 +22,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _die_with_parent_fn():
+    """A function for ``preexec_fn`` (Linux): the child gets SIGKILL when the process that started it
+    dies, so a test run ended hard (faulthandler's watchdog, SIGKILL) leaves no tracker or server
+    behind, a frozen (SIGSTOP) one included. Resolved here, in the parent: the child runs between
+    fork and exec, where importing could deadlock on a lock another thread held at the fork."""
+    import ctypes
+    import signal
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux: the farm's close() still ends them
+        return None
+    sig = int(signal.SIGKILL)
+    return lambda: prctl(1, sig)  # PR_SET_PDEATHSIG
+
+
 def kill_tree(proc: subprocess.Popen, sig: int | None = None) -> None:
     """Kill a process and every process it forked (SIGKILL unless ``sig`` says otherwise)."""
     import signal
@@ -73,7 +89,8 @@ class LocalFarm:
     def start(self) -> "LocalFarm":
         self.tracker = subprocess.Popen(
             [sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", LOOPBACK, "--port", str(self.port),
-             "--port-end", str(self.port + 1)], stdout=self._log("tracker"), stderr=subprocess.STDOUT, env=self.env)
+             "--port-end", str(self.port + 1)], stdout=self._log("tracker"), stderr=subprocess.STDOUT, env=self.env,
+            preexec_fn=_die_with_parent_fn())
         self._wait_tracker()
         for _ in range(self.n_servers):
             self.add_server()
@@ -85,7 +102,8 @@ class LocalFarm:
         p = subprocess.Popen(
             self.server_cmd + ["-m", "tvm.exec.rpc_server", "--tracker", self.address, "--key", key or self.key,
                                "--host", LOOPBACK, "--port", str(port), "--port-end", str(port + 1)],
-            stdout=self._log(f"server{len(self.servers)}"), stderr=subprocess.STDOUT, env=self.env)
+            stdout=self._log(f"server{len(self.servers)}"), stderr=subprocess.STDOUT, env=self.env,
+            preexec_fn=_die_with_parent_fn())
         self.servers.append(p)
         return p
 
