@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
 import shutil
 import signal
 import sys
@@ -150,7 +151,12 @@ def test_a_stuck_compile_worker_is_replaced_not_waited_on_forever(farm, tmp_path
     t = remote_target(farm)
     specs = sample_specs(3, seed=31, **SMALL)
     runner = RPCRunner(t, compile_stall_s=10.0, executor_factory=factory)
-    rows = run_campaign(spec_workloads(specs), runner, t, None, show_progress=False)
+    try:
+        rows = run_campaign(spec_workloads(specs), runner, t, None, show_progress=False)
+    finally:
+        # the campaign closes its pool without waiting; a compile still running in the replacement's
+        # thread must not go on into the next test (torch.export and TVM in this process, beside its RPC)
+        made[-1].shutdown(wait=True)
     assert sorted(r["block_id"] for r in rows) == sorted(s.block_id for s in specs)
     assert [r["status"] for r in rows] == ["ok"] * 3, [r["error"] for r in rows]
     assert runner.stats["compile_stalls"] == 1 and len(made) == 2
@@ -164,6 +170,10 @@ def test_hung_server_is_given_up_and_block_retried(tmp_path):
         freezer = act_when_serving(f.servers[0], lambda: kill_tree(f.servers[0], signal.SIGSTOP))
         run_campaign(spec_workloads(specs), runner, t, CampaignWriter(tmp_path / "h.parquet", {}), show_progress=False)
         freezer.join(5)
+        # the frozen server is still frozen here, yet nothing of the campaign waits on it: its session
+        # process was killed (before, the worker thread stayed blocked in TVM's client until the farm closed)
+        assert not [th.name for th in threading.enumerate() if th.name.startswith("tvmlat-rpc-")]
+        assert not [c for c in multiprocessing.active_children() if c.name == "tvmlat-rpc-session"]
     df = read_dataset(tmp_path / "h.parquet")
     assert len(df) == len(specs) and df["block_id"].nunique() == len(specs)
     # once; twice where the tracker handed the frozen server out again before it was known hung (its

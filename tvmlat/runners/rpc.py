@@ -3,19 +3,22 @@
 Per block: a session is requested from the tracker (with a timeout: a key with no free server is an
 error after ``request_timeout_s``, never a hang), the exported library is uploaded, timed there
 with the same adaptive evaluator as the local runner (``vmtime.time_vm``), and removed.
-Sessions carry ``session_timeout`` so the server ends one that runs too long; a watchdog here
-gives up on a session that hangs past that too (a frozen board never answers).
+Sessions carry ``session_timeout`` so the server ends one that runs too long.
 
 A campaign runs one worker thread per server under the key (one block per server at a time),
-while a process compiles the following blocks. A block whose server dies or hangs is tried
-again on a new session, up to ``retries`` times, then recorded as a failed row; the other servers
-carry on. If no server is left, the campaign stops with a clear error; every row measured is
-already on disk and running the same command again resumes.
+while a process compiles the following blocks. Each worker talks to its server through a session
+process of its own (``SessionProcess``): a frozen board never answers, and the TVM client would
+wait on it forever, so a session silent past ``session_timeout`` (+ a grace) is ended by killing
+that process; nothing of the dead session stays in the campaign's process. A block whose server
+dies or hangs is tried again on a new session, up to ``retries`` times, then recorded as a failed
+row; the other servers carry on. If no server is left, the campaign stops with a clear error;
+every row measured is already on disk and running the same command again resumes.
 """
 
 from __future__ import annotations
 
 import gc
+import multiprocessing
 import os
 import queue
 import socket
@@ -201,34 +204,6 @@ class RPCRunner:
         self.executor_factory = executor_factory  # tests: a pool that never delivers
         self.stats = {"sessions": 0, "retried": 0, "failed": 0, "hung": 0, "servers_lost": 0, "compile_stalls": 0}
 
-    # -- one block on one session ------------------------------------------------------------
-    def _device(self, sess):
-        return sess.cpu(0) if self.target.kind == "llvm" else sess.device(self.target.kind, 0)
-
-    def time_remote(self, sess, artefact: dict[str, Any]) -> RunResult:
-        """Upload the library, time it on the session's device, remove it. Raises on RPC trouble."""
-        from tvm import relax
-
-        from .ahead import load_arrays
-        from .vmtime import time_vm
-
-        t0 = time.perf_counter()
-        name = os.path.basename(artefact["lib"])
-        sess.upload(artefact["lib"])
-        try:
-            dev = self._device(sess)
-            vm = relax.VirtualMachine(sess.load_module(name), dev)
-            ins, ref = load_arrays(artefact["data"], self.check)
-            t1 = time.perf_counter()
-            res = time_vm(vm, dev, ins, ref, self.target.evaluator)
-        finally:
-            try:
-                sess.remove(name)
-            except Exception:  # noqa: BLE001 - the session may be gone; the server's temp dir goes with it
-                pass
-        res.stages = {**artefact.get("stages", {}), **res.stages, "upload_s": t1 - t0}
-        return res
-
     # -- a campaign over all servers ---------------------------------------------------------
     def run_all(self, jobs_in: Sequence[tuple[Any, Callable[[], tuple], dict]],
                 on_row: Callable[[Any, RunResult, dict, dict], None],
@@ -241,8 +216,6 @@ class RPCRunner:
         n_servers = wait_for_servers(self.addr, rpc.key, rpc.request_timeout_s)
         n_workers = max(1, min(n_servers, len(jobs_in), self.max_servers or n_servers))
         tmp = tempfile.mkdtemp(prefix="tvmlat-rpc-")
-        from tvm import rpc as tvm_rpc
-
         from .ahead import CompileAhead, artefact_name, build_in_turn, compile_to_library
 
         ahead = CompileAhead(self.target.to_dict(), self.cache_dir, workers=1, stall_s=self.compile_stall_s,
@@ -262,10 +235,10 @@ class RPCRunner:
             work.put(Job(i, w, fetch, feats))
         stop = threading.Event()
         state: dict[int, str] = {}
-        busy: dict[int, tuple[float, Job, str] | None] = {}  # worker -> (since, job, server) while in a session
-        abandoned: set[int] = set()
-        hung_servers: set[str] = set()  # "url:port" of servers the watchdog gave up on: never taken again
+        hung_servers: set[str] = set()  # "url:port" of servers found hung: never taken again in this campaign
         lock = threading.Lock()
+        hang_after = rpc.session_timeout_s + self.hang_grace_s
+        sessions = [SessionProcess(self.target.to_dict(), self.check) for _ in range(n_workers)]
 
         def worker(wid: int) -> None:
             while not stop.is_set():
@@ -277,20 +250,21 @@ class RPCRunner:
                     if not one_job(wid, job):
                         return
                 except Exception as e:  # noqa: BLE001 - whatever broke, the job goes back to the main loop
-                    with lock:
-                        if wid in abandoned:
-                            return
-                        busy[wid] = None
                     job.attempts += 1  # counts against its retries, so a job that always breaks ends as a row
                     events.put(("retry", wid, job, f"worker error: {type(e).__name__}: {_last_line(e)}"))
 
         def one_job(wid: int, job: Job) -> bool:
-            """Measure one job; False when this worker must stop (its server is gone, or the watchdog
-            gave up on it). Every path hands the job on: a row, a retry, or back to the queue."""
+            """Measure one job; False when this worker must stop (no server is free for it). Every path
+            hands the job on: a row, a retry, or back to the queue."""
             art = job.artefact()  # bounded: a stuck compile worker is replaced (CompileAhead)
             if art["status"] != "ok":
                 events.put(("row", wid, job, RunResult(status=art["status"], error=art["error"]), ""))
                 return True
+            if stop.is_set():  # the campaign is closing (it stopped early)
+                work.put(job)
+                return False
+            session = sessions[wid]
+            session.start(stop)  # before a server is taken: the process takes seconds to import TVM
             events.put(("state", wid, f"[yellow]waiting for a session[/] {job.workload.name[:40]}"))
             try:
                 with lock:
@@ -301,54 +275,29 @@ class RPCRunner:
                 events.put(("lost", wid, str(e)))
                 return False
             server = f"{url}:{port}"
-            with lock:
-                if wid in abandoned:
-                    return False
-                # watched from here on: a frozen server accepts the TCP connection and never answers
-                # the handshake, so the connect itself can hang (session_timeout only bounds a session)
-                busy[wid] = (time.monotonic(), job, server)
             job.attempts += 1
             events.put(("state", wid, f"[green]{server}[/] {job.workload.name[:40]}"
                                       + (f" (attempt {job.attempts})" if job.attempts > 1 else "")))
-            sess = None
             try:
-                sess = tvm_rpc.connect(url, port, matchkey, session_timeout=rpc.session_timeout_s)
-                res = self.time_remote(sess, art)
-                err = None
-            except Exception as e:  # noqa: BLE001 - the server died, hung up or failed the block
-                res, err = None, f"{server}: {type(e).__name__}: {_last_line(e)}"
-            finally:
-                # the session ends (and the server goes back to the tracker) only when the last
-                # reference to it goes; remote modules and tensors hold some in reference cycles
-                del sess
-                gc.collect()
-            with lock:
-                if wid in abandoned:  # the watchdog gave up on this session and moved the job on
-                    return False
-                busy[wid] = None
-            if err is None:
-                events.put(("row", wid, job, res, server))
-            else:
-                events.put(("retry", wid, job, err))
+                res = session.measure(url, port, matchkey, art, hang_after, stop)
+            except SessionHung as e:
+                with lock:
+                    hung_servers.add(server)  # a frozen server can't tell the tracker it is busy
+                events.put(("hung", wid, job, f"{server}: {e} (session_timeout {rpc.session_timeout_s:g} s)"))
+                return True
+            except RPCError as e:
+                events.put(("retry", wid, job, f"{server}: {e}"))
+                return True
+            events.put(("row", wid, job, res, server))
             return True
 
         threads: dict[int, threading.Thread] = {}
-        next_wid = [0]
-
-        def spawn() -> None:
-            wid = next_wid[0]
-            next_wid[0] += 1
-            busy[wid] = None
+        for wid in range(n_workers):
             state[wid] = "[dim]starting"
-            th = threading.Thread(target=worker, args=(wid,), daemon=True, name=f"tvmlat-rpc-{wid}")
-            threads[wid] = th
-            th.start()
-
-        for _ in range(n_workers):
-            spawn()
+            threads[wid] = threading.Thread(target=worker, args=(wid,), daemon=True, name=f"tvmlat-rpc-{wid}")
+            threads[wid].start()
         done = 0
         lost_msg = ""
-        hang_after = rpc.session_timeout_s + self.hang_grace_s
         try:
             while done < len(jobs_in):
                 try:
@@ -367,30 +316,18 @@ class RPCRunner:
                         state[wid] = "[dim]idle"
                         on_row(job.workload, res, job.features,
                                {"server": server, "attempts": job.attempts, "rpc_errors": " | ".join(job.errors)})
-                    elif kind == "retry":
+                    elif kind in ("retry", "hung"):
                         _, _, job, err = ev
+                        if kind == "hung":
+                            self.stats["hung"] += 1
                         self._retry_or_fail(job, err, work, events, wid)
-                        state[wid] = f"[red]retrying[/] {job.workload.name[:30]}: {err[:60]}"
+                        state[wid] = f"[red]{'hung; ' if kind == 'hung' else ''}retrying[/] " \
+                                     f"{job.workload.name[:30]}: {err[:60]}"
                     elif kind == "lost":
                         lost_msg = ev[2]
                         self.stats["servers_lost"] += 1
                         state[wid] = f"[red]stopped[/]: {lost_msg[:70]}"
                         threads.pop(wid, None)
-                # the watchdog: a session silent for longer than the server's own timeout is hung
-                now = time.monotonic()
-                with lock:
-                    for wid, b in list(busy.items()):
-                        if b is not None and now - b[0] > hang_after and wid not in abandoned:
-                            abandoned.add(wid)
-                            busy[wid] = None
-                            hung_servers.add(b[2])
-                            threads.pop(wid, None)
-                            self.stats["hung"] += 1
-                            state[wid] = f"[red]hung[/] for {now - b[0]:.0f} s; abandoned"
-                            self._retry_or_fail(b[1], f"session hung for {now - b[0]:.0f} s "
-                                                      f"(session_timeout {rpc.session_timeout_s:g} s)",
-                                                work, events, wid)
-                            spawn()
                 if on_state is not None:
                     on_state(dict(state))
                 if not threads and done < len(jobs_in):
@@ -399,6 +336,10 @@ class RPCRunner:
                                    f"or free servers under key {rpc.key!r} and run the same command again to resume")
         finally:
             stop.set()
+            for th in threads.values():
+                th.join(5)
+            for session in sessions:
+                session.close()
             self.stats["compile_stalls"] += ahead.stalls
             ahead.close()
             inline.shutdown(wait=False, cancel_futures=True)
@@ -414,6 +355,156 @@ class RPCRunner:
         else:
             events.put(("row", wid, job, RunResult(
                 status="run_error", error=f"failed on {job.attempts} sessions; last: {err}"[:400]), ""))
+
+
+def time_on_session(sess, artefact: dict[str, Any], target: TargetSpec, check: bool = True) -> RunResult:
+    """Upload the library, time it on the session's device, remove it. Raises on RPC trouble."""
+    from tvm import relax
+
+    from .ahead import load_arrays
+    from .vmtime import time_vm
+
+    t0 = time.perf_counter()
+    name = os.path.basename(artefact["lib"])
+    sess.upload(artefact["lib"])
+    try:
+        dev = sess.cpu(0) if target.kind == "llvm" else sess.device(target.kind, 0)
+        vm = relax.VirtualMachine(sess.load_module(name), dev)
+        ins, ref = load_arrays(artefact["data"], check)
+        t1 = time.perf_counter()
+        res = time_vm(vm, dev, ins, ref, target.evaluator)
+    finally:
+        try:
+            sess.remove(name)
+        except Exception:  # noqa: BLE001 - the session may be gone; the server's temp dir goes with it
+            pass
+    res.stages = {**artefact.get("stages", {}), **res.stages, "upload_s": t1 - t0}
+    return res
+
+
+class SessionHung(RPCError):
+    """The session answered nothing for longer than the server's own timeout allows."""
+
+
+def _session_main(conn, target: dict[str, Any], check: bool) -> None:
+    """A session process: say it is ready, then for each ``(url, port, key, artefact)`` received,
+    connect, time the artefact and send back ``("ok", RunResult)`` or ``("error", text)``; ends on
+    ``None`` or when the campaign's end of the pipe closes."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the campaign's to handle
+    from tvm import rpc as tvm_rpc
+
+    spec = TargetSpec.from_dict(target)
+    conn.send(("ready", None))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        url, port, key, art = msg
+        sess = None
+        try:
+            sess = tvm_rpc.connect(url, port, key, session_timeout=spec.rpc.session_timeout_s)
+            answer = ("ok", time_on_session(sess, art, spec, check))
+        except Exception as e:  # noqa: BLE001 - the server died, hung up or failed the block
+            answer = ("error", f"{type(e).__name__}: {_last_line(e)}")
+        finally:
+            # the session ends (and the server goes back to the tracker) only when the last
+            # reference to it goes; remote modules and tensors hold some in reference cycles
+            del sess
+            gc.collect()
+        conn.send(answer)
+
+
+class SessionProcess:
+    """A worker's own process for RPC sessions (``_session_main``), started on first use.
+
+    TVM's client waits forever on a server that stops answering (a frozen board accepts the TCP
+    connection and never replies). Here the waiting is on a pipe, with a deadline: past it the
+    process is killed, which ends everything of that session at once, and the next block gets a
+    fresh process. Before, the session ran in the worker thread, which could only be abandoned,
+    still blocked, with the dead session's objects in the campaign's own process."""
+
+    #: seconds a new session process may take to start (it imports TVM)
+    START_S = 120.0
+
+    def __init__(self, target: dict[str, Any], check: bool):
+        self.target, self.check = target, check
+        self.proc = None
+        self.conn = None
+
+    def _wait(self, seconds: float, stop: threading.Event | None) -> bool:
+        """Whether an answer arrived within ``seconds`` (False also when ``stop`` is set meanwhile)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or (stop is not None and stop.is_set()):
+                return False
+            if self.conn.poll(min(left, 0.2)):
+                return True
+
+    def start(self, stop: threading.Event | None = None) -> None:
+        """Start the process (if not running) and wait until it has imported TVM."""
+        if self.proc is not None and self.proc.is_alive():
+            return
+        self.kill()
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_session_main, args=(child, self.target, self.check), daemon=True,
+                                name="tvmlat-rpc-session")
+        self.proc.start()
+        child.close()
+        try:
+            ready = self._wait(self.START_S, stop) and self.conn.recv()[0] == "ready"
+        except (EOFError, OSError):
+            ready = False
+        if not ready:
+            code = self.proc.exitcode
+            self.kill()
+            raise RPCError("the RPC session process did not start"
+                           + (f" (exit code {code})" if code is not None else f" within {self.START_S:g} s"))
+
+    def measure(self, url: str, port: int, key: str, art: dict[str, Any], deadline_s: float,
+                stop: threading.Event | None = None) -> RunResult:
+        """Time ``art`` on the server; SessionHung past ``deadline_s`` s (the process is killed), RPCError
+        when the session failed (its last error line) or the process died."""
+        self.start(stop)
+        t0 = time.monotonic()
+        self.conn.send((url, port, key, art))
+        try:
+            if not self._wait(deadline_s, stop):
+                self.kill()
+                raise SessionHung(f"session hung for {time.monotonic() - t0:.0f} s")
+            kind, value = self.conn.recv()
+        except (EOFError, OSError):
+            code = self.proc.exitcode if self.proc is not None else None
+            self.kill()
+            raise RPCError(f"the session process died (exit code {code})") from None
+        if kind == "ok":
+            return value
+        raise RPCError(value)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            if self.proc.is_alive():
+                self.proc.kill()
+            self.proc.join(5)
+        if self.conn is not None:
+            self.conn.close()
+        self.proc = self.conn = None
+
+    def close(self) -> None:
+        """Ask an idle process to end; kill it if it does not (it may be in a hung session)."""
+        if self.proc is not None and self.proc.is_alive():
+            try:
+                self.conn.send(None)
+            except OSError:
+                pass
+            self.proc.join(2)
+        self.kill()
 
 
 def _last_line(e: BaseException) -> str:
