@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 
@@ -13,6 +15,8 @@ def read_rows(path, made_by: str) -> pd.DataFrame:
     from tvmlat.dataset import read_dataset
     from tvmlat.errors import TvmlatError
 
+    if not Path(path).is_file():  # the library's own advice (run `tvmlat calibrate`) is not this file's
+        raise SystemExit(f"error: {path} does not exist; {made_by}")
     try:
         return read_dataset(path)
     except TvmlatError as e:

@@ -1,0 +1,18 @@
+"""A benchmark script given a file it can't use ends with one line that says how to make that file."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parents[2]
+
+
+def test_a_missing_grid_dataset_is_one_line_naming_the_command_that_makes_it(tmp_path):
+    missing = tmp_path / "none.parquet"
+    r = subprocess.run([sys.executable, "benchmarks/reduction_grid.py", "--one-token", str(missing)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip() and "Warning" not in ln and "return cls" not in ln]
+    assert len(lines) == 1, r.stderr
+    assert f"{missing} does not exist" in lines[0] and "tvmlat measure --target llvm benchmarks/reduction_grid.py" in lines[0]
+    assert "tvmlat calibrate" not in lines[0]  # the library's generic advice would point elsewhere
