@@ -256,6 +256,9 @@ class RPCRunner:
         def one_job(wid: int, job: Job) -> bool:
             """Measure one job; False when this worker must stop (no server is free for it). Every path
             hands the job on: a row, a retry, or back to the queue."""
+            session = sessions[wid]
+            # started before a server is taken, and while the block compiles: it takes seconds to import TVM
+            session.start(stop)
             art = job.artefact()  # bounded: a stuck compile worker is replaced (CompileAhead)
             if art["status"] != "ok":
                 events.put(("row", wid, job, RunResult(status=art["status"], error=art["error"]), ""))
@@ -263,8 +266,6 @@ class RPCRunner:
             if stop.is_set():  # the campaign is closing (it stopped early)
                 work.put(job)
                 return False
-            session = sessions[wid]
-            session.start(stop)  # before a server is taken: the process takes seconds to import TVM
             events.put(("state", wid, f"[yellow]waiting for a session[/] {job.workload.name[:40]}"))
             try:
                 with lock:
