@@ -95,6 +95,7 @@ def test_calibrate_interrupt_keeps_rows_and_resumes(tmp_path, capsys, fakes):
     code, stdout, err = run_cli(args, capsys)
     assert code == 0, err
     assert made[-1].calls == 12 - 5
+    assert "12 blocks measured (7 of them this run" in stdout  # not "measured 12 blocks ... this run"
     df = read_dataset(out / "c.parquet")
     assert len(df) == 12 and df["block_id"].is_unique
     assert set(df["block_id"]) == {s.block_id for s in sample_specs(12, seed=0)}

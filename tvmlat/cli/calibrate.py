@@ -134,7 +134,8 @@ def calibrate_cmd(
                   f"Run the same command again (with a budget) to continue.")
         if len(good) < (3 if prior_doc else 12):
             raise TvmlatError(f"only {len(good)} blocks measured so far, too few to fit; run again to continue")
-    con.print(f"measured {len(df)} blocks in {wall:.1f} s this run ({failed} failed); median CoV "
+    this_run = f"all {len(df)} this run" if len(new) == len(df) else f"{len(new)} of them this run"
+    con.print(f"{len(df)} blocks measured ({this_run}, {wall:.1f} s; {failed} failed); median CoV "
               f"{100 * good['latency_cov'].median():.2f} %, median CI of the median +-{100 * good['ci_rel'].median():.2f} %, "
               f"latency {good['latency_ms_median'].min():.4f}..{good['latency_ms_median'].max():.1f} ms "
               f"({log10_span(good['latency_ms_median']):.1f} decades)")
