@@ -23,7 +23,7 @@ from tvmlat.blocks import build_block, sample_specs
 from tvmlat.dataset import CampaignWriter, read_dataset
 from tvmlat.errors import RPCError
 from tvmlat.measure import run_campaign, spec_workloads
-from tvmlat.rpc_farm import LocalFarm, kill_tree
+from tvmlat.rpc_farm import LocalFarm, free_port, kill_tree
 from tvmlat.runners.rpc import RPCRunner, devices, tracker_summary
 from tvmlat.runners.vmtime import REL_TOL
 from tvmlat.targets import load_target
@@ -328,3 +328,65 @@ def test_tuning_measures_candidates_on_the_board_over_rpc(farm, tmp_path):
     rows = run_campaign(spec_workloads([spec]), RPCRunner(t), t, None, show_progress=False)
     assert [r["status"] for r in rows] == ["ok"], rows
     assert rows[0]["max_rel_err"] <= REL_TOL and rows[0]["profile"] == "tuned"
+
+
+def _silent_server():
+    """A TCP listener on 127.0.0.1 that accepts and never answers: what a frozen board looks like to TVM's
+    client (it waits on the handshake forever)."""
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    return srv
+
+
+def test_a_session_silent_past_its_deadline_is_ended_by_killing_its_process():
+    from tvmlat.runners.rpc import SessionHung, SessionProcess
+
+    t = load_target("llvm")
+    srv = _silent_server()
+    session = SessionProcess(t.to_dict(), check=False)
+    try:
+        session.start()
+        proc = session.proc
+        with pytest.raises(SessionHung, match="session hung"):
+            session.measure("127.0.0.1", srv.getsockname()[1], "k", {"lib": "x.so", "data": "x.npz"}, 1.0)
+        proc.join(5)
+        assert not proc.is_alive() and session.proc is None  # killed, not left blocked in TVM's client
+        session.start()  # the next block gets a fresh process
+        assert session.proc is not None and session.proc.pid != proc.pid and session.proc.is_alive()
+    finally:
+        session.close()
+        srv.close()
+    assert session.proc is None
+
+
+def test_a_session_process_that_dies_is_an_rpc_error_not_a_hang():
+    from tvmlat.runners.rpc import SessionProcess
+
+    srv = _silent_server()
+    session = SessionProcess(load_target("llvm").to_dict(), check=False)
+    try:
+        session.start()
+        killer = threading.Timer(1.0, session.proc.kill)  # e.g. the OOM killer, mid-session
+        killer.start()
+        with pytest.raises(RPCError, match="session process died"):
+            session.measure("127.0.0.1", srv.getsockname()[1], "k", {"lib": "x.so", "data": "x.npz"}, 60.0)
+        killer.join()
+    finally:
+        session.close()
+        srv.close()
+
+
+def test_a_failed_session_comes_back_as_its_last_error_line():
+    from tvmlat.runners.rpc import SessionProcess
+
+    session = SessionProcess(load_target("llvm").to_dict(), check=False)
+    try:
+        with pytest.raises(RPCError) as e:  # nothing listens there: TVM's connect fails
+            session.measure("127.0.0.1", free_port(), "k", {"lib": "x.so", "data": "x.npz"}, 60.0)
+        assert "Error" in str(e.value) and "hung" not in str(e.value) and "died" not in str(e.value)
+        assert session.proc is not None and session.proc.is_alive()  # it stays for the next block
+    finally:
+        session.close()

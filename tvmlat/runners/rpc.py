@@ -458,15 +458,19 @@ class SessionProcess:
                                 name="tvmlat-rpc-session")
         self.proc.start()
         child.close()
+        answered = self._wait(self.START_S, stop)
         try:
-            ready = self._wait(self.START_S, stop) and self.conn.recv()[0] == "ready"
-        except (EOFError, OSError):
+            ready = answered and self.conn.recv()[0] == "ready"
+        except (EOFError, OSError):  # it died while starting
             ready = False
         if not ready:
+            self.proc.join(2 if answered else 0)  # a process that died: its exit code
             code = self.proc.exitcode
             self.kill()
-            raise RPCError("the RPC session process did not start"
-                           + (f" (exit code {code})" if code is not None else f" within {self.START_S:g} s"))
+            raise RPCError("the RPC session process " + (
+                f"died while starting (exit code {code})" if code is not None else
+                "was stopped while starting" if stop is not None and stop.is_set() else
+                f"did not start within {self.START_S:g} s"))
 
     def measure(self, url: str, port: int, key: str, art: dict[str, Any], deadline_s: float,
                 stop: threading.Event | None = None) -> RunResult:
@@ -481,7 +485,8 @@ class SessionProcess:
                 raise SessionHung(f"session hung for {time.monotonic() - t0:.0f} s")
             kind, value = self.conn.recv()
         except (EOFError, OSError):
-            code = self.proc.exitcode if self.proc is not None else None
+            self.proc.join(2)
+            code = self.proc.exitcode
             self.kill()
             raise RPCError(f"the session process died (exit code {code})") from None
         if kind == "ok":
