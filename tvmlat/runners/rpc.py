@@ -482,6 +482,8 @@ class SessionProcess:
         try:
             if not self._wait(deadline_s, stop):
                 self.kill()
+                if stop is not None and stop.is_set():
+                    raise RPCError("the campaign stopped during the session")
                 raise SessionHung(f"session hung for {time.monotonic() - t0:.0f} s")
             kind, value = self.conn.recv()
         except (EOFError, OSError):
