@@ -46,10 +46,11 @@ def pytest_runtest_protocol(item, nextitem):
     C watchdog, which needs none: every thread's stack goes to stderr and the run exits with 1."""
     limit = _limit_s(item)
     fd = getattr(item.config, "_tvmlat_stderr", None)
-    if limit is not None and fd is not None:
+    armed = limit is not None and fd is not None
+    if armed:
         faulthandler.dump_traceback_later(limit + FROZEN_GRACE_S, exit=True, file=fd)
     try:
         yield
     finally:
-        if limit is not None and fd is not None:
+        if armed:
             faulthandler.cancel_dump_traceback_later()

@@ -75,6 +75,7 @@ class LocalFarm:
         self.tracker: subprocess.Popen | None = None
         self.servers: list[subprocess.Popen] = []
         self.n_servers = n_servers
+        self._preexec = _die_with_parent_fn()  # resolved once, for every process the farm starts
 
     @property
     def address(self) -> str:
@@ -90,7 +91,7 @@ class LocalFarm:
         self.tracker = subprocess.Popen(
             [sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", LOOPBACK, "--port", str(self.port),
              "--port-end", str(self.port + 1)], stdout=self._log("tracker"), stderr=subprocess.STDOUT, env=self.env,
-            preexec_fn=_die_with_parent_fn())
+            preexec_fn=self._preexec)
         self._wait_tracker()
         for _ in range(self.n_servers):
             self.add_server()
@@ -103,7 +104,7 @@ class LocalFarm:
             self.server_cmd + ["-m", "tvm.exec.rpc_server", "--tracker", self.address, "--key", key or self.key,
                                "--host", LOOPBACK, "--port", str(port), "--port-end", str(port + 1)],
             stdout=self._log(f"server{len(self.servers)}"), stderr=subprocess.STDOUT, env=self.env,
-            preexec_fn=_die_with_parent_fn())
+            preexec_fn=self._preexec)
         self.servers.append(p)
         return p
 

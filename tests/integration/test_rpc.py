@@ -341,17 +341,26 @@ def _silent_server():
     return srv
 
 
-def test_a_session_silent_past_its_deadline_is_ended_by_killing_its_process():
-    from tvmlat.runners.rpc import SessionHung, SessionProcess
+#: an artefact no session gets to use (the server never answers, or the connect fails first)
+NO_ART = {"lib": "x.so", "data": "x.npz"}
 
-    t = load_target("llvm")
+
+def _lone_session():
+    from tvmlat.runners.rpc import SessionProcess
+
+    return SessionProcess(load_target("llvm").to_dict(), check=False)
+
+
+def test_a_session_silent_past_its_deadline_is_ended_by_killing_its_process():
+    from tvmlat.runners.rpc import SessionHung
+
     srv = _silent_server()
-    session = SessionProcess(t.to_dict(), check=False)
+    session = _lone_session()
     try:
         session.start()
         proc = session.proc
         with pytest.raises(SessionHung, match="session hung"):
-            session.measure("127.0.0.1", srv.getsockname()[1], "k", {"lib": "x.so", "data": "x.npz"}, 1.0)
+            session.measure("127.0.0.1", srv.getsockname()[1], "k", NO_ART, 1.0)
         proc.join(5)
         assert not proc.is_alive() and session.proc is None  # killed, not left blocked in TVM's client
         session.start()  # the next block gets a fresh process
@@ -363,16 +372,14 @@ def test_a_session_silent_past_its_deadline_is_ended_by_killing_its_process():
 
 
 def test_a_session_process_that_dies_is_an_rpc_error_not_a_hang():
-    from tvmlat.runners.rpc import SessionProcess
-
     srv = _silent_server()
-    session = SessionProcess(load_target("llvm").to_dict(), check=False)
+    session = _lone_session()
     try:
         session.start()
         killer = threading.Timer(1.0, session.proc.kill)  # e.g. the OOM killer, mid-session
         killer.start()
         with pytest.raises(RPCError, match="session process died"):
-            session.measure("127.0.0.1", srv.getsockname()[1], "k", {"lib": "x.so", "data": "x.npz"}, 60.0)
+            session.measure("127.0.0.1", srv.getsockname()[1], "k", NO_ART, 60.0)
         killer.join()
     finally:
         session.close()
@@ -380,12 +387,10 @@ def test_a_session_process_that_dies_is_an_rpc_error_not_a_hang():
 
 
 def test_a_failed_session_comes_back_as_its_last_error_line():
-    from tvmlat.runners.rpc import SessionProcess
-
-    session = SessionProcess(load_target("llvm").to_dict(), check=False)
+    session = _lone_session()
     try:
         with pytest.raises(RPCError) as e:  # nothing listens there: TVM's connect fails
-            session.measure("127.0.0.1", free_port(), "k", {"lib": "x.so", "data": "x.npz"}, 60.0)
+            session.measure("127.0.0.1", free_port(), "k", NO_ART, 60.0)
         assert "Error" in str(e.value) and "hung" not in str(e.value) and "died" not in str(e.value)
         assert session.proc is not None and session.proc.is_alive()  # it stays for the next block
     finally:

@@ -464,9 +464,7 @@ class SessionProcess:
         except (EOFError, OSError):  # it died while starting
             ready = False
         if not ready:
-            self.proc.join(2 if answered else 0)  # a process that died: its exit code
-            code = self.proc.exitcode
-            self.kill()
+            code = self._end(2 if answered else 0)
             raise RPCError("the RPC session process " + (
                 f"died while starting (exit code {code})" if code is not None else
                 "was stopped while starting" if stop is not None and stop.is_set() else
@@ -487,13 +485,18 @@ class SessionProcess:
                 raise SessionHung(f"session hung for {time.monotonic() - t0:.0f} s")
             kind, value = self.conn.recv()
         except (EOFError, OSError):
-            self.proc.join(2)
-            code = self.proc.exitcode
-            self.kill()
-            raise RPCError(f"the session process died (exit code {code})") from None
+            raise RPCError(f"the session process died (exit code {self._end(2)})") from None
         if kind == "ok":
             return value
         raise RPCError(value)
+
+    def _end(self, wait_s: float) -> int | None:
+        """Kill the process after waiting up to ``wait_s`` for it to exit; its exit code (None: it had not
+        exited by itself)."""
+        self.proc.join(wait_s)
+        code = self.proc.exitcode
+        self.kill()
+        return code
 
     def kill(self) -> None:
         if self.proc is not None:
