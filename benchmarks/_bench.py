@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
 
@@ -15,12 +13,10 @@ def read_rows(path, made_by: str) -> pd.DataFrame:
     from tvmlat.dataset import read_dataset
     from tvmlat.errors import TvmlatError
 
-    if not Path(path).is_file():  # the library's own advice (run `tvmlat calibrate`) is not this file's
-        raise SystemExit(f"error: {path} does not exist; {made_by}")
     try:
-        return read_dataset(path)
+        return read_dataset(path, missing_hint=made_by)
     except TvmlatError as e:
-        raise SystemExit(f"error: {e}; {made_by}") from None
+        raise SystemExit(f"error: {e}" if made_by in str(e) else f"error: {e}; {made_by}") from None
 
 
 def time_ms(runner, module, inputs: list, what: str) -> float:

@@ -98,9 +98,13 @@ def compile_module(module: torch.nn.Module, inputs: Sequence[torch.Tensor], targ
     stages["compile_s"] = time.perf_counter() - t2
     ref = None
     if reference:
-        with torch.no_grad():
-            out = module(*inputs)
-        ref = [o.detach().numpy() for o in (out if isinstance(out, (tuple, list)) else [out])]
+        try:
+            with torch.no_grad():
+                out = module(*inputs)
+            ref = [o.detach().numpy() for o in (out if isinstance(out, (tuple, list)) else [out])]
+        except Exception as e:  # noqa: BLE001 - exported and compiled, but torch itself cannot run it eagerly
+            raise StageError("run", f"torch's reference run of the module (what TVM's output is checked against) "
+                                    f"raised {_short(e)}") from e
     return Compiled(ex, [t.detach().numpy() for t in inputs], ref, stages)
 
 

@@ -72,10 +72,16 @@ def meta_path(parquet: str | Path) -> Path:
     return p.with_name(p.stem + ".meta.json")
 
 
-def read_dataset(path: str | Path) -> pd.DataFrame:
+#: what ``read_dataset`` advises for a file that is not there (a caller that knows what makes it says that instead)
+MAKE_DATASET = "run `tvmlat calibrate` or give the path of a .parquet file"
+
+
+def read_dataset(path: str | Path, missing_hint: str = MAKE_DATASET) -> pd.DataFrame:
+    """A tvmlat dataset's rows; DatasetError for a missing file (with ``missing_hint``: how to make it), an
+    unreadable one, or a parquet without tvmlat's columns."""
     p = Path(path)
     if not p.is_file():
-        raise DatasetError(f"dataset {p} does not exist; run `tvmlat calibrate` or give the path of a .parquet file")
+        raise DatasetError(f"dataset {p} does not exist; {missing_hint}")
     try:
         df = pd.read_parquet(p)
     except Exception as e:  # noqa: BLE001

@@ -94,6 +94,30 @@ def test_campaign_records_import_failure_and_goes_on(tmp_path, target):
     assert len(rows) == 3
 
 
+class _EagerFails(torch.nn.Module):
+    """Exports (and compiles) as a ReLU, but raises when torch runs it eagerly."""
+
+    def forward(self, x):
+        if not torch.compiler.is_exporting():
+            raise RuntimeError("no eager run for this module")
+        return torch.relu(x)
+
+
+def test_a_failing_reference_run_is_a_run_error_not_a_build_error(tmp_path, target):
+    """torch's eager run, what TVM's output is checked against, failing after the compile: a ``run_error``
+    row saying so, in the local runner and in a compile worker's library (not "building the block failed")."""
+    from tvmlat.runners.ahead import compile_to_library
+
+    x = torch.randn(1, 8, 16)
+    res = LocalRunner(target).run(_EagerFails(), [x])
+    assert res.status == "run_error"
+    assert "torch's reference run" in res.error and "no eager run for this module" in res.error
+    art = compile_to_library(_EagerFails(), [x], target, str(tmp_path), "eager")
+    assert art["status"] == "run_error" and "no eager run for this module" in art["error"]
+    assert "building the block" not in art["error"]
+    assert compile_to_library(_EagerFails(), [x], target, str(tmp_path), "nocheck", check=False)["status"] == "ok"
+
+
 def test_cli_calibrate_and_measure_real(tmp_path, monkeypatch, capsys):
     """The README's main job, small: calibrate on real TVM, then measure and predict a model ref."""
     from tvmlat.cli import main

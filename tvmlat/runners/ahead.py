@@ -82,8 +82,8 @@ def compile_to_library(module, inputs, target, out_dir: str, name: str, check: b
             c = compile_module(module, inputs, target, reference=check)
     except StageError as e:
         return {"status": f"{e.stage}_error", "error": str(e)}
-    except Exception as e:  # noqa: BLE001
-        return {"status": "export_error", "error": build_error(e)}
+    except Exception as e:  # noqa: BLE001 - the block was built already: whatever else fails is the compile's
+        return {"status": "compile_error", "error": f"compile failed: {type(e).__name__}: {e}"}
     lib = str(Path(out_dir) / f"{name}.so")
     try:
         target.export_library(c.executable, lib)
