@@ -6,7 +6,9 @@ meta.json's features_version set to the current one, with a note, and so do the 
 it (``<campaign>.predictor.json``, ``<campaign>.<kind>.predictor.json``): their fits are unchanged.
 A dataset with a changed row is listed and left alone, unless ``--refit``: then its rows are written
 recounted and every predictor fitted on it is fitted again as `tvmlat fit` would (same kind, feature
-set, target and profile; a network correction is kept, marked as fitted before).
+set, target and profile; a network correction is kept, marked as fitted before). A predictor that uses a
+column this version does not have (a features version reverted after campaigns were measured with it) makes
+its dataset changed too; that column is dropped from the rows when they are written.
 
     python scripts/restamp_features.py                    # report only
     python scripts/restamp_features.py --write            # stamp what did not change
@@ -48,6 +50,10 @@ def main() -> int:
         diff = [c for c in FEATURE_COLUMNS
                 if c not in df or not (df[c].astype("Int64").fillna(0) == fresh[c].fillna(0)).all()]
         preds = sorted(pq.parent.glob(pq.stem + ".*predictor.json"))  # <campaign>.predictor.json included
+        # a predictor fitted with a column this version no longer has (a version reverted after its campaigns
+        # were measured): its fit is not unchanged, and the column goes from the rows
+        stale = sorted({c for p in preds for c in json.loads(p.read_text()).get("features") or []} - set(FEATURE_COLUMNS))
+        diff += [c for c in stale if c not in diff]
         print(f"{pq.relative_to(args.root)}: version {old}, {'columns changed: ' + ', '.join(diff) if diff else 'unchanged'}"
               f"; predictors: {', '.join(p.name for p in preds) or 'none'}")
         if diff:
@@ -82,7 +88,7 @@ def refit(pq: Path, df, fresh, meta: dict, old, diff: list[str], preds: list[Pat
     from tvmlat.dataset import file_hash, meta_geometry, meta_path, ok_rows
     from tvmlat.features import FEATURE_COLUMNS, FEATURES_VERSION
 
-    out = df.copy()
+    out = df.drop(columns=[c for c in diff if c not in FEATURE_COLUMNS and c in df])
     for c in FEATURE_COLUMNS:
         out[c] = fresh[c].astype("int64")
     out.to_parquet(pq, index=False)

@@ -1,0 +1,55 @@
+"""scripts/restamp_features.py: unchanged datasets are stamped, a predictor using a column this version lacks is refitted."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from tvmlat.features import FEATURES_VERSION
+
+ROOT = Path(__file__).parents[2]
+SRC = ROOT / "datasets" / "llvm" / "calib-znver4-n100-s93"
+
+
+def _copy(tmp: Path, name: str, version: int, extra_column: str | None = None) -> Path:
+    d = tmp / "llvm"
+    d.mkdir(exist_ok=True)
+    base = d / name
+    df = pd.read_parquet(SRC.with_suffix(".parquet"))
+    if extra_column:
+        df[extra_column] = 7
+    df.to_parquet(base.with_suffix(".parquet"), index=False)
+    meta = json.loads(SRC.with_suffix(".meta.json").read_text())
+    meta["features_version"] = version
+    base.with_suffix(".meta.json").write_text(json.dumps(meta))
+    pred = json.loads(Path(str(SRC) + ".predictor.json").read_text())
+    pred["features_version"] = version
+    if extra_column:
+        pred["features"].append(extra_column)
+    Path(str(base) + ".predictor.json").write_text(json.dumps(pred, indent=2))
+    return base
+
+
+def _run(root: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "scripts/restamp_features.py", "--write", "--refit", "--root", str(root)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_unchanged_is_stamped_and_a_stale_column_is_refitted_away(tmp_path):
+    same = _copy(tmp_path, "same", FEATURES_VERSION - 1)
+    stale = _copy(tmp_path, "stale", FEATURES_VERSION + 1, extra_column="gone_col")
+    before = json.loads(Path(str(same) + ".predictor.json").read_text())
+    r = _run(tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "same.parquet: version %d, unchanged" % (FEATURES_VERSION - 1) in r.stdout
+    assert "columns changed: gone_col" in r.stdout and "refitted stale.predictor.json" in r.stdout
+    for base in (same, stale):
+        assert json.loads(base.with_suffix(".meta.json").read_text())["features_version"] == FEATURES_VERSION
+    after = json.loads(Path(str(same) + ".predictor.json").read_text())
+    assert after["features_version"] == FEATURES_VERSION and after["model"] == before["model"]  # only stamped
+    pred = json.loads(Path(str(stale) + ".predictor.json").read_text())
+    assert pred["features_version"] == FEATURES_VERSION and "gone_col" not in pred["features"]
+    assert "gone_col" not in pd.read_parquet(stale.with_suffix(".parquet")).columns
