@@ -1,7 +1,6 @@
 """scripts/restamp_features.py: unchanged datasets are stamped, a predictor using a column this version lacks is refitted."""
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
