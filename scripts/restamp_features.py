@@ -13,6 +13,7 @@ its dataset changed too; that column is dropped from the rows when they are writ
     python scripts/restamp_features.py                    # report only
     python scripts/restamp_features.py --write            # stamp what did not change
     python scripts/restamp_features.py --write --refit    # and recount + refit what did
+    python scripts/restamp_features.py --refit-predictors  # refit every predictor (rows untouched)
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ def main() -> int:
     ap.add_argument("--write", action="store_true", help="stamp the unchanged datasets and their predictors")
     ap.add_argument("--refit", action="store_true", help="with --write: write changed datasets recounted and "
                                                           "refit their predictors")
+    ap.add_argument("--refit-predictors", action="store_true",
+                    help="refit every predictor of the datasets already at this version (rows untouched): after a "
+                         "change to what a predictor file holds, e.g. its interval calibration")
     ap.add_argument("--root", default=str(ROOT / "datasets"))
     args = ap.parse_args()
     changed = []
@@ -44,6 +48,10 @@ def main() -> int:
         meta = read_meta(pq)
         old = meta.get("features_version")
         if old == FEATURES_VERSION:
+            if args.refit_predictors:
+                from tvmlat.dataset import ok_rows
+
+                refit_predictors(pq, ok_rows(read_dataset(pq)), meta, sorted(pq.parent.glob(pq.stem + ".*predictor.json")))
             continue
         df = read_dataset(pq)
         fresh = refresh_features(df, meta_geometry(pq, meta), meta.get("model_refs"), str(pq))
@@ -80,12 +88,7 @@ def main() -> int:
 
 def refit(pq: Path, df, fresh, meta: dict, old, diff: list[str], preds: list[Path]) -> None:
     """Write ``pq`` with the recounted feature columns and the new version, then fit each predictor again."""
-    import io
-
-    from rich.console import Console
-
-    from tvmlat.cli.fit import fit_and_report
-    from tvmlat.dataset import file_hash, meta_geometry, meta_path, ok_rows
+    from tvmlat.dataset import meta_path, ok_rows
     from tvmlat.features import FEATURE_COLUMNS, FEATURES_VERSION
 
     out = df.drop(columns=[c for c in diff if c not in FEATURE_COLUMNS and c in df])
@@ -96,7 +99,20 @@ def refit(pq: Path, df, fresh, meta: dict, old, diff: list[str], preds: list[Pat
     meta.setdefault("notes", []).append(f"features version {old} -> {FEATURES_VERSION} on {dt.date.today().isoformat()}: "
                                         f"every row recounted ({', '.join(diff)} changed), predictors refitted")
     meta_path(pq).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    good = ok_rows(out)
+    refit_predictors(pq, ok_rows(out), meta, preds, old)
+
+
+def refit_predictors(pq: Path, good, meta: dict, preds: list[Path], old=None) -> None:
+    """Fit each of ``preds`` again on ``good`` (the ok rows of ``pq``) as `tvmlat fit` would: same kind, feature
+    set, target and profile; a network correction is kept (marked as fitted before where the features
+    changed, from version ``old``)."""
+    import io
+
+    from rich.console import Console
+
+    from tvmlat.cli.fit import fit_and_report
+    from tvmlat.dataset import file_hash, meta_geometry
+
     for p in preds:
         doc = json.loads(p.read_text())
         params = doc["model"].get("params", {})
@@ -108,7 +124,8 @@ def refit(pq: Path, df, fresh, meta: dict, old, diff: list[str], preds: list[Pat
         new = json.loads(p.read_text())
         if "network_correction" in doc:
             nc = dict(doc["network_correction"])
-            nc["note"] = f"fitted with the features version {old} predictor; run `tvmlat network-correction` again"
+            if old is not None:
+                nc["note"] = f"fitted with the features version {old} predictor; run `tvmlat network-correction` again"
             new["network_correction"] = nc
             p.write_text(json.dumps(new, indent=2, default=float))
         ho = new["training"]["metrics"].get("held-out families", {})

@@ -13,7 +13,8 @@ from tvmlat.ablation import model_zoo, run_ablation, write_report
 from tvmlat.errors import PredictorError
 from tvmlat.metrics import cross_validate
 from tvmlat.predictors import LinearPredictor, load_predictor, save_predictor
-from tvmlat.predictors.conformal import conformal_quantile, heldout_scores, interval_bounds, split_coverage
+from tvmlat.predictors.conformal import (NEIGHBOURS, SCALE_FLOOR, conformal_quantile, heldout_calibration,
+                                        interval_bounds, local_scale, split_coverage)
 from tvmlat.predictors.residual import ResidualPredictor, XGBPredictor, tree_features
 from helpers import assert_user_error, make_target, run_cli
 
@@ -75,6 +76,50 @@ def test_conformal_quantile_is_the_finite_sample_rank():
     np.testing.assert_allclose(lo * hi, [1.0, 4.0])  # symmetric in ratio
 
 
+def _hetero(n: int, seed: int):
+    """Held-out-like (predicted, score) pairs: blocks under 0.1 ms miss three times as much."""
+    rng = np.random.default_rng(seed)
+    pred = np.exp(rng.uniform(-5, 3, n))
+    return pred, np.abs(rng.normal(0, 0.05, n)) * np.where(pred < 0.1, 3, 1)
+
+
+def test_local_scale_is_the_median_score_of_the_nearest_blocks_in_log_latency():
+    pred, score = _hetero(200, 0)
+    lp = np.log(pred)
+    got = local_scale(pred, score, pred, exclude_self=True)
+    for i in (0, 17, 199):
+        d = np.abs(lp - lp[i])
+        d[i] = np.inf
+        assert got[i] == pytest.approx(np.median(score[np.argsort(d)[:NEIGHBOURS]]) + SCALE_FLOOR)
+    q = np.array([1e-4, 0.05, 2.0, 1e4])  # beyond both ends too
+    want = [np.median(score[np.argsort(np.abs(lp - np.log(x)))[:NEIGHBOURS]]) + SCALE_FLOOR for x in q]
+    np.testing.assert_allclose(local_scale(pred, score, q), want)
+
+
+def test_locally_scaled_intervals_follow_where_the_held_out_blocks_missed():
+    pred, score = _hetero(300, 1)
+    lo, hi = interval_bounds(np.array([0.01, 10.0]), score, 0.9, cal_pred=pred)
+    assert np.log(hi / lo)[0] > 1.5 * np.log(hi / lo)[1]  # small blocks missed 3x as much: a wider interval
+    glo, ghi = interval_bounds(np.array([0.01, 10.0]), score, 0.9)
+    assert (ghi / glo)[0] == pytest.approx((ghi / glo)[1])  # the global one is the same ratio everywhere
+    few_lo, few_hi = interval_bounds(np.array([0.01, 10.0]), score[:2 * NEIGHBOURS - 1], 0.9,
+                                     cal_pred=pred[:2 * NEIGHBOURS - 1])
+    assert (few_hi / few_lo)[0] == pytest.approx((few_hi / few_lo)[1])  # too few scores: global
+    # on fresh blocks of the same kind, each band is covered near the nominal level; globally, not
+    tp, ts = _hetero(4000, 2)
+    for cal in (pred, None):
+        lo, hi = interval_bounds(tp, score, 0.9, cal_pred=cal)
+        inside = np.abs(np.log(tp * np.exp(ts) / tp)) <= np.log(hi / tp) + 1e-12
+        small = inside[tp < 0.1].mean()
+        if cal is None:
+            assert small < 0.8
+        else:
+            assert 0.82 <= small and 0.82 <= inside[tp >= 0.1].mean()
+    cal_doc = heldout_calibration(pd.DataFrame({"predicted": [2.0, 1.0], "measured": [2.2, 0.5]}))
+    assert cal_doc["predicted_ms"] == [1.0, 2.0]  # in order of the prediction, scores with them
+    assert cal_doc["abs_log_residuals"] == pytest.approx([np.log(2.0), np.log(1.1)])
+
+
 def test_split_conformal_intervals_cover_held_out_families(ok_frame):
     _, preds = cross_validate(ok_frame, lambda: LinearPredictor(features="published"), split="family")
     c = split_coverage(preds, 0.8)
@@ -90,7 +135,7 @@ def test_predict_interval_cli(tmp_path, ok_frame, capsys):
     _, preds = cross_validate(ok_frame, lambda: LinearPredictor(features="ops"), split="family")
     path = tmp_path / "p.json"
     save_predictor(model, path, target=make_target().to_dict(), profile="default",
-                   interval={"method": "test", "abs_log_residuals": heldout_scores(preds)})
+                   interval={"method": "test", **heldout_calibration(preds)})
     models = tmp_path / "models.py"
     models.write_text(MODELS)
     code, out, err = run_cli(["predict", "-p", path, f"{models}:good", "--interval", "0.8", "--format", "json"], capsys)
@@ -108,7 +153,9 @@ def test_predict_interval_without_calibration_is_a_clear_error(tmp_path, predict
     assert_user_error(run_cli(["predict", "-p", predictor_path, f"{models}:good", "--interval", "0.9"], capsys),
                       "interval")
     doc = json.loads(Path(predictor_path).read_text())
-    for bad in ({"abs_log_residuals": "x"}, {"abs_log_residuals": [0.1, "a"]}, {"abs_log_residuals": [-1.0]}, "x"):
+    for bad in ({"abs_log_residuals": "x"}, {"abs_log_residuals": [0.1, "a"]}, {"abs_log_residuals": [-1.0]}, "x",
+                {"abs_log_residuals": [0.1, 0.2], "predicted_ms": [1.0]},
+                {"abs_log_residuals": [0.1, 0.2], "predicted_ms": [1.0, -2.0]}):
         damaged = tmp_path / "damaged.json"  # was a ValueError / AttributeError traceback
         damaged.write_text(json.dumps({**doc, "interval": bad}))
         assert_user_error(run_cli(["predict", "-p", damaged, f"{models}:good", "--interval", "0.9"], capsys),

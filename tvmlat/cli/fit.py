@@ -11,7 +11,7 @@ import typer
 from ..dataset import concat_datasets, datasets_geometry, file_hash, ok_rows, read_meta
 from ..errors import TvmlatError
 from ..metrics import accuracy, cross_validate, per_family
-from ..predictors.conformal import heldout_scores, split_coverage
+from ..predictors.conformal import NEIGHBOURS, heldout_calibration, split_coverage
 from ..predictors import FEATURE_SETS, LinearPredictor, save_predictor
 from . import app
 from .common import console, emit, Format, metrics_table
@@ -90,8 +90,9 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
     cv, heldout = evaluation_suite(good, make)
     results.update(cv)
     split = "leave-one-family-out" if "held-out families" in cv else "5-fold"
-    interval = {"method": f"split-conformal on |log(measured/predicted)| of {split} predictions",
-                "abs_log_residuals": heldout_scores(heldout)}
+    interval = {"method": f"split-conformal on |log(measured/predicted)| of {split} predictions, each divided "
+                          f"by the median of the {NEIGHBOURS} held-out scores nearest in predicted latency",
+                **heldout_calibration(heldout)}
     from ..energy import energy_rows, fit_energy
 
     energy = fit_energy(good, features)

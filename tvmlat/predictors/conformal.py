@@ -6,12 +6,22 @@ family the predictor has never seen. For coverage 1 - alpha the half-width q is 
 ceil((n + 1)(1 - alpha))-th smallest of the n scores (the finite-sample split-conformal
 quantile), and the interval is [pred * exp(-q), pred * exp(q)]: symmetric in ratio, as latency
 errors are. Guarantee (under exchangeability of families): coverage >= 1 - alpha on average.
+
+Locally scaled (normalised split-conformal, where the calibration records each score's held-out
+prediction, ``predicted_ms``): a block's score is divided by ``local_scale``, the median score of the
+``NEIGHBOURS`` held-out blocks nearest to it in log predicted latency (itself left out), q is the
+conformal quantile of those ratios, and a new block's half-width is q times the local scale at its
+predicted latency. Small blocks miss more than large ones (held out on the AMD host, median error
+~14 % under 0.1 ms against ~4 % above 1 ms), so one global q covered 72 % of the blocks under 0.1 ms and
+94 % of those above 1 ms; scaled, 83 % and 91 %, at the same overall coverage (0.89), with the median
+interval 21 % narrower (README, "Intervals"). With fewer than ``2 * NEIGHBOURS`` scores, or a file that
+records no predictions, the interval is the global one.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -29,15 +39,71 @@ def conformal_quantile(scores: Sequence[float], coverage: float) -> float:
     return float("inf") if k > n else float(s[k - 1])
 
 
-def interval_bounds(pred, scores: Sequence[float], coverage: float) -> tuple[np.ndarray, np.ndarray]:
-    q = conformal_quantile(scores, coverage)
+#: held-out blocks, nearest in predicted latency, whose median score is a block's local scale
+NEIGHBOURS = 20
+#: added to every local scale (a log ratio): a run of near-perfect neighbours does not make a zero-width interval
+SCALE_FLOOR = 0.01
+_CHUNK = 65536  # query rows per pass of local_scale (bounds its memory at ~25 MB)
+
+
+def local_scale(cal_pred: Sequence[float], cal_scores: Sequence[float], query_pred: Any,
+                k: int = NEIGHBOURS, exclude_self: bool = False) -> np.ndarray:
+    """For each ``query_pred`` (ms), the median of the ``k`` calibration scores whose predictions lie nearest
+    in log latency, plus ``SCALE_FLOOR``. ``exclude_self``: the queries are the calibration blocks
+    themselves (``query_pred is cal_pred``, in order), each left out of its own neighbours."""
+    lp = np.log(np.asarray(cal_pred, dtype=float))
+    order = np.argsort(lp, kind="stable")
+    n = len(lp)
+    k = min(k, n - 1 if exclude_self else n)
+    pad = k + 1  # sentinels at +-inf: a window never runs off the ends, and they are never among the nearest
+    lps = np.concatenate([np.full(pad, -np.inf), lp[order], np.full(pad, np.inf)])
+    ss = np.concatenate([np.zeros(pad), np.asarray(cal_scores, dtype=float)[order], np.zeros(pad)])
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    q_all = np.log(np.asarray(query_pred, dtype=float))
+    offs = np.arange(-pad, pad)
+    out = np.empty(len(q_all))
+    for a in range(0, len(q_all), _CHUNK):
+        q = q_all[a:a + _CHUNK]
+        j = (rank[a:a + len(q)] if exclude_self else np.searchsorted(lps[pad:pad + n], q)) + pad
+        idx = j[:, None] + offs[None, :]  # every one of the k nearest lies within k+1 places of j
+        d = np.abs(lps[idx] - q[:, None])
+        if exclude_self:
+            d[:, pad] = np.inf  # offset 0 is the block itself
+        near = np.argpartition(d, k - 1, axis=1)[:, :k]
+        out[a:a + len(q)] = np.median(np.take_along_axis(ss[idx], near, axis=1), axis=1)
+    return out + SCALE_FLOOR
+
+
+def interval_bounds(pred, scores: Sequence[float], coverage: float,
+                    cal_pred: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) in ms around ``pred``: global (one half-width) or, given the calibration blocks'
+    predictions ``cal_pred`` (aligned with ``scores``) and at least ``2 * NEIGHBOURS`` of them, locally scaled."""
     pred = np.asarray(pred, dtype=float)
-    return pred * math.exp(-q), pred * math.exp(q) if math.isfinite(q) else np.full_like(pred, np.inf)
+    half = half_widths(pred, scores, coverage, cal_pred)
+    with np.errstate(over="ignore"):
+        return pred * np.exp(-half), pred * np.exp(half)
 
 
-def heldout_scores(preds) -> list[float]:
-    """|log(measured/predicted)| of held-out predictions (a cross_validate frame), sorted."""
-    return sorted(np.abs(np.log(preds["measured"] / preds["predicted"])).astype(float).tolist())
+def half_widths(pred, scores: Sequence[float], coverage: float, cal_pred: Sequence[float] | None = None) -> np.ndarray:
+    """The interval's half-width in log ratio for each of ``pred`` (see ``interval_bounds``)."""
+    pred = np.asarray(pred, dtype=float)
+    scores = np.asarray(scores, dtype=float)
+    if cal_pred is None or len(scores) < 2 * NEIGHBOURS:
+        return np.full(pred.shape, conformal_quantile(scores, coverage))
+    q = conformal_quantile(scores / local_scale(cal_pred, scores, cal_pred, exclude_self=True), coverage)
+    if not math.isfinite(q):
+        return np.full(pred.shape, np.inf)
+    return q * local_scale(cal_pred, scores, pred.ravel()).reshape(pred.shape)
+
+
+def heldout_calibration(preds) -> dict[str, list[float]]:
+    """What a predictor file keeps to size its intervals: each held-out block's score
+    (``abs_log_residuals``) and prediction (``predicted_ms``), in order of the prediction."""
+    order = np.argsort(preds["predicted"].to_numpy(dtype=float), kind="stable")
+    score = np.abs(np.log(preds["measured"] / preds["predicted"])).to_numpy(dtype=float)
+    return {"abs_log_residuals": score[order].tolist(),
+            "predicted_ms": preds["predicted"].to_numpy(dtype=float)[order].tolist()}
 
 
 def split_coverage(preds, coverage: float) -> dict[str, float]:
@@ -45,14 +111,16 @@ def split_coverage(preds, coverage: float) -> dict[str, float]:
     interval is sized from the held-out residuals of the *other* splits, then checked on its own."""
     hit, width = [], []
     score = np.abs(np.log(preds["measured"] / preds["predicted"])).to_numpy()
+    pred = preds["predicted"].to_numpy(dtype=float)
     split = preds["split"].to_numpy()
     for s in np.unique(split):
         mine = split == s
         if (~mine).sum() < 2:
             continue
-        q = conformal_quantile(score[~mine], coverage)
-        hit.append(score[mine] <= q)
-        width.append(np.full(mine.sum(), math.exp(q) - math.exp(-q) if math.isfinite(q) else math.inf))
+        half = half_widths(pred[mine], score[~mine], coverage, cal_pred=pred[~mine])
+        hit.append(score[mine] <= half)
+        with np.errstate(over="ignore", invalid="ignore"):
+            width.append(np.exp(half) - np.exp(-half))
     if not hit:
         return {"coverage": math.nan, "width": math.nan}
     return {"coverage": float(np.mean(np.concatenate(hit))), "width": float(np.median(np.concatenate(width)))}

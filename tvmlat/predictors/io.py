@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +105,12 @@ class LoadedPredictor:
         if not isinstance(scores, list) or not all(isinstance(s, (int, float)) and s >= 0 for s in scores):
             raise PredictorError("this predictor file's interval calibration (abs_log_residuals) is not a list of "
                                  "non-negative numbers; the file is damaged: refit it with `tvmlat fit`")
-        lo, hi = interval_bounds(pred, scores, coverage)
+        cal_pred = cal.get("predicted_ms")  # files before 2026-12-05 record none: one global half-width
+        if cal_pred is not None and (not isinstance(cal_pred, list) or len(cal_pred) != len(scores) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in cal_pred)):
+            raise PredictorError("this predictor file's interval calibration (predicted_ms) is not a list of positive "
+                                 "numbers, one per residual; the file is damaged: refit it with `tvmlat fit`")
+        lo, hi = interval_bounds(pred, scores, coverage, cal_pred=cal_pred)
         return pred, lo, hi
 
 
