@@ -43,8 +43,13 @@ def main() -> int:
                          "change to what a predictor file holds, e.g. its interval calibration")
     ap.add_argument("--root", default=str(ROOT / "datasets"))
     args = ap.parse_args()
+    found = sorted(Path(args.root).glob("*/*.parquet"))
+    if not found:  # a mistyped --root would otherwise "stamp" nothing and say so with exit code 0
+        print(f"error: no datasets (<target>/<campaign>.parquet) under {args.root}; give --root the datasets folder",
+              file=sys.stderr)
+        return 2
     changed = []
-    for pq in sorted(Path(args.root).glob("*/*.parquet")):
+    for pq in found:
         meta = read_meta(pq)
         old = meta.get("features_version")
         if old == FEATURES_VERSION:

@@ -52,3 +52,10 @@ def test_unchanged_is_stamped_and_a_stale_column_is_refitted_away(tmp_path):
     pred = json.loads(Path(str(stale) + ".predictor.json").read_text())
     assert pred["features_version"] == FEATURES_VERSION and "gone_col" not in pred["features"]
     assert "gone_col" not in pd.read_parquet(stale.with_suffix(".parquet")).columns
+
+
+def test_a_root_with_no_datasets_is_an_error_not_a_silent_success(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "restamp_features.py"), "--root", str(tmp_path / "nope")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: no datasets") and "nope" in r.stderr and "Traceback" not in r.stderr
