@@ -208,6 +208,16 @@ def test_loaded_fixture_predictor_predicts(predictor_path, ok_frame):
     assert np.all(np.isfinite(pred)) and np.all(pred > 0)
 
 
+@pytest.mark.parametrize("target, says", [({"name": "llvm", "mcpu": "znver4"}, "llvm (znver4, default)"),
+                                           ({"name": "llvm", "mcpu": "host"}, "llvm (default)"),
+                                           ({"name": "cuda", "arch": "sm_90", "mcpu": ""}, "cuda (sm_90, default)")])
+def test_a_predictor_says_which_chip_it_predicts(predictor_path, target, says):
+    """A predictor calibrated on another host's CPU predicts that CPU: the titles of predict/analyze say so."""
+    loaded = load_predictor(predictor_path)
+    loaded.doc["target"] = target
+    assert loaded.describe() == says
+
+
 def _collinear(n=60, seed=0):
     """Rows where INP is always half of ACTS (as in blocks without pooling) and latency = 1 ns per element
     of each, plus 2 ns per chain step."""

@@ -101,7 +101,7 @@ def _report(df, name: str, pred, sort, top, fmt: str, plot, out, con) -> dict:
     total = totals_row(full)
     cols = [c for c in COLUMNS if c in df.columns]
     rows = df.to_dict("records") + [total]
-    title = f"{name}: {len(full)} layers" + (f", predicted on {pred.target.get('name', '?')} ({pred.profile})"
+    title = f"{name}: {len(full)} layers" + (f", predicted for {pred.describe()}"
                                               if pred else "")
     if fmt == "table":  # M-units keep the table narrow; csv/json/html carry the exact counts
         for r in rows:

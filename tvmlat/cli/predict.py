@@ -72,6 +72,5 @@ def predict_cmd(
         for r, e, w in zip(rows, *en):
             r["energy_mj"], r["power_w"] = float(e), float(w)
         cols += ["energy_mj", "power_w"]
-    tname = pred.target.get("name", "?")
-    emit(rows, fmt, cols, title=f"predicted on {tname} ({pred.profile}) by {predictor.name}"
+    emit(rows, fmt, cols, title=f"predicted for {pred.describe()} by {predictor.name}"
          + (f", {100 * interval:.0f}% intervals" if interval is not None else ""))

@@ -79,6 +79,14 @@ class LoadedPredictor:
     def profile(self) -> str:
         return self.doc.get("profile", "default")
 
+    def describe(self) -> str:
+        """What it predicts for, for a title: the target's name, the CPU or GPU it was calibrated on (a
+        predictor of another host's CPU predicts that CPU, not this one's) and the compile profile,
+        e.g. ``llvm (znver4, default)``."""
+        t = self.target
+        chip = t.get("arch") or (t.get("mcpu") if t.get("mcpu") not in (None, "", "host") else "")
+        return f"{t.get('name', '?')} ({chip + ', ' if chip else ''}{self.profile})"
+
     def check_geometry(self, X) -> None:
         """PredictorError when ``X`` records (``loop_features.stamp_geometry``) that its loop features were
         counted for another L1 than this predictor's: its predictions would be silently off."""
