@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -240,6 +241,21 @@ def test_evaluate_profile_mismatch(tmp_path, predictor_path, fake_dataset, capsy
     src, _ = fake_dataset
     d = _copy_with_meta(src, tmp_path / "tuned.parquet", profile="tuned")
     assert_user_error(run_cli(["evaluate", "-p", predictor_path, "-d", d], capsys), "'tuned'", "'default'")
+
+
+def test_evaluate_on_another_chips_dataset_says_it_measures_transfer(tmp_path, predictor_path, fake_dataset, capsys):
+    src, _ = fake_dataset
+    pdoc = json.loads(Path(predictor_path).read_text())
+    pdoc["target"]["mcpu"] = "znver4"
+    pfile = tmp_path / "amd.predictor.json"
+    pfile.write_text(json.dumps(pdoc))
+    meta = json.loads(meta_path(src).read_text())
+    for chip, noted in (("emeraldrapids", True), ("znver4", False)):
+        d = _copy_with_meta(src, tmp_path / f"{chip}.parquet", target={**meta.get("target", {}), "mcpu": chip})
+        code, out, err = run_cli(["evaluate", "-p", pfile, "-d", d, "--format", "json"], capsys)
+        assert code == 0, err
+        json.loads(out)  # the note goes to stderr: the JSON stays whole
+        assert ("measured on emeraldrapids" in err and "calibrated on znver4" in err) is noted
 
 
 # ------------------------------------------------------------------ fit

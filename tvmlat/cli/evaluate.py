@@ -40,6 +40,11 @@ def evaluate_cmd(
         if meta.get("target_name") and pt and meta["target_name"] != pt:
             raise PredictorError(f"{p} was measured on target {meta['target_name']!r} but {predictor} predicts "
                                  f"target {pt!r}; evaluate it on that target's dataset")
+    mine = _chip({"target": pred.target})
+    other = sorted({c for p in dataset for c in [_chip(read_meta(p))] if c and mine and c != mine})
+    if other:  # allowed (how well a predictor transfers is worth knowing), but not to be mistaken for its accuracy
+        console(stderr=True).print(f"[yellow]note: {', '.join(map(str, dataset))} measured on {', '.join(other)}; {predictor.name} "
+                        f"was calibrated on {mine}: 'this predictor' is how well it transfers[/]")
     df = ok_rows(concat_datasets(dataset, geometry=pred.geometry))  # features as the predictor counts them
     if df.empty:
         raise PredictorError(f"no successfully measured rows in {', '.join(map(str, dataset))}")
@@ -69,3 +74,10 @@ def evaluate_cmd(
              title="held-out families: error per family" if "held-out families" in results else "5-fold: error per family")
     else:
         emit([{"name": k, **v} for k, v in results.items()], fmt, ["name", *next(iter(results.values())).keys()])
+
+
+def _chip(meta: dict) -> str:
+    """The CPU (``mcpu``) or GPU architecture of a meta.json's or predictor's target ('' where unresolved)."""
+    t = meta.get("target") or {}
+    chip = t.get("arch") or t.get("mcpu") or ""
+    return "" if chip == "host" else chip
