@@ -185,6 +185,8 @@ def _table(layers: list[Layer], params_of, predictor, totals: dict[str, int]) ->
     df = pd.DataFrame(rows)
     if predictor is not None and len(df):
         lat = predictor.predict(pd.DataFrame(feats))
+        if hasattr(predictor, "unpriced"):  # layers with work no calibration block had (priced 0)
+            df.attrs["unpriced"] = predictor.unpriced(pd.DataFrame(feats))
         df["latency_ms"] = lat
         df["share_%"] = 100 * lat / lat.sum() if lat.sum() > 0 else 0.0
         from .energy import predict_energy

@@ -138,6 +138,27 @@ def test_predict_happy_path_json(models, predictor_path, capsys):
     assert rows[1]["params"] == 8 * 3 * 3 * 3 + 8
 
 
+def test_predict_names_work_no_calibration_block_had(models, tmp_path, fake_dataset, capsys):
+    """A feature that is 0 in every training row has no price: an entry that has it is predicted too low, and
+    predict says which entry and which feature (fit records each feature's largest training value)."""
+    src, df = fake_dataset
+    for zeroed, warned in (("n_ops", True), (None, False)):
+        d = _copy_with_meta(src, tmp_path / f"z{zeroed}.parquet")
+        if zeroed:
+            df.assign(**{zeroed: 0}).to_parquet(d, index=False)
+        p = tmp_path / f"z{zeroed}.predictor.json"
+        code, _, err = run_cli(["fit", "-d", d, "-o", p], capsys)
+        assert code == 0, err
+        assert load_predictor(p).doc["training"]["feature_max"]["n_ops"] == (0 if zeroed else df["n_ops"].max())
+        code, out, err = run_cli(["predict", "-p", p, f"{models}:good", "--format", "json"], capsys)
+        assert code == 0, err
+        json.loads(out)  # the warning goes to stderr
+        assert ("warning: 2 of 2 entries" in err and "a (n_ops)" in err) is warned
+        code, out, err = run_cli(["analyze", "-p", p, f"{models}:good", "--format", "json"], capsys)
+        assert code == 0, err
+        assert ("layers of a have work of a kind no calibration block had" in err and "(n_ops)" in err) is warned
+
+
 @pytest.mark.parametrize("fmt", ["table", "csv"])
 def test_predict_other_formats(models, predictor_path, capsys, fmt):
     code, out, err = run_cli(["predict", "-p", predictor_path, f"{models}:single", "--format", fmt], capsys)

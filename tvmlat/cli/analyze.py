@@ -11,7 +11,7 @@ import typer
 from ..errors import ModelRefError, TvmlatError
 from ..modelref import load_model_ref
 from . import app
-from .common import Format, console, emit
+from .common import Format, console, emit, warn_unpriced
 
 COLUMNS = ["name", "op", "input_shape", "output_shape", "params", "macs", "flops", "read_mb", "write_mb",
            "weights_mb", "act_mb", "latency_ms", "share_%", "energy_mj", "power_w"]
@@ -88,6 +88,7 @@ def analyze_cmd(
 
 def _report(df, name: str, pred, sort, top, fmt: str, plot, out, con) -> dict:
     """Sort, cut, print (or write) one network's layer table; return its totals row."""
+    warn_unpriced(df["name"].tolist() if len(df) else [], df.attrs.get("unpriced", []), f"layers of {name}")
     from ..analysis import totals_row
 
     key = sort or ("latency_ms" if "latency_ms" in df else "flops" if top else None)

@@ -30,6 +30,18 @@ def console(stderr: bool = False) -> Console:
     return c
 
 
+def warn_unpriced(names, unpriced, what: str = "entries") -> None:
+    """One warning line on stderr naming the ``names`` whose ``unpriced`` features (``LoadedPredictor.unpriced``)
+    no calibration block had: their predictions leave that work out."""
+    bad = [(n, u) for n, u in zip(names, unpriced) if u]
+    if not bad:
+        return
+    shown = "; ".join(f"{n} ({', '.join(u)})" for n, u in bad[:3]) + (f"; {len(bad) - 3} more" if len(bad) > 3 else "")
+    console(stderr=True).print(
+        f"[yellow]warning: {len(bad)} of {len(list(names))} {what} have work of a kind no calibration block had, which "
+        f"the predictor prices at 0 (so predicts too low): {shown}; calibrate with blocks that have it (all families)[/]")
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, numbers.Integral) and not isinstance(v, bool):
         v = int(v)

@@ -13,6 +13,7 @@ from ..errors import TvmlatError
 from ..metrics import accuracy, cross_validate, per_family
 from ..predictors.conformal import NEIGHBOURS, heldout_calibration, split_coverage
 from ..predictors import FEATURE_SETS, LinearPredictor, save_predictor
+from ..predictors.io import feature_max
 from . import app
 from .common import console, emit, Format, metrics_table
 
@@ -98,6 +99,7 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
     energy = fit_energy(good, features)
     save_predictor(fitted, out, target=target, profile=profile, dataset_hash=dataset_hash, interval=interval,
                    training={"n": int(len(good)), "families": sorted(good["family"].unique()), "metrics": results,
+                             "feature_max": feature_max(good, fitted.feature_names_in_),
                              **({"campaign_speeds": {str(k): float(v) for k, v in campaign_speeds.items()}}
                                 if campaign_speeds is not None else {})},
                    energy=energy, geometry=geometry)

@@ -14,7 +14,7 @@ from ..features import count_features
 from ..modelref import load_model_ref
 from ..predictors import load_predictor
 from . import app
-from .common import Format, emit
+from .common import Format, emit, warn_unpriced
 
 
 @app.command("predict")
@@ -49,6 +49,7 @@ def predict_cmd(
         lat, lo, hi = pred.interval(feats, interval)
     else:
         lat = pred.predict(feats)
+    warn_unpriced(feats["name"].tolist(), pred.unpriced(feats))
     total = float(np.sum(lat))
     rows = [{"name": r["name"], "latency_ms": float(v), "share_%": 100 * float(v) / total if total > 0 else 0.0,
              "flops": int(r["flops"]), "acts": int(r["acts"]), "inp": int(r["inp"]), "params": int(r["params"])}

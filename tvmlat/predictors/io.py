@@ -101,6 +101,17 @@ class LoadedPredictor:
         self.check_geometry(X)
         return self.model.predict(X)
 
+    def unpriced(self, X) -> list[list[str]]:
+        """For each row of ``X``, the features it has (> 0) that no training block had: the fit could not price
+        that work, so the prediction leaves it out (too low). Empty lists for files before 2026-12-05, which
+        record no ``training.feature_max``."""
+        seen = self.doc.get("training", {}).get("feature_max") or {}
+        never = [f for f, v in seen.items() if isinstance(v, (int, float)) and v <= 0 and f in X]
+        if not never:
+            return [[] for _ in range(len(X))]
+        has = X[never].to_numpy(dtype=float) > 0
+        return [[f for f, h in zip(never, row) if h] for row in has]
+
     def interval(self, X, coverage: float):
         """(predicted, low, high) in ms for every row, from the file's conformal residuals."""
         from .conformal import interval_bounds
@@ -120,6 +131,16 @@ class LoadedPredictor:
                                  "numbers, one per residual; the file is damaged: refit it with `tvmlat fit`")
         lo, hi = interval_bounds(pred, scores, coverage, cal_pred=cal_pred)
         return pred, lo, hi
+
+
+def feature_max(rows, features) -> dict[str, float]:
+    """The largest value of each numeric feature over the training ``rows`` (a predictor file's
+    ``training.feature_max``): a feature that is 0 in every row has no price the data could tell, so a
+    block that has it is predicted as if that work were free (``LoadedPredictor.unpriced``)."""
+    import pandas as pd
+
+    return {f: float(rows[f].max()) for f in features
+            if f in rows and pd.api.types.is_numeric_dtype(rows[f]) and len(rows)}
 
 
 def load_predictor(path: str | Path) -> LoadedPredictor:
