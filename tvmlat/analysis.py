@@ -184,14 +184,15 @@ def _table(layers: list[Layer], params_of, predictor, totals: dict[str, int]) ->
         })
     df = pd.DataFrame(rows)
     if predictor is not None and len(df):
-        lat = predictor.predict(pd.DataFrame(feats))
+        X = pd.DataFrame(feats)
+        lat = predictor.predict(X)
         if hasattr(predictor, "unpriced"):  # layers with work no calibration block had (priced 0)
-            df.attrs["unpriced"] = predictor.unpriced(pd.DataFrame(feats))
+            df.attrs["unpriced"] = predictor.unpriced(X)
         df["latency_ms"] = lat
         df["share_%"] = 100 * lat / lat.sum() if lat.sum() > 0 else 0.0
         from .energy import predict_energy
 
-        en = predict_energy(predictor, pd.DataFrame(feats), lat)
+        en = predict_energy(predictor, X, lat)
         if en is not None:
             df["energy_mj"], df["power_w"] = en
     df.attrs["totals"] = totals

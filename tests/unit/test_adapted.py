@@ -126,3 +126,31 @@ def test_calibrate_from_prior_keeps_a_prior_that_helps(tmp_path, fake_dataset):
     fit_and_report(new, features="ops", target={"name": "new"}, profile="default", dataset_hash="", out=out,
                    con=Console(width=200), prior=prior)
     assert json.loads(out.read_text())["kind"] == "adapted"
+
+
+def test_an_adapted_predictor_counts_what_its_prior_saw_as_priced(tmp_path, fake_dataset):
+    """Few-shot: a feature the new target's few blocks lack but the prior's blocks had is priced (by the prior),
+    so it is not named as unpriced; one neither had is. A prior without the record: nothing is claimed."""
+    import io
+    import json
+
+    from rich.console import Console
+
+    from tvmlat.cli.fit import fit_and_report
+    from tvmlat.predictors.io import feature_max
+
+    _, df = fake_dataset
+    prior_model = LinearPredictor().fit(df, df["latency_ms_median"].to_numpy())
+    prior = predictor_document(prior_model, target={"name": "other"}, profile="default",
+                               training={"feature_max": {**feature_max(df, prior_model.feature_names_in_), "win_slow": 0.0}})
+    new = df.assign(acts=0, win_slow=0)  # the new target's blocks lack acts, which the prior's had
+    new["latency_ms_median"] = 2.5 * prior_model.predict(new)
+    for with_record in (True, False):
+        out = tmp_path / f"p{with_record}.json"
+        fit_and_report(new, features="ops", target={"name": "new"}, profile="default", dataset_hash="", out=out,
+                       con=Console(width=200, file=io.StringIO()),
+                       prior=prior if with_record else {k: v for k, v in prior.items() if k != "training"})
+        assert json.loads(out.read_text())["kind"] == "adapted"
+        loaded = load_predictor(out)
+        probe = df.iloc[:1].assign(acts=5, win_slow=5)
+        assert loaded.unpriced(probe) == ([["win_slow"]] if with_record else [[]])

@@ -12,6 +12,7 @@ from ..dataset import concat_datasets, ok_rows, read_meta
 from ..errors import PredictorError
 from ..metrics import accuracy, per_family
 from ..predictors import load_predictor
+from ..predictors.io import target_chip
 from . import app
 from .common import Format, console, emit, metrics_table
 from .fit import evaluation_suite
@@ -40,8 +41,8 @@ def evaluate_cmd(
         if meta.get("target_name") and pt and meta["target_name"] != pt:
             raise PredictorError(f"{p} was measured on target {meta['target_name']!r} but {predictor} predicts "
                                  f"target {pt!r}; evaluate it on that target's dataset")
-    mine = _chip({"target": pred.target})
-    other = sorted({c for p in dataset for c in [_chip(read_meta(p))] if c and mine and c != mine})
+    mine = target_chip(pred.target)
+    other = sorted({c for p in dataset for c in [target_chip(read_meta(p).get("target") or {})] if c and mine and c != mine})
     if other:  # allowed (how well a predictor transfers is worth knowing), but not to be mistaken for its accuracy
         console(stderr=True).print(f"[yellow]note: {', '.join(map(str, dataset))} measured on {', '.join(other)}; {predictor.name} "
                         f"was calibrated on {mine}: 'this predictor' is how well it transfers[/]")
@@ -75,9 +76,3 @@ def evaluate_cmd(
     else:
         emit([{"name": k, **v} for k, v in results.items()], fmt, ["name", *next(iter(results.values())).keys()])
 
-
-def _chip(meta: dict) -> str:
-    """The CPU (``mcpu``) or GPU architecture of a meta.json's or predictor's target ('' where unresolved)."""
-    t = meta.get("target") or {}
-    chip = t.get("arch") or t.get("mcpu") or ""
-    return "" if chip == "host" else chip

@@ -97,9 +97,13 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
     from ..energy import energy_rows, fit_energy
 
     energy = fit_energy(good, features)
+    seen = feature_max(good, fitted.feature_names_in_)
+    if model.startswith("adapted"):  # the prior prices what its own target's blocks had: those are seen too
+        prior_seen = (prior or {}).get("training", {}).get("feature_max")
+        seen = {f: max(v, float(prior_seen.get(f, 0))) for f, v in seen.items()} if prior_seen else None
     save_predictor(fitted, out, target=target, profile=profile, dataset_hash=dataset_hash, interval=interval,
                    training={"n": int(len(good)), "families": sorted(good["family"].unique()), "metrics": results,
-                             "feature_max": feature_max(good, fitted.feature_names_in_),
+                             **({"feature_max": seen} if seen is not None else {}),
                              **({"campaign_speeds": {str(k): float(v) for k, v in campaign_speeds.items()}}
                                 if campaign_speeds is not None else {})},
                    energy=energy, geometry=geometry)

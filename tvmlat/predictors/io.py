@@ -83,9 +83,8 @@ class LoadedPredictor:
         """What it predicts for, for a title: the target's name, the CPU or GPU it was calibrated on (a
         predictor of another host's CPU predicts that CPU, not this one's) and the compile profile,
         e.g. ``llvm (znver4, default)``."""
-        t = self.target
-        chip = t.get("arch") or (t.get("mcpu") if t.get("mcpu") not in (None, "", "host") else "")
-        return f"{t.get('name', '?')} ({chip + ', ' if chip else ''}{self.profile})"
+        chip = target_chip(self.target)
+        return f"{self.target.get('name', '?')} ({chip + ', ' if chip else ''}{self.profile})"
 
     def check_geometry(self, X) -> None:
         """PredictorError when ``X`` records (``loop_features.stamp_geometry``) that its loop features were
@@ -131,6 +130,13 @@ class LoadedPredictor:
                                  "numbers, one per residual; the file is damaged: refit it with `tvmlat fit`")
         lo, hi = interval_bounds(pred, scores, coverage, cal_pred=cal_pred)
         return pred, lo, hi
+
+
+def target_chip(target: dict[str, Any]) -> str:
+    """The CPU (``mcpu``) or GPU architecture (``arch``) a target dict (a predictor's, a dataset meta's) was
+    resolved to; '' where it was not ("host" or unset)."""
+    chip = target.get("arch") or target.get("mcpu") or ""
+    return "" if chip == "host" else chip
 
 
 def feature_max(rows, features) -> dict[str, float]:
