@@ -38,7 +38,7 @@ def warn_unpriced(names, unpriced, what: str = "entries") -> None:
         return
     shown = "; ".join(f"{n} ({', '.join(u)})" for n, u in bad[:3]) + (f"; {len(bad) - 3} more" if len(bad) > 3 else "")
     console(stderr=True).print(
-        f"[yellow]warning: {len(bad)} of {len(list(names))} {what} have work of a kind no calibration block had, which "
+        f"[yellow]warning: {len(bad)} of {len(names)} {what} have work of a kind no calibration block had, which "
         f"the predictor prices at 0 (so predicts too low): {shown}; calibrate with blocks that have it (all families)[/]")
 
 

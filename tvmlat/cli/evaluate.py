@@ -32,8 +32,12 @@ def evaluate_cmd(
 
     check_plot(plot)
     pred = load_predictor(predictor)
+    mine, other = target_chip(pred.target), set()
     for p in dataset:
         meta = read_meta(p)
+        chip = target_chip(meta.get("target") or {})
+        if chip and mine and chip != mine:
+            other.add(chip)
         if meta.get("profile") not in (None, pred.profile):
             raise PredictorError(f"{p} was measured with profile {meta['profile']!r} but {predictor} predicts "
                                  f"profile {pred.profile!r}")
@@ -41,10 +45,8 @@ def evaluate_cmd(
         if meta.get("target_name") and pt and meta["target_name"] != pt:
             raise PredictorError(f"{p} was measured on target {meta['target_name']!r} but {predictor} predicts "
                                  f"target {pt!r}; evaluate it on that target's dataset")
-    mine = target_chip(pred.target)
-    other = sorted({c for p in dataset for c in [target_chip(read_meta(p).get("target") or {})] if c and mine and c != mine})
     if other:  # allowed (how well a predictor transfers is worth knowing), but not to be mistaken for its accuracy
-        console(stderr=True).print(f"[yellow]note: {', '.join(map(str, dataset))} measured on {', '.join(other)}; {predictor.name} "
+        console(stderr=True).print(f"[yellow]note: {', '.join(map(str, dataset))} measured on {', '.join(sorted(other))}; {predictor.name} "
                         f"was calibrated on {mine}: 'this predictor' is how well it transfers[/]")
     df = ok_rows(concat_datasets(dataset, geometry=pred.geometry))  # features as the predictor counts them
     if df.empty:

@@ -105,6 +105,11 @@ class KeepsForRounds(Protocol):
         ...
 
 
+def target_device(api, kind: str):
+    """Device 0 of a target kind on ``api``: the ``tvm`` module (here) or an RPC session (there)."""
+    return api.cpu(0) if kind == "llvm" else api.device(kind, 0)
+
+
 def build_error(e: Exception) -> str:
     """The ``error`` of a row whose block (module, inputs or features) could not be built: an
     ``export_error`` row, not a crash."""

@@ -12,7 +12,7 @@ import torch
 from ..compile import StageError, compile_module
 from ..errors import TvmlatError
 from ..targets import TargetSpec
-from .base import RunResult
+from .base import RunResult, target_device
 from .vmtime import REL_TOL, time_vm, vm_energy  # noqa: F401 (REL_TOL: re-exported for tests)
 
 
@@ -91,7 +91,7 @@ class LocalRunner:
     def _device(self):
         import tvm
 
-        return tvm.cpu(0) if self.target.kind == "llvm" else tvm.device(self.target.kind, 0)
+        return target_device(tvm, self.target.kind)
 
     def _compiled(self, module, inputs, key: str):
         """(executable, inputs, reference, stages) or a failed RunResult."""

@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence
 from ..errors import RPCError
 from ..targets import TargetSpec
 from .ahead import COMPILE_STALL_S
-from .base import RunResult
+from .base import RunResult, target_device
 
 #: extra seconds after session_timeout before a silent session is given up on
 HANG_GRACE_S = 10.0
@@ -369,7 +369,7 @@ def time_on_session(sess, artefact: dict[str, Any], target: TargetSpec, check: b
     name = os.path.basename(artefact["lib"])
     sess.upload(artefact["lib"])
     try:
-        dev = sess.cpu(0) if target.kind == "llvm" else sess.device(target.kind, 0)
+        dev = target_device(sess, target.kind)
         vm = relax.VirtualMachine(sess.load_module(name), dev)
         ins, ref = load_arrays(artefact["data"], check)
         t1 = time.perf_counter()
