@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from .features import FEATURE_COLUMNS, OpCounter
-from .loop_features import DEFAULT_GEOMETRY, CacheGeometry, geometry_of
+from .loop_features import DEFAULT_GEOMETRY, CacheGeometry, footprint_loops, geometry_of
 
 ANCHORS = {"conv", "conv1x1", "dwconv", "matmul", "bmm", "attention", "pool"}
 MB = 1e6
@@ -125,6 +125,7 @@ def trace_layers(module: torch.nn.Module, inputs: Sequence[torch.Tensor], *,
     totals = dict(counter.totals)
     totals["inp"] = sum(t.numel() for t in inputs)
     totals["params"] = sum(p.numel() for p in module.parameters())
+    totals.update(footprint_loops(totals["acts"], totals["inp"], totals["params"], geometry=geometry))
     return layers, totals
 
 
@@ -164,6 +165,7 @@ def onnx_layer_table(model, predictor=None) -> pd.DataFrame:
 
 def _table(layers: list[Layer], params_of, predictor, totals: dict[str, int]) -> pd.DataFrame:
     rows, feats = [], []
+    geometry = geometry_of(predictor)
     for lay in layers:
         n_params, weight_bytes = params_of(lay)
         f = dict.fromkeys(FEATURE_COLUMNS, 0)
@@ -172,6 +174,7 @@ def _table(layers: list[Layer], params_of, predictor, totals: dict[str, int]) ->
                 f[k] += v
         first, last = lay.records[0], lay.records[-1]
         f.update(inp=_elems(lay.in_shape) or first["in_bytes"] // 4, params=n_params, out=_elems(lay.out_shape))
+        f.update(footprint_loops(f["acts"], f["inp"], f["params"], geometry=geometry))
         feats.append(f)
         rows.append({
             "name": lay.name, "op": "+".join(dict.fromkeys(r["kind"] for r in lay.records)), "module": lay.module,

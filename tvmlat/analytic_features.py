@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from .loop_features import (DEFAULT_GEOMETRY, LOOP_COLUMNS, CacheGeometry, FeatureArrays, conv_loops,  # numpy only
-                            ew_loops, matmul_loops, pad_loops, pool_loops, reduce_loops, stamp_geometry)
+                            ew_loops, footprint_loops, matmul_loops, pad_loops, pool_loops, reduce_loops, stamp_geometry)
 from .specs import BlockSpec  # stdlib only: no torch
 
 #: the columns of ``features.FEATURE_COLUMNS``, in the same order (features.py imports torch, so
@@ -418,6 +418,12 @@ def _spec_args(spec: BlockSpec) -> tuple[Callable[..., dict], dict[str, Any]]:
     return fn, args
 
 
+def _finished(f: dict[str, Any], geometry: CacheGeometry) -> dict[str, Any]:
+    """A family's totals with the block-level column that needs all of them (``footprint_loops``)."""
+    f.update(footprint_loops(f["acts"], f["inp"], f["params"], geometry=geometry))
+    return f
+
+
 def _check(family: str, args: Mapping[str, Any], f: Mapping[str, Any]) -> None:
     """Reject specs the torch module cannot run (it would raise, not count)."""
     bad = None
@@ -440,7 +446,7 @@ def _check(family: str, args: Mapping[str, Any], f: Mapping[str, Any]) -> None:
 def analytic_features(spec: BlockSpec, *, geometry: CacheGeometry = DEFAULT_GEOMETRY) -> dict[str, int]:
     """Same keys, order and values as ``features.block_features(spec, geometry=geometry)``, in closed form."""
     fn, args = _spec_args(spec)
-    f = fn(_Acc(geometry), **args)
+    f = _finished(fn(_Acc(geometry), **args), geometry)
     _check(spec.family, args, f)
     return {k: int(f[k]) for k in FEATURE_COLUMNS}
 
@@ -499,7 +505,7 @@ def analytic_arrays(family: str, *, geometry: CacheGeometry = DEFAULT_GEOMETRY, 
         args["cin"] = np.asarray(args["cin"], dtype=np.int64)
     if n == 0:
         return stamp_geometry(FeatureArrays({k: np.zeros(0, dtype=np.int64) for k in FEATURE_COLUMNS}), geometry)
-    f = fn(_Acc(geometry), **args)
+    f = _finished(fn(_Acc(geometry), **args), geometry)
     _check(family, args, f)
     return stamp_geometry(FeatureArrays({k: np.broadcast_to(np.asarray(f[k], dtype=np.int64), (n,)).copy()
                                          for k in FEATURE_COLUMNS}), geometry)

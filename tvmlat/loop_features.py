@@ -95,6 +95,9 @@ reducing op with ``out`` output elements, each summing ``red`` products:
   7 x 7 rows of 4 cost 0.13-0.21 ns per step, not 0.4-0.55 (``window_rows.py`` and ``--square``: 7 x 7
   to 18 x 18 inputs; at 7 x 7 and 14 x 14 these are the sampled blocks' stride-2 depthwise stages).
   Max pools' short strided rows stay slow (0.32-0.48 ns).
+* ``acts_l2out`` (version 17): a block's activations and inputs when its float32 footprint exceeds two
+  L2s (``footprint_loops``): timed run after run, a block that fits finds its tensors in the L2s, a larger
+  one streams them from L3 every run. Block-level, not per op; it needs the L2 size (0: never counted).
 
 The L1 geometry is the measured CPU's: ``host_geometry()`` reads it from Linux's sysfs (a target's
 ``TargetSpec.geometry()``), a campaign records it in its dataset's meta.json, a predictor in its
@@ -116,7 +119,7 @@ import numpy as np
 
 #: the feature columns this module adds (features.FEATURE_COLUMNS ends with them)
 LOOP_COLUMNS = ["mac_excess", "short_vec", "short_scal", "mac_l1miss_exc", "w_tlbmiss", "mac_l2miss", "w_matmul",
-                "red_chain", "mac_l1thrash", "ew_slow", "win_slow"]
+                "red_chain", "mac_l1thrash", "ew_slow", "win_slow", "acts_l2out"]
 
 SHORT = 32       # reduction steps that overlap (= features.REDUCTION_SHORT)
 SHORT_DW = 49    # a depthwise k x k window (up to 7 x 7) never counts as long
@@ -126,6 +129,7 @@ LANES = 8        # float32 lanes of the vectors LLVM uses here (256-bit)
 PAGE, DTLB = 4096, 64
 THRASH_LINES = 16  # a column walk that L1 holds at most this many lines of: every step pays (mac_l1thrash)
 EW_MIN, EW_UNROLL = 9, 48  # an elementwise nest whose innermost extent is in this range runs ~9x slower (ew_slow)
+FOOTPRINT_L2 = 2  # version 17: a block whose float32 footprint exceeds this many L2s counts acts_l2out
 # version 11, AVX-512 code only: a window row (pool, depthwise conv) that LLVM unrolls whole runs scalar
 POOL_UNROLL, POOL_BODY = 136, 8  # a stride-1 pool row of out_w * (window + POOL_BODY) <= POOL_UNROLL is unrolled
 STRIDED_VEC = 16  # a strided window row (pool, depthwise k >= 2) is vectorised only from this many outputs
@@ -356,6 +360,22 @@ def pool_loops(out: Any, out_w: Any, window: Any, stride: Any, *, geometry: Cach
     vec = np.where(slow, 0, np.where(s1 & bool(geometry.avx512), win, vec))
     sl = np.where(slow, win, 0)
     return _out({"short_vec": vec, "short_scal": win - vec - sl, "win_slow": sl})
+
+
+def footprint_loops(acts: Any, inp: Any, params: Any, *, geometry: CacheGeometry) -> dict[str, Any]:
+    """``acts_l2out`` (version 17): the activations and inputs (``acts + inp`` elements) of a block (or a
+    network's layer) whose float32 footprint, ``4 * (acts + inp + params)`` bytes, exceeds ``FOOTPRINT_L2``
+    times the L2 (none where the L2 is unknown). Timed again and again, a block that fits the L2s of the
+    two cores finds its tensors there; a larger one streams them from L3 on every run. Measured on the
+    AMD host's pools (ns per input element, all campaigns): a 2 x 2 stride-1 max pool costs 0.28-0.30 ns
+    at 56 x 56 up to 256 channels and at 112 x 112 up to 64, then 0.37-0.70 ns as the footprint grows past
+    ~8 MB; avg pools alike. The bound is fitted, not read from the hardware: 1-4 L2s all helped on both
+    hosts' campaigns (README, "Version 17"). Block-level, from three other columns, so every counter
+    adds it the same way once it has ``acts``, ``inp`` and ``params``."""
+    elems = np.asarray(acts, dtype=np.int64) + np.asarray(inp, dtype=np.int64)
+    over = np.greater(4 * (elems + np.asarray(params, dtype=np.int64)), FOOTPRINT_L2 * geometry.l2) & (geometry.l2 > 0)
+    v = np.where(over, elems, 0)
+    return {"acts_l2out": int(v) if np.ndim(v) == 0 else v.astype(np.int64)}
 
 
 def ew_loops_over(elems: int, shape: Any, nests: int = 1, *, geometry: CacheGeometry) -> dict[str, Any]:

@@ -74,6 +74,20 @@ def test_analytic_equals_meta_counter(specs):
     assert not bad, bad[:5]
 
 
+def test_analytic_equals_meta_counter_with_an_l2(specs):
+    """With an L2 size known, the block-level acts_l2out (footprint past two L2s) comes out the same too;
+    a 256 KiB L2 puts the bound inside the sampled blocks' range."""
+    from tvmlat.loop_features import CacheGeometry
+
+    g = CacheGeometry(64, 8, 64, l2=256 * 1024)
+    got = [af.analytic_features(s, geometry=g) for s in specs]
+    assert got == [block_features(s, geometry=g) for s in specs]
+    fired = [f["acts_l2out"] > 0 for f in got]
+    assert any(fired) and not all(fired)
+    frame = af.analytic_frame(specs, geometry=g)
+    assert frame["acts_l2out"].tolist() == [f["acts_l2out"] for f in got]
+
+
 def test_frame_equals_features_frame(specs):
     pd.testing.assert_frame_equal(af.analytic_frame(specs), features_frame(specs))
     empty = af.analytic_frame([])

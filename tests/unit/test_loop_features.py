@@ -288,3 +288,24 @@ def test_a_column_walk_that_l1_holds_few_lines_of_charges_every_multiply_add():
     g12 = CacheGeometry(64, 12, 64)
     assert matmul_loops(16 * 512, 64, 512, 64 * 512, weight=True, geometry=g12)["mac_l1thrash"] == 0
     assert matmul_loops(16 * 1024, 64, 1024, 64 * 1024, weight=True, geometry=g12)["mac_l1thrash"] > 0
+
+
+def test_a_block_whose_footprint_exceeds_two_l2s_counts_its_activations_and_inputs():
+    from tvmlat.loop_features import FOOTPRINT_L2, footprint_loops
+
+    g = CacheGeometry(64, 8, 64, l2=2**20)
+    bound = FOOTPRINT_L2 * g.l2 // 4  # elements
+    assert footprint_loops(bound - 100, 50, 50, geometry=g)["acts_l2out"] == 0  # exactly the bound: fits
+    assert footprint_loops(bound - 100, 50, 51, geometry=g)["acts_l2out"] == bound - 50  # acts + inp, not params
+    assert footprint_loops(bound, 1, 0, geometry=G)["acts_l2out"] == 0  # no L2 size known: never
+    arr = footprint_loops(np.array([10, bound]), np.array([1, 1]), np.array([0, 0]), geometry=g)["acts_l2out"]
+    assert arr.tolist() == [0, bound + 1]
+
+
+@pytest.mark.parametrize("hw, counted", [(32, False), (112, True)])
+def test_counter_counts_a_large_pool_in_acts_l2out(hw, counted):
+    g = CacheGeometry(64, 8, 64, l2=2**20)
+    x = torch.randn(1, 64, hw, hw)  # 112: 3.2 MB in, 3.2 MB out, past the 2 MiB of two L2s; 32: 0.5 MB
+    f = count_features(torch.nn.MaxPool2d(2, 1), (x,), geometry=g)
+    assert f["acts_l2out"] == ((f["acts"] + f["inp"]) if counted else 0)
+    assert count_features(torch.nn.MaxPool2d(2, 1), (x,), geometry=G)["acts_l2out"] == 0

@@ -70,6 +70,12 @@ def test_onnx_loop_features_match_the_torch_twin(onnx_path):
     a = onnx_features(load_onnx(onnx_path))
     b = count_features(SmallTwin().eval(), (torch.randn(1, 3, 32, 32),))
     assert {c: a[c] for c in LOOP_COLUMNS} == {c: b[c] for c in LOOP_COLUMNS}
+    from tvmlat.loop_features import CacheGeometry
+
+    tiny = CacheGeometry(64, 8, 64, l2=16 * 1024)  # two 16 KiB L2s: the twin's footprint does not fit
+    a2 = onnx_features(load_onnx(onnx_path), geometry=tiny)
+    assert a2["acts_l2out"] == b["acts"] + b["inp"] > 0
+    assert a2["acts_l2out"] == count_features(SmallTwin().eval(), (torch.randn(1, 3, 32, 32),), geometry=tiny)["acts_l2out"]
     assert a["mac_excess"] > 0 and a["short_vec"] > 0  # the 3x3 convs reduce over 27 and 72 elements
     assert a["red_chain"] > 0  # GlobalAveragePool / adaptive_avg_pool2d: a chain of adds per channel
     assert a["ew_slow"] > 0  # 34-wide padded copies, 32-wide BatchNorms and ReLUs

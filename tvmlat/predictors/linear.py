@@ -65,7 +65,7 @@ FEATURE_SETS: dict[str, tuple[list[str], list[str]]] = {
             ["flops_conv", "flops_conv1x1", "flops_dwconv", "flops_matmul", "flops_bmm", "flops_attn",
              "elems_elementwise", "elems_norm", "elems_pool", "elems_copy", "weight_elems"]),
     "loops": (["mac_excess", "short_vec", "short_scal", "acts", "inp", "n_ops", "mac_l1miss_exc", "w_tlbmiss",
-               "mac_l2miss", "w_matmul", "red_chain", "mac_l1thrash", "ew_slow", "win_slow"], []),
+               "mac_l2miss", "w_matmul", "red_chain", "mac_l1thrash", "ew_slow", "win_slow", "acts_l2out"], []),
 }
 #: the feature set predictors use unless told otherwise
 DEFAULT_FEATURES = "loops"
