@@ -30,7 +30,9 @@
   dout 64 ... 1024. Per weight element they cost what the L1 holds of a walk down W's rows (stride
   4 * din bytes, ``loop_features.l1_lines``): on ``znver4`` 1.0-1.3 ns at 128 lines (din 64, 192, 320, 448,
   576), 1.3-1.6 at 64 (128, 384, 640), 1.9-2.1 at 32 (256, 768), 3.2-3.3 at 16 (512, 1536), 3.9 at 8
-  (1024, 2048); dout 512 and 1024 add 2x. Not modelled yet (README, "Tried after version 16").
+  (1024, 2048); dout 512 and 1024 add 2x. On ``emeraldrapids`` (48 KiB 12-way L1) 1.0-1.6 ns at 96-192
+  lines, 1.7-2.3 at 48, 2.2-2.4 at 24 and 12 (it saturates), and at din 320 1.4-1.5 ns up to dout 192,
+  2.1-2.6 from 256. Not modelled yet (README, "Tried after version 16").
 
     tvmlat measure --target llvm benchmarks/reduction_grid.py:linear --out runs/linear.parquet   # ~1 min
     tvmlat measure --target llvm benchmarks/reduction_grid.py:bmm --out runs/bmm.parquet         # ~1 min
