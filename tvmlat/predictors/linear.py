@@ -25,7 +25,8 @@ Feature sets:
   overlapped first steps in whole vectors (``short_vec``) or not (``short_scal``), the chain steps
   whose strided operand misses L1 (``mac_l1miss_exc``), weights read with a TLB miss each
   (``w_tlbmiss``), the multiply-adds of matmuls whose weights fill the L2 (``mac_l2miss``), a
-  linear layer's weights once per call (``w_matmul``) -- plus ACTS, INP and the op count. Every term is a cost the untuned loop nest
+  linear layer's weights once per call (``w_matmul``), the activations of a block past two L2s
+  (``acts_l2out``, version 17) -- plus ACTS, INP and the op count. Every term is a cost the untuned loop nest
   pays whatever family the op sits in, so they carry over to unseen families: on the CI host's
   200 blocks 8.3 % median error on held-out families against 25.6 % for ``ops`` (README).
 * ``ops``: ACTS, INP, FLOPs shared by all blocks, plus the FLOPs and elements of each class of
