@@ -311,6 +311,10 @@ def _plots(res: AblationResult, out: Path) -> list[Path]:
         for m, g in res.curve.groupby("model", sort=False):
             med = g.groupby("n_train")["median_ape"].median()
             ax.plot(med.index, med.values, "o-", label=m)
+        ticks = sorted(res.curve["n_train"].unique())  # the sizes drawn, as plain numbers (not 2x10^1)
+        ax.set_xscale("log")
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
         files.append(_finish_log_x(plt, fig, ax, "calibration blocks", "median APE on test split (%)",
                                    "learning curve", out / "learning_curve.png"))
     if not res.few_shot.empty:
