@@ -8,8 +8,8 @@ For campaigns of one host (shipped datasets), it separates the three things a mi
   fit), against random 5-fold and held-out families;
 * a family's offset: held out, with each (campaign, family)'s median error divided out of its blocks.
 
-With ``--residuals`` it also compares, on held-out families, the shipped XGBoost residual with one whose
-inputs are the linear terms' shares of the prediction (tried, not adopted).
+With ``--residuals`` it also compares, on held-out families, the XGBoost residual on the linear terms'
+shares (the default since 2026-12-05) with the one on the counted features (before).
 
     python benchmarks/model_limits.py datasets/llvm/calib-emeraldrapids-n100-s{17..23}.parquet [--residuals]
 """
@@ -27,38 +27,6 @@ WITHIN = 0.10
 
 def hit(pred, meas) -> float:
     return float(np.mean(np.abs(np.asarray(pred) / np.asarray(meas) - 1) <= WITHIN))
-
-
-class SharesResidual:
-    """Linear ``loops`` times exp(a shallow XGBoost of its log residual), the tree's inputs being each
-    linear term's share of the prediction, the intercept's share and the log prediction."""
-
-    def __init__(self, depth: int = 3, rounds: int = 200):
-        self.depth, self.rounds = depth, rounds
-
-    def _inputs(self, X) -> np.ndarray:
-        from tvmlat.predictors.linear import _matrix
-
-        parts = _matrix(X, self.lin.feature_names_in_) * self.lin.coef_
-        total = parts.sum(axis=1) + self.lin.intercept_
-        return np.column_stack([parts / total[:, None], self.lin.intercept_ / total, np.log(total)])
-
-    def fit(self, X, y):
-        import xgboost as xgb
-
-        from tvmlat.predictors.linear import LinearPredictor
-
-        self.lin = LinearPredictor(features="loops").fit(X, y)
-        r = np.log(np.asarray(y) / self.lin.predict(X))
-        params = {"max_depth": self.depth, "eta": 0.05, "subsample": 0.8, "min_child_weight": 3, "nthread": 2,
-                  "seed": 0}
-        self.booster = xgb.train(params, xgb.DMatrix(self._inputs(X), label=r), self.rounds)
-        return self
-
-    def predict(self, X):
-        import xgboost as xgb
-
-        return self.lin.predict(X) * np.exp(self.booster.predict(xgb.DMatrix(self._inputs(X))))
 
 
 def label_pairs(df: pd.DataFrame, y: np.ndarray) -> pd.Series:
@@ -129,12 +97,15 @@ def main() -> None:
 
     if args.residuals:
         print("\nheld-out families, mean over the campaigns (median error, within +-10 %):")
-        models = {"linear loops": linear, "loops + XGBoost residual (shipped)": make_model_factory("linear+xgb", "loops"),
-                  "loops + XGBoost on the terms' shares": SharesResidual}
+        from tvmlat.predictors.residual import ResidualPredictor
+
+        models = {"linear loops": linear,
+                  "loops + XGBoost on the counted features": lambda: ResidualPredictor(inputs="features"),
+                  "loops + XGBoost on the terms' shares": make_model_factory("linear+xgb", "loops")}
         for name, make in models.items():
             ms = [cross_validate(g.reset_index(drop=True), make, split="family")[0]
                   for _, g in df.groupby("campaign", sort=False)]
-            print(f"  {name:38s} {np.mean([m['median_ape'] for m in ms]):5.2f} %  "
+            print(f"  {name:40s} {np.mean([m['median_ape'] for m in ms]):5.2f} %  "
                   f"{np.mean([m['within10'] for m in ms]) * 100:5.1f} %")
 
 

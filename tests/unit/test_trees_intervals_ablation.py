@@ -39,12 +39,39 @@ def test_tree_predictors_fit_predict_and_roundtrip(cls, ok_frame, tmp_path):
     np.testing.assert_allclose(again.predict(ok_frame), pred, rtol=1e-6)
 
 
-def test_residual_model_fits_training_data_better_than_linear(ok_frame):
+@pytest.mark.parametrize("inputs", ["shares", "features"])
+def test_residual_model_fits_training_data_better_than_its_linear_model(ok_frame, inputs):
     y = _y(ok_frame)
-    lin = LinearPredictor(features="ops").fit(ok_frame, y)
-    res = ResidualPredictor(n_estimators=100).fit(ok_frame, y)
+    res = ResidualPredictor(n_estimators=100, inputs=inputs).fit(ok_frame, y)
     err = lambda p: np.median(np.abs(np.log(p / y)))  # noqa: E731
-    assert err(res.predict(ok_frame)) < err(lin.predict(ok_frame))
+    assert err(res.predict(ok_frame)) < err(res.linear_.predict(ok_frame))
+
+
+def test_shares_residual_sees_the_linear_terms_make_up(ok_frame, tmp_path):
+    """The shares are each term's part of the main-segment prediction: they add up to 1 with the
+    intercept's, the last input is its log; the file records the inputs and loads without tree columns."""
+    from tvmlat.predictors.residual import term_shares
+
+    y = _y(ok_frame)
+    res = ResidualPredictor(n_estimators=20).fit(ok_frame, y)
+    S = term_shares(res.linear_, ok_frame)
+    assert S.shape == (len(ok_frame), len(res.linear_.feature_names_in_) + 2)
+    np.testing.assert_allclose(S[:, :-1].sum(axis=1), 1.0, rtol=1e-9)
+    np.testing.assert_allclose(np.exp(S[:, -1]), res.linear_.predict_initial(ok_frame), rtol=1e-9)
+    assert res.feature_names_in_ == res.linear_.feature_names_in_  # the tree needs no other column
+    path = tmp_path / "p.json"
+    save_predictor(res, path, target=make_target().to_dict(), profile="default")
+    doc = json.loads(path.read_text())
+    assert doc["model"]["params"]["inputs"] == "shares" and "tree_columns" not in doc["model"]
+    np.testing.assert_allclose(load_predictor(path).predict(ok_frame), res.predict(ok_frame), rtol=1e-6)
+    # a booster whose input count does not match the linear terms is named, not an xgboost shape error
+    lin = doc["model"]["linear"]
+    lin["coefficients"].pop(lin["features"].pop())  # one term fewer than the trees were trained on
+    path.write_text(json.dumps(doc))
+    with pytest.raises(PredictorError, match="linear model's terms give"):
+        load_predictor(path)
+    with pytest.raises(PredictorError, match="inputs must be one of"):
+        ResidualPredictor(inputs="spec")
 
 
 def test_tree_features_are_finite_for_all_zero_rows(ok_frame):
@@ -232,11 +259,12 @@ def test_trees_saved_before_the_loop_features_still_predict(cls, ok_frame):
     from tvmlat.features import FEATURE_COLUMNS
     from tvmlat.predictors.residual import LEGACY_TREE_COLUMNS
 
-    m = cls().fit(ok_frame, _y(ok_frame))
+    m = (cls(inputs="features") if cls is ResidualPredictor else cls()).fit(ok_frame, _y(ok_frame))
     m.tree_columns_ = list(LEGACY_TREE_COLUMNS)
     m.booster_ = m._train(tree_features(ok_frame, LEGACY_TREE_COLUMNS), np.log(_y(ok_frame)) * 0.1)
     old = m.to_dict()
     del old["tree_columns"]
+    old["params"].pop("inputs", None)  # files of that time did not name their inputs
     again = cls.from_dict(json.loads(json.dumps(old)))
     assert again.tree_columns_ == LEGACY_TREE_COLUMNS
     assert np.allclose(again.predict(ok_frame), m.predict(ok_frame))
