@@ -125,7 +125,7 @@ def trace_layers(module: torch.nn.Module, inputs: Sequence[torch.Tensor], *,
     totals = dict(counter.totals)
     totals["inp"] = sum(t.numel() for t in inputs)
     totals["params"] = sum(p.numel() for p in module.parameters())
-    totals.update(footprint_loops(totals["acts"], totals["inp"], totals["params"], geometry=geometry))
+    totals.update(footprint_loops(totals["acts"], totals["inp"], geometry=geometry))
     return layers, totals
 
 
@@ -174,7 +174,7 @@ def _table(layers: list[Layer], params_of, predictor, totals: dict[str, int]) ->
                 f[k] += v
         first, last = lay.records[0], lay.records[-1]
         f.update(inp=_elems(lay.in_shape) or first["in_bytes"] // 4, params=n_params, out=_elems(lay.out_shape))
-        f.update(footprint_loops(f["acts"], f["inp"], f["params"], geometry=geometry))
+        f.update(footprint_loops(f["acts"], f["inp"], geometry=geometry))
         feats.append(f)
         rows.append({
             "name": lay.name, "op": "+".join(dict.fromkeys(r["kind"] for r in lay.records)), "module": lay.module,

@@ -420,7 +420,7 @@ def _spec_args(spec: BlockSpec) -> tuple[Callable[..., dict], dict[str, Any]]:
 
 def _finished(f: dict[str, Any], geometry: CacheGeometry) -> dict[str, Any]:
     """A family's totals with the block-level column that needs all of them (``footprint_loops``)."""
-    f.update(footprint_loops(f["acts"], f["inp"], f["params"], geometry=geometry))
+    f.update(footprint_loops(f["acts"], f["inp"], geometry=geometry))
     return f
 
 

@@ -40,7 +40,7 @@ from .loop_features import (DEFAULT_GEOMETRY, LOOP_COLUMNS, CacheGeometry, conv_
 from .specs import BlockSpec
 
 #: bump when a feature's definition changes; datasets record it, and fitting recomputes stale features
-FEATURES_VERSION = 17  # 17: acts_l2out (the activations of a block whose footprint exceeds two L2s; loop_features.footprint_loops); 16: a multiply-add chain past 32 steps exposes red**2 // (red + 70) of them (mac_excess; loop_features.chain_steps); 15: max(red - 40, red / 2) of them; 14 (short reduction chains of means) was tried and reverted (README, "Tried after version 13"), its number is not reused; 13: the window steps of unrolled rows are win_slow, not ew_slow; a strided depthwise row of <= 8 outputs with kw * out_w <= 28 is not unrolled-slow; 12: AVX-512 code: nests under 9 wide over planes of 9-56 elements (7x7, 4x4) are ew_slow; 11: AVX-512 code: pool and strided depthwise rows unrolled whole are ew_slow, a stride-1 pool row is all vector steps, a pool's pad is free; 10: ew_slow (elementwise nests 9-48 wide, pad copies included); 9: a conv window of 3x3+ is unrolled whole up to 64 steps (all short); 8: mac_l1thrash (a column walk L1 holds <= 16 lines of); 7: red_chain (a global mean's chain of adds); 6: w_matmul (a linear layer's weights, once per call); 5: mac_l2miss (a matmul whose B fills the L2); 4: the conv L1 rule walks unpadded planes again
+FEATURES_VERSION = 18  # 18: acts_l2out by the activations and inputs alone, not the weights (loop_features.footprint_loops); 17: acts_l2out (the activations of a block whose footprint exceeds two L2s; loop_features.footprint_loops); 16: a multiply-add chain past 32 steps exposes red**2 // (red + 70) of them (mac_excess; loop_features.chain_steps); 15: max(red - 40, red / 2) of them; 14 (short reduction chains of means) was tried and reverted (README, "Tried after version 13"), its number is not reused; 13: the window steps of unrolled rows are win_slow, not ew_slow; a strided depthwise row of <= 8 outputs with kw * out_w <= 28 is not unrolled-slow; 12: AVX-512 code: nests under 9 wide over planes of 9-56 elements (7x7, 4x4) are ew_slow; 11: AVX-512 code: pool and strided depthwise rows unrolled whole are ew_slow, a stride-1 pool row is all vector steps, a pool's pad is free; 10: ew_slow (elementwise nests 9-48 wide, pad copies included); 9: a conv window of 3x3+ is unrolled whole up to 64 steps (all short); 8: mac_l1thrash (a column walk L1 holds <= 16 lines of); 7: red_chain (a global mean's chain of adds); 6: w_matmul (a linear layer's weights, once per call); 5: mac_l2miss (a matmul whose B fills the L2); 4: the conv L1 rule walks unpadded planes again
 
 #: columns every feature dict has, in order
 FEATURE_COLUMNS = [
@@ -236,7 +236,7 @@ def count_features(module: torch.nn.Module, inputs: Sequence[torch.Tensor], *,
     feats["inp"] = sum(t.numel() for t in inputs)
     feats["params"] = sum(p.numel() for p in module.parameters())
     feats["out"] = sum(o.numel() for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor))
-    feats.update(footprint_loops(feats["acts"], feats["inp"], feats["params"], geometry=geometry))
+    feats.update(footprint_loops(feats["acts"], feats["inp"], geometry=geometry))
     return {k: int(v) for k, v in feats.items()}
 
 

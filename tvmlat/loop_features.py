@@ -95,9 +95,10 @@ reducing op with ``out`` output elements, each summing ``red`` products:
   7 x 7 rows of 4 cost 0.13-0.21 ns per step, not 0.4-0.55 (``window_rows.py`` and ``--square``: 7 x 7
   to 18 x 18 inputs; at 7 x 7 and 14 x 14 these are the sampled blocks' stride-2 depthwise stages).
   Max pools' short strided rows stay slow (0.32-0.48 ns).
-* ``acts_l2out`` (version 17): a block's activations and inputs when its float32 footprint exceeds two
-  L2s (``footprint_loops``): timed run after run, a block that fits finds its tensors in the L2s, a larger
-  one streams them from L3 every run. Block-level, not per op; it needs the L2 size (0: never counted).
+* ``acts_l2out`` (version 17; version 18 without the weights): a block's activations and inputs when
+  they exceed two L2s as float32 (``footprint_loops``): timed run after run, a block that fits finds its
+  tensors in the L2s, a larger one streams them from L3 every run. Block-level, not per op; it needs the
+  L2 size (0: never counted).
 
 The L1 geometry is the measured CPU's: ``host_geometry()`` reads it from Linux's sysfs (a target's
 ``TargetSpec.geometry()``), a campaign records it in its dataset's meta.json, a predictor in its
@@ -129,7 +130,7 @@ LANES = 8        # float32 lanes of the vectors LLVM uses here (256-bit)
 PAGE, DTLB = 4096, 64
 THRASH_LINES = 16  # a column walk that L1 holds at most this many lines of: every step pays (mac_l1thrash)
 EW_MIN, EW_UNROLL = 9, 48  # an elementwise nest whose innermost extent is in this range runs ~9x slower (ew_slow)
-FOOTPRINT_L2 = 2  # version 17: a block whose float32 footprint exceeds this many L2s counts acts_l2out
+FOOTPRINT_L2 = 2  # a block whose float32 activations and inputs exceed this many L2s counts acts_l2out (17, 18)
 # version 11, AVX-512 code only: a window row (pool, depthwise conv) that LLVM unrolls whole runs scalar
 POOL_UNROLL, POOL_BODY = 136, 8  # a stride-1 pool row of out_w * (window + POOL_BODY) <= POOL_UNROLL is unrolled
 STRIDED_VEC = 16  # a strided window row (pool, depthwise k >= 2) is vectorised only from this many outputs
@@ -362,18 +363,25 @@ def pool_loops(out: Any, out_w: Any, window: Any, stride: Any, *, geometry: Cach
     return _out({"short_vec": vec, "short_scal": win - vec - sl, "win_slow": sl})
 
 
-def footprint_loops(acts: Any, inp: Any, params: Any, *, geometry: CacheGeometry) -> dict[str, Any]:
-    """``acts_l2out`` (version 17): the activations and inputs (``acts + inp`` elements) of a block (or a
-    network's layer) whose float32 footprint, ``4 * (acts + inp + params)`` bytes, exceeds ``FOOTPRINT_L2``
-    times the L2 (none where the L2 is unknown). Timed again and again, a block that fits the L2s of the
-    two cores finds its tensors there; a larger one streams them from L3 on every run. Measured on the
-    AMD host's pools (ns per input element, all campaigns): a 2 x 2 stride-1 max pool costs 0.28-0.30 ns
-    at 56 x 56 up to 256 channels and at 112 x 112 up to 64, then 0.37-0.70 ns as the footprint grows past
-    ~8 MB; avg pools alike. The bound is fitted, not read from the hardware: 1-4 L2s all helped on both
-    hosts' campaigns (README, "Version 17"). Block-level, from three other columns, so every counter
-    adds it the same way once it has ``acts``, ``inp`` and ``params``."""
+def footprint_loops(acts: Any, inp: Any, *, geometry: CacheGeometry) -> dict[str, Any]:
+    """``acts_l2out``: the activations and inputs (``acts + inp`` elements) of a block (or a network's
+    layer) whose float32 activations and inputs, ``4 * (acts + inp)`` bytes, exceed ``FOOTPRINT_L2`` times
+    the L2 (none where the L2 is unknown). Timed again and again, a block whose tensors fit the L2s of the
+    two cores finds them there; a larger one streams them from L3 on every run. Measured on the AMD
+    host's pools (ns per input element, all campaigns): a 2 x 2 stride-1 max pool costs 0.28-0.30 ns at
+    56 x 56 up to 256 channels and at 112 x 112 up to 64, then 0.37-0.70 ns as the footprint grows past
+    ~8 MB; avg pools alike. On the Intel host a squeeze-excitation block costs 0.75 ns per input element
+    while it fits its 2 MiB L2 and 1.2-1.3 ns past it. The bound is fitted, not read from the hardware:
+    1-4 L2s all helped on both hosts' campaigns (README, "Version 17").
+
+    Version 17 counted the weights in the footprint too. A one-token MLP whose weights alone passed the
+    bound then had a few thousand ``acts_l2out`` elements, and a fit whose only such block was that MLP
+    (a 60-block campaign with its pools held out) priced them at 38 ns each: held-out pools of millions of
+    elements were predicted 40-70x too slow. Weights have their own columns (``w_matmul``,
+    ``w_tlbmiss``, ``mac_l2miss``); version 18 leaves them out here. Block-level, from two other columns,
+    so every counter adds it the same way once it has ``acts`` and ``inp``."""
     elems = np.asarray(acts, dtype=np.int64) + np.asarray(inp, dtype=np.int64)
-    over = np.greater(4 * (elems + np.asarray(params, dtype=np.int64)), FOOTPRINT_L2 * geometry.l2) & (geometry.l2 > 0)
+    over = np.greater(4 * elems, FOOTPRINT_L2 * geometry.l2) & (geometry.l2 > 0)
     v = np.where(over, elems, 0)
     return {"acts_l2out": int(v) if np.ndim(v) == 0 else v.astype(np.int64)}
 

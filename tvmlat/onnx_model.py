@@ -233,5 +233,5 @@ def onnx_features(model: OnnxModel, *, geometry: CacheGeometry = DEFAULT_GEOMETR
     f["params"] = sum(r["params"] for r in recs)
     shapes = _shapes(model.proto)
     f["out"] = sum(_m.prod(shapes[o.name]) for o in model.proto.graph.output if o.name in shapes)
-    f.update(footprint_loops(f["acts"], f["inp"], f["params"], geometry=geometry))
+    f.update(footprint_loops(f["acts"], f["inp"], geometry=geometry))
     return f

@@ -295,11 +295,20 @@ def test_a_block_whose_footprint_exceeds_two_l2s_counts_its_activations_and_inpu
 
     g = CacheGeometry(64, 8, 64, l2=2**20)
     bound = FOOTPRINT_L2 * g.l2 // 4  # elements
-    assert footprint_loops(bound - 100, 50, 50, geometry=g)["acts_l2out"] == 0  # exactly the bound: fits
-    assert footprint_loops(bound - 100, 50, 51, geometry=g)["acts_l2out"] == bound - 50  # acts + inp, not params
-    assert footprint_loops(bound, 1, 0, geometry=G)["acts_l2out"] == 0  # no L2 size known: never
-    arr = footprint_loops(np.array([10, bound]), np.array([1, 1]), np.array([0, 0]), geometry=g)["acts_l2out"]
+    assert footprint_loops(bound - 100, 100, geometry=g)["acts_l2out"] == 0  # exactly the bound: fits
+    assert footprint_loops(bound - 100, 101, geometry=g)["acts_l2out"] == bound + 1  # acts + inp
+    assert footprint_loops(bound, 1, geometry=G)["acts_l2out"] == 0  # no L2 size known: never
+    arr = footprint_loops(np.array([10, bound]), np.array([1, 1]), geometry=g)["acts_l2out"]
     assert arr.tolist() == [0, bound + 1]
+
+
+def test_weights_past_two_l2s_do_not_make_a_small_block_count_acts_l2out():
+    """Version 18: a one-token layer whose weights alone pass the bound has a few thousand activations;
+    counted (version 17), they gave a fit one lever to price them at tens of ns each."""
+    g = CacheGeometry(64, 12, 64, l2=2 * 2**20)
+    mlp = torch.nn.Sequential(torch.nn.Linear(384, 1536), torch.nn.GELU(), torch.nn.Linear(1536, 384))
+    f = count_features(mlp, (torch.randn(1, 384),), geometry=g)
+    assert 4 * f["params"] > 2 * g.l2 and f["acts_l2out"] == 0
 
 
 @pytest.mark.parametrize("hw, counted", [(32, False), (112, True)])
