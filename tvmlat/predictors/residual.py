@@ -11,8 +11,8 @@ prediction), the intercept's share and the log of the prediction. A block of a f
 meets training blocks whose cost has the same make-up (mostly exposed chain steps, mostly elements, ...)
 rather than the same sizes, and the inputs are numbers between 0 and 1 wherever the sizes lie. Held out
 (leave-one-family-out, per campaign), against the earlier inputs (``"features"``, below) with the same tree
-settings: Intel seeds 17-30 64.9 against 62.3 % within +-10 %, AMD seeds 93-110 66.6 against 64.7 %; on
-random 5-fold 69.5 against 68.4 % and 74.5 against 73.1 % (README, "What limits the linear model now").
+settings: Intel seeds 17-30 65.3 against 62.4 % within +-10 %, AMD seeds 93-110 66.7 against 64.5 %; on
+random 5-fold 68.6 against 68.9 % and 74.5 against 73.1 % (README, "What limits the linear model now").
 
 ``inputs="features"`` (files saved before the shares, and the XGBoost-only model): derived from the
 counted features only (no family label and no spec), so they exist for any module: log1p of every
