@@ -72,6 +72,10 @@ def test_shares_residual_sees_the_linear_terms_make_up(ok_frame, tmp_path):
         load_predictor(path)
     with pytest.raises(PredictorError, match="inputs must be one of"):
         ResidualPredictor(inputs="spec")
+    doc["model"]["params"]["inputs"] = "spec"  # a file from a newer tvmlat, or damaged
+    path.write_text(json.dumps(doc))
+    with pytest.raises(PredictorError, match="not known to this tvmlat.*refit"):
+        load_predictor(path)
 
 
 def test_tree_features_are_finite_for_all_zero_rows(ok_frame):

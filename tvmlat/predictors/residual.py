@@ -222,6 +222,9 @@ class ResidualPredictor(_TreeBase):
         try:
             params = dict(d.get("params", {}))
             params.setdefault("inputs", "features")  # saved before the shares existed
+            if params["inputs"] not in TREE_INPUTS:
+                raise PredictorError(f"this file's residual tree inputs {params['inputs']!r} are not known to this "
+                                     f"tvmlat ({', '.join(TREE_INPUTS)}); refit it with `tvmlat fit --model linear+xgb`")
             self = cls(**params)
             self.linear_ = LinearPredictor.from_dict(d["linear"])
             if self.inputs == "shares":
