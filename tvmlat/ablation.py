@@ -311,12 +311,9 @@ def _plots(res: AblationResult, out: Path) -> list[Path]:
         for m, g in res.curve.groupby("model", sort=False):
             med = g.groupby("n_train")["median_ape"].median()
             ax.plot(med.index, med.values, "o-", label=m)
-        ticks = sorted(res.curve["n_train"].unique())  # the sizes drawn, as plain numbers (not 2x10^1)
-        ax.set_xscale("log")
-        ax.set_xticks(ticks, [str(t) for t in ticks])
-        ax.minorticks_off()
         files.append(_finish_log_x(plt, fig, ax, "calibration blocks", "median APE on test split (%)",
-                                   "learning curve", out / "learning_curve.png"))
+                                   "learning curve", out / "learning_curve.png",
+                                   ticks=sorted(res.curve["n_train"].unique())))
     if not res.few_shot.empty:
         fig, ax = plt.subplots(figsize=(6, 4))
         fs = res.few_shot[res.few_shot["model"].isin(["scratch", "adapted"])]
@@ -328,13 +325,10 @@ def _plots(res: AblationResult, out: Path) -> list[Path]:
             label = f"prior {pair.split(' -> ')[0]}, adapted" if model == "adapted" else "from scratch (no prior)"
             ax.plot(g["n_new"], g["median_ape"], "o-" if model == "adapted" else "ks--", label=label)
             scratch_drawn = scratch_drawn or model == "scratch"
-        ticks = sorted(fs["n_new"].unique())
-        ax.set_xscale("log")
-        ax.set_xticks(ticks, [str(t) for t in ticks])
-        ax.minorticks_off()
         dst = fs["pair"].iloc[0].split(" -> ")[1]
         files.append(_finish_log_x(plt, fig, ax, f"samples of {dst}", "median APE on its held-out blocks (%)",
-                                   f"few-shot adaptation to {dst}", out / "few_shot.png"))
+                                   f"few-shot adaptation to {dst}", out / "few_shot.png",
+                                   ticks=sorted(fs["n_new"].unique())))
     return files
 
 
@@ -350,10 +344,13 @@ def few_shot_table(rows: pd.DataFrame) -> pd.DataFrame:
     return grid.reset_index().merge(extra.reset_index(), on="pair", how="left")
 
 
-def _finish_log_x(plt, fig, ax, xlabel: str, ylabel: str, title: str, path: Path) -> Path:
-    """Log x axis, labels, legend, title; save to ``path`` and close."""
-    if ax.get_xscale() != "log":  # (setting it again would drop ticks a caller chose)
-        ax.set_xscale("log")
+def _finish_log_x(plt, fig, ax, xlabel: str, ylabel: str, title: str, path: Path, ticks=None) -> Path:
+    """Log x axis (``ticks``: the values drawn, labelled as plain numbers, not 2x10^1), labels, legend,
+    title; save to ``path`` and close."""
+    ax.set_xscale("log")
+    if ticks is not None:
+        ax.set_xticks(ticks, [str(v) for v in ticks])
+        ax.minorticks_off()
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)

@@ -97,11 +97,16 @@ def half_widths(pred, scores: Sequence[float], coverage: float, cal_pred: Sequen
     return q * local_scale(cal_pred, scores, pred.ravel()).reshape(pred.shape)
 
 
+def _scores(preds) -> np.ndarray:
+    """|log(measured / predicted)| of each row of a cross_validate frame: the conformal score."""
+    return np.abs(np.log(preds["measured"] / preds["predicted"])).to_numpy(dtype=float)
+
+
 def heldout_calibration(preds) -> dict[str, list[float]]:
     """What a predictor file keeps to size its intervals: each held-out block's score
     (``abs_log_residuals``) and prediction (``predicted_ms``), in order of the prediction."""
     order = np.argsort(preds["predicted"].to_numpy(dtype=float), kind="stable")
-    score = np.abs(np.log(preds["measured"] / preds["predicted"])).to_numpy(dtype=float)
+    score = _scores(preds)
     return {"abs_log_residuals": score[order].tolist(),
             "predicted_ms": preds["predicted"].to_numpy(dtype=float)[order].tolist()}
 
@@ -110,7 +115,7 @@ def split_coverage(preds, coverage: float) -> dict[str, float]:
     """Empirical coverage and width of conformal intervals in a cross-validation: each split's
     interval is sized from the held-out residuals of the *other* splits, then checked on its own."""
     hit, width = [], []
-    score = np.abs(np.log(preds["measured"] / preds["predicted"])).to_numpy()
+    score = _scores(preds)
     pred = preds["predicted"].to_numpy(dtype=float)
     split = preds["split"].to_numpy()
     for s in np.unique(split):

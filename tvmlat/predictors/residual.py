@@ -197,7 +197,8 @@ class ResidualPredictor(_TreeBase):
         y = np.asarray(y, dtype=float)
         self.linear_ = LinearPredictor(**(self.linear or {})).fit(X, y)
         base = self.linear_.predict(X)
-        self.tree_columns_ = [] if self.inputs == "shares" else list(FEATURE_COLUMNS)
+        if self.inputs == "features":
+            self.tree_columns_ = list(FEATURE_COLUMNS)
         self.booster_ = self._train(self._tree_inputs(X), np.log(y) - np.log(np.maximum(base, 1e-9)),
                                     SHARES_XGB if self.inputs == "shares" else None)
         return self
@@ -220,15 +221,13 @@ class ResidualPredictor(_TreeBase):
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ResidualPredictor":
         try:
-            params = dict(d.get("params", {}))
-            params.setdefault("inputs", "features")  # saved before the shares existed
-            if params["inputs"] not in TREE_INPUTS:
+            params = {"inputs": "features", **d.get("params", {})}  # no "inputs": saved before the shares existed
+            if params["inputs"] not in TREE_INPUTS:  # not the constructor's message: this is a file to refit
                 raise PredictorError(f"this file's residual tree inputs {params['inputs']!r} are not known to this "
                                      f"tvmlat ({', '.join(TREE_INPUTS)}); refit it with `tvmlat fit --model linear+xgb`")
             self = cls(**params)
             self.linear_ = LinearPredictor.from_dict(d["linear"])
             if self.inputs == "shares":
-                self.tree_columns_ = []
                 self.booster_ = _booster_from_json(d["xgboost"], n_inputs=len(self.linear_.feature_names_in_) + 2)
             else:
                 self.tree_columns_ = _tree_columns(d)
