@@ -18,7 +18,7 @@ import argparse
 import pandas as pd
 
 from tvmlat.ablation import few_shot_pair
-from tvmlat.dataset import load_for_fit, ok_rows, read_meta
+from tvmlat.dataset import dataset_label, load_for_fit, ok_rows
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -29,7 +29,9 @@ def main() -> None:
     a = ap.parse_args()
     dfs = {}
     for p in a.datasets:
-        name = read_meta(p).get("target_name", p)
+        name = dataset_label(p)
+        if name in dfs:  # two datasets of the same target and chip: tell them apart by their files
+            name = f"{name} ({p})"
         dfs[name] = ok_rows(load_for_fit(p))
     rows = []
     names = list(dfs)

@@ -108,6 +108,19 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     return meta
 
 
+def dataset_label(path: str | Path) -> str:
+    """A short name for a dataset's target in tables and plots: the target's name, with the chip LLVM was
+    told (``mcpu``) where there is one, so two ``llvm`` datasets of different CPUs read apart
+    (``llvm (emeraldrapids)``, ``llvm (znver4)``); the file's stem without a meta.json."""
+    meta = read_meta(path)
+    name = meta.get("target_name")
+    if not name:
+        return Path(path).stem
+    target = meta.get("target")
+    mcpu = target.get("mcpu") if isinstance(target, dict) else None
+    return f"{name} ({mcpu})" if isinstance(mcpu, str) and mcpu else str(name)
+
+
 class CampaignWriter:
     """Appends rows to a campaign's parquet file; resumes from what is already there."""
 

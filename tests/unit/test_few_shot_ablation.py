@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from tvmlat.ablation import few_shot_pair, few_shot_table
-from tvmlat.dataset import ok_rows, read_dataset
+from tvmlat.dataset import dataset_label, ok_rows, read_dataset
 from helpers import assert_user_error, run_cli
 
 DATA = Path(__file__).resolve().parents[2] / "datasets"
@@ -34,7 +34,7 @@ def test_ablation_report_has_the_few_shot_section(tmp_path, capsys):
     assert code == 0, err
     assert "few-shot" in out
     csv = pd.read_csv(tmp_path / "few_shot.csv")
-    assert set(csv["pair"]) == {"torch-eager-1t -> torch-eager"}
+    assert set(csv["pair"]) == {"torch-eager-1t (znver3) -> torch-eager (znver3)"}
     report = (tmp_path / "report.md").read_text()
     assert "## Few-shot adaptation" in report and "few_shot.png" in report
     assert (tmp_path / "few_shot.png").stat().st_size > 0
@@ -48,3 +48,22 @@ def test_few_shot_from_a_dataset_of_other_blocks_is_a_clear_error(tmp_path, caps
     (tmp_path / "other.meta.json").write_text(ONE_THREAD.with_name(ONE_THREAD.stem + ".meta.json").read_text())
     assert_user_error(run_cli(["ablation", "-d", EAGER, "--few-shot-from", p, "--no-xgb", "--draws", "1"], capsys),
                       "share only 0 blocks", "--seed")
+
+
+def test_two_llvm_datasets_of_different_cpus_have_different_labels(tmp_path):
+    intel, amd = (DATA / "llvm" / f"calib-{chip}-n100-s0.parquet" for chip in ("emeraldrapids", "znver4"))
+    assert dataset_label(intel) == "llvm (emeraldrapids)" and dataset_label(amd) == "llvm (znver4)"
+    bare = tmp_path / "mine.parquet"  # no meta.json beside it: the file's name
+    read_dataset(intel).to_parquet(bare)
+    assert dataset_label(bare) == "mine"
+
+
+def test_few_shot_between_two_campaigns_of_one_chip_names_them_by_file(tmp_path, capsys):
+    other = tmp_path / "again.parquet"
+    read_dataset(EAGER).to_parquet(other)
+    (tmp_path / "again.meta.json").write_text(EAGER.with_name(EAGER.stem + ".meta.json").read_text())
+    code, out, err = run_cli(["ablation", "-d", EAGER, "--few-shot-from", other, "--no-xgb", "--draws", "1",
+                              "--out", tmp_path / "rep"], capsys)
+    assert code == 0, err
+    pair, = set(pd.read_csv(tmp_path / "rep" / "few_shot.csv")["pair"])
+    assert pair == f"torch-eager (znver3) (again) -> torch-eager (znver3) ({EAGER.stem})"

@@ -44,15 +44,17 @@ def ablation_cmd(
         con.print(describe(res.campaign_speeds) + " (all rows; each split estimates its own)")
     if few_shot_from:
         from ..ablation import few_shot_pair
-        from ..dataset import read_meta
+        from ..dataset import dataset_label
 
-        here = read_meta(dataset[0]).get("target_name", dataset[0].stem)
+        here = dataset_label(dataset[0])
         rows = []
         with con.status("few-shot") as status:
             for other in few_shot_from:
-                name = read_meta(other).get("target_name", other.stem)
+                name, dst = dataset_label(other), here
+                if name == here:  # the same target and chip: tell the two campaigns apart by their files
+                    name, dst = f"{name} ({other.stem})", f"{here} ({dataset[0].stem})"
                 status.update(f"few-shot from {name}")
-                rows += few_shot_pair(ok_rows(concat_datasets([other])), df, name, here, draws=draws * 2)
+                rows += few_shot_pair(ok_rows(concat_datasets([other])), df, name, dst, draws=draws * 2)
         import pandas as pd
 
         res.few_shot = pd.DataFrame(rows)
