@@ -166,6 +166,15 @@ def test_network_correction_cli_with_fake_runner(tmp_path, predictor_path, monke
     assert "corrected_error_%" in out
     code, out, err = run_cli(["analyze", f"{NETS}:small_cnn", "-p", pred], capsys)
     assert code == 0 and "with the network correction" in out
+    assert "no calibration block had" not in err
+    # layers with work the calibration never priced are named, as `analyze` and `predict` name them
+    doc = json.loads(pred.read_text())
+    doc.setdefault("training", {})["feature_max"] = {"n_ops": 0}
+    pred.write_text(json.dumps(doc))
+    code, out, err = run_cli(["network-correction", f"{NETS}:small_cnn", f"{NETS}:vit_tiny", f"{NETS}:resnet18",
+                              "-p", pred, "--target", target], capsys)
+    assert code == 0, err
+    assert "layers of small_cnn have work of a kind no calibration block had" in err and "(n_ops)" in err
     # a predictor for another target is refused
     assert_user_error(run_cli(["network-correction", f"{NETS}:small_cnn", "-p", pred, "--target", "llvm"], capsys),
                       "fake")

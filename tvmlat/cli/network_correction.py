@@ -14,7 +14,7 @@ from ..errors import TvmlatError
 from ..jsonfile import write_json
 from ..modelref import load_model_ref
 from . import app
-from .common import Format, console, emit
+from .common import Format, console, emit, warn_unpriced
 
 
 def loo_factors(measured: np.ndarray, predicted: np.ndarray) -> np.ndarray:
@@ -54,8 +54,11 @@ def network_correction_cmd(
     entries = {}
     for ref in model_refs:
         entries.update(load_model_ref(ref))
-    predicted = {name: float(layer_table(module, inputs, pred)["latency_ms"].sum())
-                 for name, (module, inputs) in entries.items()}
+    predicted = {}
+    for name, (module, inputs) in entries.items():
+        layers = layer_table(module, inputs, pred)
+        warn_unpriced(layers["name"].tolist(), layers.attrs.get("unpriced", []), f"layers of {name}")
+        predicted[name] = float(layers["latency_ms"].sum())
     runner = LocalRunner(t)
     host = None
     if anchors is None:
