@@ -39,6 +39,9 @@ def model_zoo(with_xgb: bool = True) -> dict[str, Callable[[], object]]:
         zoo["xgb"] = lambda: XGBPredictor()
         zoo["linear-ops+xgb"] = lambda: ResidualPredictor(linear={"features": "ops"})
         zoo["linear-loops+xgb"] = lambda: ResidualPredictor(linear={"features": "loops"})
+        # half the tree's correction beside the whole (the default): the AMD host's data favour half, the Intel
+        # host's the whole; what a host's favour is what `tvmlat fit --residual-weight` is told
+        zoo["linear-loops+xgb-half"] = lambda: ResidualPredictor(linear={"features": "loops"}, weight=0.5)
     return zoo
 
 

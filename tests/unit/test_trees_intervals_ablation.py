@@ -47,6 +47,35 @@ def test_residual_model_fits_training_data_better_than_its_linear_model(ok_frame
     assert err(res.predict(ok_frame)) < err(res.linear_.predict(ok_frame))
 
 
+def test_residual_applies_its_weight_of_the_trees_log_correction(ok_frame, tmp_path):
+    """weight w: linear * exp(w * tree); 0 is the linear model, the file keeps w, a file without one (saved
+    before the weight) applies the whole correction it was fitted with, and a bad weight is named."""
+    y = _y(ok_frame)
+    full = ResidualPredictor(n_estimators=30, weight=1.0).fit(ok_frame, y)
+    lin = full.linear_.predict(ok_frame)
+    tree = np.log(full.predict(ok_frame) / lin)
+    assert np.abs(tree).max() > 1e-3  # the tree corrects something
+    assert ResidualPredictor().weight == 1.0
+    for w in (0.0, 0.5):
+        part = ResidualPredictor(n_estimators=30, weight=w).fit(ok_frame, y)
+        np.testing.assert_allclose(np.log(part.predict(ok_frame) / lin), w * tree, atol=1e-5)
+    path = tmp_path / "p.json"
+    save_predictor(ResidualPredictor(n_estimators=30, weight=0.5).fit(ok_frame, y), path,
+                   target=make_target().to_dict(), profile="default")
+    doc = json.loads(path.read_text())
+    assert doc["model"]["params"]["weight"] == 0.5
+    np.testing.assert_allclose(np.log(load_predictor(path).predict(ok_frame) / lin), 0.5 * tree, atol=1e-5)
+    del doc["model"]["params"]["weight"]  # a file saved before the weight existed: the whole correction
+    path.write_text(json.dumps(doc))
+    np.testing.assert_allclose(np.log(load_predictor(path).predict(ok_frame) / lin), tree, atol=1e-5)
+    with pytest.raises(PredictorError, match="weight must be a number from 0"):
+        ResidualPredictor(weight=2)
+    doc["model"]["params"]["weight"] = "half"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(PredictorError, match="residual weight 'half' is not a number from 0 to 1.*refit"):
+        load_predictor(path)
+
+
 def test_shares_residual_sees_the_linear_terms_make_up(ok_frame, tmp_path):
     """The shares are each term's part of the main-segment prediction: they add up to 1 with the
     intercept's, the last input is its log; the file records the inputs and loads without tree columns."""
@@ -285,3 +314,17 @@ def test_shipped_tree_predictors_load_and_predict(ok_frame):
         pred = load_predictor(p)
         out = pred.model.predict(ok_frame)
         assert np.all(np.isfinite(out)) and np.all(out > 0), p
+
+
+def test_fit_residual_weight_option(tmp_path, capsys, fake_dataset):
+    path, _ = fake_dataset
+    for extra, want in (([], 1.0), (["--residual-weight", "0.5"], 0.5)):
+        out = tmp_path / f"p{len(extra)}.json"
+        code, _, err = run_cli(["fit", "-d", path, "-o", out, "--model", "linear+xgb", *extra], capsys)
+        assert code == 0, err
+        assert json.loads(out.read_text())["model"]["params"]["weight"] == want
+    assert_user_error(run_cli(["fit", "-d", path, "-o", tmp_path / "x.json", "--residual-weight", "1"], capsys),
+                      "applies to --model linear+xgb")
+    assert_user_error(run_cli(["fit", "-d", path, "-o", tmp_path / "x.json", "--model", "linear+xgb",
+                               "--residual-weight", "1.5"], capsys), "weight must be a number from 0")
+    assert not (tmp_path / "x.json").exists()

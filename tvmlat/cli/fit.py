@@ -21,10 +21,15 @@ from .common import console, emit, Format, metrics_table
 MODELS = ("linear", "linear+xgb", "xgb")
 
 
-def make_model_factory(model: str, features: str, prior: dict[str, Any] | None = None):
+def make_model_factory(model: str, features: str, prior: dict[str, Any] | None = None,
+                       residual_weight: float | None = None):
     """A zero-argument factory of unfitted predictors of the given kind (``prior``: a predictor
-    document of another target, to adapt with few samples)."""
-    from ..predictors.residual import ResidualPredictor, XGBPredictor
+    document of another target, to adapt with few samples; ``residual_weight``: the share of the tree's
+    correction a ``linear+xgb`` model applies, None: ``RESIDUAL_WEIGHT``)."""
+    from ..predictors.residual import RESIDUAL_WEIGHT, ResidualPredictor, XGBPredictor
+
+    if residual_weight is not None and model != "linear+xgb":
+        raise TvmlatError(f"--residual-weight applies to --model linear+xgb, not {model!r}; leave it out")
 
     if prior is not None:
         from ..predictors.adapted import AdaptedPredictor
@@ -37,7 +42,9 @@ def make_model_factory(model: str, features: str, prior: dict[str, Any] | None =
     if model == "linear":
         return lambda: LinearPredictor(features=features)
     if model == "linear+xgb":
-        return lambda: ResidualPredictor(linear={"features": features})
+        weight = RESIDUAL_WEIGHT if residual_weight is None else residual_weight
+        ResidualPredictor(weight=weight)  # a bad weight is a one-line error now, not after the campaign's fits
+        return lambda: ResidualPredictor(linear={"features": features}, weight=weight)
     if model == "xgb":
         return lambda: XGBPredictor()
     raise TvmlatError(f"unknown --model {model!r}; known: {', '.join(MODELS)}")
@@ -64,12 +71,13 @@ def _cov(preds: pd.DataFrame) -> dict[str, float]:
 
 def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any], profile: str,
                    dataset_hash: str, out: Path, con, model: str = "linear", prior: dict[str, Any] | None = None,
-                   geometry=None, campaign_speeds=None, plot: Path | None = None) -> None:
+                   geometry=None, campaign_speeds=None, plot: Path | None = None,
+                   residual_weight: float | None = None) -> None:
     """Fit, evaluate and save a predictor on ``good`` rows; ``geometry``: the L1 their loop features were
     counted for, recorded in the predictor file (None: ``DEFAULT_GEOMETRY``); ``campaign_speeds``: the
     speeds already divided out of ``good``'s labels, recorded too; ``plot``: a PNG of predicted against
     measured latency (in-sample and held out) to write."""
-    make = make_model_factory(model, features, prior)
+    make = make_model_factory(model, features, prior, residual_weight)
     need = 3 if prior is not None else 12
     if len(good) < need:
         raise TvmlatError(f"only {len(good)} blocks measured successfully; need at least {need} to fit a predictor")
@@ -134,6 +142,10 @@ def fit_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="predictor JSON to write"),
     features: str = typer.Option("loops", "--features", help="feature set: loops | ops | published"),
     model: str = typer.Option("linear", "--model", help="linear | linear+xgb (XGBoost on the linear residual) | xgb"),
+    residual_weight: Optional[float] = typer.Option(None, "--residual-weight",
+                                                    help="linear+xgb: the share of the tree's log correction to "
+                                                         "apply, 0-1 [1; 0.5 where `tvmlat ablation` says half "
+                                                         "the residual (linear-loops+xgb-half) pays on this host]"),
     campaign_speed: bool = typer.Option(True, "--campaign-speed/--no-campaign-speed",
                                         help="several datasets: divide each campaign's host speed out before fitting"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="PNG of predicted against measured latency "
@@ -146,6 +158,7 @@ def fit_cmd(
     from ..plots import check_plot
 
     check_plot(plot)
+    make_model_factory(model, features, residual_weight=residual_weight)  # bad options fail before any reading
 
     geometry = datasets_geometry(dataset)  # one L1 for all (else a one-line error); the predictor records it
     df = concat_datasets(dataset, geometry)
@@ -165,4 +178,4 @@ def fit_cmd(
         con.print(describe(speeds) + "; the predictor predicts their average state")
     fit_and_report(good, features=features, target=meta.get("target", {}), profile=meta.get("profile", "default"),
                    dataset_hash=",".join(file_hash(p) for p in dataset), out=out, con=con,
-                   model=model, geometry=geometry, campaign_speeds=speeds, plot=plot)
+                   model=model, geometry=geometry, campaign_speeds=speeds, plot=plot, residual_weight=residual_weight)
