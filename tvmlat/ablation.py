@@ -40,7 +40,7 @@ def model_zoo(with_xgb: bool = True) -> dict[str, Callable[[], object]]:
         zoo["linear-ops+xgb"] = lambda: ResidualPredictor(linear={"features": "ops"})
         zoo["linear-loops+xgb"] = lambda: ResidualPredictor(linear={"features": "loops"})
         # half the tree's correction beside the whole (the default): the AMD host's data favour half, the Intel
-        # host's the whole; what a host's favour is what `tvmlat fit --residual-weight` is told
+        # host's the whole; which one a host's data favour is what to give `tvmlat fit --residual-weight`
         zoo["linear-loops+xgb-half"] = lambda: ResidualPredictor(linear={"features": "loops"}, weight=0.5)
     return zoo
 

@@ -53,6 +53,10 @@ TREE_INPUTS = ("shares", "features")
 RESIDUAL_WEIGHT = 1.0
 
 
+def _is_weight(w) -> bool:
+    return not isinstance(w, bool) and isinstance(w, (int, float)) and 0 <= w <= 1
+
+
 def _xgb():
     try:
         import xgboost
@@ -190,7 +194,7 @@ class ResidualPredictor(_TreeBase):
         super().__init__(n_estimators=n_estimators, xgb_params=xgb_params)
         if inputs not in TREE_INPUTS:
             raise PredictorError(f"residual tree inputs must be one of {', '.join(TREE_INPUTS)}, got {inputs!r}")
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
+        if not _is_weight(weight):
             raise PredictorError(f"the residual's weight must be a number from 0 (linear alone) to 1 (the tree's "
                                  f"whole correction), not {weight!r}")
         self.linear = linear
@@ -241,10 +245,9 @@ class ResidualPredictor(_TreeBase):
             if params["inputs"] not in TREE_INPUTS:  # not the constructor's message: this is a file to refit
                 raise PredictorError(f"this file's residual tree inputs {params['inputs']!r} are not known to this "
                                      f"tvmlat ({', '.join(TREE_INPUTS)}); refit it with `tvmlat fit --model linear+xgb`")
-            w = params["weight"]
-            if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w <= 1:
-                raise PredictorError(f"this file's residual weight {w!r} is not a number from 0 to 1; the file is "
-                                     "damaged: refit it with `tvmlat fit --model linear+xgb`")
+            if not _is_weight(params["weight"]):
+                raise PredictorError(f"this file's residual weight {params['weight']!r} is not a number from 0 to 1; "
+                                     "the file is damaged: refit it with `tvmlat fit --model linear+xgb`")
             self = cls(**params)
             self.linear_ = LinearPredictor.from_dict(d["linear"])
             if self.inputs == "shares":
