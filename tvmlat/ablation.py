@@ -151,12 +151,14 @@ def other_quantities(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def few_shot_pair(src: pd.DataFrame, dst: pd.DataFrame, src_name: str, dst_name: str,
-                  sizes=FEW_SHOT_SIZES, draws: int = 20, seed: int = 0) -> list[dict]:
+                  sizes=FEW_SHOT_SIZES, draws: int = 20, seed: int = 0, features: str = "loops") -> list[dict]:
     """Few-shot adaptation from target ``src`` to target ``dst`` (datasets measuring the same blocks).
 
     30 % of the shared blocks are the test set, never seen by either model nor by the prior; for N
-    new-target samples (``draws`` draws from the rest) it fits the linear ``ops`` model from scratch
-    and the prior (the linear model of ``src``, test blocks excluded) adapted with the same N samples.
+    new-target samples (``draws`` draws from the rest) it fits the linear model of ``features`` (the
+    predictors' default, ``loops``; ``ops`` before 2026-12-05) from scratch and the prior (the same model
+    fitted on ``src``, test blocks excluded) adapted with the same N samples. Each dataset's loop features
+    are its own CPU's counts.
     Rows: pair, n_new, model (scratch | adapted | reference rows), median_ape, within10, draws.
     """
     from .predictors.adapted import AdaptedPredictor
@@ -169,14 +171,14 @@ def few_shot_pair(src: pd.DataFrame, dst: pd.DataFrame, src_name: str, dst_name:
     rng = np.random.default_rng(seed)
     test_ids = set(rng.choice(common, size=int(0.3 * len(common)), replace=False))
     src_train = src[~src["block_id"].isin(test_ids)]
-    prior = LinearPredictor(features="ops").fit(src_train, src_train["latency_ms_median"].to_numpy())
+    prior = LinearPredictor(features=features).fit(src_train, src_train["latency_ms_median"].to_numpy())
     prior_doc = predictor_document(prior, target={"name": src_name}, profile="default")
     test = dst[dst["block_id"].isin(test_ids)]
     pool = dst[~dst["block_id"].isin(test_ids)]
     yt = test["latency_ms_median"].to_numpy()
     rows = []
     try:
-        full = LinearPredictor(features="ops").fit(pool, pool["latency_ms_median"].to_numpy())
+        full = LinearPredictor(features=features).fit(pool, pool["latency_ms_median"].to_numpy())
         ref = accuracy(yt, full.predict(test))
     except Exception:  # noqa: BLE001 - too few new-target blocks for a model of its own
         ref = {"median_ape": float("nan"), "within10": float("nan")}
@@ -189,7 +191,7 @@ def few_shot_pair(src: pd.DataFrame, dst: pd.DataFrame, src_name: str, dst_name:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 try:
-                    m = LinearPredictor(features="ops").fit(tr, y)
+                    m = LinearPredictor(features=features).fit(tr, y)
                     res["scratch"].append(accuracy(yt, m.predict(test)))
                 except Exception:  # noqa: BLE001 - too few samples for this model
                     pass
