@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -171,14 +172,15 @@ def few_shot_pair(src: pd.DataFrame, dst: pd.DataFrame, src_name: str, dst_name:
     rng = np.random.default_rng(seed)
     test_ids = set(rng.choice(common, size=int(0.3 * len(common)), replace=False))
     src_train = src[~src["block_id"].isin(test_ids)]
-    prior = LinearPredictor(features=features).fit(src_train, src_train["latency_ms_median"].to_numpy())
+    make = partial(LinearPredictor, features=features)
+    prior = make().fit(src_train, src_train["latency_ms_median"].to_numpy())
     prior_doc = predictor_document(prior, target={"name": src_name}, profile="default")
     test = dst[dst["block_id"].isin(test_ids)]
     pool = dst[~dst["block_id"].isin(test_ids)]
     yt = test["latency_ms_median"].to_numpy()
     rows = []
     try:
-        full = LinearPredictor(features=features).fit(pool, pool["latency_ms_median"].to_numpy())
+        full = make().fit(pool, pool["latency_ms_median"].to_numpy())
         ref = accuracy(yt, full.predict(test))
     except Exception:  # noqa: BLE001 - too few new-target blocks for a model of its own
         ref = {"median_ape": float("nan"), "within10": float("nan")}
@@ -191,7 +193,7 @@ def few_shot_pair(src: pd.DataFrame, dst: pd.DataFrame, src_name: str, dst_name:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 try:
-                    m = LinearPredictor(features=features).fit(tr, y)
+                    m = make().fit(tr, y)
                     res["scratch"].append(accuracy(yt, m.predict(test)))
                 except Exception:  # noqa: BLE001 - too few samples for this model
                     pass

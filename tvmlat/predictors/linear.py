@@ -229,7 +229,11 @@ class LinearPredictor:
 
     def predict(self, X) -> np.ndarray:
         """Predicted latency (ms) for every row of ``X`` (a DataFrame or a mapping of columns). Vectorised."""
-        init = self.predict_initial(X)
+        return self.apply_segment(self.predict_initial(X))
+
+    def apply_segment(self, init: np.ndarray) -> np.ndarray:
+        """The prediction from the main-segment one (``predict_initial``): the low segment applied below the
+        breakpoint."""
         if self.breakpoint_ms_ > 0:
             return np.where(init < self.breakpoint_ms_, self.low_slope_ * init + self.low_offset_, init)
         return init

@@ -92,9 +92,14 @@ def tree_features(X, columns=None) -> np.ndarray:
 def term_shares(linear: LinearPredictor, X) -> np.ndarray:
     """Matrix of the residual tree's ``"shares"`` inputs: each linear term's share of the main-segment
     prediction, the intercept's share, and the log of that prediction (ms)."""
+    return _shares_and_initial(linear, X)[0]
+
+
+def _shares_and_initial(linear: LinearPredictor, X) -> tuple[np.ndarray, np.ndarray]:
+    """``term_shares`` and the main-segment prediction they are shares of, from one feature matrix."""
     parts = _matrix(X, linear.feature_names_in_) * linear.coef_
     total = np.maximum(parts.sum(axis=1) + linear.intercept_, 1e-12)
-    return np.column_stack([parts / total[:, None], linear.intercept_ / total, np.log(total)])
+    return np.column_stack([parts / total[:, None], linear.intercept_ / total, np.log(total)]), total
 
 
 def _booster_to_json(booster) -> dict[str, Any]:
@@ -224,8 +229,12 @@ class ResidualPredictor(_TreeBase):
 
     def predict(self, X) -> np.ndarray:
         self._check_fitted()
-        base = np.maximum(self.linear_.predict(X), 1e-9)
-        return base * np.exp(self.weight * self.booster_.inplace_predict(self._tree_inputs(X)))
+        if self.inputs == "shares":  # the shares come with the linear prediction: one feature matrix, not two
+            F, init = _shares_and_initial(self.linear_, X)
+            base = self.linear_.apply_segment(init)
+        else:
+            F, base = tree_features(X, self.tree_columns_), self.linear_.predict(X)
+        return np.maximum(base, 1e-9) * np.exp(self.weight * self.booster_.inplace_predict(F))
 
     def get_params(self) -> dict[str, Any]:
         return {"linear": self.linear, **super().get_params(), "inputs": self.inputs, "weight": self.weight}
