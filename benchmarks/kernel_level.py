@@ -1,15 +1,24 @@
-"""Kernel-level vs block-level prediction (the nn-Meter idea), on TVM's fused kernels, host CPU, default profile.
+"""Kernel-level vs block-level prediction (the nn-Meter idea), on TVM's kernels, host CPU, default profile.
 
-For each sampled block: compile it, time the whole block with TVM's evaluator (block latency), and
-time every fused kernel (PrimFunc) the VM calls with ``vm.set_instrument`` (median over runs).
-Kernel features come from the lowered module: TVM's FLOP estimate of the PrimFunc and the bytes of
-its buffers; the kernel's kind comes from its name (conv2d, matmul, pool, norm, other). A
-kernel model (per kind: time = a*flops + b*bytes + c, non-negative, least squares on relative
-error) predicts each kernel; a block is the sum of its kernels plus a fitted per-call overhead.
-Both this and the block-level linear ``ops`` predictor are judged on the same leave-one-family-out
-splits (kernels of the held-out family never seen in training).
+For each sampled block: compile it as ``tvm.compile`` does for a CPU (the ``default`` Relax pipeline, which
+on CPUs does not fuse: one kernel per op), time the whole block with TVM's evaluator (block latency), and
+time every kernel (PrimFunc) the VM calls with ``vm.set_instrument`` (median over runs, after warm-up).
+Kernel features come from the lowered module: TVM's FLOP estimate of the PrimFunc and the bytes of its
+buffers, its kind from its name (conv2d, matmul, pool, norm, other), and TVM's own cost-model features
+(MetaSchedule's ``PerStoreFeature``: loop extents, vectorisation, arithmetic and buffer-access patterns per
+store, 172 per store; summed and maxed over the kernel's stores). Kernel models predict each kernel and a
+block is the sum of its kernels:
 
-    python benchmarks/kernel_level.py [--samples 60] [--seed 0] [--csv benchmarks/out/kernel_level.csv]
+* linear per kind: time = a*flops + b*bytes + c, non-negative, least squares on relative error;
+* XGBoost on log kernel time from log FLOPs, log bytes and the kind;
+* XGBoost on log kernel time from TVM's cost-model features (what MetaSchedule's cost model reads).
+
+They and the block-level linear predictors (``loops``, the default, and ``ops``) are judged on the same
+splits, per campaign: leave-one-family-out (kernels of the held-out family never seen in training) and
+random 5-fold.
+
+    python benchmarks/kernel_level.py [--samples 100] [--seeds 0 ...] [--csv benchmarks/out/kernel_level.csv]
+    python benchmarks/kernel_level.py --refit      # fit again on an earlier run's files, no measuring
 """
 
 from __future__ import annotations
@@ -81,7 +90,26 @@ def kernel_table(lowered) -> dict[str, dict]:
     return out
 
 
-def measure_block(spec, target, runs: int = 30):
+def tvm_features(prims: dict, tvm_target) -> dict[str, np.ndarray]:
+    """MetaSchedule's per-store features of each PrimFunc (the untuned code, as it is built): summed and maxed
+    over its stores, and log(1 + stores)."""
+    import tvm
+    from tvm.s_tir import Schedule
+    from tvm.s_tir import meta_schedule as ms
+
+    ext = ms.feature_extractor.PerStoreFeature(extract_workload=True)
+    out = {}
+    for name, fn in prims.items():
+        mod = tvm.IRModule({"main": fn.with_attr("global_symbol", "main")})
+        ctx = ms.TuneContext(mod=mod, target=tvm_target, task_name=name)
+        cand = ms.MeasureCandidate(Schedule(mod), ms.arg_info.ArgInfo.from_prim_func(fn))
+        f = ext.extract_from(ctx, [cand])[0].numpy()
+        peak = f.max(0) if len(f) else np.zeros(f.shape[1])  # a kernel that stores nothing (a view)
+        out[name] = np.concatenate([f.sum(0), peak, [np.log1p(f.shape[0])]]).astype(np.float32)
+    return out
+
+
+def measure_block(spec, target, runs: int = 40, warmup: int = 5):
     import tvm
     from tvm import relax
 
@@ -94,6 +122,8 @@ def measure_block(spec, target, runs: int = 30):
     with tt:  # what tvm.compile runs for a CPU target ("default"), done here to see the kernels it makes
         lowered = relax.get_pipeline("default")(mod)
     kernels = kernel_table(lowered)
+    tvm_feats = tvm_features({gv.name_hint: fn for gv, fn in lowered.functions.items()
+                              if gv.name_hint in kernels}, tt)
     ex = tvm.compile(lowered, tt, relax_pipeline=None)
     dev = tvm.cpu()
     vm = relax.VirtualMachine(ex, dev)
@@ -114,14 +144,16 @@ def measure_block(spec, target, runs: int = 30):
 
     vm.set_instrument(instrument)
     args = [tvm.runtime.tensor(a, dev) for a in host]
-    for _ in range(runs):
+    for i in range(warmup + runs):
         current = []
         vm["main"](*args)
-        calls.append(current)
+        if i >= warmup:
+            calls.append(current)
     per_call = np.median(np.array([[dt for _, dt in c] for c in calls]), axis=0) * 1e3  # ms per call position
     rows = [{"block_id": spec.block_id, "family": spec.family, "kernel": sym, **kernels[sym], "ms": float(ms)}
             for (sym, _), ms in zip(calls[0], per_call)]
-    return block.latency_ms_median, rows
+    feats = [tvm_feats[sym] for sym, _ in calls[0]]
+    return block.latency_ms_median, rows, feats
 
 
 def fit_kernels(k: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -144,13 +176,13 @@ def predict_kernels(k: pd.DataFrame, coef) -> np.ndarray:
     return np.array([x @ coef.get(kind, fallback) for x, kind in zip(X, k["kind"])])
 
 
-def fit_kernels_xgb(k: pd.DataFrame):
-    """XGBoost on log kernel time from log FLOPs, log bytes and the kind."""
+def fit_xgb(X: np.ndarray, ms: np.ndarray, depth: int = 4, rounds: int = 300):
+    """XGBoost on log kernel time; returns a function of a feature matrix giving ms."""
     import xgboost as xgb
 
-    d = xgb.DMatrix(_xgb_features(k), label=np.log(np.maximum(k["ms"].to_numpy(), 1e-6)))
-    booster = xgb.train({"max_depth": 4, "eta": 0.05, "subsample": 0.8, "nthread": 2, "seed": 0}, d, 300)
-    return lambda x: booster.predict(xgb.DMatrix(x))
+    d = xgb.DMatrix(X, label=np.log(np.maximum(ms, 1e-6)))
+    booster = xgb.train({"max_depth": depth, "eta": 0.05, "subsample": 0.8, "nthread": 2, "seed": 0}, d, rounds)
+    return lambda x: np.exp(booster.predict(xgb.DMatrix(x)))
 
 
 def _xgb_features(k: pd.DataFrame) -> np.ndarray:
@@ -158,68 +190,100 @@ def _xgb_features(k: pd.DataFrame) -> np.ndarray:
     return np.column_stack([np.log1p(k["flops"]), np.log1p(k["bytes"]), kind])
 
 
+MODELS = ("block-level linear (loops, the default)", "block-level linear (ops)",
+          "kernel-level linear per kind, summed", "kernel-level XGBoost (FLOPs, bytes, kind), summed",
+          "kernel-level XGBoost (TVM's cost-model features), summed")
+
+
+def predict_split(b: pd.DataFrame, k: pd.DataFrame, ftvm: np.ndarray, tr: np.ndarray, te: np.ndarray) -> list:
+    """Each model's predictions of the blocks ``te``, fitted on the blocks ``tr`` (and their kernels)."""
+    y = b["latency_ms_median"].to_numpy()
+    ids_tr, ids_te = set(b["block_id"].iloc[tr]), b["block_id"].iloc[te]
+    ktr, kte = k["block_id"].isin(ids_tr).to_numpy(), k["block_id"].isin(set(ids_te)).to_numpy()
+
+    def per_block(pred: np.ndarray) -> np.ndarray:
+        return pd.Series(pred).groupby(k["block_id"][kte].to_numpy()).sum().reindex(ids_te).to_numpy()
+
+    coef = fit_kernels(k[ktr])
+    # per-call overhead: the block latency the kernels don't explain, per kernel call (training blocks)
+    kp = k[ktr].assign(pred=predict_kernels(k[ktr], coef))
+    agg = kp.groupby("block_id").agg(pred=("pred", "sum"), n=("pred", "size"))
+    resid = (b.set_index("block_id").loc[agg.index, "latency_ms_median"] - agg["pred"]) / agg["n"]
+    overhead = max(0.0, float(np.median(resid)))
+    out = [LinearPredictor(features=f).fit(b.iloc[tr], y[tr]).predict(b.iloc[te]) for f in ("loops", "ops")]
+    out.append(per_block(predict_kernels(k[kte], coef) + overhead))
+    out.append(per_block(fit_xgb(_xgb_features(k[ktr]), k["ms"][ktr].to_numpy())(_xgb_features(k[kte]))))
+    out.append(per_block(fit_xgb(ftvm[ktr], k["ms"][ktr].to_numpy())(ftvm[kte])))
+    return out
+
+
+def measure(samples: int, seed: int, target) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    specs = sample_specs(samples, seed=seed)
+    blocks, kernels, feats = [], [], []
+    t0 = time.perf_counter()
+    for i, s in enumerate(specs):
+        lat, rows, f = measure_block(s, target)
+        blocks.append({"seed": seed, "block_id": s.block_id, "family": s.family, "latency_ms_median": lat,
+                       **block_features(s, geometry=target.geometry())})
+        kernels += [{"seed": seed, **r} for r in rows]
+        feats += f
+        print(f"\rseed {seed}: {i + 1}/{len(specs)} blocks, {len(kernels)} kernel calls, "
+              f"{time.perf_counter() - t0:.0f} s", end="", flush=True)
+    print()
+    return pd.DataFrame(blocks), pd.DataFrame(kernels), np.stack(feats)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--samples", type=int, default=60)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--samples", type=int, default=100)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--csv", default="benchmarks/out/kernel_level.csv")
-    ap.add_argument("--refit", action="store_true", help="fit again on the CSVs of an earlier run (no measuring)")
+    ap.add_argument("--refit", action="store_true", help="fit again on the files of an earlier run (no measuring)")
     a = ap.parse_args()
     kernels_csv = Path(a.csv).with_name("kernel_level_kernels.csv")
+    tvm_file = Path(a.csv).with_name("kernel_level_tvm_features.npz")
     if a.refit:
-        b, k = pd.read_csv(a.csv), pd.read_csv(kernels_csv)
+        missing = [str(f) for f in (Path(a.csv), kernels_csv, tvm_file) if not f.is_file()]
+        if missing:
+            raise SystemExit(f"error: --refit needs an earlier run's files, and {', '.join(missing)} "
+                             f"{'does' if len(missing) == 1 else 'do'} not exist; measure first: python benchmarks/kernel_level.py --csv {a.csv}")
+        B, K, F = pd.read_csv(a.csv), pd.read_csv(kernels_csv), np.load(tvm_file)["features"]
     else:
         target = load_target("llvm")
-        specs = sample_specs(a.samples, seed=a.seed)
-        blocks, kernels = [], []
-        t0 = time.perf_counter()
-        for i, s in enumerate(specs):
-            lat, rows = measure_block(s, target)
-            blocks.append({"block_id": s.block_id, "family": s.family, "latency_ms_median": lat,
-                           **block_features(s, geometry=target.geometry())})
-            kernels += rows
-            print(f"\r{i + 1}/{len(specs)} blocks, {len(kernels)} kernel calls, {time.perf_counter() - t0:.0f} s",
-                  end="", flush=True)
-        print()
-        b, k = pd.DataFrame(blocks), pd.DataFrame(kernels)
-    ksum = k.groupby("block_id")["ms"].sum()
-    ratio = ksum.reindex(b["block_id"]).to_numpy() / b["latency_ms_median"].to_numpy()
-    print(f"sum of instrumented kernel times / block latency: median {np.median(ratio):.2f} "
-          f"(p10 {np.quantile(ratio, 0.1):.2f}, p90 {np.quantile(ratio, 0.9):.2f}); "
-          f"{len(k) / len(b):.1f} kernel calls per block, kinds {k['kind'].value_counts().to_dict()}")
-    y = b["latency_ms_median"].to_numpy()
-    pred_kernel, pred_block, pred_xgb = np.zeros(len(b)), np.zeros(len(b)), np.zeros(len(b))
-    for fam, tr, te in family_splits(b):
-        train_ids = set(b["block_id"].iloc[tr])
-        kt = k[k["block_id"].isin(train_ids)]
-        coef = fit_kernels(kt)
-        # per-call overhead: the block latency the kernels don't explain, per kernel call (training blocks)
-        kp = kt.assign(pred=predict_kernels(kt, coef))
-        per_block = kp.groupby("block_id").agg(pred=("pred", "sum"), n=("pred", "size"))
-        resid = (b.set_index("block_id").loc[per_block.index, "latency_ms_median"] - per_block["pred"]) / per_block["n"]
-        overhead = max(0.0, float(np.median(resid)))
-        ke = k[k["block_id"].isin(set(b["block_id"].iloc[te]))]
-        ke = ke.assign(pred=predict_kernels(ke, coef) + overhead)
-        s = ke.groupby("block_id")["pred"].sum()
-        pred_kernel[te] = s.reindex(b["block_id"].iloc[te]).to_numpy()
-        xm = fit_kernels_xgb(kt)
-        ke = ke.assign(xgb=np.exp(xm(_xgb_features(ke))))
-        pred_xgb[te] = ke.groupby("block_id")["xgb"].sum().reindex(b["block_id"].iloc[te]).to_numpy()
-        lin = LinearPredictor(features="ops").fit(b.iloc[tr], y[tr])
-        pred_block[te] = lin.predict(b.iloc[te])
+        runs = [measure(a.samples, seed, target) for seed in a.seeds]
+        B, K = pd.concat([r[0] for r in runs], ignore_index=True), pd.concat([r[1] for r in runs], ignore_index=True)
+        F = np.concatenate([r[2] for r in runs])
+        Path(a.csv).parent.mkdir(parents=True, exist_ok=True)
+        B.to_csv(a.csv, index=False)
+        K.to_csv(kernels_csv, index=False)
+        np.savez_compressed(tvm_file, features=F)
     rows = []
-    for name, p in [("block-level linear (ops)", pred_block), ("kernel-level linear per kind, summed", pred_kernel),
-                    ("kernel-level XGBoost, summed", pred_xgb)]:
-        m = accuracy(y, p)
-        rows.append({"model": name, "median_ape": m["median_ape"], "within10": m["within10"], "mape": m["mape"],
-                     "spearman": m["spearman"]})
+    for seed, b in B.groupby("seed"):
+        b = b.reset_index(drop=True)
+        sel = (K["seed"] == seed).to_numpy()
+        k, f = K[sel].reset_index(drop=True), F[sel]
+        ksum = k.groupby("block_id")["ms"].sum().reindex(b["block_id"]).to_numpy()
+        ratio = ksum / b["latency_ms_median"].to_numpy()
+        print(f"seed {seed}: sum of instrumented kernel times / block latency: median {np.median(ratio):.2f} "
+              f"(p10 {np.quantile(ratio, 0.1):.2f}, p90 {np.quantile(ratio, 0.9):.2f}); "
+              f"{len(k) / len(b):.1f} kernel calls per block")
+        y = b["latency_ms_median"].to_numpy()
+        folds = np.random.default_rng(seed).permutation(len(b)) % 5
+        for split, parts in (("held-out family", [(tr, te) for _, tr, te in family_splits(b)]),
+                             ("random 5-fold", [(np.flatnonzero(folds != i), np.flatnonzero(folds == i))
+                                                for i in range(5)])):
+            preds = np.zeros((len(MODELS), len(b)))
+            for tr, te in parts:
+                preds[:, te] = predict_split(b, k, f, tr, te)
+            for name, p in zip(MODELS, preds):
+                m = accuracy(y, p)
+                rows.append({"seed": seed, "split": split, "model": name, "median_ape": m["median_ape"],
+                             "within10": 100 * m["within10"], "worst_x": m["worst_x"]})
     res = pd.DataFrame(rows)
-    print(f"leave-one-family-out on {len(b)} blocks:")
+    print(f"per campaign ({B['seed'].nunique()} campaigns, {len(B)} blocks), then the mean over campaigns:")
     print(res.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-    Path(a.csv).parent.mkdir(parents=True, exist_ok=True)
-    if not a.refit:
-        b.to_csv(a.csv, index=False)
-        k.to_csv(kernels_csv, index=False)
+    mean = res.groupby(["split", "model"], sort=False)[["median_ape", "within10", "worst_x"]].mean()
+    print(mean.to_string(float_format=lambda v: f"{v:.3g}"))
 
 
 if __name__ == "__main__":

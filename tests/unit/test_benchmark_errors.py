@@ -16,3 +16,14 @@ def test_a_missing_grid_dataset_is_one_line_naming_the_command_that_makes_it(tmp
     assert len(lines) == 1, r.stderr
     assert f"{missing} does not exist" in lines[0] and "tvmlat measure --target llvm benchmarks/reduction_grid.py" in lines[0]
     assert "tvmlat calibrate" not in lines[0]  # the library's generic advice would point elsewhere
+
+
+def test_refitting_the_kernel_level_benchmark_without_its_files_is_one_line_naming_the_command(tmp_path):
+    csv = tmp_path / "kernel_level.csv"
+    r = subprocess.run([sys.executable, "benchmarks/kernel_level.py", "--refit", "--csv", str(csv)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip() and "Warning" not in ln and "return cls" not in ln]
+    assert len(lines) == 1, r.stderr
+    assert f"{csv}, " in lines[0] and "do not exist" in lines[0]
+    assert f"python benchmarks/kernel_level.py --csv {csv}" in lines[0]
