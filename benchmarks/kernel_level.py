@@ -32,7 +32,7 @@ import pandas as pd
 from scipy.optimize import nnls
 
 from tvmlat.blocks import build_block, sample_specs
-from tvmlat.features import block_features
+from tvmlat.features import FEATURE_COLUMNS, OpCounter, block_features
 from tvmlat.metrics import accuracy, family_splits
 from tvmlat.predictors import LinearPredictor
 from tvmlat.targets import load_target
@@ -190,12 +190,75 @@ def _xgb_features(k: pd.DataFrame) -> np.ndarray:
     return np.column_stack([np.log1p(k["flops"]), np.log1p(k["bytes"]), kind])
 
 
+#: kernel names (less their number) of each group; a bias add or scale right after a conv2d or matmul joins it
+GROUP_KERNELS = {"conv": {"conv2d"}, "pool": {"mean", "avg_pool2d", "max_pool2d", "zeros"},
+                 "mm": {"matmul", "transpose", "softmax", "layer_norm", "strided_slice", "cast", "tir_logical_not",
+                        "equal", "full", "where", "max"}}
+#: aten op kinds of each group (features.OpCounter's record kinds); the rest is "ew"
+GROUP_KINDS = {"conv": {"conv", "conv1x1", "dwconv"}, "pool": {"pool"}, "mm": {"matmul", "bmm", "attention"}}
+
+
+def _kernel_groups(names, family: str) -> list[str]:
+    out: list[str] = []
+    for n in names:
+        base, prev = n.rstrip("0123456789"), out and names[len(out) - 1].rstrip("0123456789")
+        if family == "attention":  # its decomposed SDPA's masks and scales are not aten ops: one group
+            g = "mm"
+        elif base in ("add", "multiply") and prev in ("conv2d", "matmul"):
+            g = out[-1]
+        else:
+            g = next((g for g, names_ in GROUP_KERNELS.items() if base in names_), "ew")
+        out.append(g)
+    return out
+
+
+def _op_group(rec: dict, family: str) -> str:
+    if family == "attention" or rec["op"] in ("native_layer_norm", "layer_norm", "_softmax", "softmax"):
+        return "mm"
+    return next((g for g, kinds in GROUP_KINDS.items() if rec.get("kind") in kinds), "ew")
+
+
+def group_rows(b: pd.DataFrame, k: pd.DataFrame, geometry) -> pd.DataFrame:
+    """One row per block and kernel group (conv, mm, pool, ew): the features of the group's aten ops and the
+    instrumented time of its kernels, scaled so that a block's groups sum to its latency. The block's inputs
+    count in its first op's group, its ``acts_l2out`` is shared by the groups' activations."""
+    import torch
+
+    specs = {s.block_id: s for seed in b["seed"].unique()
+             for s in sample_specs(int((b["seed"] == seed).sum()), seed=int(seed))}
+    rows = []
+    for r in b.itertuples():
+        spec = specs[r.block_id]
+        module, inputs = build_block(spec)
+        counter = OpCounter(geometry)
+        with torch.no_grad(), counter:
+            module.to("meta")(*[torch.empty(t.shape, dtype=t.dtype, device="meta") for t in inputs])
+        feats: dict[str, dict] = {}
+        for rec in counter.records:
+            f = feats.setdefault(_op_group(rec, spec.family), dict.fromkeys(FEATURE_COLUMNS, 0.0))
+            for col, v in rec["feat"].items():
+                f[col] += v
+        feats[_op_group(counter.records[0], spec.family)]["inp"] += r.inp
+        kk = k[(k["seed"] == r.seed) & (k["block_id"] == r.block_id)]
+        times = pd.Series(kk["ms"].to_numpy()).groupby(_kernel_groups(list(kk["kernel"]), spec.family)).sum()
+        if set(times.index) != set(feats):
+            raise SystemExit(f"error: block {r.block_id} ({spec.family}): kernel groups {sorted(times.index)} "
+                             f"and op groups {sorted(feats)} differ; extend GROUP_KERNELS")
+        acts = sum(f["acts"] for f in feats.values())
+        for g, f in feats.items():
+            rows.append({**f, "acts_l2out": r.acts_l2out * f["acts"] / max(acts, 1), "block_id": r.block_id,
+                         "latency_ms_median": times[g] * r.latency_ms_median / kk["ms"].sum()})
+    return pd.DataFrame(rows)
+
+
 MODELS = ("block-level linear (loops, the default)", "block-level linear (ops)",
+          "loops fitted on kernel-group times (conv, matmul, pool, elementwise), summed",
           "kernel-level linear per kind, summed", "kernel-level XGBoost (FLOPs, bytes, kind), summed",
           "kernel-level XGBoost (TVM's cost-model features), summed")
 
 
-def predict_split(b: pd.DataFrame, k: pd.DataFrame, ftvm: np.ndarray, tr: np.ndarray, te: np.ndarray) -> list:
+def predict_split(b: pd.DataFrame, k: pd.DataFrame, ftvm: np.ndarray, groups: pd.DataFrame, tr: np.ndarray,
+                  te: np.ndarray) -> list:
     """Each model's predictions of the blocks ``te``, fitted on the blocks ``tr`` (and their kernels)."""
     y = b["latency_ms_median"].to_numpy()
     ids_tr, ids_te = set(b["block_id"].iloc[tr]), b["block_id"].iloc[te]
@@ -211,6 +274,9 @@ def predict_split(b: pd.DataFrame, k: pd.DataFrame, ftvm: np.ndarray, tr: np.nda
     resid = (b.set_index("block_id").loc[agg.index, "latency_ms_median"] - agg["pred"]) / agg["n"]
     overhead = max(0.0, float(np.median(resid)))
     out = [LinearPredictor(features=f).fit(b.iloc[tr], y[tr]).predict(b.iloc[te]) for f in ("loops", "ops")]
+    gtr, gte = groups[groups["block_id"].isin(ids_tr)], groups[groups["block_id"].isin(set(ids_te))]
+    gm = LinearPredictor(segmented=False).fit(gtr, gtr["latency_ms_median"].to_numpy())
+    out.append(pd.Series(gm.predict(gte)).groupby(gte["block_id"].to_numpy()).sum().reindex(ids_te).to_numpy())
     out.append(per_block(predict_kernels(k[kte], coef) + overhead))
     out.append(per_block(fit_xgb(_xgb_features(k[ktr]), k["ms"][ktr].to_numpy())(_xgb_features(k[kte]))))
     out.append(per_block(fit_xgb(ftvm[ktr], k["ms"][ktr].to_numpy())(ftvm[kte])))
@@ -262,6 +328,7 @@ def main() -> None:
         b = b.reset_index(drop=True)
         sel = (K["seed"] == seed).to_numpy()
         k, f = K[sel].reset_index(drop=True), F[sel]
+        groups = group_rows(b, k, load_target("llvm").geometry())
         ksum = k.groupby("block_id")["ms"].sum().reindex(b["block_id"]).to_numpy()
         ratio = ksum / b["latency_ms_median"].to_numpy()
         print(f"seed {seed}: sum of instrumented kernel times / block latency: median {np.median(ratio):.2f} "
@@ -274,7 +341,7 @@ def main() -> None:
                                                 for i in range(5)])):
             preds = np.zeros((len(MODELS), len(b)))
             for tr, te in parts:
-                preds[:, te] = predict_split(b, k, f, tr, te)
+                preds[:, te] = predict_split(b, k, f, groups, tr, te)
             for name, p in zip(MODELS, preds):
                 m = accuracy(y, p)
                 rows.append({"seed": seed, "split": split, "model": name, "median_ape": m["median_ape"],
