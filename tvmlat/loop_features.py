@@ -43,7 +43,11 @@ reducing op with ``out`` output elements, each summing ``red`` products:
   a linear layer), once per call. A linear layer costs a fixed amount per weight element on top of
   its per-row cost: on the CI host 256x256, 128x1024 and 1024x128 layers took 0.09 + 0.091·M,
   0.18 + 0.157·M and 0.20 + 0.18·M ms for M = 1, 2, 4, 16 rows, ~1.4 ns per weight element
-  whatever M, so a one-row layer costs twice its multiply-adds' time (``benchmarks/reduction_grid.py``). The
+  whatever M, so a one-row layer costs twice its multiply-adds' time (``benchmarks/reduction_grid.py``).
+  That fixed cost is a kernel of its own: the default build transposes the weight (``permute_dims``) at
+  every call, since it folds no constants (``benchmarks/kernel_level.py``: 0.35 ns per element where the
+  copy's walk of ``dout`` rows ``4·din`` bytes apart fits L1 by ``l1_lines``, 1.35 ns where it misses;
+  a column for the misses gained 0.1-0.4 points, README "Also tried"). The
   batched products of two activations (``bmm``) have no such column: their B is an input (``inp``).
   The meta-device counter takes the B of every 2-d ``mm``/``addmm`` as a weight (as ``weight_elems``
   does); the ONNX counter only an initializer.
