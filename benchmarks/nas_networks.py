@@ -12,8 +12,9 @@ calibration is measured and divided out (``tvmlat.anchors``), as in ``network_an
 
     tvmlat measure benchmarks/nas_networks.py:entries --out runs/nas.parquet      # ~10 min on 2 cores
     python benchmarks/nas_networks.py runs/nas.parquet [-p PREDICTOR.json ...]
+    python benchmarks/nas_networks.py runs/nas.parquet --calibrations datasets/llvm/calib-emeraldrapids-n100-s*.predictor.json
 
-``TVMLAT_NAS_NETWORKS`` sets how many networks (30); the anchors come from
+``TVMLAT_NAS_NETWORKS`` sets how many networks ``entries`` gives (30); the report takes those measured. The anchors come from
 ``datasets/llvm/calib-emeraldrapids-n200-s0.parquet`` unless ``TVMLAT_ANCHOR_DATASET`` names another.
 """
 
@@ -75,6 +76,11 @@ def entries(device: str = "cpu"):
     return out
 
 
+def _networks(meas: pd.Series) -> list[str]:
+    """The networks measured (whatever ``TVMLAT_NAS_NETWORKS`` was when they were)."""
+    return sorted(n for n in meas.index if n.startswith("nas/"))
+
+
 def report(measured: pd.DataFrame, predictor_path: str) -> pd.DataFrame:
     from scipy.stats import spearmanr
 
@@ -90,11 +96,8 @@ def report(measured: pd.DataFrame, predictor_path: str) -> pd.DataFrame:
     host, err = host_factor(pred.predict(X), meas[list(anchors)])
     factor = float((pred.doc.get("network_correction") or {}).get("factor", 1.0))
     rows = []
-    for i in range(NETWORKS):
-        name = f"nas/{i:03d}"
-        if name not in meas.index:
-            continue
-        m, x, _ = sample_network(i)
+    for name in _networks(meas):
+        m, x, _ = sample_network(int(name[4:]))
         summed = float(layer_table(m, x, pred)["latency_ms"].sum())
         rows.append({"network": name, "measured_ms": float(meas[name]), "summed_ms": summed,
                      "error_%": 100 * (summed / host / meas[name] - 1),
@@ -114,16 +117,62 @@ def report(measured: pd.DataFrame, predictor_path: str) -> pd.DataFrame:
     return t
 
 
+def factor_check(measured: pd.DataFrame, paths: list[str], draws: int = 200) -> pd.DataFrame:
+    """Predictors whose calibration blocks were not timed in this campaign (no anchors): their host drift and
+    bias are one factor, fitted on 5 networks of the space (what ``network-correction`` does) and judged on
+    the other networks, ``draws`` random draws of the five. Layer features are counted once (one L1)."""
+    from scipy.stats import spearmanr
+
+    from tvmlat.analysis import layer_features
+    from tvmlat.predictors import load_predictor
+
+    meas = measured[measured["status"] == "ok"].set_index("name")["latency_ms_median"]
+    names = _networks(meas)
+    y = meas[names].to_numpy()
+    preds = [load_predictor(p) for p in paths]
+    feats: dict = {}
+    rng = np.random.default_rng(0)
+    rows = []
+    for path, pred in zip(paths, preds):
+        if pred.geometry not in feats:
+            feats[pred.geometry] = [layer_features(*sample_network(int(n[4:]))[:2], geometry=pred.geometry)
+                                    for n in names]
+        ratio = np.array([pred.predict(f).sum() for f in feats[pred.geometry]]) / y
+        hits = []
+        for _ in range(draws):
+            idx = rng.permutation(len(y))
+            factor = np.exp(np.median(np.log(ratio[idx[:5]])))
+            hits.append(np.mean(np.abs(ratio[idx[5:]] / factor - 1) <= 0.1))
+        rows.append({"predictor": Path(path).name, "predicted/measured": float(np.median(ratio)),
+                     "within10_%": 100 * float(np.mean(hits)), "worst_draw_%": 100 * float(np.min(hits)),
+                     "spearman": float(spearmanr(ratio * y, y).statistic)})
+    t = pd.DataFrame(rows)
+    print(f"{len(t)} predictors, each corrected by a factor from 5 of the {len(y)} networks, judged on the rest "
+          f"({draws} draws): within +-10 % {t['within10_%'].mean():.1f} % on average (median "
+          f"{t['within10_%'].median():.1f} %, lowest {t['within10_%'].min():.1f} %), Spearman "
+          f"{t['spearman'].min():.3f}-{t['spearman'].max():.3f}, raw predicted/measured "
+          f"{t['predicted/measured'].min():.2f}-{t['predicted/measured'].max():.2f}")
+    return t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("measured", help="the parquet `tvmlat measure benchmarks/nas_networks.py:entries --out` wrote")
     ap.add_argument("-p", "--predictor", action="append", help=f"predictor JSON (repeatable; default: {PREDICTORS})")
     ap.add_argument("--csv", help="write every network's figures here")
+    ap.add_argument("--calibrations", nargs="+", metavar="PREDICTOR",
+                    help="instead: predictors without anchors here, each corrected by a factor from 5 networks")
     a = ap.parse_args()
     from _bench import read_rows
 
     measured = read_rows(a.measured, "measure it with `tvmlat measure benchmarks/nas_networks.py:entries --out "
                                      f"{a.measured}`")
+    if a.calibrations:
+        t = factor_check(measured, a.calibrations)
+        print(t.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+        if a.csv:
+            t.to_csv(a.csv, index=False)
+        return
     tables = [report(measured, p).assign(predictor=Path(p).name) for p in a.predictor or PREDICTORS]
     if a.csv:
         pd.concat(tables).to_csv(a.csv, index=False)

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from .features import FEATURE_COLUMNS, OpCounter
-from .loop_features import DEFAULT_GEOMETRY, CacheGeometry, footprint_loops, geometry_of
+from .loop_features import DEFAULT_GEOMETRY, CacheGeometry, footprint_loops, geometry_of, stamp_geometry
 
 ANCHORS = {"conv", "conv1x1", "dwconv", "matmul", "bmm", "attention", "pool"}
 MB = 1e6
@@ -133,6 +133,22 @@ def layer_table(module: torch.nn.Module, inputs: Sequence[torch.Tensor], predict
     predictor, predicted latency and its share. Sizes in MB (10^6 bytes). Loop features are counted
     for the predictor's L1 geometry."""
     layers, totals = trace_layers(module, inputs, geometry=geometry_of(predictor))
+    return _table(layers, _module_params(module), predictor, totals)
+
+
+def layer_features(module: torch.nn.Module, inputs: Sequence[torch.Tensor], *,
+                   geometry: CacheGeometry = DEFAULT_GEOMETRY) -> pd.DataFrame:
+    """The feature rows ``layer_table`` predicts, one per layer, counted once for the L1 ``geometry``: to
+    predict one network with many predictors of that L1 (``predictor.predict(rows).sum()`` is the
+    network's sum of layers)."""
+    layers, _ = trace_layers(module, inputs, geometry=geometry)
+    params_of = _module_params(module)
+    rows = pd.DataFrame([_layer_features(lay, params_of(lay)[0], geometry) for lay in layers])
+    return stamp_geometry(rows, geometry)
+
+
+def _module_params(module: torch.nn.Module):
+    """(parameter elements, bytes) of the modules a layer's ops ran in."""
     modules = dict(module.named_modules())
 
     def params_of(lay: Layer) -> tuple[int, int]:
@@ -140,7 +156,19 @@ def layer_table(module: torch.nn.Module, inputs: Sequence[torch.Tensor], predict
         ps = [p for path in paths if path in modules for p in modules[path].parameters(recurse=False)]
         return sum(p.numel() for p in ps), sum(p.numel() * p.element_size() for p in ps)
 
-    return _table(layers, params_of, predictor, totals)
+    return params_of
+
+
+def _layer_features(lay: Layer, n_params: int, geometry: CacheGeometry) -> dict[str, int]:
+    """A layer's features: its ops' increments summed, its input and output, its footprint as a block."""
+    f = dict.fromkeys(FEATURE_COLUMNS, 0)
+    for r in lay.records:
+        for k, v in r["feat"].items():
+            f[k] += v
+    f.update(inp=_elems(lay.in_shape) or lay.records[0]["in_bytes"] // 4, params=n_params,
+             out=_elems(lay.out_shape))
+    f.update(footprint_loops(f["acts"], f["inp"], geometry=geometry))
+    return f
 
 
 def onnx_layer_table(model, predictor=None) -> pd.DataFrame:
@@ -167,13 +195,8 @@ def _table(layers: list[Layer], params_of, predictor, totals: dict[str, int]) ->
     geometry = geometry_of(predictor)
     for lay in layers:
         n_params, weight_bytes = params_of(lay)
-        f = dict.fromkeys(FEATURE_COLUMNS, 0)
-        for r in lay.records:
-            for k, v in r["feat"].items():
-                f[k] += v
-        first, last = lay.records[0], lay.records[-1]
-        f.update(inp=_elems(lay.in_shape) or first["in_bytes"] // 4, params=n_params, out=_elems(lay.out_shape))
-        f.update(footprint_loops(f["acts"], f["inp"], geometry=geometry))
+        f = _layer_features(lay, n_params, geometry)
+        last = lay.records[-1]
         feats.append(f)
         rows.append({
             "name": lay.name, "op": "+".join(dict.fromkeys(r["kind"] for r in lay.records)), "module": lay.module,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tvmlat.analysis import explain_import_error, layer_table, totals_row, trace_layers
+from tvmlat.analysis import explain_import_error, layer_features, layer_table, totals_row, trace_layers
 from helpers import assert_user_error, run_cli
 
 NETS = Path(__file__).resolve().parents[2] / "examples" / "networks.py"
@@ -74,6 +74,22 @@ def test_predicted_latency_column(nets, predictor_path):
     df = layer_table(m, x, load_predictor(predictor_path))
     assert (df["latency_ms"] > 0).all()
     assert df["share_%"].sum() == pytest.approx(100)
+
+
+def test_layer_features_are_what_layer_table_predicts_and_carry_their_l1(nets, predictor_path):
+    from tvmlat.errors import PredictorError
+    from tvmlat.loop_features import CacheGeometry
+    from tvmlat.predictors import load_predictor
+
+    pred = load_predictor(predictor_path)
+    m, x = nets.mobilenet_v2()
+    rows = layer_features(m, x, geometry=pred.geometry)
+    table = layer_table(m, x, pred)
+    assert len(rows) == len(table) and rows["params"].sum() == table["params"].sum()
+    assert pred.predict(rows).sum() == pytest.approx(table["latency_ms"].sum(), rel=1e-12)
+    other = CacheGeometry(sets=pred.geometry.sets * 2, ways=pred.geometry.ways, line=pred.geometry.line)
+    with pytest.raises(PredictorError, match="counted for"):
+        pred.predict(layer_features(m, x, geometry=other))
 
 
 def test_import_error_names_the_layer():
