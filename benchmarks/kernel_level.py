@@ -9,7 +9,7 @@ buffers, its kind from its name (conv2d, matmul, pool, norm, other), and TVM's o
 store, 172 per store; summed and maxed over the kernel's stores). Kernel models predict each kernel and a
 block is the sum of its kernels:
 
-* linear per kind: time = a*flops + b*bytes + c, non-negative, least squares on relative error;
+* linear per kind: time = a*flops + b*bytes + c, non-negative, fitted on log error;
 * XGBoost on log kernel time from log FLOPs, log bytes and the kind;
 * XGBoost on log kernel time from TVM's cost-model features (what MetaSchedule's cost model reads).
 
@@ -24,12 +24,12 @@ random 5-fold.
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import nnls
 
 from tvmlat.blocks import build_block, sample_specs
 from tvmlat.features import FEATURE_COLUMNS, OpCounter, block_features
@@ -54,39 +54,23 @@ def kind_of(name: str) -> str:
 
 
 def kernel_table(lowered) -> dict[str, dict]:
-    """FLOPs (TVM's estimate) and bytes of the tensors each PrimFunc is called with in ``main``."""
+    """FLOPs (TVM's estimate) and bytes of the buffers (inputs and outputs) of each PrimFunc of the module.
+
+    (Until 2026-12-06 the bytes were read off ``main``'s calls, which the CPU build has rewritten by then:
+    every kernel had 0 bytes, so the "FLOPs and bytes" models had FLOPs alone.)"""
     import tvm
-    from tvm import relax
 
-    prims = {gv.name_hint: (gv, fn) for gv, fn in lowered.functions.items() if type(fn).__name__ == "PrimFunc"}
-    nbytes: dict[str, float] = {}
-
-    def tensor_bytes(e) -> float:
-        si = getattr(e, "struct_info", None)
-        if type(si).__name__ != "TensorStructInfo" or si.shape is None:
-            return 0.0
-        n = 1
-        for d in si.shape.values:
-            n *= int(d)
-        return float(n * tvm.runtime.DataType(si.dtype).bits // 8)
-
-    for block in lowered["main"].body.blocks:
-        for b in block.bindings:
-            v = b.value
-            if isinstance(v, relax.Call):
-                args = list(v.args)
-                callee = v.op if isinstance(v.op, tvm.ir.GlobalVar) else (args[0] if args else None)
-                if isinstance(callee, tvm.ir.GlobalVar) and callee.name_hint in prims:
-                    flat = [a for a in args if not isinstance(a, tvm.ir.GlobalVar)]
-                    flat = [x for a in flat for x in (a.fields if isinstance(a, relax.Tuple) else [a])]
-                    nbytes[callee.name_hint] = sum(tensor_bytes(a) for a in flat) + tensor_bytes(b.var)
     out = {}
-    for name, (gv, fn) in prims.items():
+    for gv, fn in lowered.functions.items():
+        if type(fn).__name__ != "PrimFunc":
+            continue
         try:
             flops = float(tvm.s_tir.analysis.estimate_tir_flops(tvm.IRModule({gv: fn})))
         except Exception:  # noqa: BLE001 - TVM can't estimate some loops
             flops = 0.0
-        out[name] = {"flops": flops, "bytes": nbytes.get(name, 0.0), "kind": kind_of(name)}
+        bufs = [b for b in fn.params if hasattr(b, "shape") and hasattr(b, "dtype")]  # tirx: params are buffers
+        nbytes = sum(math.prod(int(d) for d in b.shape) * tvm.runtime.DataType(b.dtype).bits // 8 for b in bufs)
+        out[gv.name_hint] = {"flops": flops, "bytes": float(nbytes), "kind": kind_of(gv.name_hint)}
     return out
 
 
@@ -156,24 +140,25 @@ def measure_block(spec, target, runs: int = 40, warmup: int = 5):
     return block.latency_ms_median, rows, feats
 
 
-def fit_kernels(k: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Per kind: ms = a*GFLOP + b*MB + c, non-negative, least squares on relative error."""
-    coef = {}
-    for kind in KINDS:
-        g = k[k["kind"] == kind]
-        if g.empty:
-            continue
-        X = np.column_stack([g["flops"] / 1e9, g["bytes"] / 1e6, np.ones(len(g))])
-        y = g["ms"].to_numpy()
-        w = 1.0 / np.maximum(y, 1e-6)
-        coef[kind], _ = nnls(X * w[:, None], y * w)
-    return coef
+def fit_kernels(k: pd.DataFrame):
+    """Per kind: ms = a*FLOPs + b*bytes + c, non-negative, fitted on log error as the product's linear model is
+    (a kind with fewer than 8 training kernels gets the model of all kinds); returns a function of kernels
+    giving ms. (Until 2026-12-06: least squares on relative error plus a per-call overhead, which put block
+    sums at 0.13x: relative least squares shrinks the large kernels that dominate a block.)"""
+    def fit(g: pd.DataFrame) -> LinearPredictor:
+        return LinearPredictor(features=["flops", "bytes"], segmented=False).fit(g, g["ms"].to_numpy())
 
+    every = fit(k)
+    per_kind = {kind: fit(g) for kind, g in k.groupby("kind") if len(g) >= 8}
 
-def predict_kernels(k: pd.DataFrame, coef) -> np.ndarray:
-    fallback = np.mean(list(coef.values()), axis=0)  # a kind never seen in training
-    X = np.column_stack([k["flops"] / 1e9, k["bytes"] / 1e6, np.ones(len(k))])
-    return np.array([x @ coef.get(kind, fallback) for x, kind in zip(X, k["kind"])])
+    def predict(kk: pd.DataFrame) -> np.ndarray:
+        out = np.zeros(len(kk))
+        for kind in kk["kind"].unique():
+            sel = (kk["kind"] == kind).to_numpy()
+            out[sel] = per_kind.get(kind, every).predict(kk[sel])
+        return out
+
+    return predict
 
 
 def fit_xgb(X: np.ndarray, ms: np.ndarray, depth: int = 4, rounds: int = 300):
@@ -200,8 +185,8 @@ GROUP_KINDS = {"conv": {"conv", "conv1x1", "dwconv"}, "pool": {"pool"}, "mm": {"
 
 def _kernel_groups(names, family: str) -> list[str]:
     out: list[str] = []
-    for n in names:
-        base, prev = n.rstrip("0123456789"), out and names[len(out) - 1].rstrip("0123456789")
+    for i, n in enumerate(names):
+        base, prev = n.rstrip("0123456789"), names[i - 1].rstrip("0123456789") if i else None
         if family == "attention":  # its decomposed SDPA's masks and scales are not aten ops: one group
             g = "mm"
         elif base in ("add", "multiply") and prev in ("conv2d", "matmul"):
@@ -267,17 +252,11 @@ def predict_split(b: pd.DataFrame, k: pd.DataFrame, ftvm: np.ndarray, groups: pd
     def per_block(pred: np.ndarray) -> np.ndarray:
         return pd.Series(pred).groupby(k["block_id"][kte].to_numpy()).sum().reindex(ids_te).to_numpy()
 
-    coef = fit_kernels(k[ktr])
-    # per-call overhead: the block latency the kernels don't explain, per kernel call (training blocks)
-    kp = k[ktr].assign(pred=predict_kernels(k[ktr], coef))
-    agg = kp.groupby("block_id").agg(pred=("pred", "sum"), n=("pred", "size"))
-    resid = (b.set_index("block_id").loc[agg.index, "latency_ms_median"] - agg["pred"]) / agg["n"]
-    overhead = max(0.0, float(np.median(resid)))
     out = [LinearPredictor(features=f).fit(b.iloc[tr], y[tr]).predict(b.iloc[te]) for f in ("loops", "ops")]
     gtr, gte = groups[groups["block_id"].isin(ids_tr)], groups[groups["block_id"].isin(set(ids_te))]
     gm = LinearPredictor(segmented=False).fit(gtr, gtr["latency_ms_median"].to_numpy())
     out.append(pd.Series(gm.predict(gte)).groupby(gte["block_id"].to_numpy()).sum().reindex(ids_te).to_numpy())
-    out.append(per_block(predict_kernels(k[kte], coef) + overhead))
+    out.append(per_block(fit_kernels(k[ktr])(k[kte])))
     out.append(per_block(fit_xgb(_xgb_features(k[ktr]), k["ms"][ktr].to_numpy())(_xgb_features(k[kte]))))
     out.append(per_block(fit_xgb(ftvm[ktr], k["ms"][ktr].to_numpy())(ftvm[kte])))
     return out
