@@ -46,19 +46,20 @@ def sample_network(seed: int) -> tuple[nn.Module, list[torch.Tensor], dict]:
 
     rng = random.Random(seed)
     res = rng.choice([96, 128, 160])
-    layers: list[nn.Module] = [conv_bn(3, 16, 3, 2)]
-    cin, choices = 16, {"resolution": res, "blocks": []}
-    for i, (cout, stride) in enumerate(STAGES):
-        for d in range(rng.choice([1, 2, 3])):
-            expand, k, se = rng.choice([3, 4, 6]), rng.choice([3, 5, 7]), i > 0 and rng.random() < 0.5
-            layers.append(InvertedResidual(cin, cout, expand, k, stride if d == 0 else 1))
-            if se:
-                layers.append(SqueezeExcitation(cout, 4))
-            choices["blocks"].append(f"s{i}e{expand}k{k}{'se' if se else ''}")
-            cin = cout
-    layers += [conv_bn(cin, 640, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(640, 1000)]
-    torch.manual_seed(seed)
-    module = nn.Sequential(*layers).eval()
+    with torch.random.fork_rng():  # the weights too are the seed's, and the caller's RNG is left alone
+        torch.manual_seed(seed)
+        layers: list[nn.Module] = [conv_bn(3, 16, 3, 2)]
+        cin, choices = 16, {"resolution": res, "blocks": []}
+        for i, (cout, stride) in enumerate(STAGES):
+            for d in range(rng.choice([1, 2, 3])):
+                expand, k, se = rng.choice([3, 4, 6]), rng.choice([3, 5, 7]), i > 0 and rng.random() < 0.5
+                layers.append(InvertedResidual(cin, cout, expand, k, stride if d == 0 else 1))
+                if se:
+                    layers.append(SqueezeExcitation(cout, 4))
+                choices["blocks"].append(f"s{i}e{expand}k{k}{'se' if se else ''}")
+                cin = cout
+        layers += [conv_bn(cin, 640, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(640, 1000)]
+        module = nn.Sequential(*layers).eval()
     return module, [torch.randn(1, 3, res, res, generator=torch.Generator().manual_seed(seed))], choices
 
 

@@ -23,6 +23,7 @@ def test_a_seed_gives_the_same_network_and_seeds_differ():
     a, xa, ca = nas_networks.sample_network(3)
     b, xb, cb = nas_networks.sample_network(3)
     assert ca == cb and _n_params(a) == _n_params(b) and torch.equal(xa[0], xb[0])
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     others = [nas_networks.sample_network(s)[2] for s in range(8)]
     assert len({str(c) for c in others}) == 8
     assert {c["resolution"] for c in others} <= {96, 128, 160}
