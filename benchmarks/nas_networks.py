@@ -13,6 +13,7 @@ calibration is measured and divided out (``tvmlat.anchors``), as in ``network_an
     tvmlat measure benchmarks/nas_networks.py:entries --out runs/nas.parquet      # ~10 min on 2 cores
     python benchmarks/nas_networks.py runs/nas.parquet [-p PREDICTOR.json ...]
     python benchmarks/nas_networks.py runs/nas.parquet --calibrations datasets/llvm/calib-emeraldrapids-n100-s*.predictor.json
+    python benchmarks/nas_networks.py runs/nas.parquet --calibrations … --without inverted_residual squeeze_excitation
 
 ``TVMLAT_NAS_NETWORKS`` sets how many networks ``entries`` gives (30); the report takes those measured. The anchors come from
 ``datasets/llvm/calib-emeraldrapids-n200-s0.parquet`` unless ``TVMLAT_ANCHOR_DATASET`` names another.
@@ -118,10 +119,27 @@ def report(measured: pd.DataFrame, predictor_path: str) -> pd.DataFrame:
     return t
 
 
-def factor_check(measured: pd.DataFrame, paths: list[str], draws: int = 200) -> pd.DataFrame:
+def _refit_without(path: str, families: list[str]):
+    """The default linear model refitted on the dataset beside predictor ``path`` less ``families``."""
+    from tvmlat.dataset import load_for_fit, ok_rows
+    from tvmlat.predictors import LinearPredictor
+
+    dataset = Path(path.split(".linear+xgb.")[0].split(".predictor.json")[0] + ".parquet")
+    if not dataset.is_file():
+        raise SystemExit(f"error: --without refits each predictor on its dataset, and {dataset} (beside {path}) "
+                         "does not exist; give predictors that sit beside their calibration datasets")
+    df = ok_rows(load_for_fit(dataset))
+    df = df[~df["family"].isin(families)]
+    return LinearPredictor().fit(df, df["latency_ms_median"].to_numpy())
+
+
+def factor_check(measured: pd.DataFrame, paths: list[str], draws: int = 200,
+                 without: list[str] | None = None) -> pd.DataFrame:
     """Predictors whose calibration blocks were not timed in this campaign (no anchors): their host drift and
     bias are one factor, fitted on 5 networks of the space (what ``network-correction`` does) and judged on
-    the other networks, ``draws`` random draws of the five. Layer features are counted once (one L1)."""
+    the other networks, ``draws`` random draws of the five. Layer features are counted once (one L1).
+    ``without``: each predictor's linear model is refitted on its dataset less these block families, so the
+    networks' own families are unseen."""
     from scipy.stats import spearmanr
 
     from tvmlat.analysis import layer_features
@@ -138,7 +156,8 @@ def factor_check(measured: pd.DataFrame, paths: list[str], draws: int = 200) -> 
         if pred.geometry not in feats:
             feats[pred.geometry] = [layer_features(*sample_network(int(n[4:]))[:2], geometry=pred.geometry)
                                     for n in names]
-        ratio = np.array([pred.predict(f).sum() for f in feats[pred.geometry]]) / y
+        model = _refit_without(path, without) if without else pred
+        ratio = np.array([model.predict(f).sum() for f in feats[pred.geometry]]) / y
         hits = []
         for _ in range(draws):
             idx = rng.permutation(len(y))
@@ -148,7 +167,8 @@ def factor_check(measured: pd.DataFrame, paths: list[str], draws: int = 200) -> 
                      "within10_%": 100 * float(np.mean(hits)), "worst_draw_%": 100 * float(np.min(hits)),
                      "spearman": float(spearmanr(ratio * y, y).statistic)})
     t = pd.DataFrame(rows)
-    print(f"{len(t)} predictors, each corrected by a factor from 5 of the {len(y)} networks, judged on the rest "
+    print(f"{len(t)} predictors{' refitted without ' + ', '.join(without) if without else ''}, each corrected by "
+          f"a factor from 5 of the {len(y)} networks, judged on the rest "
           f"({draws} draws): within +-10 % {t['within10_%'].mean():.1f} % on average (median "
           f"{t['within10_%'].median():.1f} %, lowest {t['within10_%'].min():.1f} %), Spearman "
           f"{t['spearman'].min():.3f}-{t['spearman'].max():.3f}, raw predicted/measured "
@@ -163,20 +183,28 @@ def main() -> None:
     ap.add_argument("--csv", help="write every network's figures here")
     ap.add_argument("--calibrations", nargs="+", metavar="PREDICTOR",
                     help="instead: predictors without anchors here, each corrected by a factor from 5 networks")
+    ap.add_argument("--without", nargs="+", metavar="FAMILY",
+                    help="with --calibrations: refit each on its dataset less these families (e.g. inverted_residual "
+                         "squeeze_excitation conv_bn_relu, the networks' own)")
     a = ap.parse_args()
     from _bench import read_rows
 
+    if a.without and not a.calibrations:
+        raise SystemExit("error: --without refits the predictors of --calibrations; give those too")
     measured = read_rows(a.measured, "measure it with `tvmlat measure benchmarks/nas_networks.py:entries --out "
                                      f"{a.measured}`")
-    if a.calibrations:
-        t = factor_check(measured, a.calibrations)
-        print(t.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-        if a.csv:
-            t.to_csv(a.csv, index=False)
-        return
-    tables = [report(measured, p).assign(predictor=Path(p).name) for p in a.predictor or PREDICTORS]
+    from tvmlat.errors import TvmlatError
+
+    try:  # a predictor or dataset that is missing or damaged: its one line, not a traceback
+        if a.calibrations:
+            t = factor_check(measured, a.calibrations, without=a.without)
+            print(t.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+        else:
+            t = pd.concat([report(measured, p).assign(predictor=Path(p).name) for p in a.predictor or PREDICTORS])
+    except TvmlatError as e:
+        raise SystemExit(f"error: {e}") from None
     if a.csv:
-        pd.concat(tables).to_csv(a.csv, index=False)
+        t.to_csv(a.csv, index=False)
 
 
 if __name__ == "__main__":
