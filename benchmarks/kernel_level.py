@@ -35,6 +35,7 @@ from tvmlat.blocks import build_block, sample_specs
 from tvmlat.features import FEATURE_COLUMNS, OpCounter, block_features
 from tvmlat.metrics import accuracy, family_splits
 from tvmlat.predictors import LinearPredictor
+from tvmlat.specs import BlockSpec
 from tvmlat.targets import load_target
 
 KINDS = ("conv2d", "matmul", "pool", "norm", "other")
@@ -209,11 +210,9 @@ def group_rows(b: pd.DataFrame, k: pd.DataFrame, geometry) -> pd.DataFrame:
     count in its first op's group, its ``acts_l2out`` is shared by the groups' activations."""
     import torch
 
-    specs = {s.block_id: s for seed in b["seed"].unique()
-             for s in sample_specs(int((b["seed"] == seed).sum()), seed=int(seed))}
     rows = []
     for r in b.itertuples():
-        spec = specs[r.block_id]
+        spec = BlockSpec.from_json(r.spec)
         module, inputs = build_block(spec)
         counter = OpCounter(geometry)
         with torch.no_grad(), counter:
@@ -268,7 +267,7 @@ def measure(samples: int, seed: int, target) -> tuple[pd.DataFrame, pd.DataFrame
     t0 = time.perf_counter()
     for i, s in enumerate(specs):
         lat, rows, f = measure_block(s, target)
-        blocks.append({"seed": seed, "block_id": s.block_id, "family": s.family, "latency_ms_median": lat,
+        blocks.append({"seed": seed, "block_id": s.block_id, "family": s.family, "spec": s.to_json(), "latency_ms_median": lat,
                        **block_features(s, geometry=target.geometry())})
         kernels += [{"seed": seed, **r} for r in rows]
         feats += f

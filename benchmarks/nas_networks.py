@@ -66,16 +66,19 @@ def sample_network(seed: int) -> tuple[nn.Module, list[torch.Tensor], dict]:
 
 def entries(device: str = "cpu"):
     """MODEL_REF: the networks (``nas/NNN``) and the anchor blocks (``calib/BLOCK_ID``)."""
-    from tvmlat.anchors import draw_anchor_specs
-    from tvmlat.blocks import build_block
-
     out = {}
     for i in range(NETWORKS):
         m, x, _ = sample_network(i)
         out[f"nas/{i:03d}"] = (m.to(device), [t.to(device) for t in x])
-    for spec in draw_anchor_specs(DATASET, ANCHORS):
-        out[f"calib/{spec.block_id}"] = build_block(spec, device=device)
-    return out
+    return {**out, **_anchor_entries(device)}
+
+
+def _anchor_entries(device: str) -> dict:
+    """``calib/BLOCK_ID``: the anchor blocks drawn from ``DATASET``."""
+    from tvmlat.anchors import draw_anchor_specs
+    from tvmlat.blocks import build_block
+
+    return {f"calib/{spec.block_id}": build_block(spec, device=device) for spec in draw_anchor_specs(DATASET, ANCHORS)}
 
 
 def _networks(meas: pd.Series) -> list[str]:
@@ -93,7 +96,7 @@ def report(measured: pd.DataFrame, predictor_path: str) -> pd.DataFrame:
 
     pred = load_predictor(predictor_path)
     meas = measured[measured["status"] == "ok"].set_index("name")["latency_ms_median"]
-    anchors = {n: e for n, e in entries(device="meta").items() if n.startswith("calib/") and n in meas.index}
+    anchors = {n: e for n, e in _anchor_entries("meta").items() if n in meas.index}
     X = pd.DataFrame([count_features(*anchors[n], geometry=pred.geometry) for n in anchors])
     host, err = host_factor(pred.predict(X), meas[list(anchors)])
     factor = float((pred.doc.get("network_correction") or {}).get("factor", 1.0))
@@ -143,6 +146,7 @@ def factor_check(measured: pd.DataFrame, paths: list[str], draws: int = 200,
     from scipy.stats import spearmanr
 
     from tvmlat.analysis import layer_features
+    from tvmlat.anchors import network_factor
     from tvmlat.predictors import load_predictor
 
     meas = measured[measured["status"] == "ok"].set_index("name")["latency_ms_median"]
@@ -159,10 +163,10 @@ def factor_check(measured: pd.DataFrame, paths: list[str], draws: int = 200,
         model = _refit_without(path, without) if without else pred
         ratio = np.array([model.predict(f).sum() for f in feats[pred.geometry]]) / y
         hits = []
-        for _ in range(draws):
+        for _ in range(draws):  # network-correction's factor, fitted on 5 networks, judged on the rest
             idx = rng.permutation(len(y))
-            factor = np.exp(np.median(np.log(ratio[idx[:5]])))
-            hits.append(np.mean(np.abs(ratio[idx[5:]] / factor - 1) <= 0.1))
+            factor = network_factor(y[idx[:5]], ratio[idx[:5]] * y[idx[:5]])
+            hits.append(np.mean(np.abs(ratio[idx[5:]] * factor - 1) <= 0.1))
         rows.append({"predictor": Path(path).name, "predicted/measured": float(np.median(ratio)),
                      "within10_%": 100 * float(np.mean(hits)), "worst_draw_%": 100 * float(np.min(hits)),
                      "spearman": float(spearmanr(ratio * y, y).statistic)})

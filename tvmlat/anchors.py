@@ -30,3 +30,9 @@ def host_factor(predicted: Sequence[float], measured: Sequence[float]) -> tuple[
     ratio = np.asarray(predicted, dtype=float) / np.asarray(measured, dtype=float)
     host = float(np.exp(np.median(np.log(ratio))))
     return host, float(np.median(np.abs(ratio / host - 1)) * 100)
+
+
+def network_factor(measured: Sequence[float], predicted: Sequence[float]) -> float:
+    """The whole-network correction ``network-correction`` stores: the geometric mean of measured/predicted
+    over the networks it is fitted on (a prediction times it is the corrected one)."""
+    return float(np.exp(np.mean(np.log(np.asarray(measured, dtype=float) / np.asarray(predicted, dtype=float)))))

@@ -10,6 +10,7 @@ from typing import List, Optional
 import numpy as np
 import typer
 
+from ..anchors import network_factor
 from ..errors import TvmlatError
 from ..jsonfile import write_json
 from ..modelref import load_model_ref
@@ -79,7 +80,7 @@ def network_correction_cmd(
     key = "measured_ms" if host is None else "host_adjusted_ms"
     m = np.array([r[key] for r in rows])
     p = np.array([r["predicted_ms"] for r in rows])
-    factor = float(np.exp(np.mean(np.log(m / p))))
+    factor = network_factor(m, p)
     loo = loo_factors(m, p)
     for r, f_loo in zip(rows, loo):
         r["ratio"] = r["predicted_ms"] / r[key]
