@@ -1,4 +1,4 @@
-"""Grids behind features versions 6 and 9 and the unroll cliff (README, "Accuracy").
+"""Grids behind features versions 6 and 9 and the unroll cliff (docs/accuracy-log.md).
 
 * ``linear``: nn.Linear layers 256x256, 128x1024 and 1024x128 at M = 1, 2, 4, 16 rows, 2-d and
   3-d inputs. The fit ``ms = fixed + per_row * M`` per layer shows the fixed cost per weight
@@ -25,14 +25,14 @@
   over the last dimension of (rows, L) tensors, L = 16 ... 3136, ~400k input elements each. A chain
   of dependent adds per output costs 0.37-0.46 ns per element up to 100 elements, 0.81 ns at 3136: a
   short chain overlaps the next output's. ``red_chain`` counts every element (a features version 14
-  that counted ``max(L - 56, L / 2)`` steps did not pass its check: README, "Tried").
+  that counted ``max(L - 56, L / 2)`` steps did not pass its check: docs/accuracy-log.md, "Tried").
 * ``one_token``: nn.Linear layers on one token, din = 64 ... 2048 at dout 96 and 128, and din 320 at
   dout 64 ... 1024. Per weight element they cost what the L1 holds of a walk down W's rows (stride
   4 * din bytes, ``loop_features.l1_lines``): on ``znver4`` 1.0-1.3 ns at 128 lines (din 64, 192, 320, 448,
   576), 1.3-1.6 at 64 (128, 384, 640), 1.9-2.1 at 32 (256, 768), 3.2-3.3 at 16 (512, 1536), 3.9 at 8
   (1024, 2048); dout 512 and 1024 add 2x. On ``emeraldrapids`` (48 KiB 12-way L1) 1.0-1.6 ns at 96-192
   lines, 1.7-2.3 at 48, 2.2-2.4 at 24 and 12 (it saturates), and at din 320 1.4-1.5 ns up to dout 192,
-  2.1-2.6 from 256. Not modelled yet (README, "Tried after version 16").
+  2.1-2.6 from 256. Not modelled yet (docs/accuracy-log.md, "Tried after version 16").
 
     tvmlat measure --target llvm benchmarks/reduction_grid.py:linear --out runs/linear.parquet   # ~1 min
     tvmlat measure --target llvm benchmarks/reduction_grid.py:bmm --out runs/bmm.parquet         # ~1 min

@@ -20,7 +20,7 @@ default profile, and prints the time per window step next to what the features c
 
 * a stride-1 depthwise window costs more per step from 6 x 6 on (``--dw-kernels``: 0.033-0.062 ns for
   5 x 5, 0.042-0.081 for 6 x 6, 0.046-0.10 for 7 x 7 at 14-112 wide): more weights than vector registers.
-  Counting the steps past 24-32 twice moved the held-out share by 0.1 point (README, "Tried").
+  Counting the steps past 24-32 twice moved the held-out share by 0.1 point (docs/accuracy-log.md, "Tried").
 
     python benchmarks/window_rows.py [--target llvm] [--pad] [--square] [--dw-kernels]
 

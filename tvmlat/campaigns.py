@@ -1,7 +1,7 @@
 """Several campaigns of one target fitted together: each campaign's host speed divided out.
 
-A 2-vCPU cloud host runs a campaign 1.0-1.5x as long in one hour as in another (README,
-"Accuracy"), so rows of several campaigns disagree by their campaign's speed, not only by their
+A 2-vCPU cloud host runs a campaign 1.0-1.5x as long in one hour as in another (docs/accuracy-log.md,
+"Absolute speed drifts"), so rows of several campaigns disagree by their campaign's speed, not only by their
 blocks. Campaigns of different seeds share no blocks, so the speeds come through the model: fit the
 default linear model, take each campaign's median of measured / predicted, divide it out, and fit
 again (three rounds). The speeds are scaled to a geometric mean of 1: the labels become "this host in

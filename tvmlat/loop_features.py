@@ -16,8 +16,8 @@ reducing op with ``out`` output elements, each summing ``red`` products:
   ``benchmarks/reduction_grid.py:conv``) cost 13.1 / 18.0 / 32.2 / 59.7 ns at 40 / 48 / 64 / 96 steps and
   3x3 ones 34.6 / 66.1 ns at 72 / 108; the sampled batched matmuls 31.5 / 80.8 / 214 / 496 ns at k = 64 /
   128 / 256 / 512. At ~1.05 ns per exposed step each fits ``red**2 / (red + a)`` with a = 69-95; the Intel
-  host's 1x1 convs (README) give a = 49-71. Version 15's half was 1.4-1.7x too many at 40-48 steps;
-  README, "Accuracy";
+  host's 1x1 convs (docs/accuracy-log.md) give a = 49-71. Version 15's half was 1.4-1.7x too many at 40-48 steps;
+  docs/accuracy-log.md;
 * the first ``SHORT`` (``SHORT_DW`` for a depthwise k x k window) steps overlap: LLVM unrolls
   them and, where the innermost output loop has unit stride, vectorises across outputs, so
   ``out * min(red, SHORT)`` is split into ``short_vec`` (the share of the output row in whole
@@ -31,7 +31,7 @@ reducing op with ``out`` output elements, each summing ``red`` products:
   lines of a constant-stride stream before its sets conflict. (Version 3 walked the padded planes
   TVM materialises, ``pad_temp``, and let a conv's rows miss once they filled half of L1: three
   campaigns measured afterwards were predicted worse with that in all 12 comparisons, so version 4
-  went back to the unpadded planes and dropped the capacity rule; README, "Accuracy".)
+  went back to the unpadded planes and dropped the capacity rule; docs/accuracy-log.md.)
 * ``w_tlbmiss``: the elements of a matmul's B when its column walk spans more than ``DTLB`` pages
   (``red · 4·N > DTLB · PAGE`` bytes): then every element read costs a TLB miss.
 * ``mac_l2miss`` (features version 5): the multiply-adds of a matmul whose B is at least as large
@@ -47,7 +47,7 @@ reducing op with ``out`` output elements, each summing ``red`` products:
   That fixed cost is a kernel of its own: the default build transposes the weight (``permute_dims``) at
   every call, since it folds no constants (``benchmarks/kernel_level.py``: 0.35 ns per element where the
   copy's walk of ``dout`` rows ``4·din`` bytes apart fits L1 by ``l1_lines``, 1.35 ns where it misses;
-  a column for the misses gained 0.1-0.4 points, README "Also tried"). The
+  a column for the misses gained 0.1-0.4 points, docs/accuracy-log.md, "Also tried"). The
   batched products of two activations (``bmm``) have no such column: their B is an input (``inp``).
   The meta-device counter takes the B of every 2-d ``mm``/``addmm`` as a weight (as ``weight_elems``
   does); the ONNX counter only an initializer.
@@ -58,7 +58,7 @@ reducing op with ``out`` output elements, each summing ``red`` products:
   2-vCPU AMD EPYC (``znver4``) a global mean cost ~0.8 ns per input element against ~0.97 ns per
   ``mac_excess`` step (3 and 4 cycles), on the Intel Xeon (``emeraldrapids``) ~0.8 against
   1.1-1.7 ns, so it has its own column rather than joining ``mac_excess`` (which was worse on the Intel
-  host, README "Tried"). Global means occur in two families (``pool`` kind ``global`` and
+  host, docs/accuracy-log.md, "Tried"). Global means occur in two families (``pool`` kind ``global`` and
   ``squeeze_excitation``), so a held-out one learns the cost from the other: squeeze-excitation blocks
   held out were predicted 0.42-0.98x on ``znver4`` without it.
 * The 32-step boundary (version 9): LLVM unrolls a reduction whole by the size of the unrolled code,
@@ -87,7 +87,7 @@ reducing op with ``out`` output elements, each summing ``red`` products:
   strided depthwise rows that are unrolled whole the same way (``window_slow``), drops a pool's
   padded copy and counts a stride-1 pool row's tail as vector steps -- on AVX-512 code only
   (``CacheGeometry.avx512``): on the two AVX2 (Zen 3) campaigns those rules lowered the held-out
-  share within +-10 % from 46 to 42.5 %, on the AVX-512 hosts they raised it (README, "Accuracy").
+  share within +-10 % from 46 to 42.5 %, on the AVX-512 hosts they raised it (docs/accuracy-log.md).
   Version 12, also on AVX-512 code only: a nest under 9 wide over a small plane (7 x 7, 4 x 4) is
   unrolled whole over its rows too and is slow the same way (``ew_loops``).
 * ``win_slow`` (version 13): the window steps of version 11's unrolled rows, which were ``ew_slow``
@@ -376,7 +376,7 @@ def footprint_loops(acts: Any, inp: Any, *, geometry: CacheGeometry) -> dict[str
     56 x 56 up to 256 channels and at 112 x 112 up to 64, then 0.37-0.70 ns as the footprint grows past
     ~8 MB; avg pools alike. On the Intel host a squeeze-excitation block costs 0.75 ns per input element
     while it fits its 2 MiB L2 and 1.2-1.3 ns past it. The bound is fitted, not read from the hardware:
-    1-4 L2s all helped on both hosts' campaigns (README, "Version 17").
+    1-4 L2s all helped on both hosts' campaigns (docs/accuracy-log.md, "Versions 17 and 18").
 
     Version 17 counted the weights in the footprint too. A one-token MLP whose weights alone passed the
     bound then had a few thousand ``acts_l2out`` elements, and a fit whose only such block was that MLP

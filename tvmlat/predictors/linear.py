@@ -46,7 +46,7 @@ costs equal unless the data say otherwise; the fully fitted 200-block model has 
 anyway (0.529 / 0.523 ns). On the seven campaigns of the CI host (held-out families), the worst
 block error fell from 3-1776x to 2-4x, pooling's median error from 22-45 % to 15-37 %, the overall
 median moved by -1.3 to +1.1 points. Two campaigns measured after the choice (seeds 6, 7): worst
-block 3x and 622x free, 3x and 3x tied; median 9.6 -> 9.0 % and 7.4 -> 7.5 % (README, "Accuracy").
+block 3x and 622x free, 3x and 3x tied; median 9.6 -> 9.0 % and 7.4 -> 7.5 % (docs/accuracy-log.md).
 """
 
 from __future__ import annotations

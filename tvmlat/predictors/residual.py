@@ -21,7 +21,8 @@ over-correct a block unlike those they saw. Per campaign, within +-10 % at weigh
 67.3 / 66.4 %, and on seven Intel campaigns measured afterwards to check it (seeds 38-44) 62.3 / 63.6 / 64.4 %;
 random 5-fold AMD 73.0 / 74.0 / 72.2 %, Intel 69.6 / 72.8 / 71.8 % and 66.9 / 70.1 / 72.3 %. Half is the AMD
 host's better residual, not the Intel one's, so the default stays 1 and ``tvmlat ablation`` shows both
-(README, "Also tried ... three more ways"). Files saved before the weight existed record none: 1.
+(README, "Where the default model stands"; docs/accuracy-log.md, "three more ways"). Files saved before the
+weight existed record none: 1.
 
 ``inputs="features"`` (files saved before the shares, and the XGBoost-only model): derived from the
 counted features only (no family label and no spec), so they exist for any module: log1p of every
