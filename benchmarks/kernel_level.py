@@ -94,26 +94,12 @@ def tvm_features(prims: dict, tvm_target) -> dict[str, np.ndarray]:
     return out
 
 
-def measure_block(spec, target, runs: int = 40, warmup: int = 5):
+def kernel_calls(vm, dev, host: list, kernels, warmup: int = 5, runs: int = 40) -> list[tuple[str, float]]:
+    """The kernels ``vm``'s ``main`` calls, in order, each with its median time in ms over ``runs`` calls after
+    ``warmup`` (timed with ``vm.set_instrument``; ``kernels``: the names to time, the rest of the calls are
+    not kernels). Leaves the instrument set."""
     import tvm
-    from tvm import relax
 
-    from tvmlat.compile import to_relax
-    from tvmlat.runners.vmtime import time_vm
-
-    module, inputs = build_block(spec)
-    mod = to_relax(module, inputs)
-    tt = target.tvm_target()
-    with tt:  # what tvm.compile runs for a CPU target ("default"), done here to see the kernels it makes
-        lowered = relax.get_pipeline("default")(mod)
-    kernels = kernel_table(lowered)
-    tvm_feats = tvm_features({gv.name_hint: fn for gv, fn in lowered.functions.items()
-                              if gv.name_hint in kernels}, tt)
-    ex = tvm.compile(lowered, tt, relax_pipeline=None)
-    dev = tvm.cpu()
-    vm = relax.VirtualMachine(ex, dev)
-    host = [t.detach().numpy() for t in inputs]
-    block = time_vm(vm, dev, host, None, target.evaluator)
     calls: list[list[tuple[str, float]]] = []
     current: list[tuple[str, float]] = []
     t0 = [0.0]
@@ -135,9 +121,33 @@ def measure_block(spec, target, runs: int = 40, warmup: int = 5):
         if i >= warmup:
             calls.append(current)
     per_call = np.median(np.array([[dt for _, dt in c] for c in calls]), axis=0) * 1e3  # ms per call position
-    rows = [{"block_id": spec.block_id, "family": spec.family, "kernel": sym, **kernels[sym], "ms": float(ms)}
-            for (sym, _), ms in zip(calls[0], per_call)]
-    feats = [tvm_feats[sym] for sym, _ in calls[0]]
+    return [(sym, float(ms)) for (sym, _), ms in zip(calls[0], per_call)]
+
+
+def measure_block(spec, target, runs: int = 40, warmup: int = 5):
+    import tvm
+    from tvm import relax
+
+    from tvmlat.compile import to_relax
+    from tvmlat.runners.vmtime import time_vm
+
+    module, inputs = build_block(spec)
+    mod = to_relax(module, inputs)
+    tt = target.tvm_target()
+    with tt:  # what tvm.compile runs for a CPU target ("default"), done here to see the kernels it makes
+        lowered = relax.get_pipeline("default")(mod)
+    kernels = kernel_table(lowered)
+    tvm_feats = tvm_features({gv.name_hint: fn for gv, fn in lowered.functions.items()
+                              if gv.name_hint in kernels}, tt)
+    ex = tvm.compile(lowered, tt, relax_pipeline=None)
+    dev = tvm.cpu()
+    vm = relax.VirtualMachine(ex, dev)
+    host = [t.detach().numpy() for t in inputs]
+    block = time_vm(vm, dev, host, None, target.evaluator)
+    calls = kernel_calls(vm, dev, host, kernels, warmup, runs)
+    rows = [{"block_id": spec.block_id, "family": spec.family, "kernel": sym, **kernels[sym], "ms": ms}
+            for sym, ms in calls]
+    feats = [tvm_feats[sym] for sym, _ in calls]
     return block.latency_ms_median, rows, feats
 
 
