@@ -41,6 +41,11 @@ from tvmlat.targets import load_target
 KINDS = ("conv2d", "matmul", "pool", "norm", "other")
 
 
+def base_name(name: str) -> str:
+    """A kernel's name less the number TVM appends to the second and later kernels of one op."""
+    return name.rstrip("0123456789")
+
+
 def kind_of(name: str) -> str:
     n = name.lower()
     if "conv2d" in n:
@@ -172,13 +177,20 @@ def fit_kernels(k: pd.DataFrame):
     return predict
 
 
-def fit_xgb(X: np.ndarray, ms: np.ndarray, depth: int = 4, rounds: int = 300):
-    """XGBoost on log kernel time; returns a function of a feature matrix giving ms."""
+def xgb_log(X: np.ndarray, y: np.ndarray, depth: int, rounds: int, **params):
+    """XGBoost regressor of ``y`` (a log time or a log residual), η 0.05, subsample 0.8, two threads, seed 0, plus
+    ``params``; returns a function of a feature matrix giving the predicted ``y``."""
     import xgboost as xgb
 
-    d = xgb.DMatrix(X, label=np.log(np.maximum(ms, 1e-6)))
-    booster = xgb.train({"max_depth": depth, "eta": 0.05, "subsample": 0.8, "nthread": 2, "seed": 0}, d, rounds)
-    return lambda x: np.exp(booster.predict(xgb.DMatrix(x)))
+    booster = xgb.train({"max_depth": depth, "eta": 0.05, "subsample": 0.8, "nthread": 2, "seed": 0, **params},
+                        xgb.DMatrix(X, label=y), rounds)
+    return lambda x: booster.predict(xgb.DMatrix(x))
+
+
+def fit_xgb(X: np.ndarray, ms: np.ndarray, depth: int = 4, rounds: int = 300):
+    """XGBoost on log kernel time; returns a function of a feature matrix giving ms."""
+    f = xgb_log(X, np.log(np.maximum(ms, 1e-6)), depth, rounds)
+    return lambda x: np.exp(f(x))
 
 
 def _xgb_features(k: pd.DataFrame) -> np.ndarray:
@@ -197,7 +209,7 @@ GROUP_KINDS = {"conv": {"conv", "conv1x1", "dwconv"}, "pool": {"pool"}, "mm": {"
 def _kernel_groups(names, family: str) -> list[str]:
     out: list[str] = []
     for i, n in enumerate(names):
-        base, prev = n.rstrip("0123456789"), names[i - 1].rstrip("0123456789") if i else None
+        base, prev = base_name(n), base_name(names[i - 1]) if i else None
         if family == "attention":  # its decomposed SDPA's masks and scales are not aten ops: one group
             g = "mm"
         elif base in ("add", "multiply") and prev in ("conv2d", "matmul"):

@@ -35,13 +35,13 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kernel_level import kernel_calls, kernel_table  # noqa: E402
+from kernel_level import base_name, kernel_calls, kernel_table, xgb_log  # noqa: E402
 
 from tvmlat.blocks import build_block, sample_specs  # noqa: E402
 from tvmlat.features import block_features  # noqa: E402
 from tvmlat.loop_features import (LOOP_COLUMNS, conv_loops, ew_loops_over, matmul_loops, pad_loops,  # noqa: E402
                                   pool_loops, reduce_loops)
-from tvmlat.metrics import family_splits  # noqa: E402
+from tvmlat.metrics import accuracy, family_splits  # noqa: E402
 from tvmlat.predictors import LinearPredictor  # noqa: E402
 from tvmlat.specs import BlockSpec  # noqa: E402
 from tvmlat.targets import load_target  # noqa: E402
@@ -54,10 +54,6 @@ BASES = ["conv2d", "matmul", "batch_norm", "add", "transpose", "relu", "multiply
          "max_pool2d", "zeros", "hardswish", "subtract", "divide", "sigmoid", "sum"]
 KCOLS = ["acts", "inp", "macs", "n_ops"] + LOOP_COLUMNS
 FILES = ("kernels", "calls", "blocks")
-
-
-def base_name(name: str) -> str:
-    return name.rstrip("0123456789")
 
 
 def shapes_of(fn) -> list[tuple[int, ...]]:
@@ -136,72 +132,63 @@ def shape_features(df: pd.DataFrame, kl: pd.DataFrame) -> np.ndarray:
 
 # --- kernel models ----------------------------------------------------------------------------------------------
 
-def _xgb(X: np.ndarray, y: np.ndarray, depth: int, rounds: int):
-    import xgboost as xgb
-
-    booster = xgb.train({"max_depth": depth, "eta": 0.05, "subsample": 0.8, "colsample_bytree": 0.8,
-                         "min_child_weight": 2, "nthread": 2, "seed": 0}, xgb.DMatrix(X, label=y), rounds)
-    return lambda Z: booster.predict(xgb.DMatrix(Z))
+def kernel_features(df: pd.DataFrame, geometry) -> tuple[np.ndarray, pd.DataFrame]:
+    """(the shape features followed by log1p of the loop terms, the loop terms) of each kernel, counted once."""
+    kl = loops_frame(df, geometry)
+    return np.column_stack([shape_features(df, kl), np.log1p(kl.to_numpy(dtype=float))]), kl
 
 
 MODELS = ("XGBoost on shapes", "XGBoost on shapes + loop terms", "linear loops per kernel",
           "linear loops per kernel + XGBoost residual")
 
 
-def fit_models(pool: pd.DataFrame, kl: pd.DataFrame) -> dict:
-    """Each kernel model fitted on the pool (log time); a dict of name -> f(kernels, their loops frame) -> ms."""
-    y = np.log(pool["ms"].to_numpy())
-    xs = shape_features(pool, kl)
-    x = np.column_stack([xs, np.log1p(kl.to_numpy(dtype=float))])
-    on_shapes, on_both = _xgb(xs, y, 6, 600), _xgb(x, y, 6, 600)
-    lin = LinearPredictor(features=KCOLS, segmented=False).fit(kl, pool["ms"].to_numpy())
-    res = _xgb(x, y - np.log(np.maximum(lin.predict(kl), 1e-6)), 4, 300)
-
-    def both(d, k):
-        return np.column_stack([shape_features(d, k), np.log1p(k.to_numpy(dtype=float))])
-
-    return {MODELS[0]: lambda d, k: np.exp(on_shapes(shape_features(d, k))),
-            MODELS[1]: lambda d, k: np.exp(on_both(both(d, k))),
-            MODELS[2]: lambda d, k: lin.predict(k),
-            MODELS[3]: lambda d, k: lin.predict(k) * np.exp(res(both(d, k)))}
+def fit_models(x: np.ndarray, kl: pd.DataFrame, ms: np.ndarray) -> dict:
+    """Each kernel model fitted on the pool's ``kernel_features`` ``(x, kl)`` and times ``ms`` (log time); a dict
+    of name -> f(x, kl) -> ms. The shape features are the columns of ``x`` before the loop terms."""
+    y = np.log(ms)
+    ns = x.shape[1] - len(KCOLS)
+    extra = {"colsample_bytree": 0.8, "min_child_weight": 2}
+    on_shapes, on_both = xgb_log(x[:, :ns], y, 6, 600, **extra), xgb_log(x, y, 6, 600, **extra)
+    lin = LinearPredictor(features=KCOLS, segmented=False).fit(kl, ms)
+    res = xgb_log(x, y - np.log(np.maximum(lin.predict(kl), 1e-6)), 4, 300, **extra)
+    return {MODELS[0]: lambda z, k: np.exp(on_shapes(z[:, :ns])),
+            MODELS[1]: lambda z, k: np.exp(on_both(z)),
+            MODELS[2]: lambda z, k: lin.predict(k),
+            MODELS[3]: lambda z, k: lin.predict(k) * np.exp(res(z))}
 
 
-def block_ratios(calls: pd.DataFrame, pred: np.ndarray, latency: pd.Series) -> pd.DataFrame:
-    """Per test block: predicted / measured, the prediction being the sum of its kernels plus a per-call
-    constant, the median of (measured - kernel sum) / calls over the other families' blocks."""
+def block_sums(calls: pd.DataFrame, pred: np.ndarray, latency: pd.Series) -> pd.DataFrame:
+    """Per test block: its measured latency (``lat``) and its prediction (``pred``), the sum of its kernels plus a
+    per-call constant, the median of (measured - kernel sum) / calls over the other families' blocks."""
     g = calls.assign(p=pred).groupby("block_id").agg(p=("p", "sum"), n=("p", "size"), family=("family", "first"))
     g["lat"] = latency.reindex(g.index).to_numpy()
-    g["ratio"] = np.nan
+    g["pred"] = np.nan
     for fam in g["family"].unique():
         other = g["family"] != fam
         c = max(0.0, float(np.median((g["lat"][other] - g["p"][other]) / g["n"][other])))  # a dispatch: not < 0
-        g.loc[~other, "ratio"] = (g["p"][~other] + c * g["n"][~other]) / g["lat"][~other]
+        g.loc[~other, "pred"] = g["p"][~other] + c * g["n"][~other]
     return g
 
 
-def within(r, tol: float = 0.10) -> float:
-    return float(np.mean(np.abs(np.asarray(r) - 1) < tol))
-
-
-def _line(name: str, r, kernel_r=None) -> str:
-    r = np.asarray(r, dtype=float)
-    k = f"kernels > 50 us within ±10 % {100 * within(kernel_r):3.0f} % | " if kernel_r is not None else ""
-    return (f"  {name:44s} {k}blocks within ±10 % {100 * within(r):3.0f} %, ±5 % {100 * within(r, .05):3.0f} %, "
-            f"median error {100 * np.median(np.abs(r - 1)):4.1f} %, worst {np.exp(np.abs(np.log(r))).max():.2f}x")
+def _line(name: str, measured, predicted, kernels: tuple | None = None) -> str:
+    """One model's figures on the blocks (``tvmlat.metrics.accuracy``), and on the kernels ``(measured,
+    predicted)`` over 50 us where given."""
+    m = accuracy(measured, predicted)
+    k = f"kernels > 50 us within ±10 % {100 * accuracy(*kernels)['within10']:3.0f} % | " if kernels else ""
+    return (f"  {name:44s} {k}blocks within ±10 % {100 * m['within10']:3.0f} %, ±5 % {100 * m['within5']:3.0f} %, "
+            f"median error {m['median_ape']:4.1f} %, worst {m['worst_x']:.2f}x")
 
 
 # --- measuring --------------------------------------------------------------------------------------------------
 
 def _args(fn, dev) -> list:
+    """Seeded inputs for every buffer of PrimFunc ``fn`` (``tvmlat.bundle.make_inputs``), on ``dev``."""
     import tvm
 
-    out = []
-    for b in fn.params:
-        shape, dtype = tuple(int(d) for d in b.shape), str(b.dtype)
-        a = (np.random.default_rng(0).standard_normal(shape).astype(dtype) if dtype.startswith("float")
-             else np.zeros(shape, dtype))
-        out.append(tvm.runtime.tensor(a, dev))
-    return out
+    from tvmlat.bundle import make_inputs
+
+    bufs = [{"shape": shapes, "dtype": str(b.dtype)} for shapes, b in zip(shapes_of(fn), fn.params)]
+    return [tvm.runtime.tensor(a, dev) for a in make_inputs(0, bufs)]
 
 
 def _time(kernel: dict, number: int, dev) -> float:
@@ -322,11 +309,14 @@ def report(K: pd.DataFrame, C: pd.DataFrame, B: pd.DataFrame, geometry) -> None:
           f"median {100 * np.median(np.abs(oe)):.1f} % apart, {100 * np.mean(np.abs(oe) > np.log(1.1)):.1f} % beyond 10 %")
     if "inblock_ms" in C:  # files from before these columns: no such check
         u = C.groupby(["block_id", "kernel"]).agg(inblock=("inblock_ms", "median"), alone=("alone_ms", "first"))
-        r = (u["alone"] / u["inblock"])[u["inblock"] > 0.05]
+        u = u[u["inblock"] > 0.05]
+        r = u["alone"] / u["inblock"]
         print(f"a kernel alone / in its block, the same minute (> 50 us, {len(r)}): median {r.median():.3f}, "
-              f"p10 {r.quantile(0.1):.3f}, p90 {r.quantile(0.9):.3f}, {100 * within(r):.0f} % within ±10 %")
+              f"p10 {r.quantile(0.1):.3f}, p90 {r.quantile(0.9):.3f}, "
+              f"{100 * accuracy(u['inblock'], u['alone'])['within10']:.0f} % within ±10 %")
     print("ceiling, each test block from its own kernels' measured standalone times:")
-    print(_line("sum of the kernels + per-call constant", block_ratios(C, C["sa"].to_numpy(), lat)["ratio"]))
+    g = block_sums(C, C["sa"].to_numpy(), lat)
+    print(_line("sum of the kernels + per-call constant", g["lat"], g["pred"]))
     bf = pd.DataFrame([block_features(BlockSpec.from_json(s), geometry=geometry) for s in B["spec"]])
     bf["family"], bf["latency_ms_median"] = B["family"].to_numpy(), B["latency_ms"].to_numpy()
     y = bf["latency_ms_median"].to_numpy()
@@ -338,10 +328,10 @@ def report(K: pd.DataFrame, C: pd.DataFrame, B: pd.DataFrame, geometry) -> None:
         tr, te = np.flatnonzero(folds != i), np.flatnonzero(folds == i)
         fold[te] = LinearPredictor(features="loops").fit(bf.iloc[tr], y[tr]).predict(bf.iloc[te])
     print("block-level linear loops (the default), fitted on the test blocks' own labels:")
-    print(_line("held-out family", lofo / y))
-    print(_line("random 5-fold", fold / y))
+    print(_line("held-out family", y, lofo))
+    print(_line("random 5-fold", y, fold))
     pool = K[K["src"].str.contains("pool")].reset_index(drop=True)
-    pk, ck = loops_frame(pool, geometry), loops_frame(C, geometry)
+    (xp, pk), (xc, ck) = kernel_features(pool, geometry), kernel_features(C, geometry)
     shared = pool["src"].str.contains("test")
     in_pool = C.set_index(key).index.isin(pool.set_index(key).index)
     print(f"pool: {len(pool)} kernels; {int(shared.sum())} of the {int(K['src'].str.contains('test').sum())} distinct "
@@ -361,12 +351,14 @@ def report(K: pd.DataFrame, C: pd.DataFrame, B: pd.DataFrame, geometry) -> None:
                 keep = (pool["families"] != fam).to_numpy()
             elif how is not None:
                 keep = (~shared & (u < how)).to_numpy()
-            for name, m in fit_models(pool[keep].reset_index(drop=True), pk[keep].reset_index(drop=True)).items():
-                preds.setdefault(name, np.zeros(len(C)))[sel] = m(C[sel], ck[sel])
+            models = fit_models(xp[keep], pk[keep].reset_index(drop=True), pool["ms"].to_numpy()[keep])
+            for name, m in models.items():
+                preds.setdefault(name, np.zeros(len(C)))[sel] = m(xc[sel], ck[sel].reset_index(drop=True))
         print(f"kernel models, pool: {title} ({int(keep.sum()) if how != 'family' else len(pool)} kernels):")
+        big = (C["sa"] > 0.05).to_numpy()
         for name, p in preds.items():
-            kr = (p / C["sa"].to_numpy())[(C["sa"] > 0.05).to_numpy()]
-            print(_line(name, block_ratios(C, p, lat)["ratio"], kr))
+            g = block_sums(C, p, lat)
+            print(_line(name, g["lat"], g["pred"], (C["sa"].to_numpy()[big], p[big])))
 
 
 def main() -> None:

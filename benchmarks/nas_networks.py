@@ -22,6 +22,7 @@ calibration is measured and divided out (``tvmlat.anchors``), as in ``network_an
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import random
 from pathlib import Path
@@ -81,6 +82,15 @@ def _anchor_entries(device: str) -> dict:
     return {f"calib/{spec.block_id}": build_block(spec, device=device) for spec in draw_anchor_specs(DATASET, ANCHORS)}
 
 
+@functools.lru_cache(maxsize=None)
+def _layer_rows(name: str, geometry) -> pd.DataFrame:
+    """Network ``name``'s layer rows for the L1 ``geometry`` (``analysis.layer_features``), counted once: every
+    predictor of that L1 predicts the network as the sum of its predictions of them, as ``analyze`` does."""
+    from tvmlat.analysis import layer_features
+
+    return layer_features(*sample_network(int(name[4:]))[:2], geometry=geometry)
+
+
 def _networks(meas: pd.Series) -> list[str]:
     """The networks measured (whatever ``TVMLAT_NAS_NETWORKS`` was when they were)."""
     return sorted(n for n in meas.index if n.startswith("nas/"))
@@ -89,7 +99,6 @@ def _networks(meas: pd.Series) -> list[str]:
 def report(measured: pd.DataFrame, predictor_path: str) -> pd.DataFrame:
     from scipy.stats import spearmanr
 
-    from tvmlat.analysis import layer_table
     from tvmlat.anchors import host_factor
     from tvmlat.features import count_features
     from tvmlat.predictors import load_predictor
@@ -102,8 +111,7 @@ def report(measured: pd.DataFrame, predictor_path: str) -> pd.DataFrame:
     factor = float((pred.doc.get("network_correction") or {}).get("factor", 1.0))
     rows = []
     for name in _networks(meas):
-        m, x, _ = sample_network(int(name[4:]))
-        summed = float(layer_table(m, x, pred)["latency_ms"].sum())
+        summed = float(pred.predict(_layer_rows(name, pred.geometry)).sum())
         rows.append({"network": name, "measured_ms": float(meas[name]), "summed_ms": summed,
                      "error_%": 100 * (summed / host / meas[name] - 1),
                      "corrected_error_%": 100 * (summed * factor / host / meas[name] - 1)})
@@ -140,32 +148,28 @@ def factor_check(measured: pd.DataFrame, paths: list[str], draws: int = 200,
                  without: list[str] | None = None) -> pd.DataFrame:
     """Predictors whose calibration blocks were not timed in this campaign (no anchors): their host drift and
     bias are one factor, fitted on 5 networks of the space (what ``network-correction`` does) and judged on
-    the other networks, ``draws`` random draws of the five. Layer features are counted once (one L1).
+    the other networks, ``draws`` random draws of the five. Layer features are counted once per L1.
     ``without``: each predictor's linear model is refitted on its dataset less these block families, so the
     networks' own families are unseen."""
     from scipy.stats import spearmanr
 
-    from tvmlat.analysis import layer_features
     from tvmlat.anchors import network_factor
     from tvmlat.predictors import load_predictor
 
     meas = measured[measured["status"] == "ok"].set_index("name")["latency_ms_median"]
     names = _networks(meas)
     y = meas[names].to_numpy()
-    preds = [load_predictor(p) for p in paths]
-    feats: dict = {}
     rng = np.random.default_rng(0)
     rows = []
-    for path, pred in zip(paths, preds):
-        if pred.geometry not in feats:
-            feats[pred.geometry] = [layer_features(*sample_network(int(n[4:]))[:2], geometry=pred.geometry)
-                                    for n in names]
+    for path in paths:
+        pred = load_predictor(path)
         model = _refit_without(path, without) if without else pred
-        ratio = np.array([model.predict(f).sum() for f in feats[pred.geometry]]) / y
+        summed = np.array([model.predict(_layer_rows(n, pred.geometry)).sum() for n in names])
+        ratio = summed / y
         hits = []
         for _ in range(draws):  # network-correction's factor, fitted on 5 networks, judged on the rest
             idx = rng.permutation(len(y))
-            factor = network_factor(y[idx[:5]], ratio[idx[:5]] * y[idx[:5]])
+            factor = network_factor(y[idx[:5]], summed[idx[:5]])
             hits.append(np.mean(np.abs(ratio[idx[5:]] * factor - 1) <= 0.1))
         rows.append({"predictor": Path(path).name, "predicted/measured": float(np.median(ratio)),
                      "within10_%": 100 * float(np.mean(hits)), "worst_draw_%": 100 * float(np.min(hits)),
