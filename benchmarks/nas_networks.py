@@ -38,6 +38,9 @@ PREDICTORS = [str(ROOT / "datasets/llvm/calib-emeraldrapids-n200-s0.predictor.js
               str(ROOT / "datasets/llvm/calib-emeraldrapids-n200-s0.linear+xgb.predictor.json")]
 NETWORKS = int(os.environ.get("TVMLAT_NAS_NETWORKS", "30"))
 ANCHORS = 40
+#: with --interval: how many networks of the space `network-correction` measures to size its interval (a 90 %
+#: interval needs 9)
+MEASURED_NETWORKS = 10
 #: (output channels, stride of the stage's first block)
 STAGES = [(24, 2), (40, 2), (80, 2), (112, 1), (160, 2)]
 
@@ -96,7 +99,7 @@ def _networks(meas: pd.Series) -> list[str]:
     return sorted(n for n in meas.index if n.startswith("nas/"))
 
 
-def report(measured: pd.DataFrame, predictor_path: str) -> pd.DataFrame:
+def report(measured: pd.DataFrame, predictor_path: str, coverage: float | None = None) -> pd.DataFrame:
     from scipy.stats import spearmanr
 
     from tvmlat.anchors import host_factor
@@ -115,6 +118,9 @@ def report(measured: pd.DataFrame, predictor_path: str) -> pd.DataFrame:
         rows.append({"network": name, "measured_ms": float(meas[name]), "summed_ms": summed,
                      "error_%": 100 * (summed / host / meas[name] - 1),
                      "corrected_error_%": 100 * (summed * factor / host / meas[name] - 1)})
+        if coverage is not None:  # analyze --interval's network interval, against the host-adjusted timing
+            _, mid, lo, hi, how = pred.network_interval(_layer_rows(name, pred.geometry), coverage)
+            rows[-1].update(low_ms=lo, high_ms=hi, inside=lo <= meas[name] * host <= hi, width=(hi - lo) / mid)
     t = pd.DataFrame(rows)
     print(f"{Path(predictor_path).name}: {len(anchors)} anchor blocks predicted at {host:.3f}x their timings now "
           f"(the host since calibration; {err:.1f} % median error once divided out); network correction x{factor:.3f}")
@@ -124,6 +130,10 @@ def report(measured: pd.DataFrame, predictor_path: str) -> pd.DataFrame:
               f"host-adjusted: median |error| {e.median():.1f} %, within +-10 % {100 * np.mean(e <= 10):.0f} %, "
               f"within +-5 % {100 * np.mean(e <= 5):.0f} %, worst {t[col].iloc[e.argmax()]:+.1f} %, "
               f"mean error {t[col].mean():+.1f} %")
+    if coverage is not None:
+        print(f"  {100 * coverage:g} % network intervals (analyze --interval; sized from {how}): "
+              f"{100 * t['inside'].mean():.0f} % of the networks inside, median width {100 * t['width'].median():.1f} % "
+              f"of the prediction")
     print(f"  rank correlation (Spearman) of predicted and measured network latency: "
           f"{spearmanr(t['summed_ms'], t['measured_ms']).statistic:.3f}; measured {t['measured_ms'].min():.1f}-"
           f"{t['measured_ms'].max():.1f} ms")
@@ -145,7 +155,7 @@ def _refit_without(path: str, families: list[str]):
 
 
 def factor_check(measured: pd.DataFrame, paths: list[str], draws: int = 200,
-                 without: list[str] | None = None) -> pd.DataFrame:
+                 without: list[str] | None = None, coverage: float | None = None) -> pd.DataFrame:
     """Predictors whose calibration blocks were not timed in this campaign (no anchors): their host drift and
     bias are one factor, fitted on 5 networks of the space (what ``network-correction`` does) and judged on
     the other networks, ``draws`` random draws of the five. Layer features are counted once per L1.
@@ -153,8 +163,9 @@ def factor_check(measured: pd.DataFrame, paths: list[str], draws: int = 200,
     networks' own families are unseen."""
     from scipy.stats import spearmanr
 
-    from tvmlat.anchors import network_factor
+    from tvmlat.anchors import loo_log_residuals, network_factor
     from tvmlat.predictors import load_predictor
+    from tvmlat.predictors.conformal import network_conformal
 
     meas = measured[measured["status"] == "ok"].set_index("name")["latency_ms_median"]
     names = _networks(meas)
@@ -166,14 +177,31 @@ def factor_check(measured: pd.DataFrame, paths: list[str], draws: int = 200,
         model = _refit_without(path, without) if without else pred
         summed = np.array([model.predict(_layer_rows(n, pred.geometry)).sum() for n in names])
         ratio = summed / y
-        hits = []
+        if coverage is not None:  # each network's half-width (log ratio) as analyze --interval sizes it
+            half = np.log([pred.network_interval(_layer_rows(n, pred.geometry), coverage)[3] / s
+                           for n, s in zip(names, summed)])
+        hits, inside, measured_inside, measured_width = [], [], [], []
         for _ in range(draws):  # network-correction's factor, fitted on 5 networks, judged on the rest
             idx = rng.permutation(len(y))
             factor = network_factor(y[idx[:5]], summed[idx[:5]])
             hits.append(np.mean(np.abs(ratio[idx[5:]] * factor - 1) <= 0.1))
+            if coverage is not None:
+                inside.append(np.mean(np.abs(np.log(ratio[idx[5:]] * factor)) <= half[idx[5:]]))
+                # the interval network-correction's residuals give, from MEASURED_NETWORKS networks of the space
+                k = MEASURED_NETWORKS
+                corr = {"factor": network_factor(y[idx[:k]], summed[idx[:k]]),
+                        "loo_log_residuals": loo_log_residuals(y[idx[:k]], summed[idx[:k]]).tolist()}
+                # around a sum of layers of 1 ms: the interval of measured / summed for the networks left
+                mid, lo, hi, _ = network_conformal(1.0, corr, coverage) or (1.0, 0.0, np.inf, "")
+                measured_inside.append(np.mean((lo <= 1 / ratio[idx[k:]]) & (1 / ratio[idx[k:]] <= hi)))
+                measured_width.append((hi - lo) / mid)
         rows.append({"predictor": Path(path).name, "predicted/measured": float(np.median(ratio)),
                      "within10_%": 100 * float(np.mean(hits)), "worst_draw_%": 100 * float(np.min(hits)),
                      "spearman": float(spearmanr(ratio * y, y).statistic)})
+        if coverage is not None:
+            rows[-1].update({"inside_%": 100 * float(np.mean(inside)), "width_%": 100 * float(np.median(2 * np.sinh(half))),
+                             f"inside_{MEASURED_NETWORKS}net_%": 100 * float(np.mean(measured_inside)),
+                             f"width_{MEASURED_NETWORKS}net_%": 100 * float(np.median(measured_width))})
     t = pd.DataFrame(rows)
     print(f"{len(t)} predictors{' refitted without ' + ', '.join(without) if without else ''}, each corrected by "
           f"a factor from 5 of the {len(y)} networks, judged on the rest "
@@ -181,6 +209,14 @@ def factor_check(measured: pd.DataFrame, paths: list[str], draws: int = 200,
           f"{t['within10_%'].median():.1f} %, lowest {t['within10_%'].min():.1f} %), Spearman "
           f"{t['spearman'].min():.3f}-{t['spearman'].max():.3f}, raw predicted/measured "
           f"{t['predicted/measured'].min():.2f}-{t['predicted/measured'].max():.2f}")
+    if coverage is not None:
+        k = MEASURED_NETWORKS
+        print(f"{100 * coverage:g} % network intervals around the corrected prediction: as analyze --interval sizes them "
+              f"from the calibration, {t['inside_%'].mean():.1f} % of the networks inside on average (lowest "
+              f"{t['inside_%'].min():.1f} %), median width {t['width_%'].median():.1f} % "
+              f"({t['width_%'].min():.1f}-{t['width_%'].max():.1f} %); from {k} measured networks' leave-one-out "
+              f"residuals (network-correction), {t[f'inside_{k}net_%'].mean():.1f} % inside (lowest "
+              f"{t[f'inside_{k}net_%'].min():.1f} %), median width {t[f'width_{k}net_%'].median():.1f} %")
     return t
 
 
@@ -189,6 +225,8 @@ def main() -> None:
     ap.add_argument("measured", help="the parquet `tvmlat measure benchmarks/nas_networks.py:entries --out` wrote")
     ap.add_argument("-p", "--predictor", action="append", help=f"predictor JSON (repeatable; default: {PREDICTORS})")
     ap.add_argument("--csv", help="write every network's figures here")
+    ap.add_argument("--interval", type=float, metavar="COVERAGE",
+                    help="also check analyze --interval's whole-network intervals of this coverage (e.g. 0.9)")
     ap.add_argument("--calibrations", nargs="+", metavar="PREDICTOR",
                     help="instead: predictors without anchors here, each corrected by a factor from 5 networks")
     ap.add_argument("--without", nargs="+", metavar="FAMILY",
@@ -199,16 +237,20 @@ def main() -> None:
 
     if a.without and not a.calibrations:
         raise SystemExit("error: --without refits the predictors of --calibrations; give those too")
+    if a.interval is not None and a.without:
+        raise SystemExit("error: --interval checks the intervals the predictor files size, and --without refits "
+                         "models that have none; leave one of them out")
     measured = read_rows(a.measured, "measure it with `tvmlat measure benchmarks/nas_networks.py:entries --out "
                                      f"{a.measured}`")
     from tvmlat.errors import TvmlatError
 
     try:  # a predictor or dataset that is missing or damaged: its one line, not a traceback
         if a.calibrations:
-            t = factor_check(measured, a.calibrations, without=a.without)
+            t = factor_check(measured, a.calibrations, without=a.without, coverage=a.interval)
             print(t.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
         else:
-            t = pd.concat([report(measured, p).assign(predictor=Path(p).name) for p in a.predictor or PREDICTORS])
+            t = pd.concat([report(measured, p, a.interval).assign(predictor=Path(p).name)
+                           for p in a.predictor or PREDICTORS])
     except TvmlatError as e:
         raise SystemExit(f"error: {e}") from None
     if a.csv:

@@ -128,12 +128,15 @@ def trace_layers(module: torch.nn.Module, inputs: Sequence[torch.Tensor], *,
     return layers, totals
 
 
-def layer_table(module: torch.nn.Module, inputs: Sequence[torch.Tensor], predictor=None) -> pd.DataFrame:
+def layer_table(module: torch.nn.Module, inputs: Sequence[torch.Tensor], predictor=None,
+                interval: float | None = None) -> pd.DataFrame:
     """One row per layer: shapes, params, MACs, FLOPs, memory, weights, activations and, with a
     predictor, predicted latency and its share. Sizes in MB (10^6 bytes). Loop features are counted
-    for the predictor's L1 geometry."""
+    for the predictor's L1 geometry. ``interval`` (a coverage, with a predictor): each layer's conformal
+    interval (``low_ms``, ``high_ms``) and, in ``attrs["network_interval"]``, the whole network's
+    (``coverage``, ``predicted_ms``, ``low_ms``, ``high_ms``, ``method``; ``LoadedPredictor.network_interval``)."""
     layers, totals = trace_layers(module, inputs, geometry=geometry_of(predictor))
-    return _table(layers, _module_params(module), predictor, totals)
+    return _table(layers, _module_params(module), predictor, totals, interval)
 
 
 def layer_features(module: torch.nn.Module, inputs: Sequence[torch.Tensor], *,
@@ -171,7 +174,7 @@ def _layer_features(lay: Layer, n_params: int, geometry: CacheGeometry) -> dict[
     return f
 
 
-def onnx_layer_table(model, predictor=None) -> pd.DataFrame:
+def onnx_layer_table(model, predictor=None, interval: float | None = None) -> pd.DataFrame:
     """layer_table for an ONNX model (tvmlat.onnx_model.OnnxModel), counted from its graph."""
     from .onnx_model import onnx_records
 
@@ -187,10 +190,11 @@ def onnx_layer_table(model, predictor=None) -> pd.DataFrame:
         n = sum(r["params"] for r in lay.records)
         return n, 4 * n
 
-    return _table(layers, params_of, predictor, totals)
+    return _table(layers, params_of, predictor, totals, interval)
 
 
-def _table(layers: list[Layer], params_of, predictor, totals: dict[str, int]) -> pd.DataFrame:
+def _table(layers: list[Layer], params_of, predictor, totals: dict[str, int],
+           interval: float | None = None) -> pd.DataFrame:
     rows, feats = [], []
     geometry = geometry_of(predictor)
     for lay in layers:
@@ -215,6 +219,11 @@ def _table(layers: list[Layer], params_of, predictor, totals: dict[str, int]) ->
             df.attrs["unpriced"] = predictor.unpriced(X)
         df["latency_ms"] = lat
         df["share_%"] = 100 * lat / lat.sum() if lat.sum() > 0 else 0.0
+        if interval is not None:
+            _, df["low_ms"], df["high_ms"] = predictor.interval(X, interval)
+            mid, lo, hi, how = predictor.network_interval(X, interval)[1:]
+            df.attrs["network_interval"] = {"coverage": interval, "predicted_ms": mid, "low_ms": lo, "high_ms": hi,
+                                            "method": how}
         from .energy import predict_energy
 
         en = predict_energy(predictor, X, lat)

@@ -36,3 +36,16 @@ def network_factor(measured: Sequence[float], predicted: Sequence[float]) -> flo
     """The whole-network correction ``network-correction`` stores: the geometric mean of measured/predicted
     over the networks it is fitted on (a prediction times it is the corrected one)."""
     return float(np.exp(np.mean(np.log(np.asarray(measured, dtype=float) / np.asarray(predicted, dtype=float)))))
+
+
+def loo_factors(measured: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """For each network, the geometric-mean factor measured/predicted of all the *other* networks."""
+    lr = np.log(np.asarray(measured, dtype=float) / np.asarray(predicted, dtype=float))
+    return np.exp((lr.sum() - lr) / (len(lr) - 1))
+
+
+def loo_log_residuals(measured: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """log(measured / corrected prediction) of each network, its factor fitted on the others: the scores that
+    size a whole network's interval (``predictors.conformal.network_conformal``)."""
+    m, p = np.asarray(measured, dtype=float), np.asarray(predicted, dtype=float)
+    return np.log(m / (p * loo_factors(m, p)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -154,7 +155,7 @@ def test_analyze_bad_model_refs(tmp_path, capsys):
 def test_loo_factors_leave_each_network_out():
     import numpy as np
 
-    from tvmlat.cli.network_correction import loo_factors
+    from tvmlat.anchors import loo_factors
 
     m = np.array([2.0, 4.0, 8.0])
     p = np.array([1.0, 2.0, 4.0])  # a constant factor of 2: every leave-one-out factor is 2
@@ -179,6 +180,8 @@ def test_network_correction_cli_with_fake_runner(tmp_path, predictor_path, monke
     assert code == 0, err
     corr = load_predictor(pred).doc["network_correction"]
     assert corr["factor"] > 0 and corr["networks"] == ["small_cnn", "vit_tiny", "resnet18"]
+    res = corr["loo_log_residuals"]  # each network against the factor of the other two: they size network intervals
+    assert len(res) == 3 and all(math.isfinite(r) for r in res) and any(r != 0 for r in res)
     assert "corrected_error_%" in out
     code, out, err = run_cli(["analyze", f"{NETS}:small_cnn", "-p", pred], capsys)
     assert code == 0 and "with the network correction" in out

@@ -37,3 +37,14 @@ def test_every_layer_of_a_network_is_priced_by_the_shipped_predictor():
         t = layer_table(m, x, pred)
         assert len(t) > 3 * len(choices["blocks"]) and (t["latency_ms"] > 0).all()
         assert not any(t.attrs["unpriced"]), t.attrs["unpriced"]
+
+
+def test_the_interval_check_judges_each_network_against_its_own_interval():
+    import pandas as pd
+
+    measured = pd.read_parquet(ROOT / "benchmarks/out/nas_networks.parquet")
+    few = measured[measured["name"].isin([f"nas/{i:03d}" for i in range(13)])]  # 10 to size, 3 to judge
+    t = nas_networks.factor_check(few, [nas_networks.PREDICTORS[0]], draws=4, coverage=0.9)
+    row = t.iloc[0]
+    assert 0 <= row["inside_%"] <= 100 and row["width_%"] > 0
+    assert 0 <= row["inside_10net_%"] <= 100 and 0 < row["width_10net_%"] < row["width_%"]

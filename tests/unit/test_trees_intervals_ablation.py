@@ -175,9 +175,10 @@ def test_locally_scaled_intervals_follow_where_the_held_out_blocks_missed():
             assert small < 0.8
         else:
             assert 0.82 <= small and 0.82 <= inside[tp >= 0.1].mean()
-    cal_doc = heldout_calibration(pd.DataFrame({"predicted": [2.0, 1.0], "measured": [2.2, 0.5]}))
+    cal_doc = heldout_calibration(pd.DataFrame({"predicted": [2.0, 1.0], "measured": [2.2, 0.5], "family": ["x", "y"]}))
     assert cal_doc["predicted_ms"] == [1.0, 2.0]  # in order of the prediction, scores with them
     assert cal_doc["abs_log_residuals"] == pytest.approx([np.log(2.0), np.log(1.1)])
+    assert cal_doc["log_residuals"] == pytest.approx([-np.log(2.0), np.log(1.1)]) and cal_doc["families"] == ["y", "x"]
 
 
 def test_split_conformal_intervals_cover_held_out_families(ok_frame):

@@ -14,7 +14,7 @@ from . import app
 from .common import Format, console, emit, warn_unpriced
 
 COLUMNS = ["name", "op", "input_shape", "output_shape", "params", "macs", "flops", "read_mb", "write_mb",
-           "weights_mb", "act_mb", "latency_ms", "share_%", "energy_mj", "power_w"]
+           "weights_mb", "act_mb", "latency_ms", "low_ms", "high_ms", "share_%", "energy_mj", "power_w"]
 
 
 def _parse_shape(text: str) -> tuple[int, ...]:
@@ -40,6 +40,8 @@ def analyze_cmd(
     compare_measured: bool = typer.Option(False, "--compare-measured", help="also compile and time the whole network"),
     target: str = typer.Option("llvm", "--target", "-t", help="target for --compare-measured"),
     profile: Optional[str] = typer.Option(None, "--profile", help="compile profile the prediction is for"),
+    interval: Optional[float] = typer.Option(None, "--interval", help="with -p: a conformal interval of this coverage "
+                                             "(e.g. 0.9) for each layer (low_ms, high_ms) and for the whole network"),
 ) -> None:
     """Split a network into layers (named by module path) and show where time, memory and compute go."""
     import torch
@@ -50,6 +52,13 @@ def analyze_cmd(
     if fmt not in ("table", "csv", "json", "html"):
         raise TvmlatError(f"--format {fmt!r}: choose table, csv, json or html")
     pred = load_predictor(predictor) if predictor else None
+    if interval is not None and pred is None:
+        raise TvmlatError("--interval needs a predictor: add -p PREDICTOR.json")
+    if interval is not None:  # a bad coverage or a file without interval data: said before any tracing
+        from ..predictors.conformal import conformal_quantile
+
+        pred.interval_calibration()
+        conformal_quantile([0.0], interval)
     if pred is not None and profile is not None and profile != pred.profile:
         raise TvmlatError(f"{predictor} was fitted for compile profile {pred.profile!r}, not {profile!r}; "
                           f"calibrate a predictor with that profile")
@@ -61,7 +70,7 @@ def analyze_cmd(
         if input_shape:
             raise TvmlatError("--input-shape does not apply to ONNX models: their shapes are fixed in the file")
         model = load_onnx(model_ref)
-        total = _report(onnx_layer_table(model, pred), model.name, pred, sort, top, fmt, plot, out, con)
+        total = _report(onnx_layer_table(model, pred, interval), model.name, pred, sort, top, fmt, plot, out, con)
         if compare_measured:
             from ..onnx_model import random_inputs, relax_from_onnx
 
@@ -75,7 +84,7 @@ def analyze_cmd(
                 raise TvmlatError(f"--input-shape replaces a single input, but {name!r} takes {len(inputs)}")
             inputs = (torch.randn(_parse_shape(input_shape)),)
         try:
-            df = layer_table(module, inputs, pred)
+            df = layer_table(module, inputs, pred, interval)
         except Exception as e:  # noqa: BLE001 - the user's network does not run on its inputs
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise ModelRefError(f"{model_ref}: {name!r} does not run on its example inputs: "
@@ -91,6 +100,7 @@ def _report(df, name: str, pred, sort, top, fmt: str, plot, out, con) -> dict:
     warn_unpriced(df["name"].tolist() if len(df) else [], df.attrs.get("unpriced", []), f"layers of {name}")
     from ..analysis import totals_row
 
+    net = df.attrs.get("network_interval")  # (prediction, low, high, how) with --interval
     key = sort or ("latency_ms" if "latency_ms" in df else "flops" if top else None)
     if key is not None:
         if key not in df.columns:
@@ -115,6 +125,8 @@ def _report(df, name: str, pred, sort, top, fmt: str, plot, out, con) -> dict:
                   + (f", predicted {total['latency_ms']:.3f} ms" if pred else "")
                   + (f", {total['energy_mj']:.3f} mJ per inference at {total['power_w']:.1f} W" if "energy_mj" in total
                      else "") + _corrected(pred, total))
+        if net is not None:
+            con.print(_network_line(net))
     else:
         text = (full.to_csv(index=False) if fmt == "csv" else full.to_json(orient="records", indent=2)
                 if fmt == "json" else full.to_html(index=False))
@@ -135,6 +147,16 @@ def _corrected(pred, total: dict) -> str:
         return ""
     return (f"; whole network {total['latency_ms'] * corr['factor']:.3f} ms with the network correction "
             f"x{corr['factor']:.3f} (fitted on {len(corr.get('networks', []))} networks)")
+
+
+def _network_line(net: dict) -> str:
+    """The whole network's interval, as `analyze --interval` prints it under the table."""
+    cov = f"{100 * net['coverage']:g} %"
+    if not math.isfinite(net["high_ms"]):
+        return (f"whole network: no {cov} interval: sized from {net['method']}, too few for that coverage; "
+                f"ask for a lower --interval")
+    return (f"whole network: {cov} interval {net['low_ms']:,.3f}-{net['high_ms']:,.3f} ms around "
+            f"{net['predicted_ms']:,.3f} ms (sized from {net['method']})")
 
 
 def _bar_chart(df, path: Path, title: str) -> None:

@@ -10,19 +10,12 @@ from typing import List, Optional
 import numpy as np
 import typer
 
-from ..anchors import network_factor
+from ..anchors import loo_factors, loo_log_residuals, network_factor
 from ..errors import TvmlatError
 from ..jsonfile import write_json
 from ..modelref import load_model_ref
 from . import app
 from .common import Format, console, emit, warn_unpriced
-
-
-def loo_factors(measured: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """For each network, the geometric-mean factor measured/predicted of all the *other* networks."""
-    lr = np.log(measured / predicted)
-    n = len(lr)
-    return np.exp((lr.sum() - lr) / (n - 1))
 
 
 @app.command("network-correction")
@@ -95,6 +88,9 @@ def network_correction_cmd(
         "factor": factor, "networks": [r["name"] for r in rows],
         "median_abs_error_%_before": float(np.median(np.abs([r["error_%"] for r in rows]))),
         "median_abs_error_%_loo_corrected": float(np.median(np.abs([r["corrected_error_%"] for r in rows]))),
+        # log(measured / corrected prediction) of each network, its factor fitted on the others: they size
+        # `analyze --interval`'s whole-network interval once there are enough of them (9 for 90 %)
+        "loo_log_residuals": loo_log_residuals(m, p).tolist(),
         "note": "multiply the sum of layer predictions by factor to predict a whole network",
     }
     if host is not None:
@@ -106,6 +102,9 @@ def network_correction_cmd(
         console().print(f"factor {factor:.3f} (median |error| {doc['network_correction']['median_abs_error_%_before']:.1f} % "
                         f"-> {doc['network_correction']['median_abs_error_%_loo_corrected']:.1f} % leave-one-out); "
                         f"saved in {dest}")
+        if len(rows) < 9:
+            console().print(f"analyze --interval sizes a whole network's 90 % interval from these networks' leave-one-out "
+                            f"errors once there are 9 or more ({len(rows)} now); until then from the calibration")
     if not math.isfinite(factor):
         raise TvmlatError("the correction factor is not finite")
 

@@ -116,6 +116,24 @@ class LoadedPredictor:
         from .conformal import interval_bounds
 
         pred = self.predict(X)
+        cal = self.interval_calibration()
+        lo, hi = interval_bounds(pred, cal["abs_log_residuals"], coverage, cal_pred=cal.get("predicted_ms"))
+        return pred, lo, hi
+
+    def network_interval(self, X, coverage: float) -> tuple[Any, float, float, float, str]:
+        """For a network whose layers are the rows of ``X``: (each layer's prediction, the network's
+        prediction, low, high, how the interval was sized). The prediction is the sum of the layers, or,
+        where ``network-correction`` stored the residuals of enough networks for ``coverage``, that sum times
+        its factor (``conformal.network_conformal``); otherwise ``conformal.network_interval``."""
+        from .conformal import network_conformal, network_interval
+
+        pred = self.predict(X)
+        cal = self.interval_calibration()
+        measured = network_conformal(float(pred.sum()), self.doc.get("network_correction") or {}, coverage)
+        return (pred, *(measured or network_interval(pred, cal, coverage)))
+
+    def interval_calibration(self) -> dict[str, Any]:
+        """The file's interval calibration, checked: PredictorError (refit) where it is missing or damaged."""
         cal = self.doc.get("interval")
         scores = cal.get("abs_log_residuals") if isinstance(cal, dict) else None
         if not scores:
@@ -128,8 +146,15 @@ class LoadedPredictor:
                 isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in cal_pred)):
             raise PredictorError("this predictor file's interval calibration (predicted_ms) is not a list of positive "
                                  "numbers, one per residual; the file is damaged: refit it with `tvmlat fit`")
-        lo, hi = interval_bounds(pred, scores, coverage, cal_pred=cal_pred)
-        return pred, lo, hi
+        fams, signed = cal.get("families"), cal.get("log_residuals")  # files before 2026-12-06 record neither
+        if (fams, signed) != (None, None) and not (
+                isinstance(fams, list) and isinstance(signed, list) and len(fams) == len(signed) == len(scores)
+                and all(isinstance(f, str) for f in fams)
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in signed)):
+            raise PredictorError("this predictor file's interval calibration (families, log_residuals) is not one "
+                                 "family name and one number per residual; the file is damaged: refit it with "
+                                 "`tvmlat fit`")
+        return cal
 
 
 def target_chip(target: dict[str, Any]) -> str:

@@ -1,0 +1,172 @@
+"""Whole-network intervals: a held-out family's offset shared by the layers, each layer's scatter
+independent (conformal.network_interval), or measured networks' leave-one-out residuals
+(network_conformal); `analyze --interval`."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tvmlat.anchors import loo_factors, loo_log_residuals
+from tvmlat.errors import PredictorError
+from tvmlat.metrics import cross_validate
+from tvmlat.predictors import LinearPredictor, load_predictor, save_predictor
+from tvmlat.predictors.conformal import (heldout_calibration, interval_bounds, network_conformal,
+                                        network_interval)
+from helpers import assert_user_error, make_target, run_cli
+
+NETS = Path(__file__).resolve().parents[2] / "examples" / "networks.py"
+
+
+def _cal(offsets: dict[str, float], scatter: np.ndarray) -> dict:
+    """An interval calibration whose family ``f`` has log residuals offsets[f] + scatter (median 0)."""
+    fams = [f for f in offsets for _ in scatter]
+    signed = np.concatenate([o + scatter for o in offsets.values()])
+    pred = np.geomspace(0.01, 100, len(signed))
+    return {"abs_log_residuals": np.abs(signed).tolist(), "predicted_ms": pred.tolist(),
+            "log_residuals": signed.tolist(), "families": fams}
+
+
+def test_heldout_calibration_keeps_each_blocks_signed_residual_and_family(ok_frame):
+    _, preds = cross_validate(ok_frame, lambda: LinearPredictor(features="ops"), split="family")
+    cal = heldout_calibration(preds)
+    by_pred = preds.sort_values("predicted", kind="stable")
+    assert cal["families"] == by_pred["family"].astype(str).tolist()
+    np.testing.assert_allclose(cal["log_residuals"], np.log(by_pred["measured"] / by_pred["predicted"]))
+    np.testing.assert_allclose(cal["abs_log_residuals"], np.abs(cal["log_residuals"]))
+
+
+def test_without_scatter_a_network_is_as_sure_as_a_families_offset():
+    cal = _cal({"a": 0.1, "b": -0.1, "c": 0.05}, np.zeros(21))
+    layers = np.array([1.0, 2.0, 0.5])
+    total, lo, hi, how = network_interval(layers, cal, 0.7)  # rank ceil(4 * 0.7) = 3 of |offsets| 0.05, 0.1, 0.1
+    assert total == pytest.approx(3.5)
+    assert (lo, hi) == pytest.approx((3.5 * math.exp(-0.1), 3.5 * math.exp(0.1)))
+    assert "3 held-out families" in how
+
+
+def test_each_layers_scatter_averages_out_over_more_layers():
+    cal = _cal({"a": 0.1, "b": -0.1}, np.linspace(-0.2, 0.2, 41))
+    q_common = 0.1  # both |offsets| are 0.1
+
+    def q_independent_sq(n):
+        total, _, hi, _ = network_interval(np.full(n, 1.0), cal, 0.5)
+        return math.log(hi / total) ** 2 - q_common ** 2
+
+    assert q_independent_sq(4) > 0
+    assert q_independent_sq(4) == pytest.approx(4 * q_independent_sq(16))  # independent: variance ~ 1 / n
+
+
+def test_a_file_without_families_bounds_the_network_by_its_layers_intervals():
+    cal = _cal({f"f{i}": 0.02 * (i - 5) for i in range(10)}, np.linspace(-0.2, 0.2, 41))  # 10: enough for 90 %
+    old = {k: cal[k] for k in ("abs_log_residuals", "predicted_ms")}
+    layers = np.array([0.3, 3.0, 30.0])
+    total, lo, hi, how = network_interval(layers, old, 0.9)
+    each_lo, each_hi = interval_bounds(layers, old["abs_log_residuals"], 0.9, cal_pred=old["predicted_ms"])
+    assert (lo, hi) == pytest.approx((each_lo.sum(), each_hi.sum())) and "bound" in how
+    # the family split is narrower than every layer at its end at once
+    _, lo2, hi2, _ = network_interval(layers, cal, 0.9)
+    assert lo < lo2 < total < hi2 < hi
+
+
+def test_too_few_families_for_the_coverage_is_no_interval():
+    cal = _cal({"a": 0.1, "b": -0.1}, np.zeros(21))  # two families: a 90 % quantile needs 9
+    _, lo, hi, _ = network_interval(np.ones(3), cal, 0.9)
+    assert lo == 0.0 and hi == math.inf
+
+
+def test_measured_networks_leave_one_out_residuals():
+    m, p = np.array([2.0, 4.0, 8.0]), np.array([1.0, 2.0, 4.0])
+    np.testing.assert_allclose(loo_log_residuals(m, p), 0.0, atol=1e-12)  # one factor (2) fits all
+    m = np.array([1.0, 1.0, 4.0])
+    np.testing.assert_allclose(loo_log_residuals(m, np.ones(3)), np.log(m / loo_factors(m, np.ones(3))))
+    res = [0.01] * 8 + [-0.05, 0.03]
+    mid, lo, hi, how = network_conformal(10.0, {"factor": 2.0, "loo_log_residuals": res}, 0.9)
+    assert mid == 20.0 and (lo, hi) == pytest.approx((20 * math.exp(-0.05), 20 * math.exp(0.05)))
+    assert "10 measured networks" in how
+    assert network_conformal(10.0, {"factor": 2.0, "loo_log_residuals": res[:8]}, 0.9) is None  # needs 9
+    assert network_conformal(10.0, {"factor": 2.0}, 0.9) is None
+
+
+@pytest.fixture
+def interval_predictor(tmp_path, ok_frame):
+    model = LinearPredictor(features="ops").fit(ok_frame, ok_frame["latency_ms_median"].to_numpy(float))
+    _, preds = cross_validate(ok_frame, lambda: LinearPredictor(features="ops"), split="family")
+    path = tmp_path / "p.json"
+    save_predictor(model, path, target=make_target().to_dict(), profile="default",
+                   interval={"method": "test", **heldout_calibration(preds)})
+    return path
+
+
+def test_predictor_prefers_enough_measured_networks(interval_predictor, ok_frame):
+    X = ok_frame.head(5)
+    pred = load_predictor(interval_predictor)
+    layers, total, lo, hi, how = pred.network_interval(X, 0.8)
+    assert total == pytest.approx(layers.sum()) and lo < total < hi and "families" in how
+    doc = json.loads(interval_predictor.read_text())
+    doc["network_correction"] = {"factor": 0.5, "loo_log_residuals": [0.02] * 9}
+    interval_predictor.write_text(json.dumps(doc))
+    _, total2, lo2, hi2, how2 = load_predictor(interval_predictor).network_interval(X, 0.8)
+    assert total2 == pytest.approx(0.5 * total) and (lo2, hi2) == pytest.approx((total2 * math.exp(-0.02),
+                                                                                 total2 * math.exp(0.02)))
+    assert "9 measured networks" in how2
+
+
+def test_analyze_interval_cli(interval_predictor, capsys):
+    code, out, err = run_cli(["analyze", f"{NETS}:small_cnn", "-p", interval_predictor, "--interval", "0.9"], capsys)
+    assert code == 0, err
+    assert "whole network: 90 % interval" in out and "held-out families' offsets" in out
+    code, out, err = run_cli(["analyze", f"{NETS}:small_cnn", "-p", interval_predictor, "--interval", "0.9",
+                              "-f", "csv"], capsys)
+    assert code == 0, err
+    df = pd.read_csv(io.StringIO(out))
+    assert ((df["low_ms"] < df["latency_ms"]) & (df["latency_ms"] < df["high_ms"])).all()
+
+
+def test_analyze_interval_bad_input(interval_predictor, predictor_path, tmp_path, capsys):
+    net = f"{NETS}:small_cnn"
+    assert_user_error(run_cli(["analyze", net, "--interval", "0.9"], capsys), "--interval needs a predictor")
+    assert_user_error(run_cli(["analyze", net, "-p", interval_predictor, "--interval", "1.5"], capsys), "coverage")
+    assert_user_error(run_cli(["analyze", net, "-p", predictor_path, "--interval", "0.9"], capsys),
+                      "no interval calibration")
+    doc = json.loads(interval_predictor.read_text())
+    for bad in ({"families": doc["interval"]["families"][:-1]}, {"log_residuals": "x"},
+                {"families": [1] * len(doc["interval"]["families"])}):
+        damaged = tmp_path / "damaged.json"
+        damaged.write_text(json.dumps({**doc, "interval": {**doc["interval"], **bad}}))
+        assert_user_error(run_cli(["analyze", net, "-p", damaged, "--interval", "0.9"], capsys), "families, log_residuals")
+
+
+def test_too_few_families_is_said_not_printed_as_infinity(interval_predictor, capsys):
+    doc = json.loads(interval_predictor.read_text())
+    doc["interval"]["families"] = ["a", "b"] * (len(doc["interval"]["families"]) // 2) + ["a"] * (
+        len(doc["interval"]["families"]) % 2)  # two families: a 90 % quantile of their offsets needs 9
+    interval_predictor.write_text(json.dumps(doc))
+    code, out, err = run_cli(["analyze", f"{NETS}:small_cnn", "-p", interval_predictor, "--interval", "0.9"], capsys)
+    assert code == 0, err
+    assert "no 90 % interval" in out and "inf" not in out.split("whole network:")[1]
+
+
+def test_shipped_predictors_record_families_for_network_intervals():
+    root = Path(__file__).resolve().parents[2] / "datasets"
+    files = sorted(root.glob("*/*.predictor.json"))
+    assert files
+    for f in files:
+        cal = json.loads(f.read_text())["interval"]
+        assert len(cal["families"]) == len(cal["log_residuals"]) == len(cal["abs_log_residuals"]), f.name
+        with pytest.raises(AssertionError):  # not every residual of one sign: they are signed
+            assert all(v >= 0 for v in cal["log_residuals"]) or all(v <= 0 for v in cal["log_residuals"])
+
+
+def test_damaged_families_are_a_predictor_error(interval_predictor):
+    doc = json.loads(interval_predictor.read_text())
+    doc["interval"]["log_residuals"] = [float("nan")] * len(doc["interval"]["log_residuals"])
+    interval_predictor.write_text(json.dumps(doc))
+    with pytest.raises(PredictorError, match="damaged"):
+        load_predictor(interval_predictor).interval_calibration()
