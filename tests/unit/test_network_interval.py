@@ -141,6 +141,10 @@ def test_analyze_interval_bad_input(interval_predictor, predictor_path, tmp_path
         damaged = tmp_path / "damaged.json"
         damaged.write_text(json.dumps({**doc, "interval": {**doc["interval"], **bad}}))
         assert_user_error(run_cli(["analyze", net, "-p", damaged, "--interval", "0.9"], capsys), "families, log_residuals")
+    for corr in ({"factor": 0.9, "loo_log_residuals": ["x"] * 9}, {"factor": "x", "loo_log_residuals": [0.1] * 9},
+                 {"factor": 0.9, "loo_log_residuals": 0.1}):
+        damaged.write_text(json.dumps({**doc, "network_correction": corr}))  # was a ValueError traceback
+        assert_user_error(run_cli(["analyze", net, "-p", damaged, "--interval", "0.9"], capsys), "network correction")
 
 
 def test_too_few_families_is_said_not_printed_as_infinity(interval_predictor, capsys):

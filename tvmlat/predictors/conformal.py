@@ -139,16 +139,18 @@ def network_interval(layer_pred, cal: dict, coverage: float) -> tuple[float, flo
         return (total, float(lo.sum()), float(hi.sum()),
                 "every layer's own interval at its end at once, a wide bound (a predictor refitted with "
                 "`tvmlat fit` since 2026-12-06 gives a tighter one)")
-    lr = pd.Series(np.asarray(signed, dtype=float))
-    offset = lr.groupby(np.asarray(fams)).transform("median").to_numpy()
-    q_common = conformal_quantile(np.abs(lr.groupby(np.asarray(fams)).median().to_numpy()), coverage)
-    h = half_widths(p, np.abs(lr.to_numpy() - offset), coverage, cal_pred)
+    lr = np.asarray(signed, dtype=float)
+    by_family = pd.Series(lr).groupby(np.asarray(fams))
+    offsets = by_family.median()
+    q_common = conformal_quantile(np.abs(offsets.to_numpy()), coverage)
+    h = half_widths(p, np.abs(lr - by_family.transform("median").to_numpy()), coverage, cal_pred)
     with np.errstate(over="ignore", invalid="ignore"):
         q_ind = float(np.sqrt(np.sum((p * np.expm1(h)) ** 2)) / total) if total > 0 else 0.0
         q = math.hypot(q_common, q_ind)
-    n_fam = len(set(fams))
-    return (total, total * math.exp(-q) if math.isfinite(q) else 0.0, total * math.exp(q) if math.isfinite(q) else math.inf,
-            f"the {n_fam} held-out families' offsets and each layer's scatter")
+    how = f"the {len(offsets)} held-out families' offsets and each layer's scatter"
+    if not math.isfinite(q):
+        return total, 0.0, math.inf, how
+    return total, total * math.exp(-q), total * math.exp(q), how
 
 
 def network_conformal(predicted: float, correction: dict, coverage: float) -> tuple[float, float, float, str] | None:

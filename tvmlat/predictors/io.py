@@ -129,7 +129,15 @@ class LoadedPredictor:
 
         pred = self.predict(X)
         cal = self.interval_calibration()
-        measured = network_conformal(float(pred.sum()), self.doc.get("network_correction") or {}, coverage)
+        corr = self.doc.get("network_correction") or {}
+        res = corr.get("loo_log_residuals") if isinstance(corr, dict) else None
+        if res is not None and not (isinstance(res, list) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in res)
+                and isinstance(corr.get("factor"), (int, float)) and corr["factor"] > 0):
+            raise PredictorError("this predictor file's network correction (factor, loo_log_residuals) is not a "
+                                 "positive factor and a list of numbers; the file is damaged: run `tvmlat "
+                                 "network-correction` again")
+        measured = network_conformal(float(pred.sum()), corr if res is not None else {}, coverage)
         return (pred, *(measured or network_interval(pred, cal, coverage)))
 
     def interval_calibration(self) -> dict[str, Any]:
