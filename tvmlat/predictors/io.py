@@ -117,7 +117,8 @@ class LoadedPredictor:
 
         pred = self.predict(X)
         cal = self.interval_calibration()
-        lo, hi = interval_bounds(pred, cal["abs_log_residuals"], coverage, cal_pred=cal.get("predicted_ms"))
+        lo, hi = interval_bounds(pred, cal["abs_log_residuals"], coverage, cal_pred=cal.get("predicted_ms"),
+                                 cal_groups=cal.get("block_groups"))
         return pred, lo, hi
 
     def network_interval(self, X, coverage: float) -> tuple[Any, float, float, float, str]:
@@ -162,6 +163,11 @@ class LoadedPredictor:
             raise PredictorError("this predictor file's interval calibration (families, log_residuals) is not one "
                                  "family name and one number per residual; the file is damaged: refit it with "
                                  "`tvmlat fit`")
+        groups = cal.get("block_groups")  # a fit on several campaigns: each residual's block
+        if groups is not None and not (isinstance(groups, list) and len(groups) == len(scores) and all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in groups)):
+            raise PredictorError("this predictor file's interval calibration (block_groups) is not one block number "
+                                 "per residual; the file is damaged: refit it with `tvmlat fit`")
         return cal
 
 
