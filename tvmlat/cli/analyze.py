@@ -54,11 +54,11 @@ def analyze_cmd(
     pred = load_predictor(predictor) if predictor else None
     if interval is not None and pred is None:
         raise TvmlatError("--interval needs a predictor: add -p PREDICTOR.json")
-    if interval is not None:  # a bad coverage or a file without interval data: said before any tracing
+    if interval is not None:  # a file without interval data, or a coverage outside (0, 1): said before any tracing
         from ..predictors.conformal import conformal_quantile
 
         pred.interval_calibration()
-        conformal_quantile([0.0], interval)
+        conformal_quantile([0.0], interval)  # raises the coverage's one-line error
     if pred is not None and profile is not None and profile != pred.profile:
         raise TvmlatError(f"{predictor} was fitted for compile profile {pred.profile!r}, not {profile!r}; "
                           f"calibrate a predictor with that profile")
@@ -100,7 +100,7 @@ def _report(df, name: str, pred, sort, top, fmt: str, plot, out, con) -> dict:
     warn_unpriced(df["name"].tolist() if len(df) else [], df.attrs.get("unpriced", []), f"layers of {name}")
     from ..analysis import totals_row
 
-    net = df.attrs.get("network_interval")  # (prediction, low, high, how) with --interval
+    net = df.attrs.get("network_interval")  # with --interval: the whole network's (analysis.layer_table)
     key = sort or ("latency_ms" if "latency_ms" in df else "flops" if top else None)
     if key is not None:
         if key not in df.columns:

@@ -137,9 +137,9 @@ def heldout_calibration(preds) -> dict[str, list]:
 
 def _block_groups(preds) -> np.ndarray | None:
     """Each row's block, numbered, where some block has several rows (a fit on several campaigns); else None."""
-    if "block_id" not in preds:
-        return None
-    groups = pd.factorize(preds["block_id"].astype(str))[0]
+    from ..metrics import block_groups
+
+    groups = block_groups(preds)
     return groups if len(groups) and np.bincount(groups).max() > 1 else None
 
 
