@@ -118,10 +118,14 @@ def test_predictor_prefers_enough_measured_networks(interval_predictor, ok_frame
     assert "9 measured networks" in how2
 
 
-def test_analyze_interval_cli(interval_predictor, capsys):
-    code, out, err = run_cli(["analyze", f"{NETS}:small_cnn", "-p", interval_predictor, "--interval", "0.9"], capsys)
+def test_analyze_interval_cli(interval_predictor, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "layers.png"
+    code, out, err = run_cli(["analyze", f"{NETS}:small_cnn", "-p", interval_predictor, "--interval", "0.9",
+                              "--plot", png], capsys)
     assert code == 0, err
     assert "whole network: 90 % interval" in out and "held-out families' offsets" in out
+    assert png.stat().st_size > 0  # the layers' bars with their intervals, the network's in the title
     code, out, err = run_cli(["analyze", f"{NETS}:small_cnn", "-p", interval_predictor, "--interval", "0.9",
                               "-f", "csv"], capsys)
     assert code == 0, err

@@ -135,7 +135,7 @@ def _report(df, name: str, pred, sort, top, fmt: str, plot, out, con) -> dict:
         else:
             print(text)
     if plot is not None:
-        _bar_chart(df.head(top or 15), plot, title)
+        _bar_chart(df.head(top or 15), plot, title, net)
         con.print(f"chart: {plot}")
     return total
 
@@ -159,15 +159,21 @@ def _network_line(net: dict) -> str:
             f"{net['predicted_ms']:,.3f} ms (sized from {net['method']})")
 
 
-def _bar_chart(df, path: Path, title: str) -> None:
+def _bar_chart(df, path: Path, title: str, net: dict | None = None) -> None:
     from ..plots import pyplot
 
     plt = pyplot()
     col = "latency_ms" if "latency_ms" in df else "flops"
     d = df.sort_values(col).tail(15)
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(d) + 1.2))
-    ax.barh(d["name"], d[col])
-    ax.set_xlabel("predicted latency (ms)" if col == "latency_ms" else "FLOPs")
+    ranged = col == "latency_ms" and {"low_ms", "high_ms"} <= set(d.columns)  # --interval: each layer's as a bar
+    ax.barh(d["name"], d[col], xerr=[d[col] - d["low_ms"], d["high_ms"] - d[col]] if ranged else None,
+            error_kw={"ecolor": "0.3", "capsize": 3, "lw": 1})
+    cov = f"{100 * net['coverage']:g} %" if net else ""
+    ax.set_xlabel("predicted latency (ms)" + (f", with each layer's {cov} interval" if ranged else "")
+                  if col == "latency_ms" else "FLOPs")
+    if net and math.isfinite(net["high_ms"]):
+        title += f"\nwhole network {net['predicted_ms']:,.1f} ms, {cov} interval {net['low_ms']:,.1f}-{net['high_ms']:,.1f} ms"
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
