@@ -151,7 +151,9 @@ def test_analyze_interval_bad_input(interval_predictor, predictor_path, tmp_path
     for corr in ({"factor": 0.9, "loo_log_residuals": ["x"] * 9}, {"factor": "x", "loo_log_residuals": [0.1] * 9},
                  {"factor": 0.9, "loo_log_residuals": 0.1}):
         damaged.write_text(json.dumps({**doc, "network_correction": corr}))  # was a ValueError traceback
-        assert_user_error(run_cli(["analyze", net, "-p", damaged, "--interval", "0.9"], capsys), "network correction")
+        result = run_cli(["analyze", net, "-p", damaged, "--interval", "0.9"], capsys)
+        assert_user_error(result, "network correction")
+        assert "does not run on its example inputs" not in result[2]  # the file's fault, not the network's
 
 
 def test_too_few_families_is_said_not_printed_as_infinity(interval_predictor, capsys):

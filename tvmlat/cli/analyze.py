@@ -85,6 +85,8 @@ def analyze_cmd(
             inputs = (torch.randn(_parse_shape(input_shape)),)
         try:
             df = layer_table(module, inputs, pred, interval)
+        except TvmlatError:  # the predictor file's own one-line error (e.g. a damaged network correction)
+            raise
         except Exception as e:  # noqa: BLE001 - the user's network does not run on its inputs
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise ModelRefError(f"{model_ref}: {name!r} does not run on its example inputs: "
