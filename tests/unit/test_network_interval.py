@@ -220,3 +220,31 @@ def test_intervals_of_blocks_measured_in_several_campaigns_hold_their_coverage()
     cal = heldout_calibration(preds)
     assert len(cal["block_groups"]) == len(preds) and len(set(cal["block_groups"])) == 300
     assert "block_groups" not in heldout_calibration(preds.drop_duplicates("block_id"))
+
+
+def test_network_correction_checks_each_network_against_its_interval(interval_predictor, tmp_path, monkeypatch,
+                                                                      capsys):
+    import importlib.util
+
+    from tvmlat.analysis import layer_table
+    from tvmlat.runners.fake import FakeRunner
+
+    monkeypatch.setattr("tvmlat.runners.local.LocalRunner", lambda target, check=True, **_: FakeRunner())
+    target = tmp_path / "fake.toml"  # the fixture predictor was fitted for target "fake"
+    target.write_text('name = "fake"\nkind = "llvm"\ncores = 1\n')
+    args = ["network-correction", f"{NETS}:small_cnn", f"{NETS}:vit_tiny", f"{NETS}:resnet18", "-p", interval_predictor,
+            "--target", target, "--out", tmp_path / "corrected.json"]
+    code, out, err = run_cli(args + ["-f", "json"], capsys)
+    assert code == 0, err
+    rows = json.loads(out[out.index("["):out.rindex("]") + 1])
+    spec = importlib.util.spec_from_file_location("nets_for_interval", NETS)
+    nets = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(nets)
+    pred = load_predictor(interval_predictor)
+    for r in rows:  # the verdict is the calibration's interval around the sum of layers, as analyze sizes it
+        layers = layer_table(*getattr(nets, r["name"])(), pred)["latency_ms"].to_numpy()
+        _, lo, hi, _ = network_interval(layers, pred.interval_calibration(), 0.9)
+        assert r["in_90%_interval"] == ("yes" if lo <= r["measured_ms"] <= hi else "no")
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert "of 3 networks inside the 90 % interval" in out and "--anchors divides it out" in out

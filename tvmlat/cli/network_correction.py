@@ -11,6 +11,7 @@ import numpy as np
 import typer
 
 from ..anchors import loo_factors, loo_log_residuals, network_factor
+from ..predictors.conformal import network_interval
 from ..errors import TvmlatError
 from ..jsonfile import write_json
 from ..modelref import load_model_ref
@@ -48,11 +49,15 @@ def network_correction_cmd(
     entries = {}
     for ref in model_refs:
         entries.update(load_model_ref(ref))
-    predicted = {}
+    predicted, bounds = {}, {}
+    cal = (pred.doc.get("interval") or {}).get("abs_log_residuals")
     for name, (module, inputs) in entries.items():
         layers = layer_table(module, inputs, pred)
         warn_unpriced(layers["name"].tolist(), layers.attrs.get("unpriced", []), f"layers of {name}")
         predicted[name] = float(layers["latency_ms"].sum())
+        if cal:  # the 90 % interval analyze --interval gives it from the calibration, to check on this network
+            _, lo, hi, how = network_interval(layers["latency_ms"].to_numpy(), pred.interval_calibration(), 0.9)
+            bounds[name] = (lo, hi)
     runner = LocalRunner(t)
     host = None
     if anchors is None:
@@ -79,8 +84,11 @@ def network_correction_cmd(
         r["ratio"] = r["predicted_ms"] / r[key]
         r["error_%"] = 100 * (r["ratio"] - 1)
         r["corrected_error_%"] = 100 * (r["predicted_ms"] * f_loo / r[key] - 1)
+        if bounds:
+            lo, hi = bounds[r["name"]]
+            r["in_90%_interval"] = "yes" if lo <= r[key] <= hi else "no"
     emit(rows, fmt, ["name", "measured_ms", *([] if host is None else ["host_adjusted_ms"]), "predicted_ms", "ratio",
-                     "error_%", "corrected_error_%"],
+                     "error_%", "corrected_error_%", *(["in_90%_interval"] if bounds else [])],
          title=f"whole networks on {t.name}: sum of layer predictions vs measured "
                "(corrected: factor fitted on the other networks)")
     doc = pred.doc
@@ -102,6 +110,12 @@ def network_correction_cmd(
         console().print(f"factor {factor:.3f} (median |error| {doc['network_correction']['median_abs_error_%_before']:.1f} % "
                         f"-> {doc['network_correction']['median_abs_error_%_loo_corrected']:.1f} % leave-one-out); "
                         f"saved in {dest}")
+        if bounds:
+            inside = sum(r["in_90%_interval"] == "yes" for r in rows)
+            console().print(f"{inside} of {len(rows)} networks inside the 90 % interval analyze --interval gives them "
+                            f"from the calibration (sized from {how})"
+                            + ("" if host is not None else "; the host's drift since calibration is in these timings: "
+                               "--anchors divides it out"))
         if len(rows) < 9:
             console().print(f"analyze --interval sizes a whole network's 90 % interval from these networks' leave-one-out "
                             f"errors once there are 9 or more ({len(rows)} now); until then from the calibration")
