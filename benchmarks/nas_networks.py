@@ -15,7 +15,8 @@ calibration is measured and divided out (``tvmlat.anchors``), as in ``network_an
     python benchmarks/nas_networks.py runs/nas.parquet --calibrations datasets/llvm/calib-emeraldrapids-n100-s*.predictor.json
     python benchmarks/nas_networks.py runs/nas.parquet --calibrations … --without inverted_residual squeeze_excitation
 
-``TVMLAT_NAS_NETWORKS`` sets how many networks ``entries`` gives (30); the report takes those measured. The anchors come from
+``TVMLAT_NAS_NETWORKS`` sets how many networks ``entries`` gives (30), from seed ``TVMLAT_NAS_FIRST`` (0); the
+report takes those measured. The anchors come from
 ``datasets/llvm/calib-emeraldrapids-n200-s0.parquet`` unless ``TVMLAT_ANCHOR_DATASET`` names another.
 """
 
@@ -37,6 +38,8 @@ DATASET = os.environ.get("TVMLAT_ANCHOR_DATASET", str(ROOT / "datasets/llvm/cali
 PREDICTORS = [str(ROOT / "datasets/llvm/calib-emeraldrapids-n200-s0.predictor.json"),
               str(ROOT / "datasets/llvm/calib-emeraldrapids-n200-s0.linear+xgb.predictor.json")]
 NETWORKS = int(os.environ.get("TVMLAT_NAS_NETWORKS", "30"))
+#: the first network's seed: a later campaign of networks no earlier one measured (the shipped one is 0-99)
+FIRST = int(os.environ.get("TVMLAT_NAS_FIRST", "0"))
 ANCHORS = 40
 #: with --interval: how many networks of the space `network-correction` measures to size its interval (a 90 %
 #: interval needs 9)
@@ -71,7 +74,7 @@ def sample_network(seed: int) -> tuple[nn.Module, list[torch.Tensor], dict]:
 def entries(device: str = "cpu"):
     """MODEL_REF: the networks (``nas/NNN``) and the anchor blocks (``calib/BLOCK_ID``)."""
     out = {}
-    for i in range(NETWORKS):
+    for i in range(FIRST, FIRST + NETWORKS):
         m, x, _ = sample_network(i)
         out[f"nas/{i:03d}"] = (m.to(device), [t.to(device) for t in x])
     return {**out, **_anchor_entries(device)}
