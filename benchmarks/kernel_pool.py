@@ -197,6 +197,11 @@ def _time(kernel: dict, number: int, dev) -> float:
     return kernel["mod"].time_evaluator("main", dev, number=number, repeat=2)(*kernel["args"]).results[1]
 
 
+def _number(once, repeat_s: float, tries: int) -> int:
+    """Calls per timing so that one takes ~``repeat_s``: from the fastest of ``tries`` single calls (``once()``, s)."""
+    return max(1, int(repeat_s / max(min(once() for _ in range(tries)), 1e-7)))
+
+
 def measure(pool_seeds: list[int], pool_blocks: int, test_seed: int, test_blocks: int, rounds: int,
             repeat_s: float = 0.008) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Compile every distinct kernel of the test blocks and of the pool blocks on its own, and the test blocks
@@ -235,20 +240,20 @@ def measure(pool_seeds: list[int], pool_blocks: int, test_seed: int, test_blocks
     for i, spec in enumerate(sample_specs(test_blocks, seed=test_seed)):
         lowered, inputs = lower(spec)
         names = kernel_table(lowered)
-        vm = relax.VirtualMachine(tvm.compile(lowered, tt, relax_pipeline=None), dev)
+        ex = tvm.compile(lowered, tt, relax_pipeline=None)
         host = [t.detach().numpy() for t in inputs]
-        seq = kernel_calls(vm, dev, host, names, warmup=3, runs=20)
+        seq = kernel_calls(relax.VirtualMachine(ex, dev), dev, host, names, warmup=3, runs=20)
         alone = {}  # each kernel on its own, in the same minute as its in-block time
         for name, _ in seq:
             k = kernels[index[add(lowered, name, spec.family, "test")]]
             if name not in alone:
-                number = max(1, int(repeat_s / max(min(_time(k, 1, dev) for _ in range(2)), 1e-7)))
+                number = _number(lambda: _time(k, 1, dev), repeat_s, 2)
                 alone[name] = float(np.median([_time(k, number, dev) for _ in range(3)])) * 1e3
         for pos, (name, inblock_ms) in enumerate(seq):
             calls.append({"block_id": spec.block_id, "family": spec.family, "pos": pos, "kernel": name,
                           "base": base_name(name), "shapes": repr(shapes_of(lowered[name])), "inblock_ms": inblock_ms,
                           "alone_ms": alone[name]})
-        vm = relax.VirtualMachine(tvm.compile(lowered, tt, relax_pipeline=None), dev)  # no instrument
+        vm = relax.VirtualMachine(ex, dev)  # a second VM of the same build: without the instrument
         vm.set_input("main", *[tvm.runtime.tensor(a, dev) for a in host])
         blocks.append({"block_id": spec.block_id, "family": spec.family, "spec": spec.to_json(), "vm": vm})
         print(f"\rtest blocks {i + 1}/{test_blocks}, {len(kernels)} kernels, {time.perf_counter() - t0:.0f} s",
@@ -276,7 +281,7 @@ def measure(pool_seeds: list[int], pool_blocks: int, test_seed: int, test_blocks
     numbers = []
     for item in items:  # warm up, then runs per round for ~repeat_s
         run(item, 1)
-        numbers.append(max(1, int(repeat_s / max(min(run(item, 1) for _ in range(3)), 1e-7))))
+        numbers.append(_number(lambda: run(item, 1), repeat_s, 3))
     times = np.zeros((rounds, len(items)))
     order = np.random.default_rng(0)
     for r in range(rounds):  # each round in its own order: a slow minute falls on kernels and blocks alike

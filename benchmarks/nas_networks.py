@@ -117,12 +117,13 @@ def report(measured: pd.DataFrame, predictor_path: str, coverage: float | None =
     factor = float((pred.doc.get("network_correction") or {}).get("factor", 1.0))
     rows = []
     for name in _networks(meas):
-        summed = float(pred.predict(_layer_rows(name, pred.geometry)).sum())
+        layer_ms = pred.predict(_layer_rows(name, pred.geometry))
+        summed = float(layer_ms.sum())
         rows.append({"network": name, "measured_ms": float(meas[name]), "summed_ms": summed,
                      "error_%": 100 * (summed / host / meas[name] - 1),
                      "corrected_error_%": 100 * (summed * factor / host / meas[name] - 1)})
         if coverage is not None:  # analyze --interval's network interval, against the host-adjusted timing
-            _, mid, lo, hi, how = pred.network_interval(_layer_rows(name, pred.geometry), coverage)
+            mid, lo, hi, how = pred.network_interval(layer_ms, coverage)
             rows[-1].update(low_ms=lo, high_ms=hi, inside=lo <= meas[name] * host <= hi, width=(hi - lo) / mid)
     t = pd.DataFrame(rows)
     print(f"{Path(predictor_path).name}: {len(anchors)} anchor blocks predicted at {host:.3f}x their timings now "
@@ -178,11 +179,11 @@ def factor_check(measured: pd.DataFrame, paths: list[str], draws: int = 200,
     for path in paths:
         pred = load_predictor(path)
         model = _refit_without(path, without) if without else pred
-        summed = np.array([model.predict(_layer_rows(n, pred.geometry)).sum() for n in names])
+        layer_ms = [model.predict(_layer_rows(n, pred.geometry)) for n in names]
+        summed = np.array([p.sum() for p in layer_ms])
         ratio = summed / y
         if coverage is not None:  # each network's half-width (log ratio) as analyze --interval sizes it
-            half = np.log([pred.network_interval(_layer_rows(n, pred.geometry), coverage)[3] / s
-                           for n, s in zip(names, summed)])
+            half = np.log([pred.network_interval(p, coverage)[2] / s for p, s in zip(layer_ms, summed)])
         hits, inside, measured_inside, measured_width = [], [], [], []
         for _ in range(draws):  # network-correction's factor, fitted on 5 networks, judged on the rest
             idx = rng.permutation(len(y))

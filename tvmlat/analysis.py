@@ -214,14 +214,16 @@ def _table(layers: list[Layer], params_of, predictor, totals: dict[str, int],
     df = pd.DataFrame(rows)
     if predictor is not None and len(df):
         X = pd.DataFrame(feats)
-        lat = predictor.predict(X)
+        if interval is not None:  # the layers predicted once, with their intervals
+            lat, df["low_ms"], df["high_ms"] = predictor.interval(X, interval)
+        else:
+            lat = predictor.predict(X)
         if hasattr(predictor, "unpriced"):  # layers with work no calibration block had (priced 0)
             df.attrs["unpriced"] = predictor.unpriced(X)
         df["latency_ms"] = lat
         df["share_%"] = 100 * lat / lat.sum() if lat.sum() > 0 else 0.0
         if interval is not None:
-            _, df["low_ms"], df["high_ms"] = predictor.interval(X, interval)
-            mid, lo, hi, how = predictor.network_interval(X, interval)[1:]
+            mid, lo, hi, how = predictor.network_interval(lat, interval)
             df.attrs["network_interval"] = {"coverage": interval, "predicted_ms": mid, "low_ms": lo, "high_ms": hi,
                                             "method": how}
         from .energy import predict_energy

@@ -107,12 +107,13 @@ def interval_predictor(tmp_path, ok_frame):
 def test_predictor_prefers_enough_measured_networks(interval_predictor, ok_frame):
     X = ok_frame.head(5)
     pred = load_predictor(interval_predictor)
-    layers, total, lo, hi, how = pred.network_interval(X, 0.8)
+    layers = pred.predict(X)
+    total, lo, hi, how = pred.network_interval(layers, 0.8)
     assert total == pytest.approx(layers.sum()) and lo < total < hi and "families" in how
     doc = json.loads(interval_predictor.read_text())
     doc["network_correction"] = {"factor": 0.5, "loo_log_residuals": [0.02] * 9}
     interval_predictor.write_text(json.dumps(doc))
-    _, total2, lo2, hi2, how2 = load_predictor(interval_predictor).network_interval(X, 0.8)
+    total2, lo2, hi2, how2 = load_predictor(interval_predictor).network_interval(layers, 0.8)
     assert total2 == pytest.approx(0.5 * total) and (lo2, hi2) == pytest.approx((total2 * math.exp(-0.02),
                                                                                  total2 * math.exp(0.02)))
     assert "9 measured networks" in how2

@@ -50,13 +50,13 @@ def network_correction_cmd(
     for ref in model_refs:
         entries.update(load_model_ref(ref))
     predicted, bounds = {}, {}
-    cal = (pred.doc.get("interval") or {}).get("abs_log_residuals")
+    cal = pred.interval_calibration() if (pred.doc.get("interval") or {}).get("abs_log_residuals") else None
     for name, (module, inputs) in entries.items():
         layers = layer_table(module, inputs, pred)
         warn_unpriced(layers["name"].tolist(), layers.attrs.get("unpriced", []), f"layers of {name}")
         predicted[name] = float(layers["latency_ms"].sum())
         if cal:  # the 90 % interval analyze --interval gives it from the calibration, to check on this network
-            _, lo, hi, how = network_interval(layers["latency_ms"].to_numpy(), pred.interval_calibration(), 0.9)
+            _, lo, hi, how = network_interval(layers["latency_ms"].to_numpy(), cal, 0.9)
             bounds[name] = (lo, hi)
     runner = LocalRunner(t)
     host = None

@@ -62,8 +62,8 @@ def local_scale(cal_pred: Sequence[float], cal_scores: Sequence[float], query_pr
     lp = np.log(np.asarray(cal_pred, dtype=float))
     order = np.argsort(lp, kind="stable")
     n = len(lp)
-    g = np.asarray(groups) if exclude_self and groups is not None else None
-    same = int(np.unique(g, return_counts=True)[1].max()) if g is not None and n else 1  # rows left out, at most
+    g = pd.factorize(np.asarray(groups))[0] if exclude_self and groups is not None else None  # blocks numbered 0..
+    same = int(np.bincount(g).max()) if g is not None and n else 1  # rows left out of a block's neighbours, at most
     k = min(k, n - same if exclude_self else n)
     pad = k + same  # sentinels at +-inf: a window never runs off the ends, and they are never among the nearest
     lps = np.concatenate([np.full(pad, -np.inf), lp[order], np.full(pad, np.inf)])
@@ -73,8 +73,7 @@ def local_scale(cal_pred: Sequence[float], cal_scores: Sequence[float], query_pr
     q_all = np.log(np.asarray(query_pred, dtype=float))
     offs = np.arange(-pad, pad)
     if g is not None:
-        gs = np.concatenate([np.full(pad, -1), pd.factorize(g)[0][order], np.full(pad, -1)])
-        g = pd.factorize(g)[0]
+        gs = np.concatenate([np.full(pad, -1), g[order], np.full(pad, -1)])
     out = np.empty(len(q_all))
     for a in range(0, len(q_all), _CHUNK):
         q = q_all[a:a + _CHUNK]

@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import PredictorError
 from ..jsonfile import read_json, write_json
 
@@ -121,14 +123,14 @@ class LoadedPredictor:
                                  cal_groups=cal.get("block_groups"))
         return pred, lo, hi
 
-    def network_interval(self, X, coverage: float) -> tuple[Any, float, float, float, str]:
-        """For a network whose layers are the rows of ``X``: (each layer's prediction, the network's
-        prediction, low, high, how the interval was sized). The prediction is the sum of the layers, or,
-        where ``network-correction`` stored the residuals of enough networks for ``coverage``, that sum times
-        its factor (``conformal.network_conformal``); otherwise ``conformal.network_interval``."""
+    def network_interval(self, layer_ms, coverage: float) -> tuple[float, float, float, str]:
+        """For a network whose layers this predictor predicted at ``layer_ms`` (``predict`` of their rows): (the
+        network's prediction, low, high, how the interval was sized). The prediction is the sum of the layers,
+        or, where ``network-correction`` stored the residuals of enough networks for ``coverage``, that sum
+        times its factor (``conformal.network_conformal``); otherwise ``conformal.network_interval``."""
         from .conformal import network_conformal, network_interval
 
-        pred = self.predict(X)
+        pred = np.asarray(layer_ms, dtype=float)
         cal = self.interval_calibration()
         corr = self.doc.get("network_correction") or {}
         res = corr.get("loo_log_residuals") if isinstance(corr, dict) else None
@@ -139,7 +141,7 @@ class LoadedPredictor:
                                  "positive factor and a list of numbers; the file is damaged: run `tvmlat "
                                  "network-correction` again")
         measured = network_conformal(float(pred.sum()), corr if res is not None else {}, coverage)
-        return (pred, *(measured or network_interval(pred, cal, coverage)))
+        return measured or network_interval(pred, cal, coverage)
 
     def interval_calibration(self) -> dict[str, Any]:
         """The file's interval calibration, checked: PredictorError (refit) where it is missing or damaged."""
