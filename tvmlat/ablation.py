@@ -54,6 +54,7 @@ class AblationResult:
     few_shot: pd.DataFrame = field(default_factory=pd.DataFrame)  # few_shot_pair rows, if other targets given
     other: pd.DataFrame = field(default_factory=pd.DataFrame)  # memory/energy models' metrics (other_quantities)
     campaign_speeds: pd.Series | None = None  # several campaigns: each one's host speed, from all rows
+    repeatability: pd.DataFrame = field(default_factory=pd.DataFrame)  # measurement_repeatability rows
 
 
 def predict_rate(model, df: pd.DataFrame, rows: int = 200_000) -> float:
@@ -96,7 +97,8 @@ def run_ablation(df: pd.DataFrame, zoo: dict[str, Callable[[], object]], sizes=(
             preds.append(p.assign(model=name, split_kind=split))
         curve += learning_curve(df.assign(latency_ms_median=y), make, name, sizes, draws, seed)
     return AblationResult(pd.DataFrame(rows), pd.concat(preds, ignore_index=True), pd.DataFrame(curve),
-                          other=other_quantities(df), campaign_speeds=all_rows)
+                          other=other_quantities(df), campaign_speeds=all_rows,
+                          repeatability=measurement_repeatability(df))
 
 
 def learning_curve(df: pd.DataFrame, make, name: str, sizes, draws: int, seed: int) -> list[dict]:
@@ -121,6 +123,75 @@ def learning_curve(df: pd.DataFrame, make, name: str, sizes, draws: int, seed: i
             out.append({"model": name, "n_train": n, "draw": d, "median_ape": m["median_ape"],
                         "within10": m["within10"]})
     return out
+
+
+def family_table(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Held-out families (leave-one-family-out): for each family, its blocks and, for each model, the % of
+    them predicted within +-10 % and the median APE (%): where a predictor is weak, not only how weak."""
+    lofo = predictions[predictions["split_kind"] == "family"]
+    if lofo.empty:
+        return pd.DataFrame()
+    err = (lofo["predicted"] / lofo["measured"] - 1).abs()
+    stats = lofo.assign(within10=100.0 * (err <= 0.1), ape=100.0 * err).groupby(["family", "model"], sort=False)
+    within = stats["within10"].mean().unstack("model")
+    ape = stats["ape"].median().unstack("model")
+    models = list(dict.fromkeys(lofo["model"]))
+    n = lofo[lofo["model"] == models[0]].groupby("family").size()
+    out = pd.DataFrame({"family": within.index, "n": n.reindex(within.index).to_numpy()})
+    for m in models:
+        out[f"{m} +-10%"] = within[m].to_numpy()
+        out[f"{m} medAPE%"] = ape[m].to_numpy()
+    return out.sort_values("family", ignore_index=True)
+
+
+#: the fewest repeated blocks the across-campaign repeatability is given for
+MIN_REPEATED = 10
+
+
+def measurement_repeatability(df: pd.DataFrame) -> pd.DataFrame:
+    """How well the timings agree with themselves: the measurement's part of any predictor's error.
+
+    * ``odd vs even rounds``: within each campaign, a block's odd and even interleaved rounds (``half_diff_rel``,
+      the |log| ratio of their medians): two half-campaigns, the noise a predictor fitted and tested in one
+      campaign meets (each half has half the rounds, so the whole campaign's noise is smaller still).
+    * ``across campaigns`` (rows of several campaigns that measure some blocks more than once): each campaign's
+      common speed divided out (its median log offset from its blocks' other measurements, five rounds), the
+      deviation of one measurement from its block's mean, scaled by sqrt(n / (n - 1)) so it estimates one
+      measurement's distance from the block's true time. A perfect predictor of pooled campaigns is off by this
+      much against single measurements.
+
+    Rows: what, blocks, timings (rows: a block's timing in one campaign), median |deviation| %, % within +-5 % and
+    +-10 %. Empty where neither applies."""
+    from .campaigns import CAMPAIGN
+
+    rows = []
+    if "half_diff_rel" in df:
+        half = pd.to_numeric(df["half_diff_rel"], errors="coerce")
+        h = np.abs(np.expm1(half.dropna().to_numpy(float)))
+        if len(h):
+            blocks = df.loc[half.notna(), "block_id"].nunique() if "block_id" in df else len(h)
+            rows.append({"what": "odd vs even rounds", "blocks": int(blocks), "timings": len(h),
+                         "median_dev_pct": 100 * float(np.median(h)), "within5": 100 * float(np.mean(h <= 0.05)),
+                         "within10": 100 * float(np.mean(h <= 0.1))})
+    if CAMPAIGN in df and "block_id" in df and df[CAMPAIGN].nunique() > 1:
+        d = pd.DataFrame({"block": df["block_id"].astype(str).to_numpy(), "camp": df[CAMPAIGN].astype(str).to_numpy(),
+                          "y": np.log(df["latency_ms_median"].to_numpy(float))})
+        d = d[np.isfinite(d["y"])]
+        d = d[d.groupby("block")["y"].transform("size") >= 2]
+        if d["block"].nunique() >= MIN_REPEATED and d["camp"].nunique() > 1:
+            speed = pd.Series(0.0, index=pd.unique(d["camp"]))
+            for _ in range(5):
+                x = d["y"] - speed.reindex(d["camp"]).to_numpy()
+                dev = x - x.groupby(d["block"]).transform("mean")
+                speed = speed + dev.groupby(d["camp"]).median()
+            x = d["y"] - speed.reindex(d["camp"]).to_numpy()
+            n = d.groupby("block")["y"].transform("size").to_numpy(float)
+            z = (x - x.groupby(d["block"]).transform("mean")).to_numpy() * np.sqrt(n / (n - 1))
+            a = np.abs(np.expm1(z))
+            rows.append({"what": "across campaigns", "blocks": int(d["block"].nunique()), "timings": len(d),
+                         "median_dev_pct": 100 * float(np.median(a)), "within5": 100 * float(np.mean(a <= 0.05)),
+                         "within10": 100 * float(np.mean(a <= 0.1))})
+    return pd.DataFrame(rows)
 
 
 FEW_SHOT_SIZES = (5, 10, 20, 50, 100)
@@ -225,6 +296,13 @@ def write_report(res: AblationResult, out: Path, title: str) -> list[Path]:
     if not res.other.empty:
         res.other.to_csv(out / "memory_energy.csv", index=False)
         files.append(out / "memory_energy.csv")
+    fams = family_table(res.predictions)
+    if not fams.empty:
+        fams.to_csv(out / "families.csv", index=False)
+        files.append(out / "families.csv")
+    if not res.repeatability.empty:
+        res.repeatability.to_csv(out / "repeatability.csv", index=False)
+        files.append(out / "repeatability.csv")
     files += _plots(res, out)
     cols = ["model", "split", "median_ape", "median_ape_ge1ms", "median_ape_lt1ms", "within5", "within10", "mape",
             "rmspe", "spearman", "r2_log", "worst_x", "cov90", "width90", "fit_s", "predict_s_per_1e6"]
@@ -236,11 +314,24 @@ def write_report(res: AblationResult, out: Path, title: str) -> list[Path]:
     md = [f"# {title}", "",
           "Median APE and MAPE/RMSPE in %, within-5/10 and 90%-interval coverage in % of blocks, width90 = "
           "(high - low) / predicted of the 90% conformal interval, fit time in s, predict time in s per 10^6 blocks.",
-          "", md_table(table), "",
-          "## Learning curve (median APE %, 30% fixed test split, median of 5 draws)", "",
-          md_table(curve.reset_index()) if not curve.empty else "(no data)", "",
-          "![predicted vs measured](pred_vs_measured.png)", "", "![error CDF](error_cdf.png)", "",
-          "![learning curve](learning_curve.png)", ""]
+          "", md_table(table), ""]
+    if not res.repeatability.empty:
+        md += ["## How well the timings agree with themselves", "",
+               "The measurement's share of any predictor's error. `odd vs even rounds`: within each campaign, a "
+               "block's odd and even interleaved rounds, two half-campaigns. `across campaigns`: a block measured "
+               "in several campaigns (each campaign's speed divided out), one timing against the block's mean, "
+               "scaled to one timing's distance from its true time. Median |deviation| in %, within +-5/10 in % "
+               "of timings; compare with the models' within10.", "", md_table(res.repeatability.round(2)), ""]
+    if not fams.empty:
+        t = fams[["family", "n", *[c for c in fams.columns if c.endswith("+-10%")]]].copy()
+        t.columns = [c.removesuffix(" +-10%") for c in t.columns]
+        md += ["## Held-out families", "",
+               "Each family predicted by the models fitted without it: % of its blocks within +-10 % "
+               "(families.csv has the median APE too).", "", md_table(t.round(0)), ""]
+    md += ["## Learning curve (median APE %, 30% fixed test split, median of 5 draws)", "",
+           md_table(curve.reset_index()) if not curve.empty else "(no data)", "",
+           "![predicted vs measured](pred_vs_measured.png)", "", "![error CDF](error_cdf.png)", "",
+           "![learning curve](learning_curve.png)", ""]
     if not res.other.empty:
         t = res.other[["quantity", "split", "n", "median_ape", "within10", "mape", "spearman"]].copy()
         t["within10"] = (100 * t["within10"]).round(0)

@@ -71,6 +71,21 @@ def ablation_cmd(
              "(LOFO = leave-one-family-out; % of blocks for +-10% and cov90)")
     else:
         emit(res.metrics.to_dict("records"), fmt, cols, title="ablation")
+    if fmt == Format.table and not res.repeatability.empty:
+        for r in res.repeatability.to_dict("records"):
+            con.print(f"timings against themselves, {r['what']}: {r['within10']:.0f} % within +-10 % "
+                      f"(median {r['median_dev_pct']:.1f} %; {r['timings']} timings of {r['blocks']} blocks): the "
+                      "measurement's part of the errors above")
+    if fmt == Format.table:
+        from ..ablation import family_table
+
+        fams = family_table(res.predictions)
+        if not fams.empty:
+            cols = [c for c in fams.columns if c.endswith("+-10%")]
+            recs = [{"family": r["family"], "n": r["n"], **{c.removesuffix(" +-10%"): r[c] for c in cols}}
+                    for r in fams.to_dict("records")]
+            emit(recs, Format.table, ["family", "n", *[c.removesuffix(" +-10%") for c in cols]],
+                 title="held-out families: % of each family's blocks within +-10 %, fitted without that family")
     if fmt == Format.table and not res.curve.empty:
         curve = res.curve.groupby(["model", "n_train"])["median_ape"].median().unstack("n_train")
         rows = [{"model": m, **{str(k): float(v) for k, v in r.items()}} for m, r in curve.iterrows()]
