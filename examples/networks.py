@@ -1,8 +1,9 @@
 """Reference networks defined here (no downloads, random weights): MODEL_REFs for `tvmlat analyze`,
 `measure` and `predict`, e.g. `tvmlat analyze examples/networks.py:mobilenet_v2`.
 
-MobileNetV2 and the ResNets follow torchvision's definitions layer for layer (same parameter
-counts), so their totals can be checked against published figures.
+MobileNetV2 (also at half width) and the ResNets follow torchvision's definitions layer for layer
+(same parameter counts), so their totals can be checked against published figures. ``all_networks``
+is the ten `tvmlat network-correction` was run with (README, "Whole networks").
 """
 
 from __future__ import annotations
@@ -41,18 +42,27 @@ class InvertedResidual(nn.Module):
         return x + self.conv(x) if self.use_res else self.conv(x)
 
 
+def _divisible(v: float, d: int = 8) -> int:
+    """torchvision's _make_divisible: ``v`` rounded to a multiple of ``d``, never below 90 % of ``v``."""
+    out = max(d, int(v + d / 2) // d * d)
+    return out + d if out < 0.9 * v else out
+
+
 class MobileNetV2(nn.Module):
-    def __init__(self, num_classes=1000):
+    def __init__(self, num_classes=1000, width=1.0):
         super().__init__()
         cfg = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2], [6, 320, 1, 1]]
-        cin, feats = 32, [ConvNormAct(3, 32, stride=2)]
+        cin = _divisible(32 * width)
+        feats = [ConvNormAct(3, cin, stride=2)]
         for t, c, n, s in cfg:
+            c = _divisible(c * width)
             for i in range(n):
                 feats.append(InvertedResidual(cin, c, s if i == 0 else 1, t))
                 cin = c
-        feats.append(ConvNormAct(cin, 1280, 1))
+        last = _divisible(1280 * max(1.0, width))
+        feats.append(ConvNormAct(cin, last, 1))
         self.features = nn.Sequential(*feats)
-        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, num_classes))
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(last, num_classes))
 
     def forward(self, x):
         x = F.adaptive_avg_pool2d(self.features(x), 1)
@@ -194,6 +204,30 @@ def small_cnn():
     return SmallCNN().eval(), _image(64)
 
 
+def mobilenet_v2_050():
+    """MobileNetV2 at half width (torchvision's ``width_mult=0.5``)."""
+    return MobileNetV2(width=0.5).eval(), _image()
+
+
+def resnet34():
+    return ResNet(BasicBlock, [3, 4, 6, 3]).eval(), _image()
+
+
+def resnet18_160():
+    """ResNet-18 on 160 x 160 images: the same layers at other sizes."""
+    return ResNet(BasicBlock, [2, 2, 2, 2]).eval(), _image(160)
+
+
+def vit_small():
+    """A 4-block ViT at twice the tiny one's width (384, 6 heads)."""
+    return TinyViT(dim=384, heads=6).eval(), _image()
+
+
+def small_cnn_128():
+    return SmallCNN().eval(), _image(128)
+
+
 def all_networks():
     """Every network above, as a {name: (module, inputs)} MODEL_REF."""
-    return {f.__name__: f() for f in (mobilenet_v2, resnet18, resnet50, vit_tiny, small_cnn)}
+    return {f.__name__: f() for f in (mobilenet_v2, resnet18, resnet50, vit_tiny, small_cnn,
+                                                   mobilenet_v2_050, resnet34, resnet18_160, vit_small, small_cnn_128)}

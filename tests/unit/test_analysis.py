@@ -34,7 +34,16 @@ def test_mobilenet_v2_reference_totals(nets):
     assert round(tot["weights_mb"] * 1e6 / 2**20, 2) == 13.37
 
 
-@pytest.mark.parametrize("name, params, gmacs", [("resnet18", 11_689_512, 1.81), ("resnet50", 25_557_032, 4.09)])
+def test_half_width_mobilenet_v2_reference_totals(nets):
+    """torchvision's ``mobilenet_v2(width_mult=0.5)``: 1,968,680 parameters; 97 M multiply-adds (Sandler et al.)."""
+    m, x = nets.mobilenet_v2_050()
+    tot = totals_row(layer_table(m, x))
+    assert tot["params"] == 1_968_680 == sum(p.numel() for p in m.parameters())
+    assert round(tot["macs"] / 1e6) == 97
+
+
+@pytest.mark.parametrize("name, params, gmacs", [("resnet18", 11_689_512, 1.81), ("resnet50", 25_557_032, 4.09),
+                                                 ("resnet34", 21_797_672, 3.66)])
 def test_resnet_reference_totals(nets, name, params, gmacs):
     m, x = getattr(nets, name)()
     df = layer_table(m, x)
