@@ -125,9 +125,13 @@ def learning_curve(df: pd.DataFrame, make, name: str, sizes, draws: int, seed: i
     return out
 
 
-def family_table(predictions: pd.DataFrame) -> pd.DataFrame:
+def family_table(predictions: pd.DataFrame, coverage: float = 0.9) -> pd.DataFrame:
     """Held-out families (leave-one-family-out): for each family, its blocks and, for each model, the % of
-    them predicted within +-10 % and the median APE (%): where a predictor is weak, not only how weak."""
+    them predicted within +-10 %, the median APE (%) and the % inside their ``coverage`` conformal intervals
+    (sized as in the metrics' cov90, from the other families): where a predictor is weak, not only how weak,
+    and whether its intervals hold there."""
+    from .predictors.conformal import coverage_by_split
+
     lofo = predictions[predictions["split_kind"] == "family"]
     if lofo.empty:
         return pd.DataFrame()
@@ -138,9 +142,13 @@ def family_table(predictions: pd.DataFrame) -> pd.DataFrame:
     models = list(dict.fromkeys(lofo["model"]))
     n = lofo[lofo["model"] == models[0]].groupby("family").size()
     out = pd.DataFrame({"family": within.index, "n": n.reindex(within.index).to_numpy()})
+    cov = f"cov{round(100 * coverage)}%"
     for m in models:
         out[f"{m} +-10%"] = within[m].to_numpy()
         out[f"{m} medAPE%"] = ape[m].to_numpy()
+        if "split" in lofo:
+            by = coverage_by_split(lofo[lofo["model"] == m], coverage)
+            out[f"{m} {cov}"] = [100 * by.get(f, np.nan) for f in within.index]
     return out.sort_values("family", ignore_index=True)
 
 
@@ -327,7 +335,15 @@ def write_report(res: AblationResult, out: Path, title: str) -> list[Path]:
         t.columns = [c.removesuffix(" +-10%") for c in t.columns]
         md += ["## Held-out families", "",
                "Each family predicted by the models fitted without it: % of its blocks within +-10 % "
-               "(families.csv has the median APE too).", "", md_table(t.round(0)), ""]
+               "(families.csv has the median APE and the 90% intervals' coverage of each family too).", "",
+               md_table(t.round(0)), ""]
+        covs = [c for c in fams.columns if c.endswith("cov90%")]
+        if covs:
+            c = fams[["family", "n", *covs]].copy()
+            c.columns = [x.removesuffix(" cov90%") for x in c.columns]
+            md += ["Whether the 90% intervals hold family by family (% of each held-out family's blocks inside "
+                   "the interval sized from the other families; the table above cov90 is over all of them):", "",
+                   md_table(c.round(0)), ""]
     md += ["## Learning curve (median APE %, 30% fixed test split, median of 5 draws)", "",
            md_table(curve.reset_index()) if not curve.empty else "(no data)", "",
            "![predicted vs measured](pred_vs_measured.png)", "", "![error CDF](error_cdf.png)", "",

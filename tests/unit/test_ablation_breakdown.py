@@ -72,7 +72,7 @@ def test_repeatability_in_the_ablation_cli(tmp_path, capsys):
     assert rep.loc["across campaigns", "blocks"] == len(shared)
     assert rep.loc["across campaigns", "timings"] == 2 * len(shared)
     fams = pd.read_csv(tmp_path / "rep" / "families.csv")
-    assert fams["n"].sum() == 80 and "linear-loops +-10%" in fams
+    assert fams["n"].sum() == 80 and "linear-loops +-10%" in fams and fams["linear-loops cov90%"].between(0, 100).all()
     report = (tmp_path / "rep" / "report.md").read_text()
     assert "## How well the timings agree with themselves" in report and "## Held-out families" in report
 
@@ -101,3 +101,21 @@ def test_repeatability_of_odd_and_even_rounds():
     r = measurement_repeatability(df).set_index("what").loc["odd vs even rounds"]
     assert r["blocks"] == 3 and r["timings"] == 3 and r["median_dev_pct"] == pytest.approx(4.0)
     assert r["within5"] == pytest.approx(200 / 3) and r["within10"] == 100
+
+
+def test_family_table_gives_each_familys_interval_coverage():
+    from tvmlat.predictors.conformal import split_coverage
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for fam, spread in (("good1", 0.02), ("good2", 0.02), ("bad", 0.5)):
+        for i in range(30):
+            measured = float(np.exp(rng.uniform(-2, 3)))
+            rows.append(("m", "family", f"{fam}{i}", fam, measured, measured * float(np.exp(rng.normal(0, spread)))))
+    p = _preds(rows).assign(split=lambda d: d["family"])
+    t = family_table(p).set_index("family")
+    # the bad family's interval is sized from the good ones' small errors: few of its blocks fall inside
+    assert t.loc["bad", "m cov90%"] < 50
+    assert t.loc["good1", "m cov90%"] == 100 and t.loc["good2", "m cov90%"] == 100
+    overall = split_coverage(p, 0.9)["coverage"]
+    assert (t["m cov90%"] * t["n"]).sum() / t["n"].sum() == pytest.approx(100 * overall)

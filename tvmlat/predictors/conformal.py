@@ -195,10 +195,9 @@ def network_conformal(predicted: float, correction: dict, coverage: float) -> tu
     return mid, mid * math.exp(-q), mid * math.exp(q), f"{len(res)} measured networks, each left out"
 
 
-def split_coverage(preds, coverage: float) -> dict[str, float]:
-    """Empirical coverage and width of conformal intervals in a cross-validation: each split's
-    interval is sized from the held-out residuals of the *other* splits, then checked on its own."""
-    hit, width = [], []
+def _split_hits(preds, coverage: float):
+    """(split, whether each of its blocks fell inside, the intervals' widths) for every split of a
+    cross-validation, its interval sized from the held-out residuals of the *other* splits."""
     score = _scores(preds)
     pred = preds["predicted"].to_numpy(dtype=float)
     split = preds["split"].to_numpy()
@@ -209,9 +208,21 @@ def split_coverage(preds, coverage: float) -> dict[str, float]:
             continue
         half = half_widths(pred[mine], score[~mine], coverage, cal_pred=pred[~mine],
                            cal_groups=None if groups is None else groups[~mine])
-        hit.append(score[mine] <= half)
         with np.errstate(over="ignore", invalid="ignore"):
-            width.append(np.exp(half) - np.exp(-half))
-    if not hit:
+            width = np.exp(half) - np.exp(-half)
+        yield s, score[mine] <= half, width
+
+
+def split_coverage(preds, coverage: float) -> dict[str, float]:
+    """Empirical coverage and width of conformal intervals in a cross-validation: each split's
+    interval is sized from the held-out residuals of the *other* splits, then checked on its own."""
+    parts = list(_split_hits(preds, coverage))
+    if not parts:
         return {"coverage": math.nan, "width": math.nan}
-    return {"coverage": float(np.mean(np.concatenate(hit))), "width": float(np.median(np.concatenate(width)))}
+    return {"coverage": float(np.mean(np.concatenate([h for _, h, _ in parts]))),
+            "width": float(np.median(np.concatenate([w for _, _, w in parts])))}
+
+
+def coverage_by_split(preds, coverage: float) -> dict[Any, float]:
+    """``split_coverage``'s coverage within each split (with leave-one-family-out splits: each family's)."""
+    return {s: float(np.mean(h)) for s, h, _ in _split_hits(preds, coverage)}
