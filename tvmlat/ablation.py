@@ -22,7 +22,7 @@ import pandas as pd
 
 from .errors import TvmlatError
 from .metrics import accuracy, block_draw, cross_validate
-from .predictors.conformal import split_coverage
+from .predictors.conformal import SHARE_PREFIX, split_coverage
 from .predictors.linear import LinearPredictor
 
 
@@ -295,7 +295,8 @@ def write_report(res: AblationResult, out: Path, title: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     files = []
     res.metrics.to_csv(out / "metrics.csv", index=False)
-    res.predictions.to_csv(out / "predictions.csv", index=False)
+    res.predictions.drop(columns=[c for c in res.predictions if str(c).startswith(SHARE_PREFIX)]).to_csv(
+        out / "predictions.csv", index=False)
     res.curve.to_csv(out / "learning_curve.csv", index=False)
     files += [out / "metrics.csv", out / "predictions.csv", out / "learning_curve.csv"]
     if not res.few_shot.empty:

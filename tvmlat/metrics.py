@@ -99,9 +99,11 @@ def cross_validate(df: pd.DataFrame, make_model: Callable[[], Any], split: str =
     ``campaign_speed``: rows of several campaigns (``campaign`` column) get each campaign's host
     speed divided out, estimated per split from its training rows only (``campaigns.campaign_speeds``);
     "measured" is then the divided label.
-    Returns (pooled metrics, per-row predictions with columns block_id, family, measured, predicted, split).
+    Returns (pooled metrics, per-row predictions with columns block_id, family, measured, predicted, split, and
+    for a model with a linear part each term's share of its prediction, ``share:TERM``).
     """
     from .campaigns import campaign_count, campaign_speeds, divided
+    from .predictors.conformal import SHARE_PREFIX, cost_shares
 
     splits = family_splits(df) if split == "family" else kfold_splits(df, k, seed)
     y_raw = df[y_col].to_numpy(dtype=float)
@@ -112,9 +114,12 @@ def cross_validate(df: pd.DataFrame, make_model: Callable[[], Any], split: str =
             continue
         y = divided(df, y_raw, campaign_speeds(df, y_raw, tr)) if speeds else y_raw
         model = make_model().fit(df.iloc[tr], y[tr])
-        parts.append(pd.DataFrame({"block_id": df["block_id"].iloc[te].to_numpy(),
-                                   "family": df["family"].iloc[te].to_numpy(),
-                                   "measured": y[te], "predicted": model.predict(df.iloc[te]), "split": name}))
+        part = pd.DataFrame({"block_id": df["block_id"].iloc[te].to_numpy(), "family": df["family"].iloc[te].to_numpy(),
+                             "measured": y[te], "predicted": model.predict(df.iloc[te]), "split": name})
+        shares = cost_shares(model, df.iloc[te])
+        if shares is not None:  # what each held-out block's time goes to: its interval's neighbours (conformal)
+            part = pd.concat([part, pd.DataFrame(shares[1], columns=[SHARE_PREFIX + t for t in shares[0]])], axis=1)
+        parts.append(part)
     if not parts:
         raise PredictorError(f"no {split} split has both training and test rows "
                              f"({df['family'].nunique()} families, {len(df)} rows); measure more blocks or families")

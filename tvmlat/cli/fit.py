@@ -99,9 +99,11 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
     cv, heldout = evaluation_suite(good, make)
     results.update(cv)
     split = "leave-one-family-out" if "held-out families" in cv else "5-fold"
+    cal = heldout_calibration(heldout)
+    near = ("nearest in predicted latency and cost shares, from other families" if "cost_shares" in cal
+            else "nearest in predicted latency")
     interval = {"method": f"split-conformal on |log(measured/predicted)| of {split} predictions, each divided "
-                          f"by the median of the {NEIGHBOURS} held-out scores nearest in predicted latency",
-                **heldout_calibration(heldout)}
+                          f"by the median of the {NEIGHBOURS} held-out scores {near}", **cal}
     from ..energy import energy_rows, fit_energy
 
     energy = fit_energy(good, features)

@@ -120,8 +120,23 @@ class LoadedPredictor:
         pred = self.predict(X)
         cal = self.interval_calibration()
         lo, hi = interval_bounds(pred, cal["abs_log_residuals"], coverage, cal_pred=cal.get("predicted_ms"),
-                                 cal_groups=cal.get("block_groups"))
+                                 cal_groups=cal.get("block_groups"), **self._share_args(cal, X))
         return pred, lo, hi
+
+    def _share_args(self, cal: dict[str, Any], X) -> dict[str, Any]:
+        """``half_widths``' cost-share arguments where the file records the calibration blocks' shares (files
+        before 2026-12-06 do not: their neighbours are by predicted latency alone)."""
+        from .conformal import cost_shares
+
+        if cal.get("cost_shares") is None:
+            return {}
+        shares = cost_shares(self.model, X)
+        if shares is None or shares[0] != cal.get("share_terms"):
+            raise PredictorError("this predictor file's interval calibration (cost_shares, share_terms) does not "
+                                 "match its model's terms; the file is damaged: refit it with `tvmlat fit`")
+        fams = cal.get("families")  # held-out families (two or more) sized it: neighbours from other families
+        return {"cal_shares": np.asarray(cal["cost_shares"], dtype=float), "query_shares": shares[1],
+                "cal_families": fams if fams and len(set(fams)) >= 2 else None}
 
     def network_interval(self, layer_ms, coverage: float) -> tuple[float, float, float, str]:
         """For a network whose layers this predictor predicted at ``layer_ms`` (``predict`` of their rows): (the
@@ -164,6 +179,16 @@ class LoadedPredictor:
                 and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in signed)):
             raise PredictorError("this predictor file's interval calibration (families, log_residuals) is not one "
                                  "family name and one number per residual; the file is damaged: refit it with "
+                                 "`tvmlat fit`")
+        sh, terms = cal.get("cost_shares"), cal.get("share_terms")  # files before 2026-12-06 record neither
+        if (sh, terms) != (None, None) and not (
+                isinstance(sh, list) and isinstance(terms, list) and len(sh) == len(scores)
+                and all(isinstance(t, str) for t in terms)
+                and all(isinstance(r, list) and len(r) == len(terms) and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in r)
+                    for r in sh)):
+            raise PredictorError("this predictor file's interval calibration (cost_shares, share_terms) is not one "
+                                 "row of shares per residual, one per term; the file is damaged: refit it with "
                                  "`tvmlat fit`")
         groups = cal.get("block_groups")  # a fit on several campaigns: each residual's block
         if groups is not None and not (isinstance(groups, list) and len(groups) == len(scores) and all(
