@@ -52,7 +52,9 @@ def main() -> None:
         t0 = time.perf_counter()
         loaded.interval(big, 0.9)
         dt = time.perf_counter() - t0
-        how = "locally scaled" if loaded.doc.get("interval", {}).get("predicted_ms") else "one global half-width"
+        cal = loaded.doc.get("interval", {})
+        how = ("neighbours by make-up" if cal.get("cost_shares") else "neighbours by latency"
+               if cal.get("predicted_ms") else "one global half-width")
         print(f"{'loops + 90 % interval':24s} {a.rows / dt:14,.0f} predictions/s  ({pfile.name}, {how})")
     # the architecture-search path: block specs in, latencies out (features in closed form, no torch)
     from tvmlat.analytic_features import analytic_arrays

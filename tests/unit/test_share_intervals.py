@@ -156,3 +156,19 @@ def test_damaged_shares_are_a_one_line_error(ok_frame, tmp_path, capsys, edit):
     models.write_text(MODELS)
     assert_user_error(run_cli(["predict", "-p", path, f"{models}:good", "--interval", "0.9"], capsys),
                       "cost_shares", "refit it with `tvmlat fit`")
+
+
+@pytest.mark.parametrize("n_labels", [5, 50])  # few labels: a tree per label; many: one tree, own rows dropped
+def test_share_scale_with_labels_is_the_brute_force_median(n_labels):
+    rng = np.random.default_rng(3)
+    n = 200
+    pred = np.exp(rng.uniform(-2, 2, n))
+    shares = rng.dirichlet(np.ones(4), n)
+    scores = rng.random(n)
+    labels = rng.integers(0, n_labels, n)
+    got = share_scale(pred, scores, shares, pred, shares, k=7, exclude=labels)
+    x = np.column_stack([np.log(pred), SHARE_WEIGHT * shares])
+    d = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    d[labels[:, None] == labels[None, :]] = np.inf
+    want = np.median(scores[np.argsort(d, axis=1)[:, :7]], axis=1) + SCALE_FLOOR
+    np.testing.assert_allclose(got, want)

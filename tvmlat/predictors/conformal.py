@@ -182,17 +182,27 @@ def share_scale(cal_pred, cal_scores, cal_shares, query_pred, query_shares, k: i
     a, b = coords(cal_pred, cal_shares), coords(query_pred, query_shares)
     scores = np.asarray(cal_scores, dtype=float)
     out = np.empty(len(b))
-    if exclude is None:
+    lab = None if exclude is None else pd.factorize(np.asarray(exclude))[0]
+    if lab is not None and lab.max(initial=-1) >= 32:  # many small labels (blocks): one tree, own rows dropped
+        count = np.bincount(lab)
+        kk = min(k, len(a) - int(count.max()))
+        if kk <= 0:
+            return np.full(len(b), np.inf)
+        _, idx = cKDTree(a).query(b, k=kk + int(count.max()), workers=-1)
+        idx = np.asarray(idx).reshape(len(b), -1)
+        keep = lab[idx] != lab[:, None]  # a row's own label holds at most count.max() of its nearest
+        order = np.argsort(~keep, axis=1, kind="stable")[:, :kk]  # the kept ones, nearest first
+        return np.median(scores[np.take_along_axis(idx, order, axis=1)], axis=1) + SCALE_FLOOR
+    if lab is None:
         parts = [(np.arange(len(a)), np.arange(len(b)))]
-    else:
-        lab = pd.factorize(np.asarray(exclude))[0]
+    else:  # few labels (families): a tree of the other labels' blocks for each
         parts = [(np.flatnonzero(lab != v), np.flatnonzero(lab == v)) for v in np.unique(lab)]
     for cal, query in parts:
         kk = min(k, len(cal))
         if kk == 0:
             out[query] = np.inf
             continue
-        _, idx = cKDTree(a[cal]).query(b[query], k=kk)
+        _, idx = cKDTree(a[cal]).query(b[query], k=kk, workers=-1)
         out[query] = np.median(scores[cal][np.asarray(idx).reshape(len(query), kk)], axis=1)
     return out + SCALE_FLOOR
 
