@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from tvmlat.metrics import cross_validate
@@ -172,3 +173,18 @@ def test_share_scale_with_labels_is_the_brute_force_median(n_labels):
     d[labels[:, None] == labels[None, :]] = np.inf
     want = np.median(scores[np.argsort(d, axis=1)[:, :7]], axis=1) + SCALE_FLOOR
     np.testing.assert_allclose(got, want)
+
+
+def test_two_families_held_out_in_turn_still_get_intervals():
+    # each family's interval is sized from the other one alone: its blocks' neighbours come from that family
+    rng = np.random.default_rng(5)
+    n = 60
+    p = pd.DataFrame({"block_id": [f"b{i}" for i in range(2 * n)], "family": ["a"] * n + ["b"] * n,
+                      "measured": np.exp(rng.uniform(-2, 2, 2 * n))})
+    p["predicted"] = p["measured"] * np.exp(rng.normal(0, 0.1, 2 * n))
+    p["split"] = p["family"]
+    sh = rng.dirichlet(np.ones(3), 2 * n)
+    for i in range(3):
+        p[f"{SHARE_PREFIX}t{i}"] = sh[:, i]
+    c = split_coverage(p, 0.9)
+    assert 0.6 < c["coverage"] <= 1 and 0 < c["width"] < np.inf

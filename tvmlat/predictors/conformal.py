@@ -116,14 +116,17 @@ def half_widths(pred, scores: Sequence[float], coverage: float, cal_pred: Sequen
     """The interval's half-width in log ratio for each of ``pred`` (see ``interval_bounds``). With the
     calibration blocks' and the queries' cost shares (``cal_shares``, ``query_shares``: ``cost_shares`` rows)
     the neighbours are those of ``share_scale``, each calibration block's taken from other families
-    (``cal_families``; without them, from other blocks)."""
+    (``cal_families``; without them, or where they are one family, from other blocks)."""
     pred = np.asarray(pred, dtype=float)
     scores = np.asarray(scores, dtype=float)
     n_blocks = len(np.unique(cal_groups)) if cal_groups is not None else len(scores)
     if cal_pred is None or n_blocks < 2 * NEIGHBOURS:
         return np.full(pred.shape, conformal_quantile(scores, coverage))
     if cal_shares is not None and query_shares is not None:
-        labels = (np.asarray(cal_families) if cal_families is not None
+        fams = None if cal_families is None else np.asarray(cal_families)
+        if fams is not None and len(np.unique(fams)) < 2:  # one family: its blocks have no other to take from
+            fams = None
+        labels = (fams if fams is not None
                   else np.asarray(cal_groups) if cal_groups is not None else np.arange(len(scores)))
         own = share_scale(cal_pred, scores, cal_shares, cal_pred, cal_shares, exclude=labels)
         q = conformal_quantile(scores / own, coverage)

@@ -134,9 +134,8 @@ class LoadedPredictor:
         if shares is None or shares[0] != cal.get("share_terms"):
             raise PredictorError("this predictor file's interval calibration (cost_shares, share_terms) does not "
                                  "match its model's terms; the file is damaged: refit it with `tvmlat fit`")
-        fams = cal.get("families")  # held-out families (two or more) sized it: neighbours from other families
         return {"cal_shares": np.asarray(cal["cost_shares"], dtype=float), "query_shares": shares[1],
-                "cal_families": fams if fams and len(set(fams)) >= 2 else None}
+                "cal_families": cal.get("families")}  # one family (a 5-fold calibration): from other blocks
 
     def network_interval(self, layer_ms, coverage: float) -> tuple[float, float, float, str]:
         """For a network whose layers this predictor predicted at ``layer_ms`` (``predict`` of their rows): (the
