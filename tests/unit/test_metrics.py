@@ -76,7 +76,10 @@ def test_cross_validate_predicts_every_row(ok_frame, split):
     metrics, preds = cross_validate(ok_frame, lambda: LinearPredictor(features="published"), split=split, k=5)
     assert len(preds) == len(ok_frame)
     assert sorted(preds["block_id"]) == sorted(ok_frame["block_id"])
-    assert list(preds.columns) == ["block_id", "family", "measured", "predicted", "split"]
+    assert list(preds.columns) == ["block_id", "family", "measured", "predicted", "split",
+                                   # each term's share of the held-out prediction (the interval's neighbours)
+                                   "share:acts", "share:inp", "share:flops", "share:intercept"]
+    np.testing.assert_allclose(preds.filter(like="share:").sum(axis=1), 1.0)
     assert np.all(np.isfinite(preds["predicted"]))
     assert metrics["n"] == len(ok_frame)
     if split == "family":
