@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,8 @@ from tvmlat.predictors.conformal import (NEIGHBOURS, SCALE_FLOOR, SHARE_PREFIX, 
                                          half_widths, heldout_calibration, share_scale, split_coverage)
 from tvmlat.predictors.residual import ResidualPredictor, XGBPredictor
 from helpers import assert_user_error, make_target, run_cli
+
+SHIPPED = Path(__file__).resolve().parents[2] / "datasets" / "llvm" / "calib-emeraldrapids-n100-s17.parquet"
 
 
 def _y(df):
@@ -78,12 +81,9 @@ def test_half_widths_with_shares_follow_the_kind_of_block_not_its_latency():
 
 
 def test_cross_validation_records_shares_and_coverage_uses_them(ok_frame):
-    from pathlib import Path
-
     from tvmlat.dataset import ok_rows, read_dataset
 
-    shipped = Path(__file__).resolve().parents[2] / "datasets" / "llvm" / "calib-emeraldrapids-n100-s17.parquet"
-    _, p = cross_validate(ok_rows(read_dataset(shipped)), lambda: LinearPredictor(features="loops"), split="family")
+    _, p = cross_validate(ok_rows(read_dataset(SHIPPED)), lambda: LinearPredictor(features="loops"), split="family")
     sh = [c for c in p if c.startswith(SHARE_PREFIX)]
     assert sh[-1] == SHARE_PREFIX + "intercept" and len(sh) == len(LinearPredictor(features="loops").feature_names) + 1
     np.testing.assert_allclose(p[sh].sum(axis=1), 1.0)
@@ -188,3 +188,21 @@ def test_two_families_held_out_in_turn_still_get_intervals():
         p[f"{SHARE_PREFIX}t{i}"] = sh[:, i]
     c = split_coverage(p, 0.9)
     assert 0.6 < c["coverage"] <= 1 and 0 < c["width"] < np.inf
+
+
+def test_a_loaded_predictor_keeps_its_calibrations_scales_between_calls(ok_frame, tmp_path):
+    from tvmlat.dataset import ok_rows, read_dataset
+
+    shipped = load_predictor(SHIPPED.with_name(SHIPPED.stem + ".predictor.json"))
+    rows = ok_rows(read_dataset(SHIPPED))
+    first = shipped.interval(rows.iloc[:30], 0.9)
+    again = shipped.interval(rows.iloc[30:60], 0.9)  # the kept calibration scales, not recomputed
+    fresh = load_predictor(SHIPPED.with_name(SHIPPED.stem + ".predictor.json"))
+    for got, want in ((first, fresh.interval(rows.iloc[:30], 0.9)), (again, fresh.interval(rows.iloc[30:60], 0.9))):
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w)
+    cal = shipped.interval_calibration()
+    assert cal is shipped.interval_calibration()  # checked once
+    shipped.doc["interval"] = {**cal, "cost_shares": cal["cost_shares"][:-1]}  # a new section is checked again
+    with pytest.raises(Exception, match="cost_shares"):
+        shipped.interval(rows.iloc[:3], 0.9)

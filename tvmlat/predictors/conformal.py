@@ -112,23 +112,20 @@ def interval_bounds(pred, scores: Sequence[float], coverage: float, cal_pred: Se
 
 def half_widths(pred, scores: Sequence[float], coverage: float, cal_pred: Sequence[float] | None = None,
                 cal_groups: Sequence[int] | None = None, *, cal_shares=None, query_shares=None,
-                cal_families: Sequence[str] | None = None) -> np.ndarray:
+                cal_families: Sequence[str] | None = None, cal_scale: np.ndarray | None = None) -> np.ndarray:
     """The interval's half-width in log ratio for each of ``pred`` (see ``interval_bounds``). With the
     calibration blocks' and the queries' cost shares (``cal_shares``, ``query_shares``: ``cost_shares`` rows)
     the neighbours are those of ``share_scale``, each calibration block's taken from other families
-    (``cal_families``; without them, or where they are one family, from other blocks)."""
+    (``cal_families``; without them, or where they are one family, from other blocks). ``cal_scale``: those
+    calibration blocks' own scales (``calibration_scale``), where the caller keeps them between calls."""
     pred = np.asarray(pred, dtype=float)
     scores = np.asarray(scores, dtype=float)
     n_blocks = len(np.unique(cal_groups)) if cal_groups is not None else len(scores)
     if cal_pred is None or n_blocks < 2 * NEIGHBOURS:
         return np.full(pred.shape, conformal_quantile(scores, coverage))
     if cal_shares is not None and query_shares is not None:
-        fams = None if cal_families is None else np.asarray(cal_families)
-        if fams is not None and len(np.unique(fams)) < 2:  # one family: its blocks have no other to take from
-            fams = None
-        labels = (fams if fams is not None
-                  else np.asarray(cal_groups) if cal_groups is not None else np.arange(len(scores)))
-        own = share_scale(cal_pred, scores, cal_shares, cal_pred, cal_shares, exclude=labels)
+        own = cal_scale if cal_scale is not None else calibration_scale(cal_pred, scores, cal_shares, cal_groups,
+                                                                        cal_families)
         q = conformal_quantile(scores / own, coverage)
         if not math.isfinite(q):
             return np.full(pred.shape, np.inf)
@@ -143,6 +140,16 @@ def half_widths(pred, scores: Sequence[float], coverage: float, cal_pred: Sequen
 
 #: how much a block's cost shares weigh against its log predicted latency in ``share_scale``'s distance
 SHARE_WEIGHT = 10.0
+
+
+def calibration_scale(cal_pred, scores, cal_shares, cal_groups=None, cal_families=None) -> np.ndarray:
+    """Each calibration block's own ``share_scale``, its neighbours taken from other families (from other blocks
+    where there are no families, or one)."""
+    fams = None if cal_families is None else np.asarray(cal_families)
+    if fams is not None and len(np.unique(fams)) < 2:  # one family: its blocks have no other to take from
+        fams = None
+    labels = fams if fams is not None else np.asarray(cal_groups) if cal_groups is not None else np.arange(len(scores))
+    return share_scale(cal_pred, scores, cal_shares, cal_pred, cal_shares, exclude=labels)
 
 
 def cost_shares(model, X) -> tuple[list[str], np.ndarray] | None:

@@ -134,7 +134,17 @@ class LoadedPredictor:
         if shares is None or shares[0] != cal.get("share_terms"):
             raise PredictorError("this predictor file's interval calibration (cost_shares, share_terms) does not "
                                  "match its model's terms; the file is damaged: refit it with `tvmlat fit`")
-        return {"cal_shares": np.asarray(cal["cost_shares"], dtype=float), "query_shares": shares[1],
+        if getattr(self, "_cal_shares", (None,))[0] is not cal:  # the calibration's own part, once per file
+            from .conformal import NEIGHBOURS, calibration_scale
+
+            sh = np.asarray(cal["cost_shares"], dtype=float)
+            enough = len(set(cal["block_groups"])) if cal.get("block_groups") else len(sh)
+            own = (calibration_scale(cal["predicted_ms"], cal["abs_log_residuals"], sh, cal.get("block_groups"),
+                                     cal.get("families")) if cal.get("predicted_ms") and enough >= 2 * NEIGHBOURS
+                   else None)
+            self._cal_shares = (cal, sh, own)
+        _, sh, own = self._cal_shares
+        return {"cal_shares": sh, "query_shares": shares[1], "cal_scale": own,
                 "cal_families": cal.get("families")}  # one family (a 5-fold calibration): from other blocks
 
     def network_interval(self, layer_ms, coverage: float) -> tuple[float, float, float, str]:
@@ -158,7 +168,10 @@ class LoadedPredictor:
         return measured or network_interval(pred, cal, coverage)
 
     def interval_calibration(self) -> dict[str, Any]:
-        """The file's interval calibration, checked: PredictorError (refit) where it is missing or damaged."""
+        """The file's interval calibration, checked (once: a pooled fit's holds ~10^5 numbers): PredictorError
+        (refit) where it is missing or damaged."""
+        if getattr(self, "_checked_cal", None) is not None and self._checked_cal is self.doc.get("interval"):
+            return self._checked_cal
         cal = self.doc.get("interval")
         scores = cal.get("abs_log_residuals") if isinstance(cal, dict) else None
         if not scores:
@@ -194,6 +207,7 @@ class LoadedPredictor:
                 isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in groups)):
             raise PredictorError("this predictor file's interval calibration (block_groups) is not one block number "
                                  "per residual; the file is damaged: refit it with `tvmlat fit`")
+        self._checked_cal = cal
         return cal
 
 
