@@ -55,6 +55,7 @@ class AblationResult:
     other: pd.DataFrame = field(default_factory=pd.DataFrame)  # memory/energy models' metrics (other_quantities)
     campaign_speeds: pd.Series | None = None  # several campaigns: each one's host speed, from all rows
     repeatability: pd.DataFrame = field(default_factory=pd.DataFrame)  # measurement_repeatability rows
+    families: pd.DataFrame = field(default_factory=pd.DataFrame)  # family_table of the held-out families
 
 
 def predict_rate(model, df: pd.DataFrame, rows: int = 200_000) -> float:
@@ -78,7 +79,7 @@ def run_ablation(df: pd.DataFrame, zoo: dict[str, Callable[[], object]], sizes=(
     all_rows = campaign_speeds(df, y) if speeds else None
     if speeds:
         y = divided(df, y, all_rows)
-    rows, preds, curve = [], [], []
+    rows, preds, curve, family_cov = [], [], [], {}
     for name, make in zoo.items():
         if progress:
             progress(name)
@@ -91,14 +92,18 @@ def run_ablation(df: pd.DataFrame, zoo: dict[str, Callable[[], object]], sizes=(
                 continue
             m, p = cross_validate(df, make, split=split, k=5, seed=seed, campaign_speed=speeds)
             c = split_coverage(p, 0.9)
+            if split == "family":
+                family_cov[name] = c["by_split"]
             rows.append({"model": name, "split": "held-out families" if split == "family" else "5-fold", **m,
                          "cov90": c["coverage"], "width90": c["width"], "fit_s": fit_s,
                          "predict_s_per_1e6": 1e6 / rate})
             preds.append(p.assign(model=name, split_kind=split))
         curve += learning_curve(df.assign(latency_ms_median=y), make, name, sizes, draws, seed)
-    return AblationResult(pd.DataFrame(rows), pd.concat(preds, ignore_index=True), pd.DataFrame(curve),
+    predictions = pd.concat(preds, ignore_index=True)
+    return AblationResult(pd.DataFrame(rows), predictions, pd.DataFrame(curve),
                           other=other_quantities(df), campaign_speeds=all_rows,
-                          repeatability=measurement_repeatability(df))
+                          repeatability=measurement_repeatability(df),
+                          families=family_table(predictions, coverage_by_model=family_cov))
 
 
 def learning_curve(df: pd.DataFrame, make, name: str, sizes, draws: int, seed: int) -> list[dict]:
@@ -125,13 +130,13 @@ def learning_curve(df: pd.DataFrame, make, name: str, sizes, draws: int, seed: i
     return out
 
 
-def family_table(predictions: pd.DataFrame, coverage: float = 0.9) -> pd.DataFrame:
+def family_table(predictions: pd.DataFrame, coverage: float = 0.9,
+                 coverage_by_model: dict[str, dict] | None = None) -> pd.DataFrame:
     """Held-out families (leave-one-family-out): for each family, its blocks and, for each model, the % of
     them predicted within +-10 %, the median APE (%) and the % inside their ``coverage`` conformal intervals
-    (sized as in the metrics' cov90, from the other families): where a predictor is weak, not only how weak,
+    (sized as in the metrics' cov90, from the other families; ``coverage_by_model``: each model's
+    ``split_coverage(...)["by_split"]`` where the caller has it): where a predictor is weak, not only how weak,
     and whether its intervals hold there."""
-    from .predictors.conformal import coverage_by_split
-
     lofo = predictions[predictions["split_kind"] == "family"]
     if lofo.empty:
         return pd.DataFrame()
@@ -146,8 +151,10 @@ def family_table(predictions: pd.DataFrame, coverage: float = 0.9) -> pd.DataFra
     for m in models:
         out[f"{m} +-10%"] = within[m].to_numpy()
         out[f"{m} medAPE%"] = ape[m].to_numpy()
-        if "split" in lofo:
-            by = coverage_by_split(lofo[lofo["model"] == m], coverage)
+        by = (coverage_by_model or {}).get(m)
+        if by is None and "split" in lofo:
+            by = split_coverage(lofo[lofo["model"] == m], coverage)["by_split"]
+        if by is not None:
             out[f"{m} {cov}"] = [100 * by.get(f, np.nan) for f in within.index]
     return out.sort_values("family", ignore_index=True)
 
@@ -305,7 +312,7 @@ def write_report(res: AblationResult, out: Path, title: str) -> list[Path]:
     if not res.other.empty:
         res.other.to_csv(out / "memory_energy.csv", index=False)
         files.append(out / "memory_energy.csv")
-    fams = family_table(res.predictions)
+    fams = res.families
     if not fams.empty:
         fams.to_csv(out / "families.csv", index=False)
         files.append(out / "families.csv")

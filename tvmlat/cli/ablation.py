@@ -76,19 +76,16 @@ def ablation_cmd(
             con.print(f"timings against themselves, {r['what']}: {r['within10']:.0f} % within +-10 % "
                       f"(median {r['median_dev_pct']:.1f} %; {r['timings']} timings of {r['blocks']} blocks): the "
                       "measurement's part of the errors above")
-    if fmt == Format.table:
-        from ..ablation import family_table
-
-        fams = family_table(res.predictions)
-        if not fams.empty:
-            cols = [c for c in fams.columns if c.endswith("+-10%")]
-            cov = "linear-loops cov90%"  # the default model's intervals, family by family
-            recs = [{"family": r["family"], "n": r["n"], **{c.removesuffix(" +-10%"): r[c] for c in cols},
-                     **({"cov90 (loops)": r[cov]} if cov in r else {})} for r in fams.to_dict("records")]
-            emit(recs, Format.table, ["family", "n", *[c.removesuffix(" +-10%") for c in cols],
-                                      *(["cov90 (loops)"] if cov in fams else [])],
-                 title="held-out families: % of each family's blocks within +-10 %, fitted without that family "
-                       "(cov90: % inside linear-loops' 90 % interval)")
+    fams = res.families
+    if fmt == Format.table and not fams.empty:
+        cols = [c for c in fams.columns if c.endswith("+-10%")]
+        cov = "linear-loops cov90%"  # the default model's intervals, family by family
+        recs = [{"family": r["family"], "n": r["n"], **{c.removesuffix(" +-10%"): r[c] for c in cols},
+                 **({"cov90 (loops)": r[cov]} if cov in r else {})} for r in fams.to_dict("records")]
+        emit(recs, Format.table, ["family", "n", *[c.removesuffix(" +-10%") for c in cols],
+                                  *(["cov90 (loops)"] if cov in fams else [])],
+             title="held-out families: % of each family's blocks within +-10 %, fitted without that family "
+                   "(cov90: % inside linear-loops' 90 % interval)")
     if fmt == Format.table and not res.curve.empty:
         curve = res.curve.groupby(["model", "n_train"])["median_ape"].median().unstack("n_train")
         rows = [{"model": m, **{str(k): float(v) for k, v in r.items()}} for m, r in curve.iterrows()]

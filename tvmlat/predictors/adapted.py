@@ -42,6 +42,11 @@ class AdaptedPredictor:
     def feature_names_in_(self):
         return list(self._prior_model().feature_names_in_)
 
+    @property
+    def linear_part(self):
+        """The prior's linear model (``conformal.cost_shares``): the make-up of a block is the prior's."""
+        return getattr(self._prior_model(), "linear_part", None)
+
     def fit(self, X, y) -> "AdaptedPredictor":
         z = np.log(np.maximum(self._prior_model().predict(X), 1e-9))
         t = np.log(np.asarray(y, dtype=float))

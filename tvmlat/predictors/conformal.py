@@ -123,19 +123,19 @@ def half_widths(pred, scores: Sequence[float], coverage: float, cal_pred: Sequen
     n_blocks = len(np.unique(cal_groups)) if cal_groups is not None else len(scores)
     if cal_pred is None or n_blocks < 2 * NEIGHBOURS:
         return np.full(pred.shape, conformal_quantile(scores, coverage))
-    if cal_shares is not None and query_shares is not None:
+    by_makeup = cal_shares is not None and query_shares is not None
+    if by_makeup:
         own = cal_scale if cal_scale is not None else calibration_scale(cal_pred, scores, cal_shares, cal_groups,
                                                                         cal_families)
-        q = conformal_quantile(scores / own, coverage)
-        if not math.isfinite(q):
-            return np.full(pred.shape, np.inf)
-        return q * share_scale(cal_pred, scores, cal_shares, pred.ravel(),
-                               np.asarray(query_shares, dtype=float).reshape(pred.size, -1)).reshape(pred.shape)
-    q = conformal_quantile(scores / local_scale(cal_pred, scores, cal_pred, exclude_self=True, groups=cal_groups),
-                           coverage)
+    else:
+        own = local_scale(cal_pred, scores, cal_pred, exclude_self=True, groups=cal_groups)
+    q = conformal_quantile(scores / own, coverage)
     if not math.isfinite(q):
         return np.full(pred.shape, np.inf)
-    return q * local_scale(cal_pred, scores, pred.ravel()).reshape(pred.shape)
+    scale = (share_scale(cal_pred, scores, cal_shares, pred.ravel(),
+                         np.asarray(query_shares, dtype=float).reshape(pred.size, -1)) if by_makeup
+             else local_scale(cal_pred, scores, pred.ravel()))
+    return q * scale.reshape(pred.shape)
 
 
 #: how much a block's cost shares weigh against its log predicted latency in ``share_scale``'s distance
@@ -156,20 +156,10 @@ def cost_shares(model, X) -> tuple[list[str], np.ndarray] | None:
     """Each row's make-up in the eyes of ``model``'s linear part: (the terms, then ``intercept``; every row's
     shares of its main-segment prediction, summing to 1); None for a model without one (XGBoost alone). A
     residual model's is its linear model's, an adapted one's its prior's."""
-    from .linear import LinearPredictor, _matrix
-
-    lin = model
-    for _ in range(3):
-        if isinstance(lin, LinearPredictor):
-            break
-        lin = getattr(lin, "linear_", None) or (lin._prior_model() if hasattr(lin, "_prior_model") else None)
-    if not isinstance(lin, LinearPredictor) or not hasattr(lin, "coef_"):
+    lin = getattr(model, "linear_part", None)
+    if lin is None or not hasattr(lin, "coef_"):
         return None
-    terms = np.column_stack([_matrix(X, lin.feature_names_in_) * lin.coef_, np.full(len(X), lin.intercept_)])
-    total = terms.sum(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = terms / total
-    return [*lin.feature_names_in_, "intercept"], np.where(np.isfinite(out), out, 0.0)
+    return [*lin.feature_names_in_, "intercept"], lin.term_shares(X)[0]
 
 
 def share_scale(cal_pred, cal_scores, cal_shares, query_pred, query_shares, k: int = NEIGHBOURS,
@@ -235,7 +225,7 @@ def heldout_calibration(preds) -> dict[str, list]:
             "log_residuals": signed[order].tolist(),
             "families": preds["family"].astype(str).to_numpy()[order].tolist(),
             **({"block_groups": groups[order].tolist()} if (groups := _block_groups(preds)) is not None else {}),
-            **({"cost_shares": [[round(float(v), 6) for v in row] for row in preds[sh].to_numpy(float)[order]],
+            **({"cost_shares": np.round(preds[sh].to_numpy(float)[order], 6).tolist(),
                 "share_terms": [c.removeprefix(SHARE_PREFIX) for c in sh]} if sh else {})}
 
 
@@ -336,16 +326,13 @@ def _split_hits(preds, coverage: float):
         yield s, score[mine] <= half, width
 
 
-def split_coverage(preds, coverage: float) -> dict[str, float]:
+def split_coverage(preds, coverage: float) -> dict[str, Any]:
     """Empirical coverage and width of conformal intervals in a cross-validation: each split's
-    interval is sized from the held-out residuals of the *other* splits, then checked on its own."""
+    interval is sized from the held-out residuals of the *other* splits, then checked on its own.
+    ``by_split``: the coverage within each split (with leave-one-family-out splits, each family's)."""
     parts = list(_split_hits(preds, coverage))
     if not parts:
-        return {"coverage": math.nan, "width": math.nan}
+        return {"coverage": math.nan, "width": math.nan, "by_split": {}}
     return {"coverage": float(np.mean(np.concatenate([h for _, h, _ in parts]))),
-            "width": float(np.median(np.concatenate([w for _, _, w in parts])))}
-
-
-def coverage_by_split(preds, coverage: float) -> dict[Any, float]:
-    """``split_coverage``'s coverage within each split (with leave-one-family-out splits: each family's)."""
-    return {s: float(np.mean(h)) for s, h, _ in _split_hits(preds, coverage)}
+            "width": float(np.median(np.concatenate([w for _, _, w in parts]))),
+            "by_split": {s: float(np.mean(h)) for s, h, _ in parts}}

@@ -128,21 +128,18 @@ class LoadedPredictor:
         before 2026-12-06 do not: their neighbours are by predicted latency alone)."""
         from .conformal import cost_shares
 
-        if cal.get("cost_shares") is None:
+        if cal.get("cost_shares") is None or cal.get("predicted_ms") is None:
             return {}
         shares = cost_shares(self.model, X)
         if shares is None or shares[0] != cal.get("share_terms"):
             raise PredictorError("this predictor file's interval calibration (cost_shares, share_terms) does not "
                                  "match its model's terms; the file is damaged: refit it with `tvmlat fit`")
         if getattr(self, "_cal_shares", (None,))[0] is not cal:  # the calibration's own part, once per file
-            from .conformal import NEIGHBOURS, calibration_scale
+            from .conformal import calibration_scale
 
             sh = np.asarray(cal["cost_shares"], dtype=float)
-            enough = len(set(cal["block_groups"])) if cal.get("block_groups") else len(sh)
-            own = (calibration_scale(cal["predicted_ms"], cal["abs_log_residuals"], sh, cal.get("block_groups"),
-                                     cal.get("families")) if cal.get("predicted_ms") and enough >= 2 * NEIGHBOURS
-                   else None)
-            self._cal_shares = (cal, sh, own)
+            self._cal_shares = (cal, sh, calibration_scale(cal["predicted_ms"], cal["abs_log_residuals"], sh,
+                                                           cal.get("block_groups"), cal.get("families")))
         _, sh, own = self._cal_shares
         return {"cal_shares": sh, "query_shares": shares[1], "cal_scale": own,
                 "cal_families": cal.get("families")}  # one family (a 5-fold calibration): from other blocks
@@ -158,9 +155,8 @@ class LoadedPredictor:
         cal = self.interval_calibration()
         corr = self.doc.get("network_correction") or {}
         res = corr.get("loo_log_residuals") if isinstance(corr, dict) else None
-        if res is not None and not (isinstance(res, list) and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in res)
-                and isinstance(corr.get("factor"), (int, float)) and corr["factor"] > 0):
+        if res is not None and not (isinstance(res, list) and all(_finite(v) for v in res)
+                                    and isinstance(corr.get("factor"), (int, float)) and corr["factor"] > 0):
             raise PredictorError("this predictor file's network correction (factor, loo_log_residuals) is not a "
                                  "positive factor and a list of numbers; the file is damaged: run `tvmlat "
                                  "network-correction` again")
@@ -181,14 +177,14 @@ class LoadedPredictor:
                                  "non-negative numbers; the file is damaged: refit it with `tvmlat fit`")
         cal_pred = cal.get("predicted_ms")  # files before 2026-12-05 record none: one global half-width
         if cal_pred is not None and (not isinstance(cal_pred, list) or len(cal_pred) != len(scores) or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in cal_pred)):
+                _finite(v) and v > 0 for v in cal_pred)):
             raise PredictorError("this predictor file's interval calibration (predicted_ms) is not a list of positive "
                                  "numbers, one per residual; the file is damaged: refit it with `tvmlat fit`")
         fams, signed = cal.get("families"), cal.get("log_residuals")  # files before 2026-12-06 record neither
         if (fams, signed) != (None, None) and not (
                 isinstance(fams, list) and isinstance(signed, list) and len(fams) == len(signed) == len(scores)
                 and all(isinstance(f, str) for f in fams)
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in signed)):
+                and all(_finite(v) for v in signed)):
             raise PredictorError("this predictor file's interval calibration (families, log_residuals) is not one "
                                  "family name and one number per residual; the file is damaged: refit it with "
                                  "`tvmlat fit`")
@@ -196,9 +192,7 @@ class LoadedPredictor:
         if (sh, terms) != (None, None) and not (
                 isinstance(sh, list) and isinstance(terms, list) and len(sh) == len(scores)
                 and all(isinstance(t, str) for t in terms)
-                and all(isinstance(r, list) and len(r) == len(terms) and all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in r)
-                    for r in sh)):
+                and all(isinstance(r, list) and len(r) == len(terms) and all(_finite(v) for v in r) for r in sh)):
             raise PredictorError("this predictor file's interval calibration (cost_shares, share_terms) is not one "
                                  "row of shares per residual, one per term; the file is damaged: refit it with "
                                  "`tvmlat fit`")
@@ -209,6 +203,11 @@ class LoadedPredictor:
                                  "per residual; the file is damaged: refit it with `tvmlat fit`")
         self._checked_cal = cal
         return cal
+
+
+def _finite(v) -> bool:
+    """A JSON number that is finite (not a bool, not NaN or infinity)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def target_chip(target: dict[str, Any]) -> str:

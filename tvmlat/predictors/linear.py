@@ -152,6 +152,11 @@ class LinearPredictor:
         return list(self.features), []
 
     @property
+    def linear_part(self) -> "LinearPredictor":
+        """The linear model whose terms make up the prediction (``conformal.cost_shares``): this one."""
+        return self
+
+    @property
     def feature_names(self) -> list[str]:
         shared, extra = self._feature_split()
         return shared + extra
@@ -226,6 +231,15 @@ class LinearPredictor:
         """Main-segment prediction (ms) for every row, before the low segment is applied."""
         self._check_fitted()
         return _matrix(X, self.feature_names_in_) @ self.coef_ + self.intercept_
+
+    def term_shares(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """(each term's share of the main-segment prediction, then the intercept's, a row per row of ``X``; that
+        prediction in ms): what a block's time goes to, for the residual tree's inputs and the intervals'
+        neighbours (``conformal.cost_shares``)."""
+        self._check_fitted()
+        parts = _matrix(X, self.feature_names_in_) * self.coef_
+        total = np.maximum(parts.sum(axis=1) + self.intercept_, 1e-12)
+        return np.column_stack([parts / total[:, None], self.intercept_ / total]), total
 
     def predict(self, X) -> np.ndarray:
         """Predicted latency (ms) for every row of ``X`` (a DataFrame or a mapping of columns). Vectorised."""

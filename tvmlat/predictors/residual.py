@@ -98,9 +98,8 @@ def term_shares(linear: LinearPredictor, X) -> np.ndarray:
 
 def _shares_and_initial(linear: LinearPredictor, X) -> tuple[np.ndarray, np.ndarray]:
     """``term_shares`` and the main-segment prediction they are shares of, from one feature matrix."""
-    parts = _matrix(X, linear.feature_names_in_) * linear.coef_
-    total = np.maximum(parts.sum(axis=1) + linear.intercept_, 1e-12)
-    return np.column_stack([parts / total[:, None], linear.intercept_ / total, np.log(total)]), total
+    shares, total = linear.term_shares(X)
+    return np.column_stack([shares, np.log(total)]), total
 
 
 def _booster_to_json(booster) -> dict[str, Any]:
@@ -206,6 +205,11 @@ class ResidualPredictor(_TreeBase):
         self.linear = linear
         self.inputs = inputs
         self.weight = float(weight)
+
+    @property
+    def linear_part(self) -> LinearPredictor | None:
+        """The linear model the trees correct (``conformal.cost_shares``)."""
+        return getattr(self, "linear_", None)
 
     @property
     def feature_names_in_(self):
