@@ -11,7 +11,8 @@ import typer
 from ..dataset import concat_datasets, datasets_geometry, file_hash, ok_rows, read_meta
 from ..errors import TvmlatError
 from ..metrics import accuracy, cross_validate, per_family
-from ..predictors.conformal import NEIGHBOURS, heldout_calibration, split_coverage
+from ..predictors.conformal import (NEIGHBOURS, SHARE_NEIGHBOURS, SHARE_QUANTILE, heldout_calibration,
+                                   split_coverage)
 from ..predictors import FEATURE_SETS, LinearPredictor, save_predictor
 from ..predictors.io import feature_max
 from . import app
@@ -100,10 +101,11 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
     results.update(cv)
     split = "leave-one-family-out" if "held-out families" in cv else "5-fold"
     cal = heldout_calibration(heldout)
-    near = ("nearest in predicted latency and cost shares, from other families" if "cost_shares" in cal
-            else "nearest in predicted latency")
+    near = (f"the {SHARE_QUANTILE:.0%} quantile of the {SHARE_NEIGHBOURS} held-out scores nearest in predicted "
+            f"latency and cost shares, from other families" if "cost_shares" in cal
+            else f"the median of the {NEIGHBOURS} held-out scores nearest in predicted latency")
     interval = {"method": f"split-conformal on |log(measured/predicted)| of {split} predictions, each divided "
-                          f"by the median of the {NEIGHBOURS} held-out scores {near}", **cal}
+                          f"by {near}", **cal}
     from ..energy import energy_rows, fit_energy
 
     energy = fit_energy(good, features)
