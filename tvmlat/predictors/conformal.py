@@ -18,15 +18,14 @@ interval 21 % narrower (README, "Intervals"). With fewer than ``2 * NEIGHBOURS``
 records no predictions, the interval is the global one.
 
 Neighbours by make-up (files fitted since 2026-12-06, which record each calibration block's cost shares,
-``cost_shares``): a block's scale is the 90th percentile of the scores of the ``SHARE_NEIGHBOURS``
-calibration blocks nearest in (log predicted latency, ``SHARE_WEIGHT`` x each linear term's share of the
-prediction), ``share_scale``, so a pool is sized by the blocks whose time also goes to window steps and
-copies, not by any block of its latency. A calibration
-block's own neighbours are taken from other families (its score came from a model that did not see its
-family, and a new block of an unseen family has no neighbours of its own family); with random folds, from
-other blocks. On the 44 Intel and 111 AMD campaigns, held out, the 90 % intervals covered 90.7 / 90.6 % of
-the blocks (89.5 / 89.1 % by latency alone) at median widths 0.34 / 0.42 (0.50 / 0.55), and held-out pools
-79 / 79 % (62 / 65 %).
+``cost_shares``): a block's scale is the ``SHARE_QUANTILE`` (90th percentile) of the scores of the
+``SHARE_NEIGHBOURS`` calibration blocks nearest in (log predicted latency, ``SHARE_WEIGHT`` x each linear
+term's share of the prediction), ``share_scale``, so a pool is sized by the blocks whose time also goes to
+window steps and copies, not by any block of its latency. A calibration block's own neighbours are taken
+from other families (its score came from a model that did not see its family, and a new block of an unseen
+family has no neighbours of its own family); with random folds, from other blocks. On the 44 Intel and 111
+AMD campaigns, held out, the 90 % intervals covered 90.7 / 90.6 % of the blocks (89.5 / 89.1 % by latency
+alone) at median widths 0.34 / 0.42 (0.50 / 0.55), and held-out pools 79 / 79 % (62 / 65 %).
 
 A block measured in several campaigns (a fit on several datasets) has several scores, nearly alike. Its
 other rows are left out of its neighbours too (``block_groups``): otherwise a calibration block's local
