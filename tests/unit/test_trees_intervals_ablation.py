@@ -329,3 +329,15 @@ def test_fit_residual_weight_option(tmp_path, capsys, fake_dataset):
     assert_user_error(run_cli(["fit", "-d", path, "-o", tmp_path / "x.json", "--model", "linear+xgb",
                                "--residual-weight", "1.5"], capsys), "weight must be a number from 0")
     assert not (tmp_path / "x.json").exists()
+
+
+def test_metrics_table_shows_the_interval_width_to_two_places():
+    # widths of 0.25 and 0.34 are not both "0.3": the table is where fit and evaluate show them
+    from rich.console import Console
+
+    from tvmlat.cli.common import metrics_table
+
+    con = Console(record=True, width=120)
+    con.print(metrics_table({"held-out families": {"cov90": 0.92, "width90": 0.2948}}, "t"))
+    out = con.export_text()
+    assert "0.29" in out and "92 %" in out

@@ -100,7 +100,8 @@ def metrics_table(results: dict[str, dict[str, float]], title: str) -> Table:
             elif key == "n":
                 vals.append(str(v))
             else:
-                vals.append("-" if math.isnan(v) else f"{v:.3g}" if key in ("spearman", "r2_log") else f"{v:.1f}")
+                vals.append("-" if math.isnan(v) else f"{v:.3g}" if key in ("spearman", "r2_log")
+                            else f"{v:.2f}" if key == "width90" else f"{v:.1f}")  # a width of 0.29 is not 0.3
         t.add_row(label, *vals)
     return t
 
