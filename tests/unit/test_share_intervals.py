@@ -219,3 +219,17 @@ def test_a_loaded_predictor_keeps_its_calibrations_scales_between_calls(ok_frame
     shipped.doc["interval"] = {**cal, "cost_shares": cal["cost_shares"][:-1]}  # a new section is checked again
     with pytest.raises(Exception, match="cost_shares"):
         shipped.interval(rows.iloc[:3], 0.9)
+
+
+def test_an_oracle_gets_intervals_from_spec_features_alone():
+    # architecture search: block specs -> closed-form features -> (predicted, low, high), no torch, no TVM
+    from tvmlat.analytic_features import analytic_frame
+    from tvmlat.blocks import sample_specs
+    from tvmlat.predictors import predict_specs
+
+    p = load_predictor(SHIPPED.with_name(SHIPPED.stem + ".predictor.json"))
+    specs = sample_specs(50, seed=7)
+    pred, lo, hi = p.interval(analytic_frame(specs, geometry=p.geometry), 0.9)
+    np.testing.assert_allclose(pred, predict_specs(p, specs))
+    assert (lo < pred).all() and (pred < hi).all()
+    assert len(np.unique(np.round(np.log(hi / pred), 6))) > 1  # sized by make-up, not one width for all
