@@ -233,3 +233,24 @@ def test_an_oracle_gets_intervals_from_spec_features_alone():
     np.testing.assert_allclose(pred, predict_specs(p, specs))
     assert (lo < pred).all() and (pred < hi).all()
     assert len(np.unique(np.round(np.log(hi / pred), 6))) > 1  # sized by make-up, not one width for all
+
+
+def test_a_calibration_of_blocks_measured_again_takes_the_median_of_its_neighbours():
+    # a fit on several campaigns: the nearest rows are a few blocks measured again and again, whose tail is one
+    # block's score; a single campaign's blocks take the tail of theirs
+    from tvmlat.predictors.conformal import conformal_quantile, share_statistic
+
+    rng = np.random.default_rng(11)
+    n = 150
+    pred = np.repeat(np.exp(rng.uniform(-2, 2, n)), 2)
+    shares = np.repeat(rng.dirichlet(np.ones(3), n), 2, axis=0)
+    scores = rng.exponential(0.1, 2 * n)
+    groups = np.repeat(np.arange(n), 2)
+    query, query_shares = np.array([0.5, 2.0]), rng.dirichlet(np.ones(3), 2)
+    assert share_statistic(groups) == {"k": NEIGHBOURS, "quantile": 0.5}
+    assert share_statistic(np.arange(n)) == share_statistic(None) == {"k": SHARE_NEIGHBOURS, "quantile": SHARE_QUANTILE}
+    got = half_widths(query, scores, 0.9, pred, groups, cal_shares=shares, query_shares=query_shares)
+    own = share_scale(pred, scores, shares, pred, shares, k=NEIGHBOURS, exclude=groups, quantile=0.5)
+    want = conformal_quantile(scores / own, 0.9) * share_scale(pred, scores, shares, query, query_shares,
+                                                               k=NEIGHBOURS, quantile=0.5)
+    np.testing.assert_allclose(got, want)
