@@ -105,7 +105,12 @@ def test_fit_records_the_speeds_it_divided_out(two_campaigns, tmp_path, capsys):
     assert code == 0 and "host speed of 2 campaigns divided out" in out
     speeds = json.loads((tmp_path / "p.json").read_text())["training"]["campaign_speeds"]
     assert speeds["calib-slow"] / speeds["calib-fast"] == pytest.approx(SLOW, rel=0.02)
+    # blocks measured in both campaigns: the intervals' scale is the median of 20 neighbours, not a tail
+    assert "the median of the 20 held-out scores nearest in predicted latency and cost shares" in \
+        json.loads((tmp_path / "p.json").read_text())["interval"]["method"]
     for args in (["-d", a, "-d", b, "--no-campaign-speed"], ["-d", a]):
         code, out, _ = run_cli(["fit", *args, "-o", tmp_path / "q.json"], capsys)
         assert code == 0 and "divided out" not in out
         assert "campaign_speeds" not in json.loads((tmp_path / "q.json").read_text())["training"]
+    method = json.loads((tmp_path / "q.json").read_text())["interval"]["method"]  # one campaign: the tail
+    assert "the 90% quantile of the 30 held-out scores" in method

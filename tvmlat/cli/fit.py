@@ -11,8 +11,7 @@ import typer
 from ..dataset import concat_datasets, datasets_geometry, file_hash, ok_rows, read_meta
 from ..errors import TvmlatError
 from ..metrics import accuracy, cross_validate, per_family
-from ..predictors.conformal import (NEIGHBOURS, SHARE_NEIGHBOURS, SHARE_QUANTILE, heldout_calibration,
-                                   split_coverage)
+from ..predictors.conformal import NEIGHBOURS, heldout_calibration, share_statistic, split_coverage
 from ..predictors import FEATURE_SETS, LinearPredictor, save_predictor
 from ..predictors.io import feature_max
 from . import app
@@ -101,8 +100,10 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
     results.update(cv)
     split = "leave-one-family-out" if "held-out families" in cv else "5-fold"
     cal = heldout_calibration(heldout)
-    near = (f"the {SHARE_QUANTILE:.0%} quantile of the {SHARE_NEIGHBOURS} held-out scores nearest in predicted "
-            f"latency and cost shares, from other families" if "cost_shares" in cal
+    stat = share_statistic(cal.get("block_groups"))  # a fit on several campaigns keeps the median
+    what = "median" if stat["quantile"] == 0.5 else f"{stat['quantile']:.0%} quantile"
+    near = (f"the {what} of the {stat['k']} held-out scores nearest in predicted latency and cost shares, from "
+            f"other families" if "cost_shares" in cal
             else f"the median of the {NEIGHBOURS} held-out scores nearest in predicted latency")
     interval = {"method": f"split-conformal on |log(measured/predicted)| of {split} predictions, each divided "
                           f"by {near}", **cal}
