@@ -159,6 +159,14 @@ def family_table(predictions: pd.DataFrame, coverage: float = 0.9,
     return out.sort_values("family", ignore_index=True)
 
 
+def family_columns(fams: pd.DataFrame, suffix: str) -> pd.DataFrame:
+    """``family_table``'s family, n and one of its figures per model (``suffix``: " +-10%", " medAPE%",
+    " cov90%"), each column named after its model alone: what the terminal and the report show."""
+    t = fams[["family", "n", *[c for c in fams.columns if c.endswith(suffix)]]].copy()
+    t.columns = [c.removesuffix(suffix) for c in t.columns]
+    return t
+
+
 #: the fewest repeated blocks the across-campaign repeatability is given for
 MIN_REPEATED = 10
 
@@ -339,16 +347,12 @@ def write_report(res: AblationResult, out: Path, title: str) -> list[Path]:
                "scaled to one timing's distance from its true time. Median |deviation| in %, within +-5/10 in % "
                "of timings; compare with the models' within10.", "", md_table(res.repeatability.round(2)), ""]
     if not fams.empty:
-        t = fams[["family", "n", *[c for c in fams.columns if c.endswith("+-10%")]]].copy()
-        t.columns = [c.removesuffix(" +-10%") for c in t.columns]
         md += ["## Held-out families", "",
                "Each family predicted by the models fitted without it: % of its blocks within +-10 % "
                "(families.csv has the median APE and the 90% intervals' coverage of each family too).", "",
-               md_table(t.round(0)), ""]
-        covs = [c for c in fams.columns if c.endswith("cov90%")]
-        if covs:
-            c = fams[["family", "n", *covs]].copy()
-            c.columns = [x.removesuffix(" cov90%") for x in c.columns]
+               md_table(family_columns(fams, " +-10%").round(0)), ""]
+        c = family_columns(fams, " cov90%")
+        if c.shape[1] > 2:
             md += ["Whether the 90% intervals hold family by family (% of each held-out family's blocks inside "
                    "the interval sized from the other families; the table above cov90 is over all of them):", "",
                    md_table(c.round(0)), ""]

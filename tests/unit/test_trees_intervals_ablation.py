@@ -79,11 +79,11 @@ def test_residual_applies_its_weight_of_the_trees_log_correction(ok_frame, tmp_p
 def test_shares_residual_sees_the_linear_terms_make_up(ok_frame, tmp_path):
     """The shares are each term's part of the main-segment prediction: they add up to 1 with the
     intercept's, the last input is its log; the file records the inputs and loads without tree columns."""
-    from tvmlat.predictors.residual import term_shares
+    from tvmlat.predictors.residual import share_inputs
 
     y = _y(ok_frame)
     res = ResidualPredictor(n_estimators=20).fit(ok_frame, y)
-    S = term_shares(res.linear_, ok_frame)
+    S = share_inputs(res.linear_, ok_frame)
     assert S.shape == (len(ok_frame), len(res.linear_.feature_names_in_) + 2)
     np.testing.assert_allclose(S[:, :-1].sum(axis=1), 1.0, rtol=1e-9)
     np.testing.assert_allclose(np.exp(S[:, -1]), res.linear_.predict_initial(ok_frame), rtol=1e-9)

@@ -30,7 +30,7 @@ def ablation_cmd(
 ) -> None:
     """Compare linear (published / two-segment / per-op-class), XGBoost alone and linear + XGBoost
     residual on the same random 5-fold and leave-one-family-out splits."""
-    from ..ablation import model_zoo, run_ablation, write_report
+    from ..ablation import family_columns, model_zoo, run_ablation, write_report
     from ..campaigns import describe
 
     df = ok_rows(concat_datasets(dataset))
@@ -78,12 +78,11 @@ def ablation_cmd(
                       "measurement's part of the errors above")
     fams = res.families
     if fmt == Format.table and not fams.empty:
-        cols = [c for c in fams.columns if c.endswith("+-10%")]
+        t = family_columns(fams, " +-10%")
         cov = "linear-loops cov90%"  # the default model's intervals, family by family
-        recs = [{"family": r["family"], "n": r["n"], **{c.removesuffix(" +-10%"): r[c] for c in cols},
-                 **({"cov90 (loops)": r[cov]} if cov in r else {})} for r in fams.to_dict("records")]
-        emit(recs, Format.table, ["family", "n", *[c.removesuffix(" +-10%") for c in cols],
-                                  *(["cov90 (loops)"] if cov in fams else [])],
+        if cov in fams:
+            t["cov90 (loops)"] = fams[cov]
+        emit(t.to_dict("records"), Format.table, list(t.columns),
              title="held-out families: % of each family's blocks within +-10 %, fitted without that family "
                    "(cov90: % inside linear-loops' 90 % interval)")
     if fmt == Format.table and not res.curve.empty:

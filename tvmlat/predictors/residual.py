@@ -90,14 +90,14 @@ def tree_features(X, columns=None) -> np.ndarray:
     return np.column_stack([np.log1p(np.maximum(A, 0)), *[np.log1p(r) for r in ratios]])
 
 
-def term_shares(linear: LinearPredictor, X) -> np.ndarray:
-    """Matrix of the residual tree's ``"shares"`` inputs: each linear term's share of the main-segment
-    prediction, the intercept's share, and the log of that prediction (ms)."""
+def share_inputs(linear: LinearPredictor, X) -> np.ndarray:
+    """Matrix of the residual tree's ``"shares"`` inputs: ``LinearPredictor.term_shares`` (each linear term's
+    share of the main-segment prediction, the intercept's share) and the log of that prediction (ms)."""
     return _shares_and_initial(linear, X)[0]
 
 
 def _shares_and_initial(linear: LinearPredictor, X) -> tuple[np.ndarray, np.ndarray]:
-    """``term_shares`` and the main-segment prediction they are shares of, from one feature matrix."""
+    """``share_inputs`` and the main-segment prediction they are shares of, from one feature matrix."""
     shares, total = linear.term_shares(X)
     return np.column_stack([shares, np.log(total)]), total
 
@@ -219,7 +219,7 @@ class ResidualPredictor(_TreeBase):
 
     def _tree_inputs(self, X) -> np.ndarray:
         if self.inputs == "shares":
-            return term_shares(self.linear_, X)
+            return share_inputs(self.linear_, X)
         return tree_features(X, self.tree_columns_)
 
     def fit(self, X, y) -> "ResidualPredictor":
