@@ -23,6 +23,9 @@ from .features import FEATURE_COLUMNS, OpCounter
 from .loop_features import DEFAULT_GEOMETRY, CacheGeometry, footprint_loops, geometry_of, stamp_geometry
 
 ANCHORS = {"conv", "conv1x1", "dwconv", "matmul", "bmm", "attention", "pool"}
+#: the most layers a calibration block splits into (the ten sampled families: 1-4; the example networks 14-56):
+#: `predict` takes an entry of more layers as a network and predicts it as `analyze` does
+BLOCK_LAYERS = 4
 MB = 1e6
 MIB = 2**20
 

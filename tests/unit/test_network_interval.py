@@ -16,6 +16,7 @@ import pytest
 from tvmlat.anchors import loo_factors, loo_log_residuals
 from tvmlat.errors import PredictorError
 from tvmlat.metrics import cross_validate
+from tvmlat.modelref import load_model_ref
 from tvmlat.predictors import LinearPredictor, load_predictor, save_predictor
 from tvmlat.predictors.conformal import (heldout_calibration, interval_bounds, network_conformal,
                                         network_interval)
@@ -249,3 +250,99 @@ def test_network_correction_checks_each_network_against_its_interval(interval_pr
     code, out, err = run_cli(args, capsys)
     assert code == 0, err
     assert "of 3 networks inside the 90 % interval" in out and "--anchors divides it out" in out
+
+
+def _analyze_json(args, capsys) -> tuple[list[dict], str]:
+    code, out, err = run_cli(["analyze", *args, "-f", "json"], capsys)
+    assert code == 0, err
+    return json.loads(out), err
+
+
+def test_predict_takes_a_network_as_analyze_does(interval_predictor, ok_frame, capsys):
+    """A network entry: the sum of its layers times the network correction, with a network's interval (as
+    `analyze` gives them), not one block's prediction of the whole."""
+    from tvmlat.features import count_features
+
+    doc = json.loads(interval_predictor.read_text())
+    doc["network_correction"] = {"factor": 0.5, "loo_log_residuals": [0.02] * 9, "networks": ["n"] * 9}
+    interval_predictor.write_text(json.dumps(doc))
+    net = f"{NETS}:small_cnn"
+    layers, _ = _analyze_json([net, "-p", interval_predictor], capsys)
+    total = sum(r["latency_ms"] for r in layers)
+    code, out, err = run_cli(["predict", "-p", interval_predictor, net, "-f", "json"], capsys)
+    assert code == 0, err
+    [row] = json.loads(out)
+    assert row["as"] == f"network, {len(layers)} layers" and len(layers) > 4
+    assert row["latency_ms"] == pytest.approx(0.5 * total)
+    code, out, err = run_cli(["predict", "-p", interval_predictor, net, "-f", "json", "--interval", "0.9"], capsys)
+    assert code == 0, err
+    [row] = json.loads(out)
+    assert (row["low_ms"], row["latency_ms"], row["high_ms"]) == pytest.approx(
+        (0.5 * total * math.exp(-0.02), 0.5 * total, 0.5 * total * math.exp(0.02)))
+    code, out, err = run_cli(["predict", "-p", interval_predictor, net, "-f", "json", "--as", "block"], capsys)
+    assert code == 0, err
+    [row] = json.loads(out)  # the whole network's counts as one block's features: what predict did before
+    pred = load_predictor(interval_predictor)
+    [(m, x)] = load_model_ref(net).values()
+    whole = pred.predict(pd.DataFrame([count_features(m, x, geometry=pred.geometry)]))[0]
+    assert row["as"] == "block" and row["latency_ms"] == pytest.approx(whole)
+    assert not row["latency_ms"] == pytest.approx(0.5 * total)
+
+
+def test_predict_takes_a_block_as_a_block(interval_predictor, capsys, tmp_path):
+    """An entry of one layer (a calibration-like block) is predicted as one block, as before; `--as network`
+    takes it layer by layer, with the network correction."""
+    ref = tmp_path / "one.py"
+    ref.write_text("import torch\n\ndef conv():\n    return torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, padding=1), "
+                   "torch.nn.ReLU()), (torch.randn(1, 8, 28, 28),)\n")
+    doc = json.loads(interval_predictor.read_text())
+    doc["network_correction"] = {"factor": 0.5, "loo_log_residuals": [0.02] * 9}
+    interval_predictor.write_text(json.dumps(doc))
+    rows = {}
+    for how in ("auto", "network"):
+        code, out, err = run_cli(["predict", "-p", interval_predictor, f"{ref}:conv", "-f", "json", "--as", how], capsys)
+        assert code == 0, err
+        [rows[how]] = json.loads(out)
+    assert rows["auto"]["as"] == "block" and rows["network"]["as"] == "network, 1 layers"
+    assert rows["network"]["latency_ms"] == pytest.approx(0.5 * rows["auto"]["latency_ms"], rel=0.05)
+
+
+def test_sampled_blocks_are_blocks_and_example_networks_are_networks():
+    """The rule `predict --as auto` uses: no sampled calibration block has more layers than BLOCK_LAYERS, every
+    example network has more."""
+    from tvmlat.analysis import BLOCK_LAYERS, trace_layers
+    from tvmlat.blocks import build_block, sample_specs
+    from tvmlat.loop_features import DEFAULT_GEOMETRY
+
+    seen = {}
+    for spec in sample_specs(120, seed=5):
+        m, x = build_block(spec)
+        n = len(trace_layers(m, x, geometry=DEFAULT_GEOMETRY)[0])
+        seen[spec.family] = max(seen.get(spec.family, 0), n)
+    assert len(seen) == 10 and max(seen.values()) <= BLOCK_LAYERS
+    for name in ("small_cnn", "mobilenet_v2"):
+        [(m, x)] = load_model_ref(f"{NETS}:{name}").values()
+        assert len(trace_layers(m, x, geometry=DEFAULT_GEOMETRY)[0]) > BLOCK_LAYERS
+
+
+def test_a_factor_with_too_few_networks_still_centres_the_network_interval(interval_predictor, ok_frame):
+    """Five measured networks cannot size a 90 % interval; the calibration's then does, around the corrected sum
+    (as `analyze` prints the whole network's prediction)."""
+    pred = load_predictor(interval_predictor)
+    layers = pred.predict(ok_frame.head(5))
+    total, lo, hi, _ = pred.network_interval(layers, 0.9)
+    doc = json.loads(interval_predictor.read_text())
+    doc["network_correction"] = {"factor": 0.8, "loo_log_residuals": [0.02] * 5}
+    interval_predictor.write_text(json.dumps(doc))
+    total2, lo2, hi2, how = load_predictor(interval_predictor).network_interval(layers, 0.9)
+    assert (total2, lo2, hi2) == pytest.approx((0.8 * total, 0.8 * lo, 0.8 * hi)) and "x0.800" in how
+
+
+def test_predict_with_a_damaged_network_correction_is_a_clear_error(interval_predictor, tmp_path, capsys):
+    doc = json.loads(interval_predictor.read_text())
+    damaged = tmp_path / "damaged.json"
+    for corr in ({"factor": "x"}, {"factor": -1.0}, {"loo_log_residuals": [0.1] * 9}, ["not", "a", "section"]):
+        damaged.write_text(json.dumps({**doc, "network_correction": corr}))
+        result = run_cli(["predict", "-p", damaged, f"{NETS}:small_cnn"], capsys)
+        assert_user_error(result, "network correction")
+        assert "does not run on its example inputs" not in result[2]

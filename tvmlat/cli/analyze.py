@@ -144,11 +144,11 @@ def _report(df, name: str, pred, sort, top, fmt: str, plot, out, con) -> dict:
 
 def _corrected(pred, total: dict) -> str:
     """The whole-network prediction, if the predictor carries a fitted network correction."""
-    corr = (pred.doc.get("network_correction") or {}) if pred else {}
-    if not corr.get("factor") or "latency_ms" not in total:
+    factor = pred.network_factor() if pred else None
+    if factor is None or "latency_ms" not in total:
         return ""
-    return (f"; whole network {total['latency_ms'] * corr['factor']:.3f} ms with the network correction "
-            f"x{corr['factor']:.3f} (fitted on {len(corr.get('networks', []))} networks)")
+    return (f"; whole network {total['latency_ms'] * factor:.3f} ms with the network correction "
+            f"x{factor:.3f} (fitted on {len(pred.doc['network_correction'].get('networks', []))} networks)")
 
 
 def _network_line(net: dict) -> str:

@@ -78,7 +78,7 @@ def emit(rows: Sequence[dict[str, Any]], fmt: Format, columns: Sequence[str], ti
     else:
         t = Table(title=title or None)
         for c in columns:
-            left = c in ("name", "family", "status", "error", "split", "target", "model", "op")
+            left = c in ("name", "family", "status", "error", "split", "target", "model", "op", "as")
             t.add_column(c, justify="left" if left else "right", no_wrap=c in ("name", "model"))
         for r in rows:
             t.add_row(*[_fmt(r.get(c, "")) for c in columns])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -14,7 +15,13 @@ from ..features import count_features
 from ..modelref import load_model_ref
 from ..predictors import load_predictor
 from . import app
-from .common import Format, emit, warn_unpriced
+from .common import Format, console, emit, warn_unpriced
+
+
+class TakeAs(str, Enum):
+    auto = "auto"
+    block = "block"
+    network = "network"
 
 
 @app.command("predict")
@@ -24,37 +31,85 @@ def predict_cmd(
     profile: Optional[str] = typer.Option(None, "--profile", help="compile profile you want the prediction for"),
     interval: Optional[float] = typer.Option(None, "--interval", help="add a conformal interval of this coverage, e.g. 0.9"),
     fmt: Format = typer.Option(Format.table, "--format", "-f"),
+    take_as: TakeAs = typer.Option(TakeAs.auto, "--as", help="auto: an entry that splits into more layers than a "
+                                   "calibration block (more than 4) is a network, predicted as `analyze` predicts it "
+                                   "(the sum of its layers, the network correction, a network's interval); block: "
+                                   "every entry as one block; network: every entry layer by layer"),
 ) -> None:
     """Predict the latency of each entry of MODEL_REF without compiling or running it."""
     pred = load_predictor(predictor)
     if profile is not None and profile != pred.profile:
         raise PredictorError(f"{predictor} was fitted for compile profile {pred.profile!r}, not {profile!r}; "
                              f"calibrate a predictor with that profile")
-    rows = []  # loop features counted for the predictor's L1
+    if interval is not None:  # a file without interval data, or a coverage outside (0, 1): said before any counting
+        from ..predictors.conformal import conformal_quantile
+
+        pred.interval_calibration()
+        conformal_quantile([0.0], interval)
+    rows, nets = [], {}  # loop features counted for the predictor's L1; nets: entry -> its layer table
     if model_ref.endswith(".onnx"):
+        from ..analysis import onnx_layer_table
         from ..onnx_model import load_onnx, onnx_features
 
         model = load_onnx(model_ref)
         rows.append({"name": model.name, **onnx_features(model, geometry=pred.geometry)})
+        if take_as != TakeAs.block:
+            nets[model.name] = onnx_layer_table(model, pred, interval)
     entries = {} if rows else load_model_ref(model_ref)
     for n, (m, x) in entries.items():
         try:
             rows.append({"name": n, **count_features(m, x, geometry=pred.geometry)})
+            if take_as != TakeAs.block:
+                from ..analysis import layer_table
+
+                nets[n] = layer_table(m, x, pred, interval)
+        except PredictorError:  # the predictor file's own one-line error (e.g. a damaged network correction)
+            raise
         except Exception as e:  # noqa: BLE001 - the user's module does not run on its own example inputs
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelRefError(f"{model_ref}: entry {n!r} does not run on its example inputs: "
                                 f"{type(e).__name__}: {msg}") from None
     feats = pd.DataFrame(rows)
+    from ..analysis import BLOCK_LAYERS
+
+    nets = {n: t for n, t in nets.items() if take_as == TakeAs.network or len(t) > BLOCK_LAYERS}
     if interval is not None:
         lat, lo, hi = pred.interval(feats, interval)
     else:
         lat = pred.predict(feats)
-    warn_unpriced(feats["name"].tolist(), pred.unpriced(feats))
+    lat, hows = np.array(lat, dtype=float), set()
+    if interval is not None:
+        lo, hi = np.array(lo, dtype=float), np.array(hi, dtype=float)
+    blocks = [n not in nets for n in feats["name"]]
+    warn_unpriced([n for n, b in zip(feats["name"], blocks) if b], [u for u, b in zip(pred.unpriced(feats), blocks) if b])
+    factor = pred.network_factor() if nets else None
+    for i, n in enumerate(feats["name"]):
+        if n not in nets:
+            continue
+        table = nets[n]
+        warn_unpriced(table["name"].tolist(), table.attrs.get("unpriced", []), f"layers of {n}")
+        if interval is not None:  # the network's prediction and interval, as `analyze --interval` gives them
+            net = table.attrs["network_interval"]
+            lat[i], lo[i], hi[i] = net["predicted_ms"], net["low_ms"], net["high_ms"]
+            if not np.isfinite(hi[i]):  # too few measured networks or families for this coverage
+                lo[i] = hi[i] = np.nan
+            hows.add(net["method"])
+        else:
+            lat[i] = float(table["latency_ms"].sum()) * (factor or 1.0)
+    if nets:
+        notes = [f"{len(nets)} of {len(feats)} entries are networks (more than {BLOCK_LAYERS} layers, or --as network), "
+                 f"predicted as `tvmlat analyze` predicts them: the sum of their layers"
+                 + (f" times the network correction x{factor:.3f}" if factor else "")
+                 + (f"; their intervals sized from {'; '.join(sorted(hows))}" if hows else "")
+                 + ("; `--as block` takes them as one block each" if take_as == TakeAs.auto else "")]
+    else:
+        notes = []
     total = float(np.sum(lat))
     rows = [{"name": r["name"], "latency_ms": float(v), "share_%": 100 * float(v) / total if total > 0 else 0.0,
+             "as": f"network, {len(nets[r['name']])} layers" if r["name"] in nets else "block",
              "flops": int(r["flops"]), "acts": int(r["acts"]), "inp": int(r["inp"]), "params": int(r["params"])}
             for r, v in zip(feats.to_dict("records"), lat)]
-    cols = ["name", "latency_ms", "share_%", "flops", "acts", "inp", "params"]
+    cols = ["name", "latency_ms", "share_%", "as", "flops", "acts", "inp", "params"]
     if interval is not None:
         for r, a, b in zip(rows, lo, hi):
             r["low_ms"], r["high_ms"] = float(a), float(b)
@@ -75,3 +130,6 @@ def predict_cmd(
         cols += ["energy_mj", "power_w"]
     emit(rows, fmt, cols, title=f"predicted for {pred.describe()} by {predictor.name}"
          + (f", {100 * interval:.0f}% intervals" if interval is not None else ""))
+    if notes and fmt == Format.table:
+        for line in notes:
+            console().print(line)

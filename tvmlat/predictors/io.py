@@ -147,21 +147,37 @@ class LoadedPredictor:
     def network_interval(self, layer_ms, coverage: float) -> tuple[float, float, float, str]:
         """For a network whose layers this predictor predicted at ``layer_ms`` (``predict`` of their rows): (the
         network's prediction, low, high, how the interval was sized). The prediction is the sum of the layers,
-        or, where ``network-correction`` stored the residuals of enough networks for ``coverage``, that sum
-        times its factor (``conformal.network_conformal``); otherwise ``conformal.network_interval``."""
+        times the factor ``network-correction`` stored where the file has one. The interval comes from that
+        command's leave-one-out residuals where they are enough networks for ``coverage``
+        (``conformal.network_conformal``), otherwise from the calibration (``conformal.network_interval``)."""
         from .conformal import network_conformal, network_interval
 
         pred = np.asarray(layer_ms, dtype=float)
         cal = self.interval_calibration()
+        factor = self.network_factor()
         corr = self.doc.get("network_correction") or {}
-        res = corr.get("loo_log_residuals") if isinstance(corr, dict) else None
-        if res is not None and not (isinstance(res, list) and all(_finite(v) for v in res)
-                                    and isinstance(corr.get("factor"), (int, float)) and corr["factor"] > 0):
-            raise PredictorError("this predictor file's network correction (factor, loo_log_residuals) is not a "
-                                 "positive factor and a list of numbers; the file is damaged: run `tvmlat "
-                                 "network-correction` again")
+        res = corr.get("loo_log_residuals")
+        if res is not None and not (isinstance(res, list) and all(_finite(v) for v in res)):
+            raise PredictorError(_DAMAGED_CORRECTION)
         measured = network_conformal(float(pred.sum()), corr if res is not None else {}, coverage)
-        return measured or network_interval(pred, cal, coverage)
+        if measured:
+            return measured
+        total, lo, hi, how = network_interval(pred, cal, coverage)
+        if factor is None:
+            return total, lo, hi, how
+        # too few measured networks for this coverage: the calibration's interval, around the corrected sum
+        return total * factor, lo * factor, hi * factor, f"{how}, times the network correction x{factor:.3f}"
+
+    def network_factor(self) -> float | None:
+        """The factor ``network-correction`` stored (a whole network is the sum of its layers' predictions times
+        it), or None where the file has none."""
+        corr = self.doc.get("network_correction")
+        if not corr:
+            return None
+        factor = corr.get("factor") if isinstance(corr, dict) else None
+        if not (_finite(factor) and factor > 0):
+            raise PredictorError(_DAMAGED_CORRECTION)
+        return float(factor)
 
     def interval_calibration(self) -> dict[str, Any]:
         """The file's interval calibration, checked (once: a pooled fit's holds ~10^5 numbers): PredictorError
@@ -203,6 +219,10 @@ class LoadedPredictor:
                                  "per residual; the file is damaged: refit it with `tvmlat fit`")
         self._checked_cal = cal
         return cal
+
+
+_DAMAGED_CORRECTION = ("this predictor file's network correction (factor, loo_log_residuals) is not a positive factor "
+                       "and a list of numbers; the file is damaged: run `tvmlat network-correction` again")
 
 
 def _finite(v) -> bool:
