@@ -166,6 +166,13 @@ def test_too_few_families_is_said_not_printed_as_infinity(interval_predictor, ca
     code, out, err = run_cli(["analyze", f"{NETS}:small_cnn", "-p", interval_predictor, "--interval", "0.9"], capsys)
     assert code == 0, err
     assert "no 90 % interval" in out and "inf" not in out.split("whole network:")[1]
+    code, out, err = run_cli(["predict", "-p", interval_predictor, f"{NETS}:small_cnn", "--interval", "0.9"], capsys)
+    assert code == 0, err
+    assert "no 90 % interval for small_cnn" in out and "inf" not in out
+    code, out, err = run_cli(["predict", "-p", interval_predictor, f"{NETS}:small_cnn", "--interval", "0.9", "-f",
+                              "json"], capsys)
+    [row] = json.loads(out)  # valid JSON: no Infinity
+    assert code == 0 and row["low_ms"] is None and row["high_ms"] is None and row["latency_ms"] > 0
 
 
 def test_shipped_predictors_record_families_for_network_intervals():
@@ -303,7 +310,7 @@ def test_predict_takes_a_block_as_a_block(interval_predictor, capsys, tmp_path):
         code, out, err = run_cli(["predict", "-p", interval_predictor, f"{ref}:conv", "-f", "json", "--as", how], capsys)
         assert code == 0, err
         [rows[how]] = json.loads(out)
-    assert rows["auto"]["as"] == "block" and rows["network"]["as"] == "network, 1 layers"
+    assert rows["auto"]["as"] == "block" and rows["network"]["as"] == "network, 1 layer"
     assert rows["network"]["latency_ms"] == pytest.approx(0.5 * rows["auto"]["latency_ms"], rel=0.05)
 
 

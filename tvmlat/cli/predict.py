@@ -73,40 +73,19 @@ def predict_cmd(
     from ..analysis import BLOCK_LAYERS
 
     nets = {n: t for n, t in nets.items() if take_as == TakeAs.network or len(t) > BLOCK_LAYERS}
+    lo = hi = None
     if interval is not None:
-        lat, lo, hi = pred.interval(feats, interval)
+        lat, lo, hi = (np.array(v, dtype=float) for v in pred.interval(feats, interval))
     else:
-        lat = pred.predict(feats)
-    lat, hows = np.array(lat, dtype=float), set()
-    if interval is not None:
-        lo, hi = np.array(lo, dtype=float), np.array(hi, dtype=float)
+        lat = np.array(pred.predict(feats), dtype=float)
     blocks = [n not in nets for n in feats["name"]]
     warn_unpriced([n for n, b in zip(feats["name"], blocks) if b], [u for u, b in zip(pred.unpriced(feats), blocks) if b])
-    factor = pred.network_factor() if nets else None
-    for i, n in enumerate(feats["name"]):
-        if n not in nets:
-            continue
-        table = nets[n]
-        warn_unpriced(table["name"].tolist(), table.attrs.get("unpriced", []), f"layers of {n}")
-        if interval is not None:  # the network's prediction and interval, as `analyze --interval` gives them
-            net = table.attrs["network_interval"]
-            lat[i], lo[i], hi[i] = net["predicted_ms"], net["low_ms"], net["high_ms"]
-            if not np.isfinite(hi[i]):  # too few measured networks or families for this coverage
-                lo[i] = hi[i] = np.nan
-            hows.add(net["method"])
-        else:
-            lat[i] = float(table["latency_ms"].sum()) * (factor or 1.0)
-    if nets:
-        notes = [f"{len(nets)} of {len(feats)} entries are networks (more than {BLOCK_LAYERS} layers, or --as network), "
-                 f"predicted as `tvmlat analyze` predicts them: the sum of their layers"
-                 + (f" times the network correction x{factor:.3f}" if factor else "")
-                 + (f"; their intervals sized from {'; '.join(sorted(hows))}" if hows else "")
-                 + ("; `--as block` takes them as one block each" if take_as == TakeAs.auto else "")]
-    else:
-        notes = []
+    notes = _as_networks(feats["name"].tolist(), nets, pred, interval, lat, lo, hi)
+    if nets and take_as == TakeAs.auto:
+        notes[0] += "; `--as block` takes them as one block each"
     total = float(np.sum(lat))
     rows = [{"name": r["name"], "latency_ms": float(v), "share_%": 100 * float(v) / total if total > 0 else 0.0,
-             "as": f"network, {len(nets[r['name']])} layers" if r["name"] in nets else "block",
+             "as": f"network, {_layers(len(nets[r['name']]))}" if r["name"] in nets else "block",
              "flops": int(r["flops"]), "acts": int(r["acts"]), "inp": int(r["inp"]), "params": int(r["params"])}
             for r, v in zip(feats.to_dict("records"), lat)]
     cols = ["name", "latency_ms", "share_%", "as", "flops", "acts", "inp", "params"]
@@ -133,3 +112,41 @@ def predict_cmd(
     if notes and fmt == Format.table:
         for line in notes:
             console().print(line)
+
+
+def _layers(n: int) -> str:
+    return f"{n} layer" + ("" if n == 1 else "s")
+
+
+def _as_networks(names: list[str], nets: dict, pred, interval: float | None, lat: np.ndarray,
+                 lo: np.ndarray | None = None, hi: np.ndarray | None = None) -> list[str]:
+    """Put each network's prediction (and interval) in place of its one-block one, as `analyze` gives them: the
+    sum of its layers (``nets``: name -> its ``analysis.layer_table``) times the network correction, and the
+    network's interval. Returns the lines that say so."""
+    if not nets:
+        return []
+    from ..analysis import BLOCK_LAYERS
+
+    factor, hows, none = pred.network_factor(), set(), []
+    for i, n in enumerate(names):
+        if n not in nets:
+            continue
+        table = nets[n]
+        warn_unpriced(table["name"].tolist(), table.attrs.get("unpriced", []), f"layers of {n}")
+        if interval is None:
+            lat[i] = float(table["latency_ms"].sum()) * (factor or 1.0)
+            continue
+        net = table.attrs["network_interval"]
+        lat[i], lo[i], hi[i] = net["predicted_ms"], net["low_ms"], net["high_ms"]
+        hows.add(net["method"])
+        if not np.isfinite(hi[i]):  # too few measured networks or families for this coverage
+            lo[i] = hi[i] = np.nan
+            none.append(n)
+    notes = [f"{len(nets)} of {len(names)} entries are networks (more than {BLOCK_LAYERS} layers, or --as network), "
+             f"predicted as `tvmlat analyze` predicts them: the sum of their layers"
+             + (f" times the network correction x{factor:.3f}" if factor else "")
+             + (f"; their intervals sized from {'; '.join(sorted(hows))}" if hows else "")]
+    if none:
+        notes.append(f"no {100 * interval:g} % interval for {', '.join(none)}: too few for that coverage; ask for a "
+                     f"lower --interval")
+    return notes
