@@ -167,7 +167,7 @@ def factor_check(measured: pd.DataFrame, paths: list[str], draws: int = 200,
     networks' own families are unseen."""
     from scipy.stats import spearmanr
 
-    from tvmlat.anchors import loo_log_residuals, network_factor
+    from tvmlat.anchors import fitted_correction
     from tvmlat.predictors import load_predictor
     from tvmlat.predictors.conformal import network_conformal
 
@@ -187,14 +187,13 @@ def factor_check(measured: pd.DataFrame, paths: list[str], draws: int = 200,
         hits, inside, measured_inside, measured_width = [], [], [], []
         for _ in range(draws):  # network-correction's factor, fitted on 5 networks, judged on the rest
             idx = rng.permutation(len(y))
-            factor = network_factor(y[idx[:5]], summed[idx[:5]])
+            factor = fitted_correction(y[idx[:5]], summed[idx[:5]], host_adjusted=False)["factor"]
             hits.append(np.mean(np.abs(ratio[idx[5:]] * factor - 1) <= 0.1))
             if coverage is not None:
                 inside.append(np.mean(np.abs(np.log(ratio[idx[5:]] * factor)) <= half[idx[5:]]))
                 # the interval network-correction's residuals give, from MEASURED_NETWORKS networks of the space
                 k = MEASURED_NETWORKS
-                corr = {"factor": network_factor(y[idx[:k]], summed[idx[:k]]),
-                        "loo_log_residuals": loo_log_residuals(y[idx[:k]], summed[idx[:k]]).tolist()}
+                corr = fitted_correction(y[idx[:k]], summed[idx[:k]], host_adjusted=False)
                 # around a sum of layers of 1 ms: the interval of measured / summed for the networks left
                 mid, lo, hi, _ = network_conformal(1.0, corr, coverage) or (1.0, 0.0, np.inf, "")
                 measured_inside.append(np.mean((lo <= 1 / ratio[idx[k:]]) & (1 / ratio[idx[k:]] <= hi)))

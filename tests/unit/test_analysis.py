@@ -234,10 +234,11 @@ def test_network_correction_anchors_divide_out_the_hosts_drift(tmp_path, predict
     calm, _ = correction(1.0, *anchors)
     slow, out = correction(2.0, *anchors)
     assert slow["host_factor"] == pytest.approx(calm["host_factor"] / 2, rel=1e-6)
-    assert slow["factor"] == pytest.approx(calm["factor"], rel=1e-6) and slow["anchor_blocks"] == 12
+    assert slow["fitted_factor"] == pytest.approx(calm["fitted_factor"], rel=1e-6) and slow["anchor_blocks"] == 12
+    assert slow["factor"] == calm["factor"]
     assert "anchor blocks" in out and "host_adjusted_ms" in out
     plain, _ = correction(2.0)
-    assert plain["factor"] == pytest.approx(2 * calm["factor"] / calm["host_factor"], rel=1e-6)
+    assert plain["fitted_factor"] == pytest.approx(2 * calm["fitted_factor"] / calm["host_factor"], rel=1e-6)
     assert "host_factor" not in plain
     code, out, err = run_cli(["network-correction", *nets, "-p", predictor_path, "--target", target,
                               "--anchors", str(fake_dataset[0]), "--anchor-blocks", "2"], capsys)

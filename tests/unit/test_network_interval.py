@@ -353,3 +353,35 @@ def test_predict_with_a_damaged_network_correction_is_a_clear_error(interval_pre
         result = run_cli(["predict", "-p", damaged, f"{NETS}:small_cnn"], capsys)
         assert_user_error(result, "network correction")
         assert "does not run on its example inputs" not in result[2]
+
+
+def test_a_network_factor_is_kept_only_where_it_pays_leave_one_out():
+    """network-correction's factor with the host's drift divided out (anchors): the fitted one where each network
+    corrected by the others' factor is closer than the plain sums (a bias they share), else 1 with the plain sums'
+    errors (a factor from networks that disagree would move the next network at random). Without anchors it is
+    always kept: it carries the host's drift, which every network shares."""
+    from tvmlat.anchors import fitted_correction
+
+    p = np.array([100.0, 200.0, 50.0, 80.0, 120.0])
+    biased = fitted_correction(1.3 * p * np.array([1.0, 1.02, 0.98, 1.01, 0.99]), p, host_adjusted=True)
+    assert biased["applied"] and biased["factor"] == biased["fitted_factor"] == pytest.approx(1.3, rel=0.01)
+    np.testing.assert_allclose(biased["loo_log_residuals"], loo_log_residuals(1.3 * p * np.array(
+        [1.0, 1.02, 0.98, 1.01, 0.99]), p))
+    scattered = p * np.array([1.05, 0.95, 1.08, 0.93, 1.0])  # errors of both signs: no factor pays
+    plain = fitted_correction(scattered, p, host_adjusted=True)
+    assert not plain["applied"] and plain["factor"] == 1.0 and plain["fitted_factor"] != 1.0
+    assert plain["median_abs_error_%_loo_corrected"] >= plain["median_abs_error_%_before"]
+    np.testing.assert_allclose(plain["loo_log_residuals"], np.log(scattered / p))
+    drift = fitted_correction(scattered, p, host_adjusted=False)  # no anchors: the factor carries the host's drift
+    assert drift["applied"] and drift["factor"] == drift["fitted_factor"] == plain["fitted_factor"]
+    np.testing.assert_allclose(drift["loo_log_residuals"], loo_log_residuals(scattered, p))
+
+
+def test_shipped_intel_network_correction_keeps_no_factor():
+    """The ten example networks' x0.986 did not pay leave-one-out (3.5 % -> 5.3 %): the file stores 1 and the plain
+    sums' errors, and predicts a network as the sum of its layers."""
+    path = Path(__file__).resolve().parents[2] / "datasets" / "llvm" / "calib-emeraldrapids-n200-s0.predictor.json"
+    corr = json.loads(path.read_text())["network_correction"]
+    assert corr["factor"] == 1.0 and not corr["applied"] and corr["fitted_factor"] == pytest.approx(0.986, abs=5e-4)
+    assert corr["median_abs_error_%_loo_corrected"] > corr["median_abs_error_%_before"]
+    assert load_predictor(path).network_factor() == 1.0

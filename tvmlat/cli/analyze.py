@@ -147,6 +147,8 @@ def _corrected(pred, total: dict) -> str:
     factor = pred.network_factor() if pred else None
     if factor is None or "latency_ms" not in total:
         return ""
+    if factor == 1.0:  # network-correction fitted one that did not pay leave-one-out
+        return "; no network correction (the one fitted did not pay in leave-one-out)"
     return (f"; whole network {total['latency_ms'] * factor:.3f} ms with the network correction "
             f"x{factor:.3f} (fitted on {len(pred.doc['network_correction'].get('networks', []))} networks)")
 

@@ -10,7 +10,7 @@ from typing import List, Optional
 import numpy as np
 import typer
 
-from ..anchors import loo_factors, loo_log_residuals, network_factor
+from ..anchors import fitted_correction, loo_factors
 from ..predictors.conformal import network_interval
 from ..errors import TvmlatError
 from ..jsonfile import write_json
@@ -78,8 +78,8 @@ def network_correction_cmd(
     key = "measured_ms" if host is None else "host_adjusted_ms"
     m = np.array([r[key] for r in rows])
     p = np.array([r["predicted_ms"] for r in rows])
-    factor = network_factor(m, p)
-    loo = loo_factors(m, p)
+    corr = fitted_correction(m, p, host_adjusted=host is not None)
+    factor, loo = corr["fitted_factor"], loo_factors(m, p)
     for r, f_loo in zip(rows, loo):
         r["ratio"] = r["predicted_ms"] / r[key]
         r["error_%"] = 100 * (r["ratio"] - 1)
@@ -91,15 +91,16 @@ def network_correction_cmd(
                      "error_%", "corrected_error_%", *(["in_90%_interval"] if bounds else [])],
          title=f"whole networks on {t.name}: sum of layer predictions vs measured "
                "(corrected: factor fitted on the other networks)")
+    if not math.isfinite(factor):  # before anything is written: the predictor file stays as it was
+        raise TvmlatError("the correction factor is not finite")
     doc = pred.doc
+    # factor: the fitted one (with anchors: where it pays leave-one-out, else 1); loo_log_residuals: each network's log error
+    # against that correction (its factor fitted on the others), which size `analyze --interval`'s whole-network
+    # interval once there are enough of them (9 for 90 %)
     doc["network_correction"] = {
-        "factor": factor, "networks": [r["name"] for r in rows],
-        "median_abs_error_%_before": float(np.median(np.abs([r["error_%"] for r in rows]))),
-        "median_abs_error_%_loo_corrected": float(np.median(np.abs([r["corrected_error_%"] for r in rows]))),
-        # log(measured / corrected prediction) of each network, its factor fitted on the others: they size
-        # `analyze --interval`'s whole-network interval once there are enough of them (9 for 90 %)
-        "loo_log_residuals": loo_log_residuals(m, p).tolist(),
-        "note": "multiply the sum of layer predictions by factor to predict a whole network",
+        **corr, "networks": [r["name"] for r in rows],
+        "note": "multiply the sum of layer predictions by factor to predict a whole network" + (
+            "" if corr["applied"] else f" (1: the fitted x{factor:.3f} did not pay in leave-one-out)"),
     }
     if host is not None:
         doc["network_correction"].update({"host_factor": host, "anchor_blocks": n_anchors,
@@ -107,9 +108,10 @@ def network_correction_cmd(
     dest = out or predictor
     write_json(dest, doc, indent=2)
     if fmt == Format.table:
-        console().print(f"factor {factor:.3f} (median |error| {doc['network_correction']['median_abs_error_%_before']:.1f} % "
-                        f"-> {doc['network_correction']['median_abs_error_%_loo_corrected']:.1f} % leave-one-out); "
-                        f"saved in {dest}")
+        console().print(f"factor {factor:.3f} (median |error| {corr['median_abs_error_%_before']:.1f} % -> "
+                        f"{corr['median_abs_error_%_loo_corrected']:.1f} % leave-one-out): "
+                        + ("applied" if corr["applied"] else "not applied, the plain sums are closer (stored as 1)")
+                        + f"; saved in {dest}")
         if bounds:
             inside = sum(r["in_90%_interval"] == "yes" for r in rows)
             console().print(f"{inside} of {len(rows)} networks inside the 90 % interval analyze --interval gives them "
@@ -119,8 +121,6 @@ def network_correction_cmd(
         if len(rows) < 9:
             console().print(f"analyze --interval sizes a whole network's 90 % interval from these networks' leave-one-out "
                             f"errors once there are 9 or more ({len(rows)} now); until then from the calibration")
-    if not math.isfinite(factor):
-        raise TvmlatError("the correction factor is not finite")
 
 
 def _measure_anchored(entries, anchors: Path, n: int, runner, t, pred, fmt):

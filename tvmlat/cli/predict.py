@@ -144,7 +144,7 @@ def _as_networks(names: list[str], nets: dict, pred, interval: float | None, lat
             none.append(n)
     notes = [f"{len(nets)} of {len(names)} entries are networks (more than {BLOCK_LAYERS} layers, or --as network), "
              f"predicted as `tvmlat analyze` predicts them: the sum of their layers"
-             + (f" times the network correction x{factor:.3f}" if factor else "")
+             + (f" times the network correction x{factor:.3f}" if factor not in (None, 1.0) else "")
              + (f"; their intervals sized from {'; '.join(sorted(hows))}" if hows else "")]
     if none:
         notes.append(f"no {100 * interval:g} % interval for {', '.join(none)}: too few for that coverage; ask for a "

@@ -322,7 +322,9 @@ def network_conformal(predicted: float, correction: dict, coverage: float) -> tu
     if not math.isfinite(q):
         return None
     mid = predicted * float(factor)
-    return mid, mid * math.exp(-q), mid * math.exp(q), f"{len(res)} measured networks, each left out"
+    # a factor of 1 was not fitted (anchors.fitted_correction): the errors are the plain sums', nothing left out
+    return mid, mid * math.exp(-q), mid * math.exp(q), f"{len(res)} measured networks" + (
+        ", each left out" if float(factor) != 1.0 else "")
 
 
 def _split_hits(preds, coverage: float):
