@@ -239,6 +239,8 @@ def test_network_correction_anchors_divide_out_the_hosts_drift(tmp_path, predict
     assert "anchor blocks" in out and "host_adjusted_ms" in out
     plain, _ = correction(2.0)
     assert plain["fitted_factor"] == pytest.approx(2 * calm["fitted_factor"] / calm["host_factor"], rel=1e-6)
+    assert plain["applied"] and plain["factor"] == plain["fitted_factor"]  # without anchors the drift is in it: kept
+    assert calm["applied"] == (calm["median_abs_error_%_loo_corrected"] < calm["median_abs_error_%_before"])
     assert "host_factor" not in plain
     code, out, err = run_cli(["network-correction", *nets, "-p", predictor_path, "--target", target,
                               "--anchors", str(fake_dataset[0]), "--anchor-blocks", "2"], capsys)
