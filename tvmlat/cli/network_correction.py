@@ -94,9 +94,9 @@ def network_correction_cmd(
     if not math.isfinite(factor):  # before anything is written: the predictor file stays as it was
         raise TvmlatError("the correction factor is not finite")
     doc = pred.doc
-    # factor: the fitted one (with anchors: where it pays leave-one-out, else 1); loo_log_residuals: each network's log error
-    # against that correction (its factor fitted on the others), which size `analyze --interval`'s whole-network
-    # interval once there are enough of them (9 for 90 %)
+    # factor: the fitted one (with anchors: where it pays leave-one-out, else 1); loo_log_residuals: each
+    # network's log error against that correction (its factor fitted on the others), which size `analyze
+    # --interval`'s whole-network interval once there are enough of them (9 for 90 %)
     doc["network_correction"] = {
         **corr, "networks": [r["name"] for r in rows],
         "note": "multiply the sum of layer predictions by factor to predict a whole network" + (

@@ -78,8 +78,8 @@ def predict_cmd(
         lat, lo, hi = (np.array(v, dtype=float) for v in pred.interval(feats, interval))
     else:
         lat = np.array(pred.predict(feats), dtype=float)
-    blocks = [n not in nets for n in feats["name"]]
-    warn_unpriced([n for n, b in zip(feats["name"], blocks) if b], [u for u, b in zip(pred.unpriced(feats), blocks) if b])
+    blocks = [(n, u) for n, u in zip(feats["name"], pred.unpriced(feats)) if n not in nets]  # networks: per layer
+    warn_unpriced([n for n, _ in blocks], [u for _, u in blocks])
     notes = _as_networks(feats["name"].tolist(), nets, pred, interval, lat, lo, hi)
     if nets and take_as == TakeAs.auto:
         notes[0] += "; `--as block` takes them as one block each"

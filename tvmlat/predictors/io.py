@@ -163,7 +163,7 @@ class LoadedPredictor:
         if measured:
             return measured
         total, lo, hi, how = network_interval(pred, cal, coverage)
-        if factor is None:
+        if factor in (None, 1.0):
             return total, lo, hi, how
         # too few measured networks for this coverage: the calibration's interval, around the corrected sum
         return total * factor, lo * factor, hi * factor, f"{how}, times the network correction x{factor:.3f}"
