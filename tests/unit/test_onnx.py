@@ -48,6 +48,11 @@ def test_onnx_analyze_and_predict_cli(onnx_path, predictor_path, capsys):
     assert code == 0, err
     [row] = json.loads(out)
     assert row["name"] == "small" and row["latency_ms"] > 0
+    # five layers: a network, predicted as analyze predicts it (this predictor keeps no network correction)
+    assert row["as"] == "network, 5 layers" and row["latency_ms"] == pytest.approx(sum(r["latency_ms"] for r in rows))
+    code, out, err = run_cli(["predict", onnx_path, "-p", predictor_path, "--format", "json", "--as", "block"], capsys)
+    [block] = json.loads(out)
+    assert code == 0 and block["as"] == "block" and block["latency_ms"] > 0
 
 
 def test_corrupt_or_missing_onnx_is_a_clear_error(tmp_path, capsys):
