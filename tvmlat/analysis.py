@@ -138,8 +138,20 @@ def layer_table(module: torch.nn.Module, inputs: Sequence[torch.Tensor], predict
     for the predictor's L1 geometry. ``interval`` (a coverage, with a predictor): each layer's conformal
     interval (``low_ms``, ``high_ms``) and, in ``attrs["network_interval"]``, the whole network's
     (``coverage``, ``predicted_ms``, ``low_ms``, ``high_ms``, ``method``; ``LoadedPredictor.network_interval``)."""
-    layers, totals = trace_layers(module, inputs, geometry=geometry_of(predictor))
-    return _table(layers, _module_params(module), predictor, totals, interval)
+    return table_of(traced(module, inputs, geometry_of(predictor)), predictor, interval)
+
+
+def traced(module: torch.nn.Module, inputs: Sequence[torch.Tensor], geometry: CacheGeometry) -> tuple:
+    """A network's layers, counted for the L1 ``geometry`` and not yet predicted: ``table_of``'s input. `predict`
+    counts an entry's layers with it and predicts only the entries that are networks."""
+    layers, totals = trace_layers(module, inputs, geometry=geometry)
+    return layers, _module_params(module), totals
+
+
+def table_of(traced_layers: tuple, predictor=None, interval: float | None = None) -> pd.DataFrame:
+    """``layer_table`` of layers ``traced`` (or ``onnx_traced``) for ``predictor``'s L1."""
+    layers, params_of, totals = traced_layers
+    return _table(layers, params_of, predictor, totals, interval)
 
 
 def layer_features(module: torch.nn.Module, inputs: Sequence[torch.Tensor], *,
@@ -179,9 +191,14 @@ def _layer_features(lay: Layer, n_params: int, geometry: CacheGeometry) -> dict[
 
 def onnx_layer_table(model, predictor=None, interval: float | None = None) -> pd.DataFrame:
     """layer_table for an ONNX model (tvmlat.onnx_model.OnnxModel), counted from its graph."""
+    return table_of(onnx_traced(model, geometry_of(predictor)), predictor, interval)
+
+
+def onnx_traced(model, geometry: CacheGeometry) -> tuple:
+    """``traced`` for an ONNX model, from its graph."""
     from .onnx_model import onnx_records
 
-    recs = onnx_records(model, geometry_of(predictor))
+    recs = onnx_records(model, geometry)
     op_of = {r["path"]: r["op"] for r in recs}
     layers = group_layers(recs, lambda path: path, op_of.get)
     totals = dict.fromkeys(FEATURE_COLUMNS, 0)
@@ -193,7 +210,7 @@ def onnx_layer_table(model, predictor=None, interval: float | None = None) -> pd
         n = sum(r["params"] for r in lay.records)
         return n, 4 * n
 
-    return _table(layers, params_of, predictor, totals, interval)
+    return layers, params_of, totals
 
 
 def _table(layers: list[Layer], params_of, predictor, totals: dict[str, int],

@@ -11,7 +11,7 @@ import typer
 from ..errors import ModelRefError, TvmlatError
 from ..modelref import load_model_ref
 from . import app
-from .common import Format, console, emit, warn_unpriced
+from .common import Format, check_request, console, emit, warn_unpriced
 
 COLUMNS = ["name", "op", "input_shape", "output_shape", "params", "macs", "flops", "read_mb", "write_mb",
            "weights_mb", "act_mb", "latency_ms", "low_ms", "high_ms", "share_%", "energy_mj", "power_w"]
@@ -54,14 +54,8 @@ def analyze_cmd(
     pred = load_predictor(predictor) if predictor else None
     if interval is not None and pred is None:
         raise TvmlatError("--interval needs a predictor: add -p PREDICTOR.json")
-    if interval is not None:  # a file without interval data, or a coverage outside (0, 1): said before any tracing
-        from ..predictors.conformal import conformal_quantile
-
-        pred.interval_calibration()
-        conformal_quantile([0.0], interval)  # raises the coverage's one-line error
-    if pred is not None and profile is not None and profile != pred.profile:
-        raise TvmlatError(f"{predictor} was fitted for compile profile {pred.profile!r}, not {profile!r}; "
-                          f"calibrate a predictor with that profile")
+    if pred is not None:
+        check_request(pred, predictor, profile, interval)
     con = console()
     if model_ref.endswith(".onnx"):
         from ..analysis import onnx_layer_table

@@ -30,6 +30,19 @@ def console(stderr: bool = False) -> Console:
     return c
 
 
+def check_request(pred, path, profile: str | None, interval: float | None) -> None:
+    """The one-line errors `predict` and `analyze` give before any counting: a predictor fitted for another
+    compile ``profile``; with ``interval``, a file without interval data or a coverage outside (0, 1)."""
+    if profile is not None and profile != pred.profile:
+        raise TvmlatError(f"{path} was fitted for compile profile {pred.profile!r}, not {profile!r}; "
+                          f"calibrate a predictor with that profile")
+    if interval is not None:
+        from ..predictors.conformal import conformal_quantile
+
+        pred.interval_calibration()
+        conformal_quantile([0.0], interval)  # raises the coverage's one-line error
+
+
 def warn_unpriced(names, unpriced, what: str = "entries") -> None:
     """One warning line on stderr naming the ``names`` whose ``unpriced`` features (``LoadedPredictor.unpriced``)
     no calibration block had: their predictions leave that work out."""

@@ -10,12 +10,13 @@ import numpy as np
 import pandas as pd
 import typer
 
-from ..errors import ModelRefError, PredictorError
+from ..analysis import BLOCK_LAYERS, onnx_traced, table_of, traced
+from ..errors import ModelRefError
 from ..features import count_features
 from ..modelref import load_model_ref
 from ..predictors import load_predictor
 from . import app
-from .common import Format, console, emit, warn_unpriced
+from .common import Format, check_request, console, emit, warn_unpriced
 
 
 class TakeAs(str, Enum):
@@ -38,41 +39,29 @@ def predict_cmd(
 ) -> None:
     """Predict the latency of each entry of MODEL_REF without compiling or running it."""
     pred = load_predictor(predictor)
-    if profile is not None and profile != pred.profile:
-        raise PredictorError(f"{predictor} was fitted for compile profile {pred.profile!r}, not {profile!r}; "
-                             f"calibrate a predictor with that profile")
-    if interval is not None:  # a file without interval data, or a coverage outside (0, 1): said before any counting
-        from ..predictors.conformal import conformal_quantile
-
-        pred.interval_calibration()
-        conformal_quantile([0.0], interval)
-    rows, nets = [], {}  # loop features counted for the predictor's L1; nets: entry -> its layer table
+    check_request(pred, predictor, profile, interval)
+    rows, nets = [], {}  # loop features counted for the predictor's L1; nets: entry -> its layers (analysis.traced)
     if model_ref.endswith(".onnx"):
-        from ..analysis import onnx_layer_table
         from ..onnx_model import load_onnx, onnx_features
 
         model = load_onnx(model_ref)
         rows.append({"name": model.name, **onnx_features(model, geometry=pred.geometry)})
         if take_as != TakeAs.block:
-            nets[model.name] = onnx_layer_table(model, pred, interval)
+            nets[model.name] = onnx_traced(model, pred.geometry)
     entries = {} if rows else load_model_ref(model_ref)
     for n, (m, x) in entries.items():
         try:
             rows.append({"name": n, **count_features(m, x, geometry=pred.geometry)})
             if take_as != TakeAs.block:
-                from ..analysis import layer_table
-
-                nets[n] = layer_table(m, x, pred, interval)
-        except PredictorError:  # the predictor file's own one-line error (e.g. a damaged network correction)
-            raise
+                nets[n] = traced(m, x, pred.geometry)
         except Exception as e:  # noqa: BLE001 - the user's module does not run on its own example inputs
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelRefError(f"{model_ref}: entry {n!r} does not run on its example inputs: "
                                 f"{type(e).__name__}: {msg}") from None
     feats = pd.DataFrame(rows)
-    from ..analysis import BLOCK_LAYERS
-
-    nets = {n: t for n, t in nets.items() if take_as == TakeAs.network or len(t) > BLOCK_LAYERS}
+    # the networks' layer tables (predicted, with intervals); a block's layers were only counted (t[0])
+    nets = {n: table_of(t, pred, interval) for n, t in nets.items()
+            if take_as == TakeAs.network or len(t[0]) > BLOCK_LAYERS}
     lo = hi = None
     if interval is not None:
         lat, lo, hi = (np.array(v, dtype=float) for v in pred.interval(feats, interval))
@@ -125,8 +114,6 @@ def _as_networks(names: list[str], nets: dict, pred, interval: float | None, lat
     network's interval. Returns the lines that say so."""
     if not nets:
         return []
-    from ..analysis import BLOCK_LAYERS
-
     factor, hows, none = pred.network_factor(), set(), []
     for i, n in enumerate(names):
         if n not in nets:
