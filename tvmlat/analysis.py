@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import pandas as pd
 import torch
 
-from .features import FEATURE_COLUMNS, OpCounter
+from .features import FEATURE_COLUMNS, OpCounter, finish_counts
 from .loop_features import DEFAULT_GEOMETRY, CacheGeometry, footprint_loops, geometry_of, stamp_geometry
 
 ANCHORS = {"conv", "conv1x1", "dwconv", "matmul", "bmm", "attention", "pool"}
@@ -100,8 +100,8 @@ def group_layers(records: list[dict[str, Any]], name_of, module_of) -> list[Laye
 
 def trace_layers(module: torch.nn.Module, inputs: Sequence[torch.Tensor], *,
                  geometry: CacheGeometry = DEFAULT_GEOMETRY) -> tuple[list[Layer], dict[str, int]]:
-    """Run ``module`` on meta tensors; return its layers (in execution order) and totals (loop features
-    for the L1 ``geometry``)."""
+    """Run ``module`` on meta tensors; return its layers (in execution order) and totals: the features
+    ``count_features`` gives the whole module (loop features for the L1 ``geometry``)."""
     module = copy.deepcopy(module).to("meta").eval()
     inputs = [torch.empty(t.shape, dtype=t.dtype, device="meta") for t in inputs]
     names = {m: n for n, m in module.named_modules()}
@@ -119,16 +119,13 @@ def trace_layers(module: torch.nn.Module, inputs: Sequence[torch.Tensor], *,
     hooks += [m.register_forward_hook(post) for m in modules.values()]
     try:
         with torch.no_grad(), counter:
-            module(*inputs)
+            out = module(*inputs)
     finally:
         for h in hooks:
             h.remove()
     layers = group_layers(counter.records, lambda path: _layer_name(path, modules),
                           lambda path: type(modules.get(path, module)).__name__)
-    totals = dict(counter.totals)
-    totals["inp"] = sum(t.numel() for t in inputs)
-    totals["params"] = sum(p.numel() for p in module.parameters())
-    return layers, totals
+    return layers, finish_counts(counter.totals, module, inputs, out, geometry)
 
 
 def layer_table(module: torch.nn.Module, inputs: Sequence[torch.Tensor], predictor=None,
@@ -142,8 +139,9 @@ def layer_table(module: torch.nn.Module, inputs: Sequence[torch.Tensor], predict
 
 
 def traced(module: torch.nn.Module, inputs: Sequence[torch.Tensor], geometry: CacheGeometry) -> tuple:
-    """A network's layers, counted for the L1 ``geometry`` and not yet predicted: ``table_of``'s input. `predict`
-    counts an entry's layers with it and predicts only the entries that are networks."""
+    """A network's layers, counted for the L1 ``geometry`` and not yet predicted: ``table_of``'s input, and (its
+    last item) the whole module's features as ``count_features`` gives them. `predict` counts an entry with it
+    once, and predicts the layers only of the entries that are networks."""
     layers, totals = trace_layers(module, inputs, geometry=geometry)
     return layers, _module_params(module), totals
 

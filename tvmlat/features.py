@@ -232,7 +232,14 @@ def count_features(module: torch.nn.Module, inputs: Sequence[torch.Tensor], *,
     counter = OpCounter(geometry)
     with torch.no_grad(), counter:
         out = module(*inputs)
-    feats = dict(counter.totals)
+    return finish_counts(counter.totals, module, inputs, out, geometry)
+
+
+def finish_counts(totals: dict[str, Any], module: torch.nn.Module, inputs: Sequence[torch.Tensor], out: Any,
+                  geometry: CacheGeometry) -> dict[str, int]:
+    """A run's op counts (an ``OpCounter``'s totals) completed into a block's features: its input, parameters,
+    output and footprint. ``count_features`` and ``analysis.trace_layers`` (a network's totals) share it."""
+    feats = dict(totals)
     feats["inp"] = sum(t.numel() for t in inputs)
     feats["params"] = sum(p.numel() for p in module.parameters())
     feats["out"] = sum(o.numel() for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tvmlat.analysis import explain_import_error, layer_features, layer_table, totals_row, trace_layers
+from tvmlat.analysis import explain_import_error, layer_features, layer_table, totals_row, trace_layers, traced
 from helpers import assert_user_error, run_cli
 
 NETS = Path(__file__).resolve().parents[2] / "examples" / "networks.py"
@@ -22,6 +22,19 @@ def nets():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def test_trace_counts_the_whole_module_as_count_features_does(nets):
+    """`predict` takes an entry's features from its trace instead of counting it a second time, so the trace's
+    totals must be ``count_features``' row, key for key: sampled blocks of every family and two networks."""
+    from tvmlat.blocks import FAMILIES, build_block, sample_specs
+    from tvmlat.features import count_features
+    from tvmlat.loop_features import DEFAULT_GEOMETRY
+
+    entries = [build_block(s, device="meta") for s in sample_specs(2 * len(FAMILIES), seed=3)]
+    entries += [nets.small_cnn(), nets.mobilenet_v2()]
+    for m, x in entries:
+        assert traced(m, x, DEFAULT_GEOMETRY)[2] == count_features(m, x, geometry=DEFAULT_GEOMETRY)
 
 
 def test_mobilenet_v2_reference_totals(nets):

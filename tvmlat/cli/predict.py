@@ -51,9 +51,11 @@ def predict_cmd(
     entries = {} if rows else load_model_ref(model_ref)
     for n, (m, x) in entries.items():
         try:
-            rows.append({"name": n, **count_features(m, x, geometry=pred.geometry)})
-            if take_as != TakeAs.block:
+            if take_as == TakeAs.block:
+                rows.append({"name": n, **count_features(m, x, geometry=pred.geometry)})
+            else:  # one run counts the entry and its layers
                 nets[n] = traced(m, x, pred.geometry)
+                rows.append({"name": n, **nets[n][2]})
         except Exception as e:  # noqa: BLE001 - the user's module does not run on its own example inputs
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelRefError(f"{model_ref}: entry {n!r} does not run on its example inputs: "
