@@ -92,6 +92,30 @@ def test_memory_model_fit_and_round_trip(fake_dataset):
         MemoryModel().predict(df)
 
 
+def test_memory_model_holds_the_output_whole_and_reads_older_files(fake_dataset):
+    """Planning reuses the activations' memory but not the output's, which escapes the pools: with its own
+    column the fit recovers a peak made that way; a model written before that column (three features) still
+    loads and predicts as it did; a file naming a column the model does not know is refused."""
+    from tvmlat.memory import LEGACY_MEMORY_FEATURES, MemoryModel
+
+    _, df = fake_dataset
+    out, acts = df["out"].to_numpy(dtype=float), df["acts"].to_numpy(dtype=float)
+    assert (out > 0).all() and (acts >= out).all() and (acts > out).sum() >= 5
+    y = 4.0 * (df["weight_elems"] + df["inp"]).to_numpy(dtype=float) + 4 * out + 0.3 * 4 * (acts - out)
+    m = MemoryModel().fit(df, y)
+    assert np.allclose(m.predict(df), y, rtol=1e-3)
+    c = m.to_dict()["coefficients"]
+    assert c["out"] == pytest.approx(0.7, rel=1e-2) and c["acts"] == pytest.approx(0.3, rel=1e-2)
+    old = MemoryModel(LEGACY_MEMORY_FEATURES).fit(df, y)
+    doc = old.to_dict()
+    assert doc["features"] == list(LEGACY_MEMORY_FEATURES) and "out" not in doc["coefficients"]
+    assert np.allclose(MemoryModel.from_dict(doc).predict(df), old.predict(df))
+    del doc["features"]  # the oldest files: the three columns, unnamed
+    assert np.allclose(MemoryModel.from_dict(doc).predict(df), old.predict(df))
+    with pytest.raises(PredictorError, match="unknown features"):
+        MemoryModel.from_dict({**m.to_dict(), "features": ["weight_elems", "flops"]})
+
+
 def test_calibrate_from_prior_falls_back_to_own_model_when_the_prior_misleads(tmp_path, capsys, fake_dataset):
     """A prior whose shape is unrelated to the new target loses to the target's own model on 5-fold."""
     import json
