@@ -341,3 +341,21 @@ def test_metrics_table_shows_the_interval_width_to_two_places():
     con.print(metrics_table({"held-out families": {"cov90": 0.92, "width90": 0.2948}}, "t"))
     out = con.export_text()
     assert "0.29" in out and "92 %" in out
+
+
+def test_metrics_table_of_another_quantity_has_no_latency_rows():
+    """Peak bytes or energy split at "1 ms", or an interval row no evaluation has, mean nothing in their tables."""
+    from rich.console import Console
+
+    from tvmlat.cli.common import metrics_table
+    from tvmlat.metrics import accuracy
+
+    y = np.array([0.5, 2.0, 3.0, 1e6])
+    results = {"held-out families": accuracy(y, 1.05 * y)}
+    for quantity, shown in ((None, True), ("peak bytes", False)):
+        con = Console(record=True, width=160)
+        con.print(metrics_table(results, "t", quantity=quantity))
+        out = con.export_text()
+        assert ("(>= 1 ms)" in out) is shown and ("interval: coverage" in out) is shown
+        assert ("R2 (log latency)" in out) is shown and ("R2 (log peak bytes)" in out) is not shown
+        assert "median APE %" in out and "within +-10 %" in out

@@ -98,13 +98,20 @@ def emit(rows: Sequence[dict[str, Any]], fmt: Format, columns: Sequence[str], ti
         console().print(t)
 
 
-def metrics_table(results: dict[str, dict[str, float]], title: str) -> Table:
-    """One column per evaluation (e.g. in-sample, held-out families, 5-fold), one row per metric."""
+def metrics_table(results: dict[str, dict[str, float]], title: str, quantity: str | None = None) -> Table:
+    """One column per evaluation (e.g. in-sample, held-out families, 5-fold), one row per metric. ``quantity``
+    (e.g. "peak bytes"): the table is of something other than latency, so it has no rows split at 1 ms, none
+    that no evaluation filled, and its R2 is of that quantity's log."""
     t = Table(title=title)
     t.add_column("metric")
     for name in results:
         t.add_column(name, justify="right")
     for key, label in TABLE_LABELS.items():
+        if quantity is not None:
+            if key in ("median_ape_ge1ms", "median_ape_lt1ms") or all(
+                    math.isnan(m.get(key, math.nan)) for m in results.values()):
+                continue
+            label = f"R2 (log {quantity})" if key == "r2_log" else label
         vals = []
         for m in results.values():
             v = m.get(key, math.nan)

@@ -126,7 +126,8 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
          ["family", "n", "median_ape", "within10", "bias"],
          title="held-out families: error per family" if "held-out families" in results else "5-fold: error per family")
     if energy is not None:
-        con.print(metrics_table(energy["training"]["metrics"], "accuracy of the energy model and the derived power"))
+        con.print(metrics_table(energy["training"]["metrics"], "accuracy of the energy model and the derived power",
+                                quantity="energy"))
     elif len(energy_rows(good)):
         con.print(f"[yellow]note:[/] only {len(energy_rows(good))} blocks have an energy reading; no energy model "
                   f"(needs 12)")

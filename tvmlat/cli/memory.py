@@ -74,7 +74,7 @@ def memory_cmd(
     con.print(f"[bold]memory model[/]: peak bytes = {c['weight_elems']:.3g}x4*weights + {c['inp']:.3g}x4*inputs + "
               f"{c['out']:.3g}x4*outputs + {c['acts']:.3g}x4*activations + {c['intercept_kib']:.3g} KiB   ({len(good)} blocks, "
               f"{np.median(y) / 2**20:.2f} MiB median)")
-    con.print(metrics_table(results, "accuracy of the memory model (APE of peak bytes)"))
+    con.print(metrics_table(results, "accuracy of the memory model (APE of peak bytes)", quantity="peak bytes"))
     emit(per_family(preds if "held-out families" in results else kf).to_dict("records"), Format.table,
          ["family", "n", "median_ape", "within10", "bias"], title="memory: error per family (held out)")
     if predictor is not None:
