@@ -72,3 +72,46 @@ def test_memory_command_refuses_a_bad_predictor_file_before_planning(tmp_path, c
     assert read_dataset(path)["peak_memory_bytes"].isna().all()  # it stopped before planning anything
     assert_user_error(run_cli(["memory", "--dataset", str(path), "--predictor", str(tmp_path / "none.json"),
                                "--no-progress"], capsys), "does not exist")
+
+
+def test_a_network_is_priced_for_one_layer_working_set_at_a_time(tmp_path, capsys):
+    """A network's planned peak holds its weights, input and output whole and one layer's activations at a time;
+    priced as one block, all its layers' activations count. `predict` gives the network its layers' peak."""
+    import importlib.util
+    from pathlib import Path
+
+    import pandas as pd
+
+    from tvmlat.analysis import layer_features
+    from tvmlat.cli import main
+    from tvmlat.features import block_features, count_features
+    from tvmlat.memory import network_peak
+    from tvmlat.predictors import LinearPredictor, save_predictor
+
+    t = load_target("llvm")
+    specs = sample_specs(16, seed=63, min_flops=2e4, max_flops=3e6)
+    rows = pd.DataFrame([{**block_features(s), "family": s.family,
+                          **planned_memory(*build_block(s), t)} for s in specs])
+    model = MemoryModel().fit(rows, rows["peak_memory_bytes"].to_numpy(dtype=float))
+    nets = Path(__file__).resolve().parents[2] / "examples" / "networks.py"
+    spec = importlib.util.spec_from_file_location("tvmlat_example_networks_mem", nets)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    m, x = mod.small_cnn_128()
+    truth = planned_memory(m, x, t)["peak_memory_bytes"]
+    whole = count_features(m, x)
+    as_network = network_peak(model, whole, layer_features(m, x))
+    as_block = float(model.predict(pd.DataFrame([whole]))[0])
+    assert abs(as_network / truth - 1) < abs(as_block / truth - 1)
+    assert as_network < as_block
+    capsys.readouterr()
+
+    p = tmp_path / "p.json"  # the same model in a predictor file: predict prints the network's peak
+    save_predictor(LinearPredictor().fit(rows, rows["flops"].to_numpy(dtype=float) * 1e-6 + 0.01), p,
+                   target=t.to_dict(), profile="default")
+    doc = json.loads(p.read_text())
+    doc["memory"] = model.to_dict()
+    p.write_text(json.dumps(doc))
+    main(["predict", f"{nets}:small_cnn_128", "-p", str(p), "-f", "json"])
+    out = json.loads(capsys.readouterr().out)
+    assert out[0]["peak_memory_mib"] == pytest.approx(as_network / 2**20, rel=1e-9)

@@ -85,9 +85,13 @@ def predict_cmd(
             r["low_ms"], r["high_ms"] = float(a), float(b)
         cols[2:2] = ["low_ms", "high_ms"]
     if pred.doc.get("memory"):  # a memory model fitted by `tvmlat memory --predictor`
-        from ..memory import MemoryModel
+        from ..memory import MemoryModel, network_peak
 
-        mem = MemoryModel.from_dict(pred.doc["memory"]).predict(feats)
+        model = MemoryModel.from_dict(pred.doc["memory"])
+        mem = model.predict(feats)
+        for i, n in enumerate(feats["name"]):  # a network's layers run one after another
+            if n in nets:
+                mem[i] = network_peak(model, feats.iloc[i], pd.DataFrame(nets[n].attrs["layer_features"]))
         for r, b in zip(rows, mem):
             r["peak_memory_mib"] = float(b) / 2**20
         cols.append("peak_memory_mib")
