@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tvmlat.blocks import build_block, sample_specs
-from tvmlat.dataset import CampaignWriter, read_dataset
+from tvmlat.dataset import CampaignWriter, file_hash, read_dataset
 from tvmlat.measure import run_campaign, spec_workloads
 from tvmlat.memory import MemoryModel, planned_memory
 from tvmlat.runners.fake import FakeRunner
@@ -46,12 +46,16 @@ def test_memory_command_fills_dataset_and_predictor(tmp_path, capsys):
     run_campaign(spec_workloads(specs), FakeRunner(), t,
                  CampaignWriter(path, {"target_name": t.name, "target": t.to_dict()}), show_progress=False)
     df = read_dataset(path)
+    fitted_on = file_hash(path)
     save_predictor(LinearPredictor().fit(df, df["latency_ms_median"].to_numpy()), tmp_path / "p.json",
-                   target=t.to_dict(), profile="default")
+                   target=t.to_dict(), profile="default", dataset_hash=fitted_on)
     main(["memory", "--dataset", str(path), "--predictor", str(tmp_path / "p.json"), "--no-progress"])
     df = read_dataset(path)
     assert (df["peak_memory_bytes"] > 0).all()
     doc = json.loads((tmp_path / "p.json").read_text())
+    # the dataset gained peak memory, not latency rows: the predictor still names the file it was fitted on
+    assert file_hash(path) != fitted_on and doc["dataset_hash"] == file_hash(path)
+    assert doc["memory"]["dataset_hash_before"] == fitted_on
     back = MemoryModel.from_dict(doc["memory"])
     assert np.all(back.predict(df) > 0)
     assert "held-out families" in doc["memory"]["training"]["metrics"]
