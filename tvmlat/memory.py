@@ -130,10 +130,14 @@ class MemoryModel:
             if unknown:
                 raise ValueError(f"unknown features {unknown}")
             c = d["coefficients"]
+            missing = [f for f in [*features, "intercept_kib"] if f not in c]
+            if missing:
+                raise ValueError(f"no coefficient for {', '.join(missing)}")
             m = cls(features)
             m.coef_ = __import__("numpy").asarray([float(c[f]) for f in [*features, "intercept_kib"]])
         except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise PredictorError(f"memory model in the predictor file is malformed ({e})") from None
+            raise PredictorError(f"memory model in the predictor file is malformed ({e}); fit it again with "
+                                 f"`tvmlat memory --dataset D.parquet --predictor P.json`") from None
         return m
 
 

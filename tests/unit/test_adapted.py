@@ -114,6 +114,10 @@ def test_memory_model_holds_the_output_whole_and_reads_older_files(fake_dataset)
     assert np.allclose(MemoryModel.from_dict(doc).predict(df), old.predict(df))
     with pytest.raises(PredictorError, match="unknown features"):
         MemoryModel.from_dict({**m.to_dict(), "features": ["weight_elems", "flops"]})
+    doc = m.to_dict()
+    del doc["coefficients"]["out"]
+    with pytest.raises(PredictorError, match="no coefficient for out"):
+        MemoryModel.from_dict(doc)
 
 
 def test_calibrate_from_prior_falls_back_to_own_model_when_the_prior_misleads(tmp_path, capsys, fake_dataset):
