@@ -150,9 +150,18 @@ def network_peak(model: MemoryModel, whole, layers) -> float:
     0.90-1.18x the planned peak (median 1.01), against 1.12-1.65x as one block (README, "Memory")."""
     import numpy as np
 
-    c = dict(zip(model.features, model.coef_))
-    w = 4.0 * c.get("weight_elems", 0.0)
-    work = model.predict(layers) - w * np.asarray(layers["weight_elems"], dtype=float)
-    return float(w * float(whole["weight_elems"]) + 4.0 * (float(whole["inp"]) + float(whole["out"]))
+    work = working_sets(model, layers)
+    return float(4.0 * _weight_price(model) * float(whole["weight_elems"]) + 4.0 * (float(whole["inp"]) + float(whole["out"]))
                  + (float(np.max(work)) if len(work) else 0.0))
+
+
+def _weight_price(model: MemoryModel) -> float:
+    return float(dict(zip(model.features, model.coef_)).get("weight_elems", 0.0))
+
+
+def working_sets(model: MemoryModel, layers):
+    """Each layer's predicted peak bytes without its weights: what it holds while it runs (``network_peak``)."""
+    import numpy as np
+
+    return model.predict(layers) - 4.0 * _weight_price(model) * np.asarray(layers["weight_elems"], dtype=float)
 

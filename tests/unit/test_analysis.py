@@ -286,3 +286,37 @@ def test_split_layers_match_analyze_layers_and_run(nets, net):
 def test_analyze_refuses_a_predictor_of_another_profile(predictor_path, capsys):
     assert_user_error(run_cli(["analyze", f"{NETS}:small_cnn", "-p", predictor_path, "--profile", "tuned"], capsys),
                       "profile")
+
+
+def test_analyze_and_predict_give_a_network_the_same_peak_memory(capsys):
+    """With a predictor that carries a memory model (the shipped Intel 200-block one), `analyze` prints the
+    network's peak as `predict` gives it, and names the layer whose working set sets it."""
+    import re
+
+    import pandas as pd
+
+    from tvmlat.memory import MemoryModel, network_peak, working_sets
+    from tvmlat.predictors import load_predictor
+
+    p = Path(__file__).resolve().parents[2] / "datasets" / "llvm" / "calib-emeraldrapids-n200-s0.predictor.json"
+    loaded = load_predictor(p)
+    model = MemoryModel.from_dict(loaded.doc["memory"])
+    ref = f"{NETS}:small_cnn"
+    code, out, _ = run_cli(["analyze", ref, "-p", p], capsys)
+    assert code == 0
+    line = re.search(r"peak memory ([\d,.]+) MiB predicted.*?([\d,.]+) MiB in (\S+)", out)
+    assert line, out
+    code, out, _ = run_cli(["predict", ref, "-p", p, "-f", "json"], capsys)
+    assert code == 0
+    assert float(line.group(1).replace(",", "")) == pytest.approx(json.loads(out)[0]["peak_memory_mib"], abs=0.006)
+    spec = importlib.util.spec_from_file_location("tvmlat_example_networks_peak", NETS)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    m, x = mod.small_cnn()
+    rows = layer_features(m, x, geometry=loaded.geometry)
+    work = working_sets(model, rows)
+    names = [lay.name for lay in trace_layers(m, x)[0]]
+    assert line.group(3) == names[int(work.argmax())]
+    assert float(line.group(2).replace(",", "")) == pytest.approx(work.max() / 2**20, abs=0.006)
+    whole = pd.Series(trace_layers(m, x, geometry=loaded.geometry)[1])
+    assert network_peak(model, whole, rows) < float(model.predict(pd.DataFrame([whole]))[0])  # not one block

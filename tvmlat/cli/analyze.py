@@ -86,6 +86,8 @@ def analyze_cmd(
             raise ModelRefError(f"{model_ref}: {name!r} does not run on its example inputs: "
                                 f"{type(e).__name__}: {first}") from None
         total = _report(df, name, pred, sort, top, fmt, plot, out, con)
+        if fmt == "table" and pred is not None and pred.doc.get("memory"):
+            con.print(_memory_line(pred, df))
         if compare_measured:
             _compare(lambda r, m=module, x=inputs, n=name: r.run(m, x, key=n), target, total, con, name,
                      profile or (pred.profile if pred else None))
@@ -134,6 +136,23 @@ def _report(df, name: str, pred, sort, top, fmt: str, plot, out, con) -> dict:
         _bar_chart(df.head(top or 15), plot, title, net)
         con.print(f"chart: {plot}")
     return total
+
+
+def _memory_line(pred, df) -> str:
+    """The network's predicted peak memory (the predictor's memory model, `memory.network_peak`) and the layer
+    whose working set sets it."""
+    import numpy as np
+    import pandas as pd
+
+    from ..memory import MemoryModel, network_peak, working_sets
+
+    model = MemoryModel.from_dict(pred.doc["memory"])
+    layers = pd.DataFrame(df.attrs["layer_features"])
+    work = working_sets(model, layers)
+    top = int(np.argmax(work))
+    return (f"peak memory {network_peak(model, df.attrs['totals'], layers) / 2**20:,.2f} MiB predicted: weights, "
+            f"input and output held whole, plus the largest layer's working set, {work[top] / 2**20:,.2f} MiB in "
+            f"{df['name'].iloc[top]}")
 
 
 def _corrected(pred, total: dict) -> str:
