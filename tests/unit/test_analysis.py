@@ -320,3 +320,10 @@ def test_analyze_and_predict_give_a_network_the_same_peak_memory(capsys):
     assert float(line.group(2).replace(",", "")) == pytest.approx(work.max() / 2**20, abs=0.006)
     whole = pd.Series(trace_layers(m, x, geometry=loaded.geometry)[1])
     assert network_peak(model, whole, rows) < float(model.predict(pd.DataFrame([whole]))[0])  # not one block
+
+
+def test_analyze_a_network_with_no_counted_op_says_so(tmp_path, capsys):
+    """A module that runs no op tvmlat counts (an Identity) has no layer table: one line, not a KeyError."""
+    ref = tmp_path / "ident.py"
+    ref.write_text("import torch\n\ndef ident():\n    return {'id': (torch.nn.Identity(), (torch.randn(1, 8),))}\n")
+    assert_user_error(run_cli(["analyze", f"{ref}:ident"], capsys), "no layers to show")

@@ -86,7 +86,7 @@ def analyze_cmd(
             raise ModelRefError(f"{model_ref}: {name!r} does not run on its example inputs: "
                                 f"{type(e).__name__}: {first}") from None
         total = _report(df, name, pred, sort, top, fmt, plot, out, con)
-        if fmt == "table" and pred is not None and pred.doc.get("memory"):
+        if fmt == "table" and pred is not None and pred.doc.get("memory") and len(df):
             con.print(_memory_line(pred, df))
         if compare_measured:
             _compare(lambda r, m=module, x=inputs, n=name: r.run(m, x, key=n), target, total, con, name,
@@ -95,6 +95,9 @@ def analyze_cmd(
 
 def _report(df, name: str, pred, sort, top, fmt: str, plot, out, con) -> dict:
     """Sort, cut, print (or write) one network's layer table; return its totals row."""
+    if not len(df):
+        raise TvmlatError(f"{name}: no layers to show: it runs no op that tvmlat counts (a convolution, matmul, "
+                          f"pooling, normalisation or elementwise op)")
     warn_unpriced(df["name"].tolist() if len(df) else [], df.attrs.get("unpriced", []), f"layers of {name}")
     from ..analysis import totals_row
 
