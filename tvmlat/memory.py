@@ -148,20 +148,19 @@ def network_peak(model: MemoryModel, whole, layers) -> float:
     ``whole``: the network's feature row (``count_features``); ``layers``: its layer rows
     (``analysis.layer_features``). On nine example networks planned for ``llvm``, with the znver3 dataset's model:
     0.90-1.18x the planned peak (median 1.01), against 1.12-1.65x as one block (README, "Memory")."""
+    return network_memory(model, whole, layers)[0]
+
+
+def network_memory(model: MemoryModel, whole, layers):
+    """(``network_peak``, each layer's working set: its predicted peak bytes without its weights)."""
     import numpy as np
 
-    work = working_sets(model, layers)
-    return float(4.0 * _weight_price(model) * float(whole["weight_elems"]) + 4.0 * (float(whole["inp"]) + float(whole["out"]))
-                 + (float(np.max(work)) if len(work) else 0.0))
-
-
-def _weight_price(model: MemoryModel) -> float:
-    return float(dict(zip(model.features, model.coef_)).get("weight_elems", 0.0))
+    w = 4.0 * float(dict(zip(model.features, model.coef_)).get("weight_elems", 0.0))
+    work = model.predict(layers) - w * np.asarray(layers["weight_elems"], dtype=float)
+    peak = w * float(whole["weight_elems"]) + 4.0 * (float(whole["inp"]) + float(whole["out"]))
+    return float(peak + (float(np.max(work)) if len(work) else 0.0)), work
 
 
 def working_sets(model: MemoryModel, layers):
     """Each layer's predicted peak bytes without its weights: what it holds while it runs (``network_peak``)."""
-    import numpy as np
-
-    return model.predict(layers) - 4.0 * _weight_price(model) * np.asarray(layers["weight_elems"], dtype=float)
-
+    return network_memory(model, {"weight_elems": 0, "inp": 0, "out": 0}, layers)[1]

@@ -147,13 +147,12 @@ def _memory_line(pred, df) -> str:
     import numpy as np
     import pandas as pd
 
-    from ..memory import MemoryModel, network_peak, working_sets
+    from ..memory import MemoryModel, network_memory
 
-    model = MemoryModel.from_dict(pred.doc["memory"])
-    layers = pd.DataFrame(df.attrs["layer_features"])
-    work = working_sets(model, layers)
+    peak, work = network_memory(MemoryModel.from_dict(pred.doc["memory"]), df.attrs["totals"],
+                                pd.DataFrame(df.attrs["layer_features"]))
     top = int(np.argmax(work))
-    return (f"peak memory {network_peak(model, df.attrs['totals'], layers) / 2**20:,.2f} MiB predicted: weights, "
+    return (f"peak memory {peak / 2**20:,.2f} MiB predicted: weights, "
             f"input and output held whole, plus the largest layer's working set, {work[top] / 2**20:,.2f} MiB in "
             f"{df['name'].iloc[top]}")
 
