@@ -116,7 +116,7 @@ def refit_predictors(pq: Path, good, meta: dict, preds: list[Path], old=None) ->
     from rich.console import Console
 
     from tvmlat.cli.fit import fit_and_report
-    from tvmlat.dataset import file_hash, meta_geometry
+    from tvmlat.dataset import dataset_hash, meta_geometry
 
     for p in preds:
         doc = json.loads(p.read_text())
@@ -124,7 +124,7 @@ def refit_predictors(pq: Path, good, meta: dict, preds: list[Path], old=None) ->
         features = params.get("features") or (params.get("linear") or {}).get("features") or "loops"
         quiet = Console(file=io.StringIO(), width=200)
         fit_and_report(good, features=features if isinstance(features, str) else "loops", target=doc["target"],
-                       profile=doc.get("profile", "default"), dataset_hash=file_hash(pq), out=p, con=quiet,
+                       profile=doc.get("profile", "default"), dataset_hash=dataset_hash(pq), out=p, con=quiet,
                        model=doc["kind"], geometry=meta_geometry(pq, meta))
         new = json.loads(p.read_text())
         if "network_correction" in doc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import json
 import os
 import platform
 from pathlib import Path
@@ -63,8 +64,27 @@ def host_info() -> dict[str, Any]:
     return {"hostname": platform.node(), "machine": platform.machine(), "cpu": cpu, "cores": os.cpu_count()}
 
 
-def file_hash(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+#: what a latency predictor is fitted on: which blocks, their features and their timings. A predictor's
+#: ``dataset_hash`` covers these columns only, so a column filled in later (``tvmlat memory`` writes
+#: peak_memory_bytes) leaves it true, while a changed timing, feature or block makes it stale.
+FIT_COLUMNS = ID_COLUMNS + ["status", "latency_ms_median", "latency_ms_p10", "latency_ms_p90",
+                            "latency_cov"] + FEATURE_COLUMNS
+
+
+def _cell(v: Any) -> Any:
+    if v is None or (not isinstance(v, str) and pd.isna(v)):
+        return None
+    return v.item() if hasattr(v, "item") else v
+
+
+def dataset_hash(path: str | Path) -> str:
+    """A hash of the rows a latency predictor is fitted on (``FIT_COLUMNS``, in the file's row order; values
+    written as JSON, so it does not depend on how parquet or pandas store them)."""
+    df = read_dataset(path)
+    cols = [c for c in FIT_COLUMNS if c in df]
+    rows = [[_cell(v) for v in row] for row in df[cols].itertuples(index=False, name=None)]
+    text = json.dumps({"columns": cols, "rows": rows}, separators=(",", ":"), default=str)
+    return "rows:" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def meta_path(parquet: str | Path) -> Path:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tvmlat.blocks import build_block, sample_specs
-from tvmlat.dataset import CampaignWriter, file_hash, read_dataset
+from tvmlat.dataset import CampaignWriter, dataset_hash, read_dataset
 from tvmlat.measure import run_campaign, spec_workloads
 from tvmlat.memory import MemoryModel, planned_memory
 from tvmlat.runners.fake import FakeRunner
@@ -46,16 +46,15 @@ def test_memory_command_fills_dataset_and_predictor(tmp_path, capsys):
     run_campaign(spec_workloads(specs), FakeRunner(), t,
                  CampaignWriter(path, {"target_name": t.name, "target": t.to_dict()}), show_progress=False)
     df = read_dataset(path)
-    fitted_on = file_hash(path)
+    fitted_on = dataset_hash(path)
     save_predictor(LinearPredictor().fit(df, df["latency_ms_median"].to_numpy()), tmp_path / "p.json",
                    target=t.to_dict(), profile="default", dataset_hash=fitted_on)
     main(["memory", "--dataset", str(path), "--predictor", str(tmp_path / "p.json"), "--no-progress"])
     df = read_dataset(path)
     assert (df["peak_memory_bytes"] > 0).all()
     doc = json.loads((tmp_path / "p.json").read_text())
-    # the dataset gained peak memory, not latency rows: the predictor still names the file it was fitted on
-    assert file_hash(path) != fitted_on and doc["dataset_hash"] == file_hash(path)
-    assert doc["memory"]["dataset_hash_before"] == fitted_on
+    # the dataset gained peak memory, not latency rows: the predictor still names the rows it was fitted on
+    assert dataset_hash(path) == fitted_on and doc["dataset_hash"] == fitted_on
     back = MemoryModel.from_dict(doc["memory"])
     assert np.all(back.predict(df) > 0)
     assert "held-out families" in doc["memory"]["training"]["metrics"]
@@ -76,6 +75,34 @@ def test_memory_command_refuses_a_bad_predictor_file_before_planning(tmp_path, c
     assert read_dataset(path)["peak_memory_bytes"].isna().all()  # it stopped before planning anything
     assert_user_error(run_cli(["memory", "--dataset", str(path), "--predictor", str(tmp_path / "none.json"),
                                "--no-progress"], capsys), "does not exist")
+
+
+def test_memory_command_interrupted_keeps_what_it_planned(tmp_path, monkeypatch):
+    """Ctrl-C during planning: the blocks planned so far are in the dataset, and a rerun plans only the rest."""
+    import tvmlat.memory
+    from tvmlat.cli import main
+
+    t = load_target("llvm")
+    path = tmp_path / "d.parquet"
+    run_campaign(spec_workloads(sample_specs(10, seed=64, min_flops=2e4, max_flops=3e5)), FakeRunner(), t,
+                 CampaignWriter(path, {"target_name": t.name, "target": t.to_dict()}), show_progress=False)
+    real, calls = tvmlat.memory.planned_memory, []
+
+    def interrupted(*a, **k):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(tvmlat.memory, "planned_memory", interrupted)
+    with pytest.raises(SystemExit) as stop:
+        main(["memory", "--dataset", str(path), "--no-progress"])
+    assert stop.value.code == 130
+    assert read_dataset(path)["peak_memory_bytes"].notna().sum() == 3
+    calls.clear()
+    monkeypatch.setattr(tvmlat.memory, "planned_memory", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    main(["memory", "--dataset", str(path), "--no-progress"])
+    assert len(calls) == 7 and read_dataset(path)["peak_memory_bytes"].notna().all()
 
 
 def test_a_network_is_priced_for_one_layer_working_set_at_a_time(tmp_path, capsys):

@@ -6,7 +6,7 @@ import torch
 
 from helpers import campaign_meta, make_target
 from tvmlat.blocks import sample_specs
-from tvmlat.dataset import (COLUMNS, SCHEMA_VERSION, CampaignWriter, concat_datasets, load_for_fit, meta_path,
+from tvmlat.dataset import (COLUMNS, SCHEMA_VERSION, CampaignWriter, concat_datasets, dataset_hash, load_for_fit, meta_path,
                             ok_rows, read_dataset, read_meta)
 from tvmlat.errors import DatasetError
 from tvmlat.features import FEATURE_COLUMNS, block_features
@@ -232,3 +232,23 @@ def test_a_feature_column_newer_than_the_file_comes_back_as_integers(fake_datase
     fresh = refresh_features(df.drop(columns=["red_chain"]), DEFAULT_GEOMETRY)
     assert str(fresh["red_chain"].dtype) == str(df["mac_excess"].dtype) == "Int64"
     assert list(fresh["red_chain"]) == list(df["red_chain"])
+
+
+def test_dataset_hash_follows_the_fitted_rows_not_the_file(fake_dataset, tmp_path):
+    """A predictor's dataset_hash: a later column (planned memory) leaves it, a timing or a block changes it."""
+    path, df = fake_dataset
+    fitted_on = dataset_hash(path)
+    assert fitted_on.startswith("rows:")
+
+    def written(frame, name):
+        p = tmp_path / f"{name}.parquet"
+        frame.to_parquet(p, index=False)
+        return dataset_hash(p)
+
+    assert written(df, "same") == fitted_on
+    assert written(df.assign(peak_memory_bytes=1234.0, energy_mj=5.0), "filled") == fitted_on
+    slower = df.copy()
+    slower.loc[slower.index[0], "latency_ms_median"] *= 1.01
+    assert written(slower, "slower") != fitted_on
+    assert written(df.iloc[1:], "fewer") != fitted_on
+    assert written(df.assign(flops=df["flops"] + 1), "recounted") != fitted_on

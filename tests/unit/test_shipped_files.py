@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tvmlat.dataset import file_hash, load_for_fit, meta_geometry, ok_rows, read_meta
+from tvmlat.dataset import dataset_hash, load_for_fit, meta_geometry, ok_rows, read_meta
 from tvmlat.features import FEATURES_VERSION
 from tvmlat.predictors import load_predictor
 
@@ -38,7 +38,7 @@ def test_shipped_predictor_fits_its_dataset(path):
     p = load_predictor(path)
     data = _dataset_of(path)
     assert data.is_file(), f"{path.name} has no dataset {data.name} beside it"
-    assert p.doc["dataset_hash"] == file_hash(data), "the dataset changed after the predictor was fitted: refit it"
+    assert p.doc["dataset_hash"] == dataset_hash(data), "the rows the predictor was fitted on changed since: refit it"
     assert p.geometry == meta_geometry(data)
     df = ok_rows(load_for_fit(data, p.geometry))
     pred = p.predict(df)

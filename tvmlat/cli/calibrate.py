@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from ..blocks import FAMILIES, log10_span, sample_specs
-from ..dataset import CampaignWriter, file_hash, ok_rows, versions
+from ..dataset import CampaignWriter, dataset_hash, ok_rows, versions
 from ..errors import TvmlatError
 from ..features import FEATURES_VERSION
 from ..measure import run_campaign, spec_workloads
@@ -145,7 +145,7 @@ def calibrate_cmd(
 
     plot = out / f"{name}.accuracy.png" if have_matplotlib() else None  # next to the predictor, when it can be drawn
     fit_and_report(good, features=features, target=t.to_dict(), profile=t.profile,
-                   dataset_hash=file_hash(path), out=pred_path, con=con, model=model, prior=prior_doc,
+                   dataset_hash=dataset_hash(path), out=pred_path, con=con, model=model, prior=prior_doc,
                    geometry=geometry, plot=plot)
 
 

@@ -8,7 +8,7 @@ from typing import Any, List, Optional
 import pandas as pd
 import typer
 
-from ..dataset import concat_datasets, datasets_geometry, file_hash, ok_rows, read_meta
+from ..dataset import concat_datasets, dataset_hash, datasets_geometry, ok_rows, read_meta
 from ..errors import TvmlatError
 from ..metrics import accuracy, cross_validate, per_family
 from ..predictors.conformal import NEIGHBOURS, heldout_calibration, share_statistic, split_coverage
@@ -183,5 +183,5 @@ def fit_cmd(
         good = good.assign(latency_ms_median=divided(good, good["latency_ms_median"], speeds))
         con.print(describe(speeds) + "; the predictor predicts their average state")
     fit_and_report(good, features=features, target=meta.get("target", {}), profile=meta.get("profile", "default"),
-                   dataset_hash=",".join(file_hash(p) for p in dataset), out=out, con=con,
+                   dataset_hash=",".join(dataset_hash(p) for p in dataset), out=out, con=con,
                    model=model, geometry=geometry, campaign_speeds=speeds, plot=plot, residual_weight=residual_weight)

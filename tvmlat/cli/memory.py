@@ -27,7 +27,7 @@ def memory_cmd(
     from rich.progress import track
 
     from ..blocks import build_block
-    from ..dataset import file_hash, read_dataset, read_meta
+    from ..dataset import read_dataset, read_meta
     from ..jsonfile import write_json
     from ..memory import MemoryModel, planned_memory
     from ..metrics import accuracy, cross_validate, per_family
@@ -49,17 +49,18 @@ def memory_cmd(
     if len(rows) == 0:
         raise TvmlatError(f"{dataset} has no block rows (rows with a spec) to plan memory for")
     todo = [i for i in rows if not (df.at[i, "peak_memory_bytes"] == df.at[i, "peak_memory_bytes"])]
-    for i in track(todo, description="planning memory", disable=not progress, console=console()):
-        try:
-            m, ins = build_block(BlockSpec.from_json(df.at[i, "spec"]))
-            df.at[i, "peak_memory_bytes"] = planned_memory(m, ins, t)["peak_memory_bytes"]
-        except Exception as e:  # noqa: BLE001 - a block TVM can't plan keeps NaN
-            console(stderr=True).print(f"[yellow]{df.at[i, 'name']}: {type(e).__name__}: {e}"[:200])
-    before = file_hash(dataset)
-    tmp = dataset.with_name(dataset.name + ".tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, dataset)
-    after = file_hash(dataset)
+    try:
+        for i in track(todo, description="planning memory", disable=not progress, console=console()):
+            try:
+                m, ins = build_block(BlockSpec.from_json(df.at[i, "spec"]))
+                df.at[i, "peak_memory_bytes"] = planned_memory(m, ins, t)["peak_memory_bytes"]
+            except Exception as e:  # noqa: BLE001 - a block TVM can't plan keeps NaN
+                console(stderr=True).print(f"[yellow]{df.at[i, 'name']}: {type(e).__name__}: {e}"[:200])
+    finally:  # what was planned before a Ctrl-C is kept; a rerun plans the rest
+        if todo:
+            tmp = dataset.with_name(dataset.name + ".tmp")
+            df.to_parquet(tmp, index=False)
+            os.replace(tmp, dataset)
     good = df.loc[rows].dropna(subset=["peak_memory_bytes"])
     good = good[good["peak_memory_bytes"] > 0].reset_index(drop=True)
     if len(good) < 8:
@@ -81,9 +82,5 @@ def memory_cmd(
          ["family", "n", "median_ape", "within10", "bias"], title="memory: error per family (held out)")
     if predictor is not None:
         doc["memory"] = {**model.to_dict(), "training": {"n": len(good), "metrics": results}}
-        hashes = str(doc.get("dataset_hash", "")).split(",")
-        if before != after and before in hashes:  # only peak memory was added: the latency rows it was fitted on stay
-            doc["dataset_hash"] = ",".join(after if h == before else h for h in hashes)
-            doc["memory"]["dataset_hash_before"] = before
         write_json(predictor, doc, indent=2, default=float)
         con.print(f"memory model stored in {predictor}")
