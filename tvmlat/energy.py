@@ -56,7 +56,7 @@ def fit_energy(df: pd.DataFrame, features: str = "ops") -> dict[str, Any] | None
     return {"kind": model.kind, "model": model.to_dict(), "features": list(model.feature_names_in_),
             "power": "energy_mj / latency_ms (both predicted)",
             "training": {"n": int(len(good)), "metrics": {f"energy, {name}": e_metrics,
-                                                          f"power, {name}": accuracy(measured, power["predicted"])}}}
+                                                          f"power, {name}": accuracy(measured, power["predicted"], latency=False)}}}
 
 
 def energy_model(section: dict[str, Any]):

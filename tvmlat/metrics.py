@@ -28,14 +28,19 @@ METRIC_LABELS = {
 TABLE_LABELS = {**METRIC_LABELS, "cov90": "90 % interval: coverage", "width90": "90 % interval: width / pred"}
 
 
-def accuracy(y_true, y_pred) -> dict[str, float]:
+#: the metrics split at 1 ms: of latency only (bytes or millijoules have no such line)
+MS_SPLIT = ("median_ape_ge1ms", "median_ape_lt1ms")
+
+
+def accuracy(y_true, y_pred, latency: bool = True) -> dict[str, float]:
     """APE-based metrics in percent; shares within +-5/10 % as fractions; R^2 on log10 latency; the worst
     block's factor off, max(predicted / measured, measured / predicted) (an APE can't exceed 100 % for
-    an under-prediction, so a block predicted 1000x too fast shows only here)."""
+    an under-prediction, so a block predicted 1000x too fast shows only here). ``latency=False``: of
+    another quantity (peak bytes, energy), without the medians split at 1 ms."""
     y = np.asarray(y_true, dtype=float)
     p = np.asarray(y_pred, dtype=float)
     if len(y) == 0:
-        return {k: math.nan for k in METRIC_LABELS} | {"n": 0}
+        return {k: math.nan for k in METRIC_LABELS if latency or k not in MS_SPLIT} | {"n": 0}
     ape = np.abs(p - y) / y * 100
     big = y >= 1.0
 
@@ -44,11 +49,11 @@ def accuracy(y_true, y_pred) -> dict[str, float]:
 
     ly, lp = np.log10(y), np.log10(np.maximum(p, 1e-9))
     ss_tot = float(np.sum((ly - ly.mean()) ** 2))
+    split = {"median_ape_ge1ms": med(ape[big]), "median_ape_lt1ms": med(ape[~big])} if latency else {}
     return {
         "n": int(len(y)),
         "median_ape": med(ape),
-        "median_ape_ge1ms": med(ape[big]),
-        "median_ape_lt1ms": med(ape[~big]),
+        **split,
         "within5": float(np.mean(ape <= 5)),
         "within10": float(np.mean(ape <= 10)),
         "mape": float(np.mean(ape)),
@@ -124,7 +129,7 @@ def cross_validate(df: pd.DataFrame, make_model: Callable[[], Any], split: str =
         raise PredictorError(f"no {split} split has both training and test rows "
                              f"({df['family'].nunique()} families, {len(df)} rows); measure more blocks or families")
     preds = pd.concat(parts, ignore_index=True)
-    return accuracy(preds["measured"], preds["predicted"]), preds
+    return accuracy(preds["measured"], preds["predicted"], latency=y_col.startswith("latency_ms")), preds
 
 
 def per_family(preds: pd.DataFrame) -> pd.DataFrame:

@@ -109,5 +109,6 @@ def test_ablation_reports_memory_and_energy_models_on_the_same_splits(tmp_path):
     assert set(t["quantity"]) == {"peak memory (bytes)", "energy per inference (mJ)"}  # the CPU set has memory
     assert set(t["split"]) == {"held-out families", "5-fold"}
     assert (t["n"] == len(df)).all() and (t["median_ape"] > 0).all()
+    assert not {"median_ape_ge1ms", "median_ape_lt1ms"} & set(t.columns)  # bytes and mJ are not split at 1 ms
     df[["energy_mj", "peak_memory_bytes"]] = math.nan
     assert other_quantities(df).empty  # nothing measured: no section, no zeros

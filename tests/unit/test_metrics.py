@@ -20,6 +20,9 @@ def test_accuracy_perfect():
     assert m["spearman"] == pytest.approx(1.0)
     assert m["r2_log"] == pytest.approx(1.0)
     assert m["median_ape_ge1ms"] == 0.0 and m["median_ape_lt1ms"] == 0.0
+    other = accuracy(y, y, latency=False)  # bytes or millijoules: no medians split at 1 ms
+    assert set(other) == set(METRIC_LABELS) - {"median_ape_ge1ms", "median_ape_lt1ms"}
+    assert set(accuracy([], [], latency=False)) == set(other)
 
 
 def test_accuracy_known_errors():

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import TvmlatError
-from ..metrics import TABLE_LABELS
+from ..metrics import MS_SPLIT, TABLE_LABELS
 
 
 class Format(str, Enum):
@@ -108,7 +108,7 @@ def metrics_table(results: dict[str, dict[str, float]], title: str, quantity: st
         t.add_column(name, justify="right")
     for key, label in TABLE_LABELS.items():
         if quantity is not None:
-            if key in ("median_ape_ge1ms", "median_ape_lt1ms") or all(
+            if key in MS_SPLIT or all(
                     math.isnan(m.get(key, math.nan)) for m in results.values()):
                 continue
             label = f"R2 (log {quantity})" if key == "r2_log" else label
