@@ -249,6 +249,13 @@ def _table(layers: list[Layer], params_of, predictor, totals: dict[str, int],
         en = predict_energy(predictor, X, lat)
         if en is not None:
             df["energy_mj"], df["power_w"] = en
+        memory = getattr(predictor, "doc", {}).get("memory")
+        if memory:  # a memory model (`tvmlat memory --predictor`): each layer's working set, the network's peak
+            from .memory import MemoryModel, network_memory
+
+            peak, work = network_memory(MemoryModel.from_dict(memory), totals, X)
+            df["work_mib"] = work / 2**20
+            df.attrs["peak_memory_bytes"] = peak
     # acts_l2out is counted per layer (what predictions sum), so the table's total is theirs, not the footprint
     # of the network as one block
     df.attrs["totals"] = {**totals, "acts_l2out": sum(f["acts_l2out"] for f in feats)}
@@ -272,6 +279,8 @@ def totals_row(df: pd.DataFrame) -> dict[str, Any]:
             row[c] = df[c].sum()
     if "act_mb" in df:
         row["act_mb"] = df["act_mb"].max()  # the largest activation alive at a layer boundary
+    if "work_mib" in df:
+        row["work_mib"] = df["work_mib"].max()  # the largest working set (the peak adds weights, input, output)
     if "energy_mj" in df:
         row["energy_mj"] = df["energy_mj"].sum()
         row["power_w"] = row["energy_mj"] / row["latency_ms"] if row.get("latency_ms", 0) > 0 else float("nan")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import math
 from pathlib import Path
@@ -320,6 +321,11 @@ def test_analyze_and_predict_give_a_network_the_same_peak_memory(capsys):
     assert float(line.group(2).replace(",", "")) == pytest.approx(work.max() / 2**20, abs=0.006)
     whole = pd.Series(trace_layers(m, x, geometry=loaded.geometry)[1])
     assert network_peak(model, whole, rows) < float(model.predict(pd.DataFrame([whole]))[0])  # not one block
+    # each layer's working set is a column (csv/json too), sortable like the others
+    code, out, _ = run_cli(["analyze", ref, "-p", p, "-f", "csv", "--sort", "work_mib"], capsys)
+    table = pd.read_csv(io.StringIO(out))
+    assert code == 0 and table["work_mib"].is_monotonic_decreasing
+    assert table.set_index("name").loc[names, "work_mib"].to_numpy() == pytest.approx(work / 2**20)
 
 
 def test_analyze_a_network_with_no_counted_op_says_so(tmp_path, capsys):

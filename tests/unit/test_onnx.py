@@ -100,3 +100,22 @@ def test_auto_pad_counts_like_pads(tmp_path):
         got[g] = onnx_features(load_onnx(tmp_path / "auto.onnx"), geometry=g)
         assert got[g] == onnx_features(load_onnx(tmp_path / "pads.onnx"), geometry=g)
     assert got[CacheGeometry(64, 1, 64)]["mac_l1miss_exc"] > got[CacheGeometry()]["mac_l1miss_exc"]
+
+
+def test_onnx_analyze_prints_the_peak_memory_predict_gives(onnx_path, capsys):
+    """With a predictor that has a memory model, an ONNX network gets the peak-memory line and each layer's
+    working set, as a torch network does, and the same peak as `predict`."""
+    import re
+
+    p = Path(__file__).resolve().parents[2] / "datasets" / "llvm" / "calib-emeraldrapids-n200-s0.predictor.json"
+    code, out, err = run_cli(["analyze", onnx_path, "-p", p], capsys)
+    assert code == 0, err
+    line = re.search(r"peak memory ([\d,.]+) MiB predicted.*?([\d,.]+) MiB in (\S+)", out)
+    assert line, out
+    code, out, err = run_cli(["analyze", onnx_path, "-p", p, "-f", "json"], capsys)
+    rows = json.loads(out)
+    top = max(rows, key=lambda r: r["work_mib"])
+    assert line.group(3) == top["name"] and float(line.group(2)) == pytest.approx(top["work_mib"], abs=0.006)
+    code, out, err = run_cli(["predict", onnx_path, "-p", p, "-f", "json"], capsys)
+    assert code == 0, err
+    assert float(line.group(1).replace(",", "")) == pytest.approx(json.loads(out)[0]["peak_memory_mib"], abs=0.006)

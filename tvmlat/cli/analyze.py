@@ -14,7 +14,7 @@ from . import app
 from .common import Format, check_request, console, emit, warn_unpriced
 
 COLUMNS = ["name", "op", "input_shape", "output_shape", "params", "macs", "flops", "read_mb", "write_mb",
-           "weights_mb", "act_mb", "latency_ms", "low_ms", "high_ms", "share_%", "energy_mj", "power_w"]
+           "weights_mb", "act_mb", "latency_ms", "low_ms", "high_ms", "share_%", "energy_mj", "power_w", "work_mib"]
 
 
 def _parse_shape(text: str) -> tuple[int, ...]:
@@ -86,8 +86,6 @@ def analyze_cmd(
             raise ModelRefError(f"{model_ref}: {name!r} does not run on its example inputs: "
                                 f"{type(e).__name__}: {first}") from None
         total = _report(df, name, pred, sort, top, fmt, plot, out, con)
-        if fmt == "table" and pred is not None and pred.doc.get("memory") and len(df):
-            con.print(_memory_line(pred, df))
         if compare_measured:
             _compare(lambda r, m=module, x=inputs, n=name: r.run(m, x, key=n), target, total, con, name,
                      profile or (pred.profile if pred else None))
@@ -128,6 +126,8 @@ def _report(df, name: str, pred, sort, top, fmt: str, plot, out, con) -> dict:
                      else "") + _corrected(pred, total))
         if net is not None:
             con.print(_network_line(net))
+        if "work_mib" in full:  # the predictor has a memory model
+            con.print(_memory_line(full))
     else:
         text = (full.to_csv(index=False) if fmt == "csv" else full.to_json(orient="records", indent=2)
                 if fmt == "json" else full.to_html(index=False))
@@ -141,20 +141,13 @@ def _report(df, name: str, pred, sort, top, fmt: str, plot, out, con) -> dict:
     return total
 
 
-def _memory_line(pred, df) -> str:
+def _memory_line(df) -> str:
     """The network's predicted peak memory (the predictor's memory model, `memory.network_peak`) and the layer
     whose working set sets it."""
-    import numpy as np
-    import pandas as pd
-
-    from ..memory import MemoryModel, network_memory
-
-    peak, work = network_memory(MemoryModel.from_dict(pred.doc["memory"]), df.attrs["totals"],
-                                pd.DataFrame(df.attrs["layer_features"]))
-    top = int(np.argmax(work))
-    return (f"peak memory {peak / 2**20:,.2f} MiB predicted: weights, "
-            f"input and output held whole, plus the largest layer's working set, {work[top] / 2**20:,.2f} MiB in "
-            f"{df['name'].iloc[top]}")
+    top = df.loc[df["work_mib"].idxmax()]
+    return (f"peak memory {df.attrs['peak_memory_bytes'] / 2**20:,.2f} MiB predicted: weights, "
+            f"input and output held whole, plus the largest layer's working set, {top['work_mib']:,.2f} MiB in "
+            f"{top['name']}")
 
 
 def _corrected(pred, total: dict) -> str:

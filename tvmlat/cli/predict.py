@@ -85,13 +85,12 @@ def predict_cmd(
             r["low_ms"], r["high_ms"] = float(a), float(b)
         cols[2:2] = ["low_ms", "high_ms"]
     if pred.doc.get("memory"):  # a memory model fitted by `tvmlat memory --predictor`
-        from ..memory import MemoryModel, network_peak
+        from ..memory import MemoryModel
 
-        model = MemoryModel.from_dict(pred.doc["memory"])
-        mem = model.predict(feats)
-        for i, n in enumerate(feats["name"]):  # a network's layers run one after another
-            if n in nets:
-                mem[i] = network_peak(model, feats.iloc[i], pd.DataFrame(nets[n].attrs["layer_features"]))
+        mem = MemoryModel.from_dict(pred.doc["memory"]).predict(feats)
+        for i, n in enumerate(feats["name"]):  # a network's layers run one after another (memory.network_peak)
+            if n in nets and len(nets[n]):
+                mem[i] = nets[n].attrs["peak_memory_bytes"]
         for r, b in zip(rows, mem):
             r["peak_memory_mib"] = float(b) / 2**20
         cols.append("peak_memory_mib")
