@@ -193,16 +193,13 @@ def onnx_layer_table(model, predictor=None, interval: float | None = None) -> pd
 
 
 def onnx_traced(model, geometry: CacheGeometry) -> tuple:
-    """``traced`` for an ONNX model, from its graph."""
-    from .onnx_model import onnx_records
+    """``traced`` for an ONNX model, from its graph (its last item: the whole model's ``onnx_features``)."""
+    from .onnx_model import onnx_features, onnx_records
 
     recs = onnx_records(model, geometry)
     op_of = {r["path"]: r["op"] for r in recs}
     layers = group_layers(recs, lambda path: path, op_of.get)
-    totals = dict.fromkeys(FEATURE_COLUMNS, 0)
-    for r in recs:
-        for k, v in r["feat"].items():
-            totals[k] += v
+    totals = onnx_features(model, geometry=geometry, recs=recs)
 
     def params_of(lay: Layer) -> tuple[int, int]:
         n = sum(r["params"] for r in lay.records)

@@ -218,14 +218,16 @@ def relax_from_onnx(model: OnnxModel):
         raise ModelRefError(f"TVM's ONNX frontend can't import {model.path}: {type(e).__name__}: {first[:300]}") from None
 
 
-def onnx_features(model: OnnxModel, *, geometry: CacheGeometry = DEFAULT_GEOMETRY) -> dict[str, int]:
-    """Whole-model feature columns (as features.count_features gives for a torch module), for the L1 ``geometry``."""
+def onnx_features(model: OnnxModel, *, geometry: CacheGeometry = DEFAULT_GEOMETRY,
+                  recs: list[dict[str, Any]] | None = None) -> dict[str, int]:
+    """Whole-model feature columns (as features.count_features gives for a torch module), for the L1 ``geometry``;
+    ``recs``: its ``onnx_records`` for that geometry, where the caller has them already."""
     import math as _m
 
     from .features import FEATURE_COLUMNS
 
     f = dict.fromkeys(FEATURE_COLUMNS, 0)
-    recs = onnx_records(model, geometry)
+    recs = onnx_records(model, geometry) if recs is None else recs
     for r in recs:
         for k, v in r["feat"].items():
             f[k] += v

@@ -119,3 +119,16 @@ def test_onnx_analyze_prints_the_peak_memory_predict_gives(onnx_path, capsys):
     code, out, err = run_cli(["predict", onnx_path, "-p", p, "-f", "json"], capsys)
     assert code == 0, err
     assert float(line.group(1).replace(",", "")) == pytest.approx(json.loads(out)[0]["peak_memory_mib"], abs=0.006)
+
+
+def test_onnx_trace_totals_are_the_whole_models_features(onnx_path):
+    """`predict` counts an ONNX model once: its trace's totals are onnx_features key for key (the input, output
+    and parameters included, which a network's peak memory holds whole)."""
+    from tvmlat.analysis import onnx_traced
+    from tvmlat.loop_features import DEFAULT_GEOMETRY
+    from tvmlat.onnx_model import onnx_features
+
+    model = load_onnx(onnx_path)
+    totals = onnx_traced(model, DEFAULT_GEOMETRY)[2]
+    assert totals == onnx_features(model, geometry=DEFAULT_GEOMETRY)
+    assert totals["inp"] == 3 * 32 * 32 and totals["out"] == 10 and totals["params"] > 0

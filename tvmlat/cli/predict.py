@@ -42,12 +42,13 @@ def predict_cmd(
     check_request(pred, predictor, profile, interval)
     rows, nets = [], {}  # loop features counted for the predictor's L1; nets: entry -> its layers (analysis.traced)
     if model_ref.endswith(".onnx"):
-        from ..onnx_model import load_onnx, onnx_features
+        from ..onnx_model import load_onnx
 
         model = load_onnx(model_ref)
-        rows.append({"name": model.name, **onnx_features(model, geometry=pred.geometry)})
+        graph = onnx_traced(model, pred.geometry)  # one walk of the graph counts the model and its layers
+        rows.append({"name": model.name, **graph[2]})
         if take_as != TakeAs.block:
-            nets[model.name] = onnx_traced(model, pred.geometry)
+            nets[model.name] = graph
     entries = {} if rows else load_model_ref(model_ref)
     for n, (m, x) in entries.items():
         try:
