@@ -77,7 +77,7 @@ def test_memory_command_refuses_a_bad_predictor_file_before_planning(tmp_path, c
                                "--no-progress"], capsys), "does not exist")
 
 
-def test_memory_command_interrupted_keeps_what_it_planned(tmp_path, monkeypatch):
+def test_memory_command_interrupted_keeps_what_it_planned(tmp_path, monkeypatch, capsys):
     """Ctrl-C during planning: the blocks planned so far are in the dataset, and a rerun plans only the rest."""
     import tvmlat.memory
     from tvmlat.cli import main
@@ -98,6 +98,7 @@ def test_memory_command_interrupted_keeps_what_it_planned(tmp_path, monkeypatch)
     with pytest.raises(SystemExit) as stop:
         main(["memory", "--dataset", str(path), "--no-progress"])
     assert stop.value.code == 130
+    assert "3 of 10 blocks planned, kept in" in capsys.readouterr().err
     assert read_dataset(path)["peak_memory_bytes"].notna().sum() == 3
     calls.clear()
     monkeypatch.setattr(tvmlat.memory, "planned_memory", lambda *a, **k: (calls.append(1), real(*a, **k))[1])

@@ -56,6 +56,11 @@ def memory_cmd(
                 df.at[i, "peak_memory_bytes"] = planned_memory(m, ins, t)["peak_memory_bytes"]
             except Exception as e:  # noqa: BLE001 - a block TVM can't plan keeps NaN
                 console(stderr=True).print(f"[yellow]{df.at[i, 'name']}: {type(e).__name__}: {e}"[:200])
+    except KeyboardInterrupt:
+        done = sum(df.at[i, "peak_memory_bytes"] == df.at[i, "peak_memory_bytes"] for i in todo)
+        console(stderr=True).print(f"interrupted: {done} of {len(todo)} blocks planned, kept in {dataset}; "
+                                   "run the same command again to plan the rest")
+        raise
     finally:  # what was planned before a Ctrl-C is kept; a rerun plans the rest
         if todo:
             tmp = dataset.with_name(dataset.name + ".tmp")
