@@ -232,6 +232,17 @@ def test_evaluate_happy_path(predictor_path, fake_dataset, capsys):
     assert 0 <= rows["this predictor"]["within10"] <= 1
 
 
+def test_evaluate_says_when_the_rows_are_the_predictors_own(tmp_path, predictor_path, fake_dataset, capsys):
+    """Evaluated on the dataset it was fitted on, 'this predictor' is in-sample: a note says so; on other rows none."""
+    path, _ = fake_dataset
+    own = tmp_path / "own.json"
+    assert run_cli(["fit", "-d", path, "-o", own], capsys)[0] == 0
+    code, _, err = run_cli(["evaluate", "-p", own, "-d", path], capsys)
+    assert code == 0 and "is in-sample" in err and path.name in err
+    code, _, err = run_cli(["evaluate", "-p", predictor_path, "-d", path], capsys)  # fitted on rows named "test"
+    assert code == 0 and "in-sample" not in err
+
+
 def test_evaluate_missing_predictor(tmp_path, fake_dataset, capsys):
     path, _ = fake_dataset
     p = tmp_path / "missing.json"

@@ -8,7 +8,7 @@ from typing import List, Optional
 import numpy as np
 import typer
 
-from ..dataset import concat_datasets, ok_rows, read_meta
+from ..dataset import concat_datasets, dataset_hash, ok_rows, read_meta
 from ..errors import PredictorError
 from ..metrics import accuracy, per_family
 from ..predictors import load_predictor
@@ -45,6 +45,12 @@ def evaluate_cmd(
         if meta.get("target_name") and pt and meta["target_name"] != pt:
             raise PredictorError(f"{p} was measured on target {meta['target_name']!r} but {predictor} predicts "
                                  f"target {pt!r}; evaluate it on that target's dataset")
+    fitted_on = set(str(pred.doc.get("dataset_hash", "")).split(",")) - {""}
+    seen = [p.name for p in dataset if dataset_hash(p) in fitted_on]
+    if seen:  # its own calibration rows: not to be mistaken for the accuracy on blocks it has not seen
+        console(stderr=True).print(f"[yellow]note: {predictor.name} was fitted on the rows of {', '.join(seen)}: "
+                                   "'this predictor' is in-sample; the held-out columns are what to expect on new "
+                                   "blocks[/]")
     if other:  # allowed (how well a predictor transfers is worth knowing), but not to be mistaken for its accuracy
         console(stderr=True).print(f"[yellow]note: {', '.join(map(str, dataset))} measured on {', '.join(sorted(other))}; {predictor.name} "
                         f"was calibrated on {mine}: 'this predictor' is how well it transfers[/]")
