@@ -55,8 +55,9 @@ def fit_energy(df: pd.DataFrame, features: str = "ops") -> dict[str, Any] | None
     name = "held-out families" if split == "family" else "5-fold"
     return {"kind": model.kind, "model": model.to_dict(), "features": list(model.feature_names_in_),
             "power": "energy_mj / latency_ms (both predicted)",
-            "training": {"n": int(len(good)), "metrics": {f"energy, {name}": e_metrics,
-                                                          f"power, {name}": accuracy(measured, power["predicted"], latency=False)}}}
+            "training": {"n": int(len(good)), "metrics": {
+                f"energy, {name}": e_metrics,
+                f"power, {name}": accuracy(measured, power["predicted"], latency=False)}}}
 
 
 def energy_model(section: dict[str, Any]):
