@@ -98,7 +98,8 @@ def test_memory_command_interrupted_keeps_what_it_planned(tmp_path, monkeypatch,
     with pytest.raises(SystemExit) as stop:
         main(["memory", "--dataset", str(path), "--no-progress"])
     assert stop.value.code == 130
-    assert "3 of 10 blocks planned, kept in" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "3 of 10 blocks planned before the interrupt, kept in" in err and "run the same command again" in err
     assert read_dataset(path)["peak_memory_bytes"].notna().sum() == 3
     calls.clear()
     monkeypatch.setattr(tvmlat.memory, "planned_memory", lambda *a, **k: (calls.append(1), real(*a, **k))[1])

@@ -58,8 +58,7 @@ def memory_cmd(
                 console(stderr=True).print(f"[yellow]{df.at[i, 'name']}: {type(e).__name__}: {e}"[:200])
     except KeyboardInterrupt:
         done = sum(df.at[i, "peak_memory_bytes"] == df.at[i, "peak_memory_bytes"] for i in todo)
-        console(stderr=True).print(f"interrupted: {done} of {len(todo)} blocks planned, kept in {dataset}; "
-                                   "run the same command again to plan the rest")
+        console(stderr=True).print(f"{done} of {len(todo)} blocks planned before the interrupt, kept in {dataset}")
         raise
     finally:  # what was planned before a Ctrl-C is kept; a rerun plans the rest
         if todo:
