@@ -328,6 +328,11 @@ def test_analyze_and_predict_give_a_network_the_same_peak_memory(capsys):
     assert table.set_index("name").loc[names, "work_mib"].to_numpy() == pytest.approx(work / 2**20)
 
 
+def test_analyze_sort_by_working_set_without_a_memory_model_says_how_to_get_one(predictor_path, capsys):
+    assert_user_error(run_cli(["analyze", f"{NETS}:small_cnn", "-p", predictor_path, "--sort", "work_mib"], capsys),
+                      "no memory model; add one with `tvmlat memory")
+
+
 def test_analyze_a_network_with_no_counted_op_says_so(tmp_path, capsys):
     """A module that runs no op tvmlat counts (an Identity) has no layer table: one line, not a KeyError."""
     ref = tmp_path / "ident.py"

@@ -102,6 +102,9 @@ def _report(df, name: str, pred, sort, top, fmt: str, plot, out, con) -> dict:
     net = df.attrs.get("network_interval")  # with --interval: the whole network's (analysis.layer_table)
     key = sort or ("latency_ms" if "latency_ms" in df else "flops" if top else None)
     if key is not None:
+        if key == "work_mib" and key not in df.columns:
+            raise TvmlatError("--sort work_mib: this predictor has no memory model; add one with `tvmlat memory "
+                              "--dataset D.parquet --predictor P.json` (D: the dataset it was fitted on)")
         if key not in df.columns:
             raise TvmlatError(f"--sort {key!r}: no such column; columns: {', '.join(df.columns)}")
         df = df.sort_values(key, ascending=df[key].dtype == object, kind="stable")
