@@ -132,6 +132,9 @@ def refit_predictors(pq: Path, good, meta: dict, preds: list[Path], old=None) ->
             if old is not None:
                 nc["note"] = f"fitted with the features version {old} predictor; run `tvmlat network-correction` again"
             new["network_correction"] = nc
+        if "memory" in doc:  # `tvmlat memory`'s model: of weights, inputs, outputs and activations, no loop feature
+            new["memory"] = doc["memory"]
+        if "network_correction" in doc or "memory" in doc:
             p.write_text(json.dumps(new, indent=2, default=float))
         ho = new["training"]["metrics"].get("held-out families", {})
         print(f"  refitted {p.name}: held out {ho.get('median_ape', float('nan')):.1f} %, "

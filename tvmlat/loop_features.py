@@ -82,6 +82,12 @@ reducing op with ``out`` output elements, each summing ``red`` products:
   Intel host's 12-way L1 only the 4 KiB stride qualifies (12 lines), and there it costs little
   more. The threshold was read off the znver4 campaigns; the mechanism (set conflicts, the
   prefetcher not crossing pages, or 4 KiB aliasing with the output's stores) is not established.
+  Version 19 counts a walk that two sets hold (more lines than ``ways``: 512, 1536 and 2560 columns on
+  that L1, 16 lines) at ``THRASH_PARTIAL`` (0.7) of its multiply-adds, one that a single set holds
+  (1024, 2048, 3072 columns, 8 lines) whole: on ``znver4`` (``benchmarks/thrash_strides.py``, 196 tokens,
+  reduction 384 / 768) the first cost 2.28-2.35 / 2.67-2.86 ns per multiply-add, the second 2.87-2.89 /
+  3.18-3.59, walks of 32 or more lines 0.94-0.95 / 1.06-1.17: 0.70-0.72 of the excess. Held out on the 111
+  AMD campaigns 69.0 -> 70.0 % within +-10 % (0.5: 69.1, 0.8: 69.8); no Intel row changes.
 * ``ew_slow`` (version 10): elements of elementwise nests 9-48 wide (``ew_loops``), which LLVM
   unrolls whole and leaves scalar in AVX-512 code. Version 11 adds the window steps of pool and
   strided depthwise rows that are unrolled whole the same way (``window_slow``), drops a pool's
@@ -133,6 +139,7 @@ CHAIN_OVERLAP = 70  # version 16: a chain of red > SHORT steps exposes red**2 //
 LANES = 8        # float32 lanes of the vectors LLVM uses here (256-bit)
 PAGE, DTLB = 4096, 64
 THRASH_LINES = 16  # a column walk that L1 holds at most this many lines of: every step pays (mac_l1thrash)
+THRASH_PARTIAL = 0.7  # version 19: of a walk that more than one set holds (lines > ways), this share pays
 EW_MIN, EW_UNROLL = 9, 48  # an elementwise nest whose innermost extent is in this range runs ~9x slower (ew_slow)
 FOOTPRINT_L2 = 2  # a block whose float32 activations and inputs exceed this many L2s counts acts_l2out (17, 18)
 # version 11, AVX-512 code only: a window row (pool, depthwise conv) that LLVM unrolls whole runs scalar
@@ -335,7 +342,15 @@ def matmul_loops(out: Any, red: Any, cols: Any, b_elems: Any, *, weight: Any, ge
     return _out({"mac_excess": excess, "short_vec": vec, "short_scal": scal,
                  "mac_l1miss_exc": np.where(miss, excess, 0), "w_tlbmiss": np.where(tlb, b_elems, 0),
                  "mac_l2miss": np.where(l2, macs, 0), "w_matmul": np.where(weight, b_elems, 0),
-                 "mac_l1thrash": np.where(miss & np.less_equal(lines, THRASH_LINES), macs, 0)})
+                 "mac_l1thrash": np.where(miss & np.less_equal(lines, THRASH_LINES), thrash_macs(macs, lines, geometry), 0)})
+
+
+def thrash_macs(macs: Any, lines: Any, g: CacheGeometry) -> Any:
+    """The multiply-adds ``mac_l1thrash`` counts of a thrashing column walk that L1 holds ``lines`` of: all where
+    one set holds it (``lines <= ways``), ``THRASH_PARTIAL`` of them (rounded down) where two or more do (19)."""
+    m = np.asarray(macs, dtype=np.int64)
+    part = m * round(100 * THRASH_PARTIAL) // 100
+    return np.where(np.greater(lines, g.ways), part, m)
 
 
 def window_slow(out_w: Any, window: Any, stride: Any, geometry: CacheGeometry, *, depthwise_kw: Any = None) -> Any:

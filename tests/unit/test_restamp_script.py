@@ -41,6 +41,10 @@ def test_unchanged_is_stamped_and_a_stale_column_is_refitted_away(tmp_path):
     same = _copy(tmp_path, "same", FEATURES_VERSION - 1)
     stale = _copy(tmp_path, "stale", FEATURES_VERSION + 1, extra_column="gone_col")
     before = json.loads(Path(str(same) + ".predictor.json").read_text())
+    stale_pred = Path(str(stale) + ".predictor.json")  # a memory model (`tvmlat memory`) survives the refit
+    memory = {"kind": "memory-linear", "features": ["weight_elems", "inp", "out", "acts"],
+              "coefficients": {"weight_elems": 1.0, "inp": 1.0, "out": 1.0, "acts": 0.4, "intercept_kib": 1.0}}
+    stale_pred.write_text(json.dumps({**json.loads(stale_pred.read_text()), "memory": memory}, indent=2))
     r = _run(tmp_path)
     assert r.returncode == 0, r.stderr
     assert "same.parquet: version %d, unchanged" % (FEATURES_VERSION - 1) in r.stdout
@@ -51,6 +55,7 @@ def test_unchanged_is_stamped_and_a_stale_column_is_refitted_away(tmp_path):
     assert after["features_version"] == FEATURES_VERSION and after["model"] == before["model"]  # only stamped
     pred = json.loads(Path(str(stale) + ".predictor.json").read_text())
     assert pred["features_version"] == FEATURES_VERSION and "gone_col" not in pred["features"]
+    assert pred["memory"] == memory
     assert "gone_col" not in pd.read_parquet(stale.with_suffix(".parquet")).columns
 
 
