@@ -127,15 +127,14 @@ def refit_predictors(pq: Path, good, meta: dict, preds: list[Path], old=None) ->
                        profile=doc.get("profile", "default"), dataset_hash=dataset_hash(pq), out=p, con=quiet,
                        model=doc["kind"], geometry=meta_geometry(pq, meta))
         new = json.loads(p.read_text())
-        if "network_correction" in doc:
-            nc = dict(doc["network_correction"])
-            if old is not None:
-                nc["note"] = f"fitted with the features version {old} predictor; run `tvmlat network-correction` again"
-            new["network_correction"] = nc
-        if "memory" in doc:  # `tvmlat memory`'s model: of weights, inputs, outputs and activations, no loop feature
-            new["memory"] = doc["memory"]
-        if "network_correction" in doc or "memory" in doc:
-            p.write_text(json.dumps(new, indent=2, default=float))
+        # what `tvmlat fit` does not make: measured networks' correction, `tvmlat memory`'s model (of weights,
+        # inputs, outputs and activations: no loop feature)
+        carried = {k: dict(doc[k]) for k in ("network_correction", "memory") if k in doc}
+        if "network_correction" in carried and old is not None:
+            carried["network_correction"]["note"] = (f"fitted with the features version {old} predictor; run "
+                                                     "`tvmlat network-correction` again")
+        if carried:
+            p.write_text(json.dumps({**new, **carried}, indent=2, default=float))
         ho = new["training"]["metrics"].get("held-out families", {})
         print(f"  refitted {p.name}: held out {ho.get('median_ape', float('nan')):.1f} %, "
               f"{100 * ho.get('within10', float('nan')):.0f} % within +-10 %")
