@@ -256,7 +256,6 @@ def _table(layers: list[Layer], params_of, predictor, totals: dict[str, int],
     # acts_l2out is counted per layer (what predictions sum), so the table's total is theirs, not the footprint
     # of the network as one block
     df.attrs["totals"] = {**totals, "acts_l2out": sum(f["acts_l2out"] for f in feats)}
-    df.attrs["layer_features"] = feats  # the rows predicted (`predict` prices a network's memory from them)
     return df
 
 

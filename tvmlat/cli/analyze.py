@@ -96,7 +96,7 @@ def _report(df, name: str, pred, sort, top, fmt: str, plot, out, con) -> dict:
     if not len(df):
         raise TvmlatError(f"{name}: no layers to show: it runs no op that tvmlat counts (a convolution, matmul, "
                           f"pooling, normalisation or elementwise op)")
-    warn_unpriced(df["name"].tolist() if len(df) else [], df.attrs.get("unpriced", []), f"layers of {name}")
+    warn_unpriced(df["name"].tolist(), df.attrs.get("unpriced", []), f"layers of {name}")
     from ..analysis import totals_row
 
     net = df.attrs.get("network_interval")  # with --interval: the whole network's (analysis.layer_table)
