@@ -22,6 +22,7 @@ import argparse
 import datetime as dt
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -110,7 +111,7 @@ def refit(pq: Path, df, fresh, meta: dict, old, diff: list[str], preds: list[Pat
 def refit_predictors(pq: Path, good, meta: dict, preds: list[Path], old=None) -> None:
     """Fit each of ``preds`` again on ``good`` (the ok rows of ``pq``) as `tvmlat fit` would: same kind, feature
     set, target and profile; a network correction is kept (marked as fitted before where the features
-    changed, from version ``old``)."""
+    changed, from version ``old``), and fitted again from the timings it stores where it stores them."""
     import io
 
     from rich.console import Console
@@ -135,6 +136,11 @@ def refit_predictors(pq: Path, good, meta: dict, preds: list[Path], old=None) ->
                                                      "`tvmlat network-correction` again")
         if carried:
             p.write_text(json.dumps({**new, **carried}, indent=2, default=float))
+        if (carried.get("network_correction") or {}).get("timings"):  # refit the correction from what was timed
+            r = subprocess.run([sys.executable, "-m", "tvmlat.cli", "network-correction", "-p", str(p),
+                                "--timings-from", str(p), "--format", "json"], cwd=ROOT, capture_output=True, text=True)
+            print(f"  network correction of {p.name} " + ("refitted from its stored timings" if r.returncode == 0
+                                                        else f"kept as it was: {r.stderr.strip()}"))
         ho = new["training"]["metrics"].get("held-out families", {})
         print(f"  refitted {p.name}: held out {ho.get('median_ape', float('nan')):.1f} %, "
               f"{100 * ho.get('within10', float('nan')):.0f} % within +-10 %")

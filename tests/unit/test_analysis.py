@@ -261,6 +261,65 @@ def test_network_correction_anchors_divide_out_the_hosts_drift(tmp_path, predict
     assert_user_error((code, out, err), "at least 3 anchor blocks")
 
 
+def test_network_correction_refits_from_stored_timings(tmp_path, predictor_path, fake_dataset, monkeypatch, capsys):
+    """The networks and anchor blocks a run timed are stored, and --timings-from fits a refitted predictor's
+    correction from them without measuring: a predictor twice as slow everywhere sees the host twice as slow
+    against it and keeps the same factor with anchors; without anchors its factor halves."""
+    import shutil
+
+    from tvmlat.predictors import load_predictor
+    from tvmlat.runners.fake import FakeRunner
+
+    target = tmp_path / "fake.toml"
+    target.write_text('name = "fake"\nkind = "llvm"\ncores = 1\n')
+    nets = [f"{NETS}:small_cnn", f"{NETS}:vit_tiny", f"{NETS}:resnet18"]
+    monkeypatch.setattr("tvmlat.runners.local.LocalRunner", lambda target, check=True, **_: FakeRunner())
+
+    def doubled(src, dest):  # the same predictor, every term twice the cost
+        doc = json.loads(Path(src).read_text())
+        doc["model"]["coefficients"] = {k: 2 * v for k, v in doc["model"]["coefficients"].items()}
+        doc["model"]["intercept_ms"] *= 2
+        doc.pop("network_correction", None)
+        Path(dest).write_text(json.dumps(doc))
+        return dest
+
+    for extra in (["--anchors", str(fake_dataset[0]), "--anchor-blocks", "12"], []):
+        first = tmp_path / f"first{len(extra)}.json"
+        shutil.copy(predictor_path, first)
+        code, out, err = run_cli(["network-correction", *nets, "-p", first, "--target", target, *extra], capsys)
+        assert code == 0, err
+        corr = load_predictor(first).doc["network_correction"]
+        timed = corr["timings"]
+        assert timed["target"] == "fake" and timed["model_refs"] == nets
+        assert sorted(timed["networks"]) == sorted(["small_cnn", "vit_tiny", "resnet18"])
+        assert (timed["anchors"] is None) == (not extra) and (not extra or len(timed["anchors"]["blocks"]) == 12)
+        # nothing is measured from here on
+        monkeypatch.setattr("tvmlat.runners.local.LocalRunner", lambda *a, **k: pytest.fail("measured again"))
+        again = doubled(first, tmp_path / f"again{len(extra)}.json")
+        code, out, err = run_cli(["network-correction", "-p", again, "--timings-from", first], capsys)
+        assert code == 0, err
+        new = load_predictor(again).doc["network_correction"]
+        assert new["timings"]["networks"] == timed["networks"] and new["timings_reused_from"] == str(first)
+        if extra:
+            assert new["host_factor"] == pytest.approx(2 * corr["host_factor"], rel=1e-9)
+            assert new["fitted_factor"] == pytest.approx(corr["fitted_factor"], rel=1e-9)
+            assert new["loo_log_residuals"] == pytest.approx(corr["loo_log_residuals"], abs=1e-9)
+        else:
+            assert new["fitted_factor"] == pytest.approx(corr["fitted_factor"] / 2, rel=1e-9)
+        monkeypatch.setattr("tvmlat.runners.local.LocalRunner", lambda target, check=True, **_: FakeRunner())
+    # bad input: nothing to reuse, both ways at once, neither
+    assert_user_error(run_cli(["network-correction", "-p", again, "--timings-from", predictor_path], capsys),
+                      "stores no network timings")
+    assert_user_error(run_cli(["network-correction", *nets, "-p", again, "--timings-from", first], capsys), "not both")
+    assert_user_error(run_cli(["network-correction", "-p", again], capsys), "MODEL_REF")
+    assert_user_error(run_cli(["network-correction", "-p", again, "--timings-from", tmp_path / "no.json"], capsys),
+                      "no such file")
+    doc = json.loads(first.read_text())
+    doc["network_correction"]["timings"]["networks"]["small_cnn"] = -1
+    first.write_text(json.dumps(doc))
+    assert_user_error(run_cli(["network-correction", "-p", again, "--timings-from", first], capsys), "damaged")
+
+
 def test_network_correction_needs_three_networks(tmp_path, predictor_path, monkeypatch, capsys):
     from tvmlat.runners.fake import FakeRunner
 

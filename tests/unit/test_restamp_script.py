@@ -44,7 +44,13 @@ def test_unchanged_is_stamped_and_a_stale_column_is_refitted_away(tmp_path):
     stale_pred = Path(str(stale) + ".predictor.json")  # a memory model (`tvmlat memory`) survives the refit
     memory = {"kind": "memory-linear", "features": ["weight_elems", "inp", "out", "acts"],
               "coefficients": {"weight_elems": 1.0, "inp": 1.0, "out": 1.0, "acts": 0.4, "intercept_kib": 1.0}}
-    stale_pred.write_text(json.dumps({**json.loads(stale_pred.read_text()), "memory": memory}, indent=2))
+    # a network correction with stored timings is fitted again from them (no measurement)
+    nets = ("small_cnn", "vit_tiny", "small_cnn_128")
+    timings = {"target": "llvm", "model_refs": [f"examples/networks.py:{n}" for n in nets],
+               "networks": {"small_cnn": 0.5, "vit_tiny": 3.0, "small_cnn_128": 9.0}, "anchors": None}
+    corr = {"factor": 7.0, "loo_log_residuals": [0.0] * 3, "networks": list(nets), "timings": timings}
+    stale_pred.write_text(json.dumps({**json.loads(stale_pred.read_text()), "memory": memory,
+                                      "network_correction": corr}, indent=2))
     r = _run(tmp_path)
     assert r.returncode == 0, r.stderr
     assert "same.parquet: version %d, unchanged" % (FEATURES_VERSION - 1) in r.stdout
@@ -56,6 +62,9 @@ def test_unchanged_is_stamped_and_a_stale_column_is_refitted_away(tmp_path):
     pred = json.loads(Path(str(stale) + ".predictor.json").read_text())
     assert pred["features_version"] == FEATURES_VERSION and "gone_col" not in pred["features"]
     assert pred["memory"] == memory
+    nc = pred["network_correction"]
+    assert "network correction of stale.predictor.json refitted from its stored timings" in r.stdout
+    assert nc["timings"] == timings and nc["factor"] != 7.0 and any(v != 0 for v in nc["loo_log_residuals"])
     assert "gone_col" not in pd.read_parquet(stale.with_suffix(".parquet")).columns
 
 

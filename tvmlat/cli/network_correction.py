@@ -21,7 +21,7 @@ from .common import Format, console, emit, warn_unpriced
 
 @app.command("network-correction")
 def network_correction_cmd(
-    model_refs: List[str] = typer.Argument(..., help="MODEL_REFs of whole networks (path/file.py:NAME)"),
+    model_refs: Optional[List[str]] = typer.Argument(None, help="MODEL_REFs of whole networks (path/file.py:NAME)"),
     predictor: Path = typer.Option(..., "--predictor", "-p", help="predictor JSON to correct"),
     target: str = typer.Option("llvm", "--target", "-t", help="target to measure the networks on"),
     out: Optional[Path] = typer.Option(None, "--out", help="write the corrected predictor here [update -p in place]"),
@@ -29,6 +29,9 @@ def network_correction_cmd(
                                            "blocks from: measured with the networks, they tell the host's speed now "
                                            "from its speed at calibration, which is then divided out"),
     anchor_blocks: int = typer.Option(40, "--anchor-blocks", help="how many anchor blocks to draw (seed 0)"),
+    timings_from: Optional[Path] = typer.Option(None, "--timings-from", help="measure nothing: reuse the networks "
+                                                "(and anchor blocks) an earlier run timed, stored in this predictor "
+                                                "file's network correction (after a refit, say)"),
     fmt: Format = typer.Option(Format.table, "--format", "-f"),
 ) -> None:
     """Measure whole networks, compare with the sum of their layers' predictions, and store the
@@ -36,19 +39,38 @@ def network_correction_cmd(
 
     With --anchors, blocks of the calibration dataset are measured in the same campaign (interleaved
     rounds) and the networks' timings are scaled by the host's drift since calibration, so the
-    stored factor corrects the model, not today's host."""
+    stored factor corrects the model, not today's host.
+
+    The timings are stored too (``network_correction.timings``): --timings-from fits the correction of a
+    refitted predictor from them, with no new measurement."""
     from ..analysis import layer_table
     from ..predictors import load_predictor
     from ..runners.local import LocalRunner
     from ..targets import load_target
 
     pred = load_predictor(predictor)
-    t = load_target(target)
-    if pred.target.get("name") not in (None, t.name):
-        raise TvmlatError(f"{predictor} predicts target {pred.target.get('name')!r}, not {t.name!r}")
+    stored = None
+    if timings_from is not None:
+        if model_refs:
+            raise TvmlatError("give MODEL_REFs to measure, or --timings-from to reuse stored timings, not both")
+        stored = stored_timings(timings_from)
+        model_refs = stored["model_refs"]
+    elif not model_refs:
+        raise TvmlatError("name the networks to measure (MODEL_REF...), or reuse stored timings with --timings-from")
+    t = None if stored else load_target(target)  # nothing is measured from stored timings
+    tname = stored["target"] if stored else t.name
+    if pred.target.get("name") not in (None, tname):
+        raise TvmlatError(f"{predictor} predicts target {pred.target.get('name')!r}, not {tname!r}"
+                          + (f" (the target {timings_from} was timed on)" if stored else ""))
     entries = {}
     for ref in model_refs:
         entries.update(load_model_ref(ref))
+    if stored:
+        missing = [n for n in stored["networks"] if n not in entries]
+        if missing:
+            raise TvmlatError(f"{timings_from}: {', '.join(map(repr, missing))} timed there no longer come from its "
+                              f"MODEL_REFs {model_refs}; measure the networks again")
+        entries = {n: entries[n] for n in stored["networks"]}
     predicted, bounds = {}, {}
     cal = pred.interval_calibration() if (pred.doc.get("interval") or {}).get("abs_log_residuals") else None
     for name, (module, inputs) in entries.items():
@@ -58,9 +80,14 @@ def network_correction_cmd(
         if cal:  # the 90 % interval analyze --interval gives it from the calibration, to check on this network
             _, lo, hi, how = network_interval(layers["latency_ms"].to_numpy(), cal, 0.9)
             bounds[name] = (lo, hi)
-    runner = LocalRunner(t)
-    host = None
-    if anchors is None:
+    host, anchor_ms = None, {}
+    if stored:
+        measured = stored["networks"]
+        if stored["anchors"]:
+            anchors, anchor_ms = Path(stored["anchors"]["dataset"]), stored["anchors"]["blocks"]
+            host, anchor_err, n_anchors = _host_from_anchors(anchors, anchor_ms, pred, fmt)
+    elif anchors is None:
+        runner = LocalRunner(t)
         measured = {}
         for name, (module, inputs) in entries.items():
             res = runner.run(module, inputs, key=name)
@@ -68,7 +95,8 @@ def network_correction_cmd(
                 raise TvmlatError(f"measuring {name!r} failed: {res.error}")
             measured[name] = res.latency_ms_median
     else:
-        measured, host, anchor_err, n_anchors = _measure_anchored(entries, anchors, anchor_blocks, runner, t, pred, fmt)
+        measured, anchor_ms = _measure_anchored(entries, anchors, anchor_blocks, LocalRunner(t), t, fmt)
+        host, anchor_err, n_anchors = _host_from_anchors(anchors, anchor_ms, pred, fmt)
     rows = [{"name": n, "measured_ms": measured[n], "predicted_ms": predicted[n]} for n in entries]
     if host is not None:
         for r in rows:  # what the network would take at the host's speed during calibration
@@ -89,7 +117,8 @@ def network_correction_cmd(
             r["in_90%_interval"] = "yes" if lo <= r[key] <= hi else "no"
     emit(rows, fmt, ["name", "measured_ms", *([] if host is None else ["host_adjusted_ms"]), "predicted_ms", "ratio",
                      "error_%", "corrected_error_%", *(["in_90%_interval"] if bounds else [])],
-         title=f"whole networks on {t.name}: sum of layer predictions vs measured "
+         title=f"whole networks on {tname}" + (f" (timed before, {timings_from})" if stored else "")
+               + ": sum of layer predictions vs measured "
                "(corrected: factor fitted on the other networks)")
     if not math.isfinite(factor):  # before anything is written: the predictor file stays as it was
         raise TvmlatError("the correction factor is not finite")
@@ -101,7 +130,12 @@ def network_correction_cmd(
         **corr, "networks": [r["name"] for r in rows],
         "note": "multiply the sum of layer predictions by factor to predict a whole network" + (
             "" if corr["applied"] else f" (1: the fitted x{factor:.3f} did not pay in leave-one-out)"),
+        # what was measured (not what the predictor made of it): --timings-from refits the correction from it
+        "timings": {"target": tname, "model_refs": list(model_refs), "networks": dict(measured),
+                    "anchors": {"dataset": str(anchors), "blocks": dict(anchor_ms)} if anchor_ms else None},
     }
+    if stored:
+        doc["network_correction"]["timings_reused_from"] = str(timings_from)
     if host is not None:
         doc["network_correction"].update({"host_factor": host, "anchor_blocks": n_anchors,
                                           "anchor_median_abs_error_%": anchor_err, "anchor_dataset": str(anchors)})
@@ -123,29 +157,73 @@ def network_correction_cmd(
                             f"errors once there are 9 or more ({len(rows)} now); until then from the calibration")
 
 
-def _measure_anchored(entries, anchors: Path, n: int, runner, t, pred, fmt):
+def _measure_anchored(entries, anchors: Path, n: int, runner, t, fmt):
     """Time the networks and ``n`` blocks drawn from the ``anchors`` dataset in one campaign; return
-    ({network: ms}, host factor = median predicted/measured of the anchors, their median |error| %
-    after the factor, number of anchors)."""
-    from ..anchors import draw_anchor_specs, host_factor
-    from ..features import features_frame
+    ({network: ms}, {anchor block_id: ms} of the anchors measured)."""
+    from ..anchors import draw_anchor_specs
     from ..measure import module_workloads, run_campaign, spec_workloads
 
     if n < 3:
         raise TvmlatError(f"--anchor-blocks {n}: need at least 3 anchor blocks to measure the host's drift")
     specs = draw_anchor_specs(anchors, n)
-    anchor_pred = dict(zip((s.block_id for s in specs), pred.predict(features_frame(specs, geometry=pred.geometry))))
     rows = run_campaign(module_workloads(entries) + spec_workloads(specs), runner, t,
                         show_progress=fmt == Format.table)
     by_key = {r["block_id"]: r for r in rows}
     for name in entries:
         if by_key[name]["status"] != "ok":
             raise TvmlatError(f"measuring {name!r} failed: {by_key[name]['error']}")
-    ok = [s.block_id for s in specs if by_key[s.block_id]["status"] == "ok"]
-    if len(ok) < 3:
-        raise TvmlatError(f"only {len(ok)} anchor blocks could be measured; need 3")
-    host, err = host_factor([anchor_pred[k] for k in ok], [by_key[k]["latency_ms_median"] for k in ok])
+    ok = {s.block_id: by_key[s.block_id]["latency_ms_median"] for s in specs if by_key[s.block_id]["status"] == "ok"}
+    return {name: by_key[name]["latency_ms_median"] for name in entries}, ok
+
+
+def _host_from_anchors(anchors: Path, anchor_ms: dict, pred, fmt):
+    """(host factor = median predicted/measured of the anchor blocks timed at ``anchor_ms``, their median |error|
+    % after the factor, number of anchors), the blocks' specs read back from the ``anchors`` dataset."""
+    from ..anchors import draw_anchor_specs, host_factor
+    from ..features import features_frame
+
+    if len(anchor_ms) < 3:
+        raise TvmlatError(f"only {len(anchor_ms)} anchor blocks could be measured; need 3")
+    specs = {s.block_id: s for s in draw_anchor_specs(anchors, 10 ** 9)}
+    lost = [k for k in anchor_ms if k not in specs]
+    if lost:
+        raise TvmlatError(f"{anchors} no longer holds the anchor blocks {lost[:3]}{' ...' if len(lost) > 3 else ''} "
+                          "that were timed; measure the networks again with --anchors")
+    ids = list(anchor_ms)
+    predicted = pred.predict(features_frame([specs[k] for k in ids], geometry=pred.geometry))
+    host, err = host_factor(predicted, [anchor_ms[k] for k in ids])
     if fmt == Format.table:
-        console().print(f"{len(ok)} anchor blocks from {anchors}: predicted/measured {host:.3f} (the host now against "
+        console().print(f"{len(ids)} anchor blocks from {anchors}: predicted/measured {host:.3f} (the host now against "
                         f"its speed at calibration), {err:.1f} % median error once that is divided out")
-    return {name: by_key[name]["latency_ms_median"] for name in entries}, host, err, len(ok)
+    return host, err, len(ids)
+
+
+def stored_timings(path: Path) -> dict:
+    """The timings an earlier `network-correction` stored in the predictor file ``path`` (``timings``: target,
+    model_refs, {network: ms}, anchors None or {dataset, {block_id: ms}}), checked; a clear error where there are
+    none (a file from before they were stored) or they are damaged."""
+    from ..jsonfile import read_json
+
+    if not Path(path).is_file():
+        raise TvmlatError(f"--timings-from {path}: no such file; give the predictor file an earlier "
+                          "`tvmlat network-correction` wrote")
+    doc = read_json(path, TvmlatError, "a predictor file", "give the predictor file an earlier "
+                    "`tvmlat network-correction` wrote")
+    t = (doc.get("network_correction") or {}).get("timings") if isinstance(doc, dict) else None
+    if t is None:
+        raise TvmlatError(f"{path} stores no network timings (no network correction, or one made before they were "
+                          "stored); measure the networks: tvmlat network-correction MODEL_REF... -p P.json")
+    nets, anch = (t.get("networks"), t.get("anchors")) if isinstance(t, dict) else (None, None)
+    ok = (isinstance(t, dict) and isinstance(t.get("target"), str) and isinstance(t.get("model_refs"), list)
+          and all(isinstance(r, str) for r in t["model_refs"]) and isinstance(nets, dict) and len(nets) >= 3
+          and all(_positive(v) for v in nets.values())
+          and (anch is None or (isinstance(anch, dict) and isinstance(anch.get("dataset"), str)
+                                and isinstance(anch.get("blocks"), dict)
+                                and all(_positive(v) for v in anch["blocks"].values()))))
+    if not ok:
+        raise TvmlatError(f"{path}: network_correction.timings is damaged; measure the networks again")
+    return t
+
+
+def _positive(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
