@@ -314,7 +314,18 @@ def test_network_correction_refits_from_stored_timings(tmp_path, predictor_path,
     assert_user_error(run_cli(["network-correction", "-p", again], capsys), "MODEL_REF")
     assert_user_error(run_cli(["network-correction", "-p", again, "--timings-from", tmp_path / "no.json"], capsys),
                       "no such file")
+    # timings of one CPU do not correct a predictor calibrated on another, nor does measuring this host
     doc = json.loads(first.read_text())
+    doc["network_correction"]["timings"]["chip"] = "cpu-a"
+    first.write_text(json.dumps(doc))
+    other = json.loads(again.read_text())
+    other["target"]["mcpu"] = "cpu-b"
+    again.write_text(json.dumps(other))
+    assert_user_error(run_cli(["network-correction", "-p", again, "--timings-from", first], capsys),
+                      "calibrated on 'cpu-b', but the networks in")
+    target.write_text('name = "fake"\nkind = "llvm"\ncores = 1\nmcpu = "cpu-a"\n')
+    assert_user_error(run_cli(["network-correction", *nets, "-p", again, "--target", target], capsys),
+                      "would be timed on 'cpu-a' (this host)")
     doc["network_correction"]["timings"]["networks"]["small_cnn"] = -1
     first.write_text(json.dumps(doc))
     assert_user_error(run_cli(["network-correction", "-p", again, "--timings-from", first], capsys), "damaged")

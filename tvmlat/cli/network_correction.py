@@ -12,6 +12,7 @@ import typer
 
 from ..anchors import fitted_correction, loo_factors
 from ..predictors.conformal import network_interval
+from ..predictors.io import target_chip
 from ..errors import TvmlatError
 from ..jsonfile import write_json
 from ..modelref import load_model_ref
@@ -62,6 +63,13 @@ def network_correction_cmd(
     if pred.target.get("name") not in (None, tname):
         raise TvmlatError(f"{predictor} predicts target {pred.target.get('name')!r}, not {tname!r}"
                           + (f" (the target {timings_from} was timed on)" if stored else ""))
+    # the networks are (or were) timed on one CPU: they correct only a predictor calibrated on that CPU
+    chip, mine = (stored.get("chip", "") if stored else target_chip(t.to_dict())), target_chip(pred.target)
+    if chip and mine and chip != mine:
+        raise TvmlatError(f"{predictor} was calibrated on {mine!r}, but the networks "
+                          + (f"in {timings_from} were timed on {chip!r}" if stored else f"would be timed on {chip!r} "
+                             "(this host)")
+                          + "; correct a predictor calibrated on the CPU that times the networks")
     entries = {}
     for ref in model_refs:
         entries.update(load_model_ref(ref))
@@ -131,7 +139,7 @@ def network_correction_cmd(
         "note": "multiply the sum of layer predictions by factor to predict a whole network" + (
             "" if corr["applied"] else f" (1: the fitted x{factor:.3f} did not pay in leave-one-out)"),
         # what was measured (not what the predictor made of it): --timings-from refits the correction from it
-        "timings": {"target": tname, "model_refs": list(model_refs), "networks": dict(measured),
+        "timings": {"target": tname, "chip": chip, "model_refs": list(model_refs), "networks": dict(measured),
                     "anchors": {"dataset": str(anchors), "blocks": dict(anchor_ms)} if anchor_ms else None},
     }
     if stored:
@@ -199,8 +207,8 @@ def _host_from_anchors(anchors: Path, anchor_ms: dict, pred, fmt):
 
 
 def stored_timings(path: Path) -> dict:
-    """The timings an earlier `network-correction` stored in the predictor file ``path`` (``timings``: target,
-    model_refs, {network: ms}, anchors None or {dataset, {block_id: ms}}), checked; a clear error where there are
+    """The timings an earlier `network-correction` stored in the predictor file ``path`` (``timings``: target, its
+    chip, model_refs, {network: ms}, anchors None or {dataset, {block_id: ms}}), checked; a clear error where there are
     none (a file from before they were stored) or they are damaged."""
     from ..jsonfile import read_json
 
@@ -214,7 +222,8 @@ def stored_timings(path: Path) -> dict:
         raise TvmlatError(f"{path} stores no network timings (no network correction, or one made before they were "
                           "stored); measure the networks: tvmlat network-correction MODEL_REF... -p P.json")
     nets, anch = (t.get("networks"), t.get("anchors")) if isinstance(t, dict) else (None, None)
-    ok = (isinstance(t, dict) and isinstance(t.get("target"), str) and isinstance(t.get("model_refs"), list)
+    ok = (isinstance(t, dict) and isinstance(t.get("target"), str) and isinstance(t.get("chip", ""), str)
+          and isinstance(t.get("model_refs"), list)
           and all(isinstance(r, str) for r in t["model_refs"]) and isinstance(nets, dict) and len(nets) >= 3
           and all(_positive(v) for v in nets.values())
           and (anch is None or (isinstance(anch, dict) and isinstance(anch.get("dataset"), str)
