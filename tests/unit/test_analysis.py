@@ -310,6 +310,10 @@ def test_network_correction_refits_from_stored_timings(tmp_path, predictor_path,
     # bad input: nothing to reuse, both ways at once, neither
     assert_user_error(run_cli(["network-correction", "-p", again, "--timings-from", predictor_path], capsys),
                       "stores no network timings")
+    odd = tmp_path / "odd.json"
+    odd.write_text(json.dumps({**json.loads(Path(predictor_path).read_text()), "network_correction": [1, 2]}))
+    assert_user_error(run_cli(["network-correction", "-p", again, "--timings-from", odd], capsys),
+                      "stores no network timings")
     assert_user_error(run_cli(["network-correction", *nets, "-p", again, "--timings-from", first], capsys), "not both")
     assert_user_error(run_cli(["network-correction", "-p", again], capsys), "MODEL_REF")
     assert_user_error(run_cli(["network-correction", "-p", again, "--timings-from", tmp_path / "no.json"], capsys),

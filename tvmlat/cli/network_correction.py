@@ -12,7 +12,7 @@ import typer
 
 from ..anchors import fitted_correction, loo_factors
 from ..predictors.conformal import network_interval
-from ..predictors.io import target_chip
+from ..predictors.io import _finite, target_chip
 from ..errors import TvmlatError
 from ..jsonfile import write_json
 from ..modelref import load_model_ref
@@ -217,7 +217,8 @@ def stored_timings(path: Path) -> dict:
                           "`tvmlat network-correction` wrote")
     doc = read_json(path, TvmlatError, "a predictor file", "give the predictor file an earlier "
                     "`tvmlat network-correction` wrote")
-    t = (doc.get("network_correction") or {}).get("timings") if isinstance(doc, dict) else None
+    nc = doc.get("network_correction") if isinstance(doc, dict) else None
+    t = nc.get("timings") if isinstance(nc, dict) else None
     if t is None:
         raise TvmlatError(f"{path} stores no network timings (no network correction, or one made before they were "
                           "stored); measure the networks: tvmlat network-correction MODEL_REF... -p P.json")
@@ -235,4 +236,4 @@ def stored_timings(path: Path) -> dict:
 
 
 def _positive(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+    return _finite(v) and v > 0
