@@ -22,7 +22,16 @@ default profile, and prints the time per window step next to what the features c
   5 x 5, 0.042-0.081 for 6 x 6, 0.046-0.10 for 7 x 7 at 14-112 wide): more weights than vector registers.
   Counting the steps past 24-32 twice moved the held-out share by 0.1 point (docs/accuracy-log.md, "Tried").
 
-    python benchmarks/window_rows.py [--target llvm] [--pad] [--square] [--dw-kernels]
+* an avg pool costs what the max pool of its shape costs plus its division, a nest over the output
+  (``--avg``; square inputs C x H x H, C * H * H ~ 200k; 1 min 40 s with the whole script, compile cache
+  filled): 0.6-1.3 ns more per output at most widths, what ``ew_slow`` prices such a nest at, but 2.1-7.5 ns
+  at a few: stride 1, k 2 at 15 outputs wide (2.1 ns; 3.5 at 12 wide in a scratch run), k 3 at 9 and 10
+  (7.5 and 6.4 ns); and a 2 x 2 stride-2 avg pool 9 wide runs 5x faster than the max pool of that shape
+  (0.18 against 0.96 ns per step). These are LLVM's code-generation choices at single widths, not a rule of
+  the loop nest: the sampled blocks' avg pools at 14 x 14 (k 2, stride 1, 15 outputs wide) are predicted
+  0.48x of their time in-sample on this host.
+
+    python benchmarks/window_rows.py [--target llvm] [--pad] [--square] [--dw-kernels] [--avg]
 
 ``--pad`` also times a pool's and a depthwise conv's padded copy against the same op on an input
 padded beforehand (version 11 counts none for pools on AVX-512 code). ``--square`` times stride-2
@@ -55,6 +64,7 @@ def main() -> None:
     ap.add_argument("--square", action="store_true", help="also time stride-2 windows on square 7x7-18x18 inputs")
     ap.add_argument("--dw-kernels", action="store_true",
                     help="also time stride-1 depthwise convs of kernel 3-7 on pre-padded 14x14-112x112 inputs")
+    ap.add_argument("--avg", action="store_true", help="also time avg against max pools on square inputs")
     args = ap.parse_args()
     t = load_target(args.target)
     geometry, runner = t.geometry(), LocalRunner(t, check=False)
@@ -98,6 +108,18 @@ def main() -> None:
                 x = torch.randn(1, ch, h + k - 1, h + k - 1)
                 us, out, ns, slow = window(torch.nn.Conv2d(ch, ch, k, 1, 0, groups=ch, bias=False), x, k)
                 print(f"dw conv   {k:2d}  H {h:3d} C {ch:4d} {us:8.1f} us {ns:6.3f} ns/step  {slow}", flush=True)
+    if args.avg:
+        print("avg against max pools on square inputs (C, H, H), C * H * H ~ 200k: ns per window step, and what the "
+              "avg pool costs more per output")
+        for s in (1, 2):
+            for k in (2, 3):
+                for h in (7, 9, 10, 12, 14, 16, 20, 28):
+                    ch = max(8, 200704 // (h * h))
+                    x = torch.randn(1, ch, h, h)
+                    mx, out, ns_max, _ = window(torch.nn.MaxPool2d(k, s, k // 2), x, k)
+                    av, _, ns_avg, _ = window(torch.nn.AvgPool2d(k, s, k // 2), x, k)
+                    print(f"k {k} s {s} H {h:3d} out_w {out.shape[-1]:3d}: max {ns_max:6.3f}, avg {ns_avg:6.3f} ns/step; "
+                          f"avg {(av - mx) * 1e3 / out.numel():+6.2f} ns per output", flush=True)
     if args.pad:
         print("padded copy: the op with padding k // 2 against the same op, unpadded, on an input padded beforehand")
         for name, make in (("max pool", lambda p: torch.nn.MaxPool2d(3, 1, p)),

@@ -302,6 +302,19 @@ def test_network_correction_refits_from_stored_timings(tmp_path, predictor_path,
         assert new["timings"]["networks"] == timed["networks"] and new["timings_reused_from"] == str(first)
         if extra:
             assert new["host_factor"] == pytest.approx(2 * corr["host_factor"], rel=1e-9)
+            # a stored anchor dataset that is not where it was (a relative path, run from elsewhere) is looked
+            # for beside the file that stores the timings
+            moved = tmp_path / "moved"
+            moved.mkdir()
+            src = Path(fake_dataset[0])
+            for f in (src, src.with_name(src.stem + ".meta.json")):
+                shutil.copy(f, moved / f.name)
+            doc = json.loads(first.read_text())
+            doc["network_correction"]["timings"]["anchors"]["dataset"] = f"nowhere/{src.name}"
+            (moved / "first.json").write_text(json.dumps(doc))
+            code, out, err = run_cli(["network-correction", "-p", again, "--timings-from", moved / "first.json"], capsys)
+            assert code == 0, err
+            assert load_predictor(again).doc["network_correction"]["anchor_dataset"] == str(moved / src.name)
             assert new["fitted_factor"] == pytest.approx(corr["fitted_factor"], rel=1e-9)
             assert new["loo_log_residuals"] == pytest.approx(corr["loo_log_residuals"], abs=1e-9)
         else:

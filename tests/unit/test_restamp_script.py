@@ -46,7 +46,7 @@ def test_unchanged_is_stamped_and_a_stale_column_is_refitted_away(tmp_path):
               "coefficients": {"weight_elems": 1.0, "inp": 1.0, "out": 1.0, "acts": 0.4, "intercept_kib": 1.0}}
     # a network correction with stored timings is fitted again from them (no measurement)
     nets = ("small_cnn", "vit_tiny", "small_cnn_128")
-    timings = {"target": "llvm", "model_refs": [f"examples/networks.py:{n}" for n in nets],
+    timings = {"target": "llvm", "chip": "znver4", "model_refs": [f"examples/networks.py:{n}" for n in nets],
                "networks": {"small_cnn": 0.5, "vit_tiny": 3.0, "small_cnn_128": 9.0}, "anchors": None}
     corr = {"factor": 7.0, "loo_log_residuals": [0.0] * 3, "networks": list(nets), "timings": timings}
     stale_pred.write_text(json.dumps({**json.loads(stale_pred.read_text()), "memory": memory,

@@ -46,3 +46,24 @@ def test_shipped_predictor_fits_its_dataset(path):
     assert np.all(np.isfinite(pred)) and np.all(pred > 0)
     # in-sample: what it was fitted on; far off means a stale file (the worst shipped one, tuned, is ~30 %)
     assert np.median(np.abs(pred / y - 1)) < 0.4
+
+
+TIMED = [p for p in PREDICTORS if '"timings"' in p.read_text()]
+
+
+@pytest.mark.parametrize("path", TIMED, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_shipped_network_correction_is_what_its_stored_timings_give(path, tmp_path, capsys):
+    """A correction that stores its networks' timings is the one they give this predictor (not one left
+    over from before a refit): fitted again from them, nothing is measured and nothing changes."""
+    import shutil
+
+    from helpers import run_cli
+
+    copy = tmp_path / path.name
+    shutil.copy(path, copy)
+    code, out, err = run_cli(["network-correction", "-p", copy, "--timings-from", path, "--format", "json"], capsys)
+    assert code == 0, err
+    old, new = load_predictor(path).doc["network_correction"], load_predictor(copy).doc["network_correction"]
+    assert new["factor"] == pytest.approx(old["factor"], rel=1e-9)
+    assert new["loo_log_residuals"] == pytest.approx(old["loo_log_residuals"], abs=1e-9)
+    assert new.get("host_factor") == pytest.approx(old.get("host_factor"), rel=1e-9)

@@ -93,6 +93,8 @@ def network_correction_cmd(
         measured = stored["networks"]
         if stored["anchors"]:
             anchors, anchor_ms = Path(stored["anchors"]["dataset"]), stored["anchors"]["blocks"]
+            beside = Path(timings_from).parent / anchors.name  # a relative path from elsewhere: the file beside it
+            anchors = beside if not anchors.is_file() and beside.is_file() else anchors
             host, anchor_err, n_anchors = _host_from_anchors(anchors, anchor_ms, pred, fmt)
     elif anchors is None:
         runner = LocalRunner(t)
