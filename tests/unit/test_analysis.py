@@ -328,6 +328,8 @@ def test_network_correction_refits_from_stored_timings(tmp_path, predictor_path,
     assert_user_error(run_cli(["network-correction", "-p", again, "--timings-from", odd], capsys),
                       "stores no network timings")
     assert_user_error(run_cli(["network-correction", *nets, "-p", again, "--timings-from", first], capsys), "not both")
+    assert_user_error(run_cli(["network-correction", "-p", again, "--timings-from", first, "--anchors",
+                               str(fake_dataset[0])], capsys), "--anchors to measure")
     assert_user_error(run_cli(["network-correction", "-p", again], capsys), "MODEL_REF")
     assert_user_error(run_cli(["network-correction", "-p", again, "--timings-from", tmp_path / "no.json"], capsys),
                       "no such file")

@@ -52,8 +52,9 @@ def network_correction_cmd(
     pred = load_predictor(predictor)
     stored = None
     if timings_from is not None:
-        if model_refs:
-            raise TvmlatError("give MODEL_REFs to measure, or --timings-from to reuse stored timings, not both")
+        if model_refs or anchors is not None:
+            raise TvmlatError(f"give {'MODEL_REFs' if model_refs else '--anchors'} to measure, or --timings-from to "
+                              "reuse stored timings (with their anchors), not both")
         stored = stored_timings(timings_from)
         model_refs = stored["model_refs"]
     elif not model_refs:
