@@ -323,6 +323,11 @@ def test_network_correction_refits_from_stored_timings(tmp_path, predictor_path,
     # bad input: nothing to reuse, both ways at once, neither
     assert_user_error(run_cli(["network-correction", "-p", again, "--timings-from", predictor_path], capsys),
                       "stores no network timings")
+    elsewhere = json.loads(first.read_text())
+    elsewhere["network_correction"]["timings"]["model_refs"] = ["no/such/nets.py:all"]
+    (tmp_path / "elsewhere.json").write_text(json.dumps(elsewhere))
+    assert_user_error(run_cli(["network-correction", "-p", again, "--timings-from", tmp_path / "elsewhere.json"],
+                              capsys), "run from the folder it was timed in")
     odd = tmp_path / "odd.json"
     odd.write_text(json.dumps({**json.loads(Path(predictor_path).read_text()), "network_correction": [1, 2]}))
     assert_user_error(run_cli(["network-correction", "-p", again, "--timings-from", odd], capsys),

@@ -73,7 +73,13 @@ def network_correction_cmd(
                           + "; correct a predictor calibrated on the CPU that times the networks")
     entries = {}
     for ref in model_refs:
-        entries.update(load_model_ref(ref))
+        try:
+            entries.update(load_model_ref(ref))
+        except TvmlatError as e:
+            if not stored:
+                raise
+            raise TvmlatError(f"{timings_from} timed the networks of {ref!r}, which does not load here ({e}); run "
+                              "from the folder it was timed in (a relative path is relative to it)") from None
     if stored:
         missing = [n for n in stored["networks"] if n not in entries]
         if missing:
