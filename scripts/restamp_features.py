@@ -22,7 +22,6 @@ import argparse
 import datetime as dt
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -105,13 +104,13 @@ def refit(pq: Path, df, fresh, meta: dict, old, diff: list[str], preds: list[Pat
     meta.setdefault("notes", []).append(f"features version {old} -> {FEATURES_VERSION} on {dt.date.today().isoformat()}: "
                                         f"every row recounted ({', '.join(diff)} changed), predictors refitted")
     meta_path(pq).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    refit_predictors(pq, ok_rows(out), meta, preds, old)
+    refit_predictors(pq, ok_rows(out), meta, preds)
 
 
-def refit_predictors(pq: Path, good, meta: dict, preds: list[Path], old=None) -> None:
+def refit_predictors(pq: Path, good, meta: dict, preds: list[Path]) -> None:
     """Fit each of ``preds`` again on ``good`` (the ok rows of ``pq``) as `tvmlat fit` would: same kind, feature
-    set, target and profile; a network correction is kept (marked as fitted before where the features
-    changed, from version ``old``), and fitted again from the timings it stores where it stores them."""
+    set, target and profile; as `tvmlat fit` does, a memory model is kept, and a network correction is fitted
+    again from the timings it stores (kept, marked as fitted before, where it stores none)."""
     import io
 
     from rich.console import Console
@@ -128,19 +127,12 @@ def refit_predictors(pq: Path, good, meta: dict, preds: list[Path], old=None) ->
                        profile=doc.get("profile", "default"), dataset_hash=dataset_hash(pq), out=p, con=quiet,
                        model=doc["kind"], geometry=meta_geometry(pq, meta))
         new = json.loads(p.read_text())
-        # what `tvmlat fit` does not make: measured networks' correction, `tvmlat memory`'s model (of weights,
-        # inputs, outputs and activations: no loop feature)
-        carried = {k: dict(doc[k]) for k in ("network_correction", "memory") if k in doc}
-        if "network_correction" in carried and old is not None:
-            carried["network_correction"]["note"] = (f"fitted with the features version {old} predictor; run "
-                                                     "`tvmlat network-correction` again")
-        if carried:
-            p.write_text(json.dumps({**new, **carried}, indent=2, default=float))
-        if (carried.get("network_correction") or {}).get("timings"):  # refit the correction from what was timed
-            r = subprocess.run([sys.executable, "-m", "tvmlat.cli", "network-correction", "-p", str(p),
-                                "--timings-from", str(p), "--format", "json"], cwd=ROOT, capture_output=True, text=True)
-            print(f"  network correction of {p.name} " + ("refitted from its stored timings" if r.returncode == 0
-                                                        else f"kept as it was: {r.stderr.strip()}"))
+        # `tvmlat fit` keeps a network correction (refitted from its stored timings where it has them) and a memory
+        # model of the file it replaces (fit._carry_over)
+        nc = new.get("network_correction")
+        if nc is not None:
+            how = "refitted from its stored timings" if nc.get("timings_reused_from") else f"kept ({nc.get('note')})"
+            print(f"  network correction of {p.name} {how}")
         ho = new["training"]["metrics"].get("held-out families", {})
         print(f"  refitted {p.name}: held out {ho.get('median_ape', float('nan')):.1f} %, "
               f"{100 * ho.get('within10', float('nan')):.0f} % within +-10 %")

@@ -355,6 +355,54 @@ def test_network_correction_refits_from_stored_timings(tmp_path, predictor_path,
     assert_user_error(run_cli(["network-correction", "-p", again, "--timings-from", first], capsys), "damaged")
 
 
+def test_a_refit_keeps_the_network_correction_and_memory_model_of_the_file_it_replaces(
+        tmp_path, predictor_path, fake_dataset, monkeypatch, capsys):
+    """`tvmlat fit --out P.json` over a predictor that a network correction and a memory model were added to: the
+    correction is fitted again from its stored timings (nothing measured), the memory model kept; a correction
+    without timings is kept and marked; another target's sections are dropped with a line that says so."""
+    import shutil
+
+    from tvmlat.runners.fake import FakeRunner
+
+    target = tmp_path / "fake.toml"
+    target.write_text('name = "fake"\nkind = "llvm"\ncores = 1\n')
+    nets = [f"{NETS}:small_cnn", f"{NETS}:vit_tiny", f"{NETS}:resnet18"]
+    monkeypatch.setattr("tvmlat.runners.local.LocalRunner", lambda target, check=True, **_: FakeRunner())
+    pred = tmp_path / "p.json"
+    shutil.copy(predictor_path, pred)
+    code, out, err = run_cli(["network-correction", *nets, "-p", pred, "--target", target], capsys)
+    assert code == 0, err
+    memory = {"kind": "memory-linear", "features": ["inp"], "coefficients": {"inp": 4.0, "intercept_kib": 1.0}}
+    doc = json.loads(pred.read_text())
+    doc["memory"] = memory
+    doc["network_correction"]["factor"] = 9.0  # a stale factor, to see it fitted again
+    pred.write_text(json.dumps(doc))
+    monkeypatch.setattr("tvmlat.runners.local.LocalRunner", lambda *a, **k: pytest.fail("measured again"))
+    code, out, err = run_cli(["fit", "-d", str(fake_dataset[0]), "--out", pred], capsys)
+    assert code == 0, err
+    new = json.loads(pred.read_text())
+    assert new["memory"] == memory and "kept the memory model" in out
+    nc = new["network_correction"]
+    assert "refitted from its 3 networks' stored timings" in out and nc["timings_reused_from"] == str(pred)
+    assert nc["factor"] != 9.0 and nc["timings"] == doc["network_correction"]["timings"]
+    # no timings (a correction made before they were stored): kept, marked
+    del new["network_correction"]["timings"], new["network_correction"]["timings_reused_from"]
+    pred.write_text(json.dumps(new))
+    code, out, err = run_cli(["fit", "-d", str(fake_dataset[0]), "--out", pred], capsys)
+    assert code == 0, err
+    kept = json.loads(pred.read_text())["network_correction"]
+    assert "stores no timings to refit it from" in out and kept["factor"] == nc["factor"]
+    assert "fitted with the model this file held before" in kept["note"]
+    # another target's sections: dropped, and said
+    other = json.loads(pred.read_text())
+    other["target"]["name"] = "other"
+    pred.write_text(json.dumps(other))
+    code, out, err = run_cli(["fit", "-d", str(fake_dataset[0]), "--out", pred], capsys)
+    assert code == 0, err
+    assert "of another target, profile or chip" in out
+    assert not {"network_correction", "memory"} & set(json.loads(pred.read_text()))
+
+
 def test_network_correction_needs_three_networks(tmp_path, predictor_path, monkeypatch, capsys):
     from tvmlat.runners.fake import FakeRunner
 

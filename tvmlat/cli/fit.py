@@ -114,6 +114,7 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
     if model.startswith("adapted"):  # the prior prices what its own target's blocks had: those are seen too
         prior_seen = (prior or {}).get("training", {}).get("feature_max")
         seen = {f: max(v, float(prior_seen.get(f, 0))) for f, v in seen.items()} if prior_seen else None
+    replaced = _replaced_sections(out)  # what `tvmlat fit` does not make, of a predictor file this one replaces
     save_predictor(fitted, out, target=target, profile=profile, dataset_hash=dataset_hash, interval=interval,
                    training={"n": int(len(good)), "families": sorted(good["family"].unique()), "metrics": results,
                              **({"feature_max": seen} if seen is not None else {}),
@@ -132,6 +133,7 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
         con.print(f"[yellow]note:[/] only {len(energy_rows(good))} blocks have an energy reading; no energy model "
                   f"(needs 12)")
     con.print(f"predictor saved to {out}" + (" (with an energy model)" if energy is not None else ""))
+    _carry_over(out, replaced, target, profile, con)
     if plot is not None:
         from ..plots import accuracy_plot
 
@@ -140,6 +142,70 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
                        f"{held} (refitted without them)": heldout}, plot,
                       f"{model} ({features}) on {len(good)} blocks of {target.get('name', '?')}, profile {profile}")
         con.print(f"plot: {plot}")
+
+
+#: sections of a predictor file that other commands add (`network-correction`, `memory`): a refit keeps them
+CARRIED = ("network_correction", "memory")
+
+
+def _replaced_sections(out: Path) -> dict[str, Any]:
+    """The ``CARRIED`` sections of the predictor file at ``out`` that a fit is about to replace, with its target
+    and profile (``{}``: no such file, or not a predictor's JSON)."""
+    import json
+
+    try:
+        doc = json.loads(Path(out).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(doc, dict):
+        return {}
+    kept = {k: doc[k] for k in CARRIED if isinstance(doc.get(k), dict)}
+    return {**kept, "target": doc.get("target") or {}, "profile": doc.get("profile")} if kept else {}
+
+
+def _carry_over(out: Path, replaced: dict[str, Any], target: dict[str, Any], profile: str, con) -> None:
+    """Keep in the refitted ``out`` what the file it replaced held beside its model, so that nothing measured is
+    lost: the memory model (TVM's memory planning of the target, which a latency refit does not change) and the
+    network correction, fitted again from the networks' stored timings where it has them (nothing measured),
+    else kept and marked as fitted with the model before. Sections of another target, profile or chip are
+    dropped, with a line that says so."""
+    from ..jsonfile import read_json, write_json
+    from ..predictors.io import target_chip
+
+    kept = {k: replaced[k] for k in CARRIED if k in replaced}
+    if not kept:
+        return
+    old = replaced["target"]
+    if (old.get("name"), replaced["profile"], target_chip(old)) != (target.get("name"), profile, target_chip(target)):
+        con.print(f"[yellow]note: the file replaced held a {' and a '.join(k.replace('_', ' ') for k in kept)} of "
+                  f"another target, profile or chip ({old.get('name')}, {replaced['profile']}, "
+                  f"{target_chip(old) or '?'}); the refit drops it[/]")
+        return
+    doc = read_json(out, TvmlatError, "a predictor file", "fit it again")
+    nc = kept.get("network_correction")
+    if nc is not None:
+        kept["network_correction"] = {**nc, "note": "fitted with the model this file held before; run `tvmlat "
+                                                    "network-correction` again"}
+    write_json(out, {**doc, **kept}, indent=2)
+    if "memory" in kept:
+        con.print("kept the memory model of the file replaced (TVM's memory planning, which a refit does not change)")
+    if nc is None:
+        return
+    if not nc.get("timings"):
+        con.print("[yellow]note: kept the network correction of the file replaced, fitted with the model it held; "
+                  "it stores no timings to refit it from: measure the networks again with `tvmlat "
+                  "network-correction`[/]")
+        return
+    from .network_correction import refit_correction
+
+    try:
+        new = refit_correction(out)
+    except TvmlatError as e:
+        con.print(f"[yellow]note: kept the network correction of the file replaced as it was, fitted with the model "
+                  f"it held; refitting it from its stored timings failed: {e}[/]")
+        return
+    con.print(f"network correction refitted from its {len(new['networks'])} networks' stored timings (nothing "
+              f"measured): factor {new['factor']:.3f}, median |error| {new['median_abs_error_%_before']:.1f} %")
 
 
 @app.command("fit")

@@ -44,6 +44,21 @@ def network_correction_cmd(
 
     The timings are stored too (``network_correction.timings``): --timings-from fits the correction of a
     refitted predictor from them, with no new measurement."""
+    correct_networks(model_refs, predictor, target, out, anchors, anchor_blocks, timings_from, fmt)
+
+
+def refit_correction(path: Path) -> dict:
+    """Fit the network correction of the predictor file ``path`` again from the timings its own section stores
+    (nothing measured, nothing printed) and return the new section; TvmlatError where it can't."""
+    from ..jsonfile import read_json
+
+    correct_networks(None, path, "llvm", None, None, 0, path, None)
+    return read_json(path, TvmlatError, "a predictor file", "refit it")["network_correction"]
+
+
+def correct_networks(model_refs, predictor: Path, target: str, out, anchors, anchor_blocks: int, timings_from,
+                     fmt: Format | None) -> None:
+    """`network-correction`'s work; ``fmt`` None: print nothing (``refit_correction``)."""
     from ..analysis import layer_table
     from ..predictors import load_predictor
     from ..runners.local import LocalRunner
@@ -132,11 +147,11 @@ def network_correction_cmd(
         if bounds:
             lo, hi = bounds[r["name"]]
             r["in_90%_interval"] = "yes" if lo <= r[key] <= hi else "no"
-    emit(rows, fmt, ["name", "measured_ms", *([] if host is None else ["host_adjusted_ms"]), "predicted_ms", "ratio",
-                     "error_%", "corrected_error_%", *(["in_90%_interval"] if bounds else [])],
-         title=f"whole networks on {tname}" + (f" (timed before, {timings_from})" if stored else "")
-               + ": sum of layer predictions vs measured "
-               "(corrected: factor fitted on the other networks)")
+    if fmt is not None:
+        emit(rows, fmt, ["name", "measured_ms", *([] if host is None else ["host_adjusted_ms"]), "predicted_ms",
+                         "ratio", "error_%", "corrected_error_%", *(["in_90%_interval"] if bounds else [])],
+             title=f"whole networks on {tname}" + (f" (timed before, {timings_from})" if stored else "")
+                   + ": sum of layer predictions vs measured (corrected: factor fitted on the other networks)")
     if not math.isfinite(factor):  # before anything is written: the predictor file stays as it was
         raise TvmlatError("the correction factor is not finite")
     doc = pred.doc
