@@ -401,6 +401,11 @@ def test_a_refit_keeps_the_network_correction_and_memory_model_of_the_file_it_re
     assert code == 0, err
     assert "of another target, profile or chip" in out
     assert not {"network_correction", "memory"} & set(json.loads(pred.read_text()))
+    # a damaged file in the way (its target not a table) is replaced like one of another target
+    pred.write_text(json.dumps({"target": "llvm", "memory": memory}))
+    code, out, err = run_cli(["fit", "-d", str(fake_dataset[0]), "--out", pred], capsys)
+    assert code == 0, err
+    assert "of another target, profile or chip" in out and "memory" not in json.loads(pred.read_text())
 
 
 def test_network_correction_needs_three_networks(tmp_path, predictor_path, monkeypatch, capsys):

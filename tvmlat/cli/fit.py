@@ -160,7 +160,8 @@ def _replaced_sections(out: Path) -> dict[str, Any]:
     if not isinstance(doc, dict):
         return {}
     kept = {k: doc[k] for k in CARRIED if isinstance(doc.get(k), dict)}
-    return {**kept, "target": doc.get("target") or {}, "profile": doc.get("profile")} if kept else {}
+    target = doc.get("target")
+    return {**kept, "target": target if isinstance(target, dict) else {}, "profile": doc.get("profile")} if kept else {}
 
 
 def _carry_over(out: Path, replaced: dict[str, Any], target: dict[str, Any], profile: str, con) -> None:
