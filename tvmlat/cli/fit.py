@@ -178,7 +178,8 @@ def _carry_over(out: Path, replaced: dict[str, Any], target: dict[str, Any], pro
         return
     old = replaced["target"]
     if (old.get("name"), replaced["profile"], target_chip(old)) != (target.get("name"), profile, target_chip(target)):
-        con.print(f"[yellow]note: the file replaced held a {' and a '.join(k.replace('_', ' ') for k in kept)} of "
+        what = " and a ".join({"network_correction": "network correction", "memory": "memory model"}[k] for k in kept)
+        con.print(f"[yellow]note: the file replaced held a {what} of "
                   f"another target, profile or chip ({old.get('name')}, {replaced['profile']}, "
                   f"{target_chip(old) or '?'}); the refit drops it[/]")
         return
