@@ -385,6 +385,14 @@ def test_a_refit_keeps_the_network_correction_and_memory_model_of_the_file_it_re
     nc = new["network_correction"]
     assert "refitted from its 3 networks' stored timings" in out and nc["timings_reused_from"] == str(pred)
     assert nc["factor"] != 9.0 and nc["timings"] == doc["network_correction"]["timings"]
+    # timings that can't be refitted from here (a MODEL_REF that does not load): kept as it was, and said
+    broken = json.loads(pred.read_text())
+    broken["network_correction"]["timings"]["model_refs"] = ["nowhere/[x].py:nets"]
+    pred.write_text(json.dumps(broken))
+    code, out, err = run_cli(["fit", "-d", str(fake_dataset[0]), "--out", pred], capsys)
+    assert code == 0, err
+    assert "refitting it from its stored timings failed" in out and "nowhere/[x].py" in out
+    assert json.loads(pred.read_text())["network_correction"]["factor"] == nc["factor"]
     # no timings (a correction made before they were stored): kept, marked
     del new["network_correction"]["timings"], new["network_correction"]["timings_reused_from"]
     pred.write_text(json.dumps(new))

@@ -198,13 +198,15 @@ def _carry_over(out: Path, replaced: dict[str, Any], target: dict[str, Any], pro
                   "it stores no timings to refit it from: measure the networks again with `tvmlat "
                   "network-correction`[/]")
         return
+    from rich.markup import escape
+
     from .network_correction import refit_correction
 
     try:
         new = refit_correction(out)
     except TvmlatError as e:
         con.print(f"[yellow]note: kept the network correction of the file replaced as it was, fitted with the model "
-                  f"it held; refitting it from its stored timings failed: {e}[/]")
+                  f"it held; refitting it from its stored timings failed: {escape(str(e))}[/]")
         return
     con.print(f"network correction refitted from its {len(new['networks'])} networks' stored timings (nothing "
               f"measured): factor {new['factor']:.3f}, median |error| {new['median_abs_error_%_before']:.1f} %")
