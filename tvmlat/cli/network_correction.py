@@ -10,7 +10,7 @@ from typing import List, Optional
 import numpy as np
 import typer
 
-from ..anchors import fitted_correction, loo_factors
+from ..anchors import draw_anchor_specs, fitted_correction, loo_factors
 from ..predictors.conformal import network_interval
 from ..predictors.io import _finite, target_chip
 from ..errors import TvmlatError
@@ -44,21 +44,20 @@ def network_correction_cmd(
 
     The timings are stored too (``network_correction.timings``): --timings-from fits the correction of a
     refitted predictor from them, with no new measurement."""
-    correct_networks(model_refs, predictor, target, out, anchors, anchor_blocks, timings_from, fmt)
+    correct_networks(predictor, model_refs=model_refs, target=target, out=out, anchors=anchors,
+                     anchor_blocks=anchor_blocks, timings_from=timings_from, fmt=fmt)
 
 
 def refit_correction(path: Path) -> dict:
     """Fit the network correction of the predictor file ``path`` again from the timings its own section stores
     (nothing measured, nothing printed) and return the new section; TvmlatError where it can't."""
-    from ..jsonfile import read_json
-
-    correct_networks(None, path, "llvm", None, None, 0, path, None)
-    return read_json(path, TvmlatError, "a predictor file", "refit it")["network_correction"]
+    return correct_networks(path, timings_from=path, fmt=None)
 
 
-def correct_networks(model_refs, predictor: Path, target: str, out, anchors, anchor_blocks: int, timings_from,
-                     fmt: Format | None) -> None:
-    """`network-correction`'s work; ``fmt`` None: print nothing (``refit_correction``)."""
+def correct_networks(predictor: Path, *, model_refs=None, target: str = "llvm", out=None, anchors=None,
+                     anchor_blocks: int = 40, timings_from=None, fmt: Format | None = Format.table) -> dict:
+    """`network-correction`'s work; returns the section it wrote. ``fmt`` None: print nothing
+    (``refit_correction``)."""
     from ..analysis import layer_table
     from ..predictors import load_predictor
     from ..runners.local import LocalRunner
@@ -117,7 +116,8 @@ def correct_networks(model_refs, predictor: Path, target: str, out, anchors, anc
             anchors, anchor_ms = Path(stored["anchors"]["dataset"]), stored["anchors"]["blocks"]
             beside = Path(timings_from).parent / anchors.name  # a relative path from elsewhere: the file beside it
             anchors = beside if not anchors.is_file() and beside.is_file() else anchors
-            host, anchor_err, n_anchors = _host_from_anchors(anchors, anchor_ms, pred, fmt)
+            specs = {s.block_id: s for s in draw_anchor_specs(anchors, 10 ** 9)}  # every block
+            host, anchor_err, n_anchors = _host_from_anchors(anchors, anchor_ms, specs, pred, fmt)
     elif anchors is None:
         runner = LocalRunner(t)
         measured = {}
@@ -127,8 +127,8 @@ def correct_networks(model_refs, predictor: Path, target: str, out, anchors, anc
                 raise TvmlatError(f"measuring {name!r} failed: {res.error}")
             measured[name] = res.latency_ms_median
     else:
-        measured, anchor_ms = _measure_anchored(entries, anchors, anchor_blocks, LocalRunner(t), t, fmt)
-        host, anchor_err, n_anchors = _host_from_anchors(anchors, anchor_ms, pred, fmt)
+        measured, anchor_ms, specs = _measure_anchored(entries, anchors, anchor_blocks, LocalRunner(t), t, fmt)
+        host, anchor_err, n_anchors = _host_from_anchors(anchors, anchor_ms, specs, pred, fmt)
     rows = [{"name": n, "measured_ms": measured[n], "predicted_ms": predicted[n]} for n in entries]
     if host is not None:
         for r in rows:  # what the network would take at the host's speed during calibration
@@ -187,12 +187,12 @@ def correct_networks(model_refs, predictor: Path, target: str, out, anchors, anc
         if len(rows) < 9:
             console().print(f"analyze --interval sizes a whole network's 90 % interval from these networks' leave-one-out "
                             f"errors once there are 9 or more ({len(rows)} now); until then from the calibration")
+    return doc["network_correction"]
 
 
 def _measure_anchored(entries, anchors: Path, n: int, runner, t, fmt):
     """Time the networks and ``n`` blocks drawn from the ``anchors`` dataset in one campaign; return
-    ({network: ms}, {anchor block_id: ms} of the anchors measured)."""
-    from ..anchors import draw_anchor_specs
+    ({network: ms}, {anchor block_id: ms} of the anchors measured, {block_id: spec} of those drawn)."""
     from ..measure import module_workloads, run_campaign, spec_workloads
 
     if n < 3:
@@ -205,18 +205,17 @@ def _measure_anchored(entries, anchors: Path, n: int, runner, t, fmt):
         if by_key[name]["status"] != "ok":
             raise TvmlatError(f"measuring {name!r} failed: {by_key[name]['error']}")
     ok = {s.block_id: by_key[s.block_id]["latency_ms_median"] for s in specs if by_key[s.block_id]["status"] == "ok"}
-    return {name: by_key[name]["latency_ms_median"] for name in entries}, ok
+    return {name: by_key[name]["latency_ms_median"] for name in entries}, ok, {s.block_id: s for s in specs}
 
 
-def _host_from_anchors(anchors: Path, anchor_ms: dict, pred, fmt):
+def _host_from_anchors(anchors: Path, anchor_ms: dict, specs: dict, pred, fmt):
     """(host factor = median predicted/measured of the anchor blocks timed at ``anchor_ms``, their median |error|
-    % after the factor, number of anchors), the blocks' specs read back from the ``anchors`` dataset."""
-    from ..anchors import draw_anchor_specs, host_factor
+    % after the factor, number of anchors); ``specs``: the blocks of the ``anchors`` dataset by id."""
+    from ..anchors import host_factor
     from ..features import features_frame
 
     if len(anchor_ms) < 3:
         raise TvmlatError(f"only {len(anchor_ms)} anchor blocks could be measured; need 3")
-    specs = {s.block_id: s for s in draw_anchor_specs(anchors, 10 ** 9)}
     lost = [k for k in anchor_ms if k not in specs]
     if lost:
         raise TvmlatError(f"{anchors} no longer holds the anchor blocks {lost[:3]}{' ...' if len(lost) > 3 else ''} "
