@@ -128,7 +128,7 @@ def refit_predictors(pq: Path, good, meta: dict, preds: list[Path]) -> None:
                        model=doc["kind"], geometry=meta_geometry(pq, meta))
         new = json.loads(p.read_text())
         # `tvmlat fit` keeps a network correction (refitted from its stored timings where it has them) and a memory
-        # model of the file it replaces (fit._carry_over)
+        # model of the file it replaces (fit._carried, fit._after_carry)
         nc = new.get("network_correction")
         if nc is not None:
             how = "refitted from its stored timings" if nc.get("timings_reused_from") else f"kept ({nc.get('note')})"

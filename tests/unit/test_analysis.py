@@ -385,6 +385,22 @@ def test_a_refit_keeps_the_network_correction_and_memory_model_of_the_file_it_re
     nc = new["network_correction"]
     assert "refitted from its 3 networks' stored timings" in out and nc["timings_reused_from"] == str(pred)
     assert nc["factor"] != 9.0 and nc["timings"] == doc["network_correction"]["timings"]
+    # stopped while the correction is refitted: the new model was saved with the timings in the same write
+    import tvmlat.cli.network_correction as ncmod
+
+    refit = ncmod.refit_correction
+
+    def interrupted(path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ncmod, "refit_correction", interrupted)
+    code, out, err = run_cli(["fit", "-d", str(fake_dataset[0]), "--features", "ops", "--out", pred], capsys)
+    assert code != 0
+    cut = json.loads(pred.read_text())
+    assert cut["features"] != new["features"] and cut["memory"] == memory
+    assert cut["network_correction"]["timings"] == nc["timings"] and cut["network_correction"]["note"].startswith(
+        "fitted with the model this file held before")
+    monkeypatch.setattr(ncmod, "refit_correction", refit)
     # timings that can't be refitted from here (a MODEL_REF that does not load): kept as it was, and said
     broken = json.loads(pred.read_text())
     broken["network_correction"]["timings"]["model_refs"] = ["nowhere/[x].py:nets"]
@@ -393,14 +409,24 @@ def test_a_refit_keeps_the_network_correction_and_memory_model_of_the_file_it_re
     assert code == 0, err
     assert "refitting it from its stored timings failed" in out and "nowhere/[x].py" in out
     assert json.loads(pred.read_text())["network_correction"]["factor"] == nc["factor"]
-    # no timings (a correction made before they were stored): kept, marked
+    # no timings (a correction made before they were stored): kept; the same model refitted leaves it as it was
     del new["network_correction"]["timings"], new["network_correction"]["timings_reused_from"]
     pred.write_text(json.dumps(new))
     code, out, err = run_cli(["fit", "-d", str(fake_dataset[0]), "--out", pred], capsys)
     assert code == 0, err
     kept = json.loads(pred.read_text())["network_correction"]
+    assert "the model it was fitted with is unchanged" in out and kept == new["network_correction"]
+    # ... and another model marks it
+    code, out, err = run_cli(["fit", "-d", str(fake_dataset[0]), "--features", "ops", "--out", pred], capsys)
+    assert code == 0, err
+    kept = json.loads(pred.read_text())["network_correction"]
     assert "stores no timings to refit it from" in out and kept["factor"] == nc["factor"]
     assert "fitted with the model this file held before" in kept["note"]
+    # marked once, it stays marked even when the next refit's model is the one it was marked with
+    code, out, err = run_cli(["fit", "-d", str(fake_dataset[0]), "--features", "ops", "--out", pred], capsys)
+    assert code == 0, err
+    assert "stores no timings" in out and "fitted with the model this file held before" in json.loads(
+        pred.read_text())["network_correction"]["note"]
     # another target's sections: dropped, and said
     other = json.loads(pred.read_text())
     other["target"]["name"] = "other"

@@ -12,8 +12,8 @@ from ..dataset import concat_datasets, dataset_hash, datasets_geometry, ok_rows,
 from ..errors import TvmlatError
 from ..metrics import accuracy, cross_validate, per_family
 from ..predictors.conformal import NEIGHBOURS, heldout_calibration, share_statistic, split_coverage
-from ..predictors import FEATURE_SETS, LinearPredictor, save_predictor
-from ..predictors.io import feature_max
+from ..predictors import FEATURE_SETS, LinearPredictor
+from ..predictors.io import feature_max, predictor_document, write_predictor
 from . import app
 from .common import console, emit, Format, metrics_table
 
@@ -114,13 +114,17 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
     if model.startswith("adapted"):  # the prior prices what its own target's blocks had: those are seen too
         prior_seen = (prior or {}).get("training", {}).get("feature_max")
         seen = {f: max(v, float(prior_seen.get(f, 0))) for f, v in seen.items()} if prior_seen else None
-    replaced = _replaced_sections(out)  # what `tvmlat fit` does not make, of a predictor file this one replaces
-    save_predictor(fitted, out, target=target, profile=profile, dataset_hash=dataset_hash, interval=interval,
-                   training={"n": int(len(good)), "families": sorted(good["family"].unique()), "metrics": results,
-                             **({"feature_max": seen} if seen is not None else {}),
-                             **({"campaign_speeds": {str(k): float(v) for k, v in campaign_speeds.items()}}
-                                if campaign_speeds is not None else {})},
-                   energy=energy, geometry=geometry)
+    doc = predictor_document(
+        fitted, target=target, profile=profile, dataset_hash=dataset_hash, interval=interval,
+        training={"n": int(len(good)), "families": sorted(good["family"].unique()), "metrics": results,
+                  **({"feature_max": seen} if seen is not None else {}),
+                  **({"campaign_speeds": {str(k): float(v) for k, v in campaign_speeds.items()}}
+                     if campaign_speeds is not None else {})},
+        energy=energy, geometry=geometry)
+    # what `tvmlat fit` does not make, of a predictor file this one replaces, goes into the same write: nothing
+    # measured (a network correction's timings) is ever out of the file
+    kept, said = _carried(_replaced_sections(out), doc)
+    write_predictor({**doc, **kept}, out)
     con.print(f"\n[bold]fitted model[/] ({model}, features: {features})\n{fitted.describe()}")
     con.print(metrics_table(results, f"accuracy of the {model} model"))
     emit(per_family(heldout).to_dict("records"), Format.table,
@@ -133,7 +137,7 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
         con.print(f"[yellow]note:[/] only {len(energy_rows(good))} blocks have an energy reading; no energy model "
                   f"(needs 12)")
     con.print(f"predictor saved to {out}" + (" (with an energy model)" if energy is not None else ""))
-    _carry_over(out, replaced, target, profile, con)
+    _after_carry(out, kept, said, con)
     if plot is not None:
         from ..plots import accuracy_plot
 
@@ -149,8 +153,8 @@ CARRIED = ("network_correction", "memory")
 
 
 def _replaced_sections(out: Path) -> dict[str, Any]:
-    """The ``CARRIED`` sections of the predictor file at ``out`` that a fit is about to replace, with its target
-    and profile (``{}``: no such file, or not a predictor's JSON)."""
+    """The ``CARRIED`` sections of the predictor file at ``out`` that a fit is about to replace, with its target,
+    profile and ``MODEL_KEYS`` (``{}``: no such file, none of those sections, or not a predictor's JSON)."""
     import json
 
     try:
@@ -161,37 +165,56 @@ def _replaced_sections(out: Path) -> dict[str, Any]:
         return {}
     kept = {k: doc[k] for k in CARRIED if isinstance(doc.get(k), dict)}
     target = doc.get("target")
-    return {**kept, "target": target if isinstance(target, dict) else {}, "profile": doc.get("profile")} if kept else {}
+    return {**kept, "target": target if isinstance(target, dict) else {}, "profile": doc.get("profile"),
+            "model_keys": {k: doc.get(k) for k in MODEL_KEYS}} if kept else {}
 
 
-def _carry_over(out: Path, replaced: dict[str, Any], target: dict[str, Any], profile: str, con) -> None:
-    """Keep in the refitted ``out`` what the file it replaced held beside its model, so that nothing measured is
-    lost: the memory model (TVM's memory planning of the target, which a latency refit does not change) and the
-    network correction, fitted again from the networks' stored timings where it has them (nothing measured),
-    else kept and marked as fitted with the model before. Sections of another target, profile or chip are
-    dropped, with a line that says so."""
-    from ..jsonfile import read_json, write_json
+#: the note of a network correction kept from a file whose model the refit changed
+STALE = "fitted with the model this file held before"
+#: what a fitted model is: a network correction fitted with a file equal in these fitted the same model
+MODEL_KEYS = ("kind", "model", "features", "features_version", "cache_geometry")
+
+
+def _carried(replaced: dict[str, Any], doc: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The sections of the file a fit replaces (``_replaced_sections``) to keep in the new document ``doc``, and
+    what to say about them: the memory model (TVM's memory planning of the target, which a latency refit does not
+    change) and the network correction, marked as fitted with the model before where the model changed
+    (``_after_carry`` refits it from its stored timings). Sections of another target, profile or chip are
+    dropped, and the line says so."""
+    import json
+
     from ..predictors.io import target_chip
 
     kept = {k: replaced[k] for k in CARRIED if k in replaced}
     if not kept:
-        return
-    old = replaced["target"]
-    if (old.get("name"), replaced["profile"], target_chip(old)) != (target.get("name"), profile, target_chip(target)):
+        return {}, ""
+    old, target = replaced["target"], doc["target"]
+    if (old.get("name"), replaced["profile"], target_chip(old)) != (target.get("name"), doc["profile"],
+                                                                    target_chip(target)):
         what = " and a ".join({"network_correction": "network correction", "memory": "memory model"}[k] for k in kept)
-        con.print(f"[yellow]note: the file replaced held a {what} of "
-                  f"another target, profile or chip ({old.get('name')}, {replaced['profile']}, "
-                  f"{target_chip(old) or '?'}); the refit drops it[/]")
-        return
-    doc = read_json(out, TvmlatError, "a predictor file", "fit it again")
+        return {}, (f"[yellow]note: the file replaced held a {what} of another target, profile or chip "
+                    f"({old.get('name')}, {replaced['profile']}, {target_chip(old) or '?'}); the refit drops it[/]")
     nc = kept.get("network_correction")
+    new_keys = json.loads(json.dumps({k: doc.get(k) for k in MODEL_KEYS}, default=float))
+    if nc is not None and replaced["model_keys"] == new_keys and not str(nc.get("note")).startswith(STALE):
+        return kept, "unchanged"
     if nc is not None:
-        kept["network_correction"] = {**nc, "note": "fitted with the model this file held before; run `tvmlat "
-                                                    "network-correction` again"}
-    write_json(out, {**doc, **kept}, indent=2)
+        kept["network_correction"] = {**nc, "note": STALE + "; run `tvmlat network-correction` again"}
+    return kept, ""
+
+
+def _after_carry(out: Path, kept: dict[str, Any], said: str, con) -> None:
+    """Say what the refit kept of the file it replaced (``_carried``), and fit its network correction again from
+    the networks' stored timings where it has them and the model changed (nothing measured)."""
+    if said and said != "unchanged":
+        con.print(said)
     if "memory" in kept:
         con.print("kept the memory model of the file replaced (TVM's memory planning, which a refit does not change)")
+    nc = kept.get("network_correction")
     if nc is None:
+        return
+    if said == "unchanged":
+        con.print("kept the network correction of the file replaced: the model it was fitted with is unchanged")
         return
     if not nc.get("timings"):
         con.print("[yellow]note: kept the network correction of the file replaced, fitted with the model it held; "

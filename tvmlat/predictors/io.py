@@ -54,7 +54,12 @@ def predictor_document(model, *, target: dict[str, Any], profile: str, dataset_h
 
 
 def save_predictor(model, path: str | Path, **kw: Any) -> dict[str, Any]:
-    doc = predictor_document(model, **kw)
+    return write_predictor(predictor_document(model, **kw), path)
+
+
+def write_predictor(doc: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """Write a predictor document (``predictor_document``, perhaps with sections added) to ``path``, in one
+    replacement of the file."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     write_json(p, doc, indent=2, default=float)
