@@ -327,7 +327,34 @@ def test_network_correction_refits_from_stored_timings(tmp_path, predictor_path,
     elsewhere["network_correction"]["timings"]["model_refs"] = ["no/such/nets.py:all"]
     (tmp_path / "elsewhere.json").write_text(json.dumps(elsewhere))
     assert_user_error(run_cli(["network-correction", "-p", again, "--timings-from", tmp_path / "elsewhere.json"],
-                              capsys), "run from the folder it was timed in")
+                              capsys), "nor from", "the folder it was timed in")
+    # --target with stored timings: nothing is measured on it, so it must be the target they were timed on
+    assert_user_error(run_cli(["network-correction", "-p", again, "--timings-from", first, "--target", "cuda"],
+                              capsys), "--target cuda: the networks in", "were timed on 'fake'")
+    code, out, err = run_cli(["network-correction", "-p", again, "--timings-from", first, "--target", target], capsys)
+    assert code == 0, err
+    # relative MODEL_REFs: the file records the folder they are relative to, so a refit finds them from anywhere
+    for d in ("models", "sub/deep", "far"):
+        (tmp_path / d).mkdir(parents=True)
+    shutil.copy(NETS, tmp_path / "models" / "nets.py")
+    shutil.copy(predictor_path, tmp_path / "sub" / "deep" / "rel.json")
+    monkeypatch.chdir(tmp_path)
+    rel = [f"models/nets.py:{n}" for n in ("small_cnn", "vit_tiny", "resnet18")]
+    code, out, err = run_cli(["network-correction", *rel, "-p", "sub/deep/rel.json", "--target", target], capsys)
+    assert code == 0, err
+    timed = json.loads((tmp_path / "sub" / "deep" / "rel.json").read_text())["network_correction"]["timings"]
+    assert timed["model_refs"] == rel and timed["folder"] == "../.."
+    monkeypatch.chdir(tmp_path / "far")
+    monkeypatch.setattr("tvmlat.runners.local.LocalRunner", lambda *a, **k: pytest.fail("measured again"))
+    code, out, err = run_cli(["network-correction", "-p", "../sub/deep/rel.json", "--timings-from",
+                              "../sub/deep/rel.json", "--out", "here.json"], capsys)
+    assert code == 0, err
+    moved = json.loads((tmp_path / "far" / "here.json").read_text())["network_correction"]
+    assert moved["timings"]["model_refs"] == rel and moved["timings"]["folder"] == ".."
+    assert moved["timings"]["networks"] == timed["networks"]
+    (tmp_path / "models" / "nets.py").unlink()  # gone from its folder too: the line names that folder
+    assert_user_error(run_cli(["network-correction", "-p", "here.json", "--timings-from", "here.json"], capsys),
+                      "models/nets.py:small_cnn", "nor from")
     odd = tmp_path / "odd.json"
     odd.write_text(json.dumps({**json.loads(Path(predictor_path).read_text()), "network_correction": [1, 2]}))
     assert_user_error(run_cli(["network-correction", "-p", again, "--timings-from", odd], capsys),

@@ -64,6 +64,8 @@ def test_unchanged_is_stamped_and_a_stale_column_is_refitted_away(tmp_path):
     assert pred["memory"] == memory
     nc = pred["network_correction"]
     assert "network correction of stale.predictor.json refitted from its stored timings" in r.stdout
+    folder = nc["timings"].pop("folder")  # where its relative MODEL_REFs were found (the script ran from the repo)
+    assert (stale_pred.parent / folder / "examples" / "networks.py").is_file()
     assert nc["timings"] == timings and nc["factor"] != 7.0 and any(v != 0 for v in nc["loo_log_residuals"])
     assert "gone_col" not in pd.read_parquet(stale.with_suffix(".parquet")).columns
 

@@ -4,6 +4,7 @@ whole networks, and store it in the predictor file for `analyze` to apply."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -24,7 +25,7 @@ from .common import Format, console, emit, warn_unpriced
 def network_correction_cmd(
     model_refs: Optional[List[str]] = typer.Argument(None, help="MODEL_REFs of whole networks (path/file.py:NAME)"),
     predictor: Path = typer.Option(..., "--predictor", "-p", help="predictor JSON to correct"),
-    target: str = typer.Option("llvm", "--target", "-t", help="target to measure the networks on"),
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="target to measure the networks on [llvm]"),
     out: Optional[Path] = typer.Option(None, "--out", help="write the corrected predictor here [update -p in place]"),
     anchors: Optional[Path] = typer.Option(None, "--anchors", help="calibration dataset (parquet) to draw anchor "
                                            "blocks from: measured with the networks, they tell the host's speed now "
@@ -54,7 +55,7 @@ def refit_correction(path: Path) -> dict:
     return correct_networks(path, timings_from=path, fmt=None)
 
 
-def correct_networks(predictor: Path, *, model_refs=None, target: str = "llvm", out=None, anchors=None,
+def correct_networks(predictor: Path, *, model_refs=None, target: str | None = None, out=None, anchors=None,
                      anchor_blocks: int = 40, timings_from=None, fmt: Format | None = Format.table) -> dict:
     """`network-correction`'s work; returns the section it wrote. ``fmt`` None: print nothing
     (``refit_correction``)."""
@@ -70,10 +71,18 @@ def correct_networks(predictor: Path, *, model_refs=None, target: str = "llvm", 
             raise TvmlatError(f"give {'MODEL_REFs' if model_refs else '--anchors'} to measure, or --timings-from to "
                               "reuse stored timings (with their anchors), not both")
         stored = stored_timings(timings_from)
-        model_refs = stored["model_refs"]
+        if target is not None and load_target(target).name != stored["target"]:
+            raise TvmlatError(f"--target {target}: the networks in {timings_from} were timed on {stored['target']!r} "
+                              "and nothing is measured with --timings-from; leave --target out, or measure the "
+                              "networks on it (MODEL_REF...)")
+        # the folder its relative MODEL_REFs and anchor dataset are relative to (where it was timed)
+        root = _found_in(stored["model_refs"], Path(timings_from).parent / stored.get("folder", "."))
+        model_refs = [_ref_from(r, root) for r in stored["model_refs"]]
     elif not model_refs:
         raise TvmlatError("name the networks to measure (MODEL_REF...), or reuse stored timings with --timings-from")
-    t = None if stored else load_target(target)  # nothing is measured from stored timings
+    else:
+        root = Path.cwd()
+    t = None if stored else load_target(target or "llvm")  # nothing is measured from stored timings
     tname = stored["target"] if stored else t.name
     if pred.target.get("name") not in (None, tname):
         raise TvmlatError(f"{predictor} predicts target {pred.target.get('name')!r}, not {tname!r}"
@@ -86,14 +95,15 @@ def correct_networks(predictor: Path, *, model_refs=None, target: str = "llvm", 
                              "(this host)")
                           + "; correct a predictor calibrated on the CPU that times the networks")
     entries = {}
-    for ref in model_refs:
+    for given, ref in zip(stored["model_refs"] if stored else model_refs, model_refs):
         try:
             entries.update(load_model_ref(ref))
         except TvmlatError as e:
             if not stored:
                 raise
-            raise TvmlatError(f"{timings_from} timed the networks of {ref!r}, which does not load here ({e}); run "
-                              "from the folder it was timed in (a relative path is relative to it)") from None
+            raise TvmlatError(f"{timings_from} timed the networks of {given!r}, which does not load from here nor "
+                              f"from {root}, the folder it was timed in ({e}); put the file back, or measure the "
+                              "networks again (MODEL_REF...)") from None
     if stored:
         missing = [n for n in stored["networks"] if n not in entries]
         if missing:
@@ -113,8 +123,8 @@ def correct_networks(predictor: Path, *, model_refs=None, target: str = "llvm", 
     if stored:
         measured = stored["networks"]
         if stored["anchors"]:
-            anchors, anchor_ms = Path(stored["anchors"]["dataset"]), stored["anchors"]["blocks"]
-            beside = Path(timings_from).parent / anchors.name  # a relative path from elsewhere: the file beside it
+            anchors, anchor_ms = _from_root(stored["anchors"]["dataset"], root), stored["anchors"]["blocks"]
+            beside = Path(timings_from).parent / anchors.name  # moved with the file: beside it
             anchors = beside if not anchors.is_file() and beside.is_file() else anchors
             specs = {s.block_id: s for s in draw_anchor_specs(anchors, 10 ** 9)}  # every block
             host, anchor_err, n_anchors = _host_from_anchors(anchors, anchor_ms, specs, pred, fmt)
@@ -163,8 +173,10 @@ def correct_networks(predictor: Path, *, model_refs=None, target: str = "llvm", 
         "note": "multiply the sum of layer predictions by factor to predict a whole network" + (
             "" if corr["applied"] else f" (1: the fitted x{factor:.3f} did not pay in leave-one-out)"),
         # what was measured (not what the predictor made of it): --timings-from refits the correction from it
-        "timings": {"target": tname, "chip": chip, "model_refs": list(model_refs), "networks": dict(measured),
-                    "anchors": {"dataset": str(anchors), "blocks": dict(anchor_ms)} if anchor_ms else None},
+        "timings": {"target": tname, "chip": chip, "model_refs": list(stored["model_refs"] if stored else model_refs),
+                    "networks": dict(measured),
+                    "anchors": {"dataset": stored["anchors"]["dataset"] if stored else str(anchors),
+                                "blocks": dict(anchor_ms)} if anchor_ms else None},
     }
     if stored:
         doc["network_correction"]["timings_reused_from"] = str(timings_from)
@@ -172,6 +184,8 @@ def correct_networks(predictor: Path, *, model_refs=None, target: str = "llvm", 
         doc["network_correction"].update({"host_factor": host, "anchor_blocks": n_anchors,
                                           "anchor_median_abs_error_%": anchor_err, "anchor_dataset": str(anchors)})
     dest = out or predictor
+    # relative MODEL_REFs and anchor dataset are relative to this folder: a refit finds them from anywhere
+    doc["network_correction"]["timings"]["folder"] = os.path.relpath(root.resolve(), Path(dest).resolve().parent)
     write_json(dest, doc, indent=2)
     if fmt == Format.table:
         console().print(f"factor {factor:.3f} (median |error| {corr['median_abs_error_%_before']:.1f} % -> "
@@ -247,7 +261,7 @@ def stored_timings(path: Path) -> dict:
                           "stored); measure the networks: tvmlat network-correction MODEL_REF... -p P.json")
     nets, anch = (t.get("networks"), t.get("anchors")) if isinstance(t, dict) else (None, None)
     ok = (isinstance(t, dict) and isinstance(t.get("target"), str) and isinstance(t.get("chip", ""), str)
-          and isinstance(t.get("model_refs"), list)
+          and isinstance(t.get("model_refs"), list) and isinstance(t.get("folder", "."), str)
           and all(isinstance(r, str) for r in t["model_refs"]) and isinstance(nets, dict) and len(nets) >= 3
           and all(_positive(v) for v in nets.values())
           and (anch is None or (isinstance(anch, dict) and isinstance(anch.get("dataset"), str)
@@ -256,6 +270,28 @@ def stored_timings(path: Path) -> dict:
     if not ok:
         raise TvmlatError(f"{path}: network_correction.timings is damaged; measure the networks again")
     return t
+
+
+def _from_root(path: str, root: Path) -> Path:
+    """A stored relative ``path``, found from here or else from ``root``, the folder it was stored from."""
+    p = Path(path)
+    return root / p if not p.is_absolute() and not p.exists() and (root / p).exists() else p
+
+
+def _found_in(refs, root: Path) -> Path:
+    """Where stored MODEL_REFs' relative files are found: from here (the current folder) where the first of them
+    is, else from ``root``, the folder they were timed in."""
+    rel = [Path(r.rpartition(":")[0]) for r in refs if not r.startswith("torchvision:") and ":" in r]
+    rel = [p for p in rel if not p.is_absolute()]
+    return Path.cwd() if not rel or rel[0].exists() or not (root / rel[0]).exists() else root
+
+
+def _ref_from(ref: str, root: Path) -> str:
+    """A stored MODEL_REF whose file is found from here or else from ``root``, the folder it was timed in."""
+    if ref.startswith("torchvision:") or ":" not in ref:
+        return ref
+    path, _, name = ref.rpartition(":")
+    return f"{_from_root(path, root)}:{name}"
 
 
 def _positive(v) -> bool:
