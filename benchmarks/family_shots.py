@@ -34,7 +34,7 @@ def campaign_rows(path: str, draws: int, weights: tuple[int, ...]) -> list[dict]
     try:
         df = ok_rows(load_for_fit(path)).reset_index(drop=True)
     except TvmlatError as e:
-        raise SystemExit(f"error: {e}; give campaigns `tvmlat calibrate` wrote") from None
+        raise SystemExit(f"error: {e}") from None
     y = df["latency_ms_median"].to_numpy(float)
     rng = np.random.default_rng(zlib.crc32(str(path).encode()))  # the same draws on every run
     fit = lambda rows: LinearPredictor(features="loops").fit(df.iloc[rows], y[rows])  # noqa: E731
