@@ -76,7 +76,8 @@ def correct_networks(predictor: Path, *, model_refs=None, target: str | None = N
                               "and nothing is measured with --timings-from; leave --target out, or measure the "
                               "networks on it (MODEL_REF...)")
         # the folder its relative MODEL_REFs and anchor dataset are relative to (where it was timed)
-        root = _found_in(stored["model_refs"], Path(timings_from).parent / stored.get("folder", "."))
+        root = Path(os.path.normpath(Path(timings_from).parent / stored.get("folder", ".")))
+        root = _found_in(stored["model_refs"], root)
         model_refs = [_ref_from(r, root) for r in stored["model_refs"]]
     elif not model_refs:
         raise TvmlatError("name the networks to measure (MODEL_REF...), or reuse stored timings with --timings-from")
