@@ -1,7 +1,7 @@
 """A family the calibration never saw, and what a few of its blocks buy (README, "Where the default model stands").
 
 For each campaign (a shipped 100-block dataset, fitted on its own as a user's calibration is) and each of its
-families: the family's blocks are shuffled, the last ones are the test blocks, and the first k (0, 1, 2, 3, 5) are
+families (``tvmlat.ablation.family_shots``, which `tvmlat ablation` reports with shots counted 5 times): the family's blocks are shuffled, the last ones are the test blocks, and the first k (0, 1, 2, 3, 5) are
 "shots", blocks of the new family a user measured too. Every k is scored on the same test blocks:
 
 * ``held``: the linear ``loops`` model fitted on the other families only (k = 0; the leave-one-family-out figure);
@@ -10,6 +10,7 @@ families: the family's blocks are shuffled, the last ones are the test blocks, a
   as a network correction is one per network set).
 
     python benchmarks/family_shots.py datasets/llvm/calib-znver4-n100-s*.parquet [--draws 3] [--weights 1 5 20]
+        [--model linear+xgb]
 """
 
 from __future__ import annotations
@@ -17,63 +18,53 @@ from __future__ import annotations
 import argparse
 import zlib
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-SHOTS = (0, 1, 2, 3, 5)
 WITHIN = 0.10
 
 
-def campaign_rows(path: str, draws: int, weights: tuple[int, ...]) -> list[dict]:
-    """Every test block's prediction by every method and k, for one campaign's file."""
+def campaign_rows(path: str, draws: int, weights: tuple[int, ...], model: str = "linear") -> pd.DataFrame:
+    """Every test block's prediction by every method and k, for one campaign's file (``tvmlat.ablation.family_shots``
+    with the held-out model's offset too)."""
+    from tvmlat.ablation import family_shots
+    from tvmlat.cli.fit import make_model_factory
     from tvmlat.dataset import load_for_fit, ok_rows
     from tvmlat.errors import TvmlatError
-    from tvmlat.predictors import LinearPredictor
 
     try:
         df = ok_rows(load_for_fit(path)).reset_index(drop=True)
     except TvmlatError as e:
         raise SystemExit(f"error: {e}") from None
-    y = df["latency_ms_median"].to_numpy(float)
-    rng = np.random.default_rng(zlib.crc32(str(path).encode()))  # the same draws on every run
-    fit = lambda rows: LinearPredictor(features="loops").fit(df.iloc[rows], y[rows])  # noqa: E731
-    out = []
-    for fam in sorted(df["family"].unique()):
-        mine = np.flatnonzero((df["family"] == fam).to_numpy())
-        if len(mine) < max(SHOTS) + 2:  # too few to leave test blocks after the shots
-            continue
-        rest = np.flatnonzero((df["family"] != fam).to_numpy())
-        held = fit(rest)
-        for draw in range(draws):
-            order = rng.permutation(mine)
-            test = order[max(SHOTS):]
-            base = held.predict(df.iloc[test])
-            for k in SHOTS:
-                shots = order[:k]
-                preds = {"held": base}
-                if k:
-                    ratio = y[shots] / held.predict(df.iloc[shots])
-                    preds["offset"] = base * float(np.exp(np.mean(np.log(ratio))))
-                    for w in weights:
-                        preds[f"fit w{w}"] = fit(np.concatenate([rest] + [shots] * w)).predict(df.iloc[test])
-                for method, p in preds.items():
-                    out += [{"campaign": str(path), "family": fam, "draw": draw, "k": k, "method": method,
-                             "measured": y[t], "predicted": float(v)} for t, v in zip(test, p)]
-    return out
+    seed = zlib.crc32(Path(path).name.encode())  # the same draws on every run, wherever the file is
+    return family_shots(df, make_model_factory(model, "loops"), draws=draws, weights=weights, seed=seed,
+                        offset=True).assign(campaign=str(path))
 
 
 def main() -> None:
+    from tvmlat.ablation import SHOTS
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("datasets", nargs="+", help="campaign parquet files of one host")
     ap.add_argument("--draws", type=int, default=3, help="shuffles of each family per campaign")
     ap.add_argument("--weights", type=int, nargs="+", default=[1, 5, 20], help="how many times a shot counts")
+    ap.add_argument("--model", default="linear", help="linear | linear+xgb (the residual tree learns from the shots "
+                    "too)")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--csv", help="write every test prediction here")
     a = ap.parse_args()
+    from tvmlat.cli.fit import make_model_factory
+    from tvmlat.errors import TvmlatError
+
+    try:
+        make_model_factory(a.model, "loops")
+    except TvmlatError as e:
+        raise SystemExit(f"error: {e}") from None
     with ProcessPoolExecutor(a.jobs) as ex:
-        parts = ex.map(campaign_rows, a.datasets, [a.draws] * len(a.datasets), [tuple(a.weights)] * len(a.datasets))
-        d = pd.DataFrame([r for part in parts for r in part])
+        n = len(a.datasets)
+        d = pd.concat(ex.map(campaign_rows, a.datasets, [a.draws] * n, [tuple(a.weights)] * n, [a.model] * n),
+                      ignore_index=True)
     if d.empty:
         raise SystemExit(f"error: no family has {max(SHOTS) + 2} blocks in these campaigns; give 100-block campaigns")
     if a.csv:
@@ -83,6 +74,7 @@ def main() -> None:
     n_test = d[(d["method"] == "held") & (d["k"] == 0)]
     print(f"{len(a.datasets)} campaigns, {n_test['family'].nunique()} families, {len(n_test)} test predictions per "
           f"method and k ({a.draws} draws)\n")
+    print(f"model: {a.model} (loops features)")
     t = d.pivot_table(index="method", columns="k", values="hit", aggfunc="mean")
     t = t.loc[["held", "offset"] + [f"fit w{w}" for w in a.weights]]
     print("within +-10 % (share of test blocks), by shots k:")

@@ -119,3 +119,51 @@ def test_family_table_gives_each_familys_interval_coverage():
     assert t.loc["good1", "m cov90%"] == 100 and t.loc["good2", "m cov90%"] == 100
     overall = split_coverage(p, 0.9)["coverage"]
     assert (t["m cov90%"] * t["n"]).sum() / t["n"].sum() == pytest.approx(100 * overall)
+
+
+class _MeanByFamily:
+    """A stand-in model: a seen family's mean label, else the mean of all; records what it was fitted on."""
+
+    fitted_on: list = []
+
+    def fit(self, X, y):
+        self.means = pd.Series(np.asarray(y, float), index=X["family"].to_numpy()).groupby(level=0).mean()
+        self.all = float(np.mean(y))
+        _MeanByFamily.fitted_on.append(X["block_id"].tolist())
+        return self
+
+    def predict(self, X):
+        return np.array([self.means.get(f, self.all) for f in X["family"]])
+
+
+def test_family_shots_tests_each_k_on_the_same_blocks_and_fits_the_shots_weighted():
+    from tvmlat.ablation import family_shots, shots_table
+
+    # two campaigns of the same blocks: a block's rows stay together (never both a shot and a test block)
+    rows = [{"block_id": f"{fam}{i}", "family": fam, "campaign": c, "latency_ms_median": cost}
+            for c in ("c0", "c1") for fam, cost in (("a", 1.0), ("b", 1.0), ("new", 4.0)) for i in range(9)]
+    df = pd.DataFrame(rows)
+    _MeanByFamily.fitted_on = []
+    r = family_shots(df, _MeanByFamily, draws=2, weights=(3,), offset=True, seed=1)
+    new = r[r["family"] == "new"]
+    for (draw, k), g in new.groupby(["draw", "k"]):
+        assert sorted(g[g["method"] == "held"]["block_id"]) == sorted(new[(new["draw"] == draw)
+                                                                         & (new["k"] == 0)]["block_id"])
+        assert len(g[g["method"] == "held"]) == 2 * (9 - 5)  # 4 test blocks, each in two campaigns
+    held = new[new["method"] == "held"]["predicted"]
+    assert np.allclose(held, 1.0)  # fitted without the family: the other families' mean
+    fit = new[new["method"] == "fit w3"]
+    assert np.allclose(fit["predicted"], 4.0) and np.allclose(new[new["method"] == "offset"]["predicted"], 4.0)
+    # the shots were fitted on 3 times each, and never a test block
+    with_shots = [ids for ids in _MeanByFamily.fitted_on  # fits with some, not all, of "new"'s blocks
+                  if 0 < len({i for i in ids if i.startswith("new")}) < 9]
+    assert with_shots and all(ids.count(i) == 3 * 2 for ids in with_shots for i in ids if i.startswith("new"))
+    assert len(with_shots) == 2 * 4  # the family's two draws, k = 1, 2, 3, 5 each
+    for draw in (0, 1):
+        tested = set(fit[fit["draw"] == draw]["block_id"])
+        shots = [{i for i in ids if i.startswith("new")} for ids in with_shots[4 * draw:4 * draw + 4]]
+        assert [len(s) for s in shots] == [1, 2, 3, 5] and not shots[-1] & tested
+        assert shots[0] <= shots[1] <= shots[2] <= shots[3]  # more shots: the same ones and more
+    t = shots_table(r.assign(model="mean")).set_index("model")
+    assert list(t.columns) == ["method", "k=0", "k=1", "k=2", "k=3", "k=5"]
+    assert t.loc[t["method"] == "fit w3", "k=5"].iloc[0].startswith("100 %")

@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 ROOT = Path(__file__).parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -20,7 +19,7 @@ def test_no_shots_is_the_held_out_family_prediction_and_shots_are_never_test_blo
     from tvmlat.metrics import cross_validate
     from tvmlat.predictors import LinearPredictor
 
-    d = pd.DataFrame(family_shots.campaign_rows(str(CAMPAIGN), 1, (1,)))
+    d = family_shots.campaign_rows(str(CAMPAIGN), 1, (1,))
     df = ok_rows(load_for_fit(CAMPAIGN)).reset_index(drop=True)
     _, held = cross_validate(df, lambda: LinearPredictor(features="loops"), split="family")
     k0 = d[(d["method"] == "held") & (d["k"] == 0)]
@@ -34,8 +33,10 @@ def test_no_shots_is_the_held_out_family_prediction_and_shots_are_never_test_blo
     assert not np.allclose(fit5, k0["predicted"].to_numpy())
 
 
-def test_a_missing_campaign_is_one_line(tmp_path):
-    r = subprocess.run([sys.executable, "benchmarks/family_shots.py", str(tmp_path / "none.parquet")], cwd=ROOT,
-                       capture_output=True, text=True, timeout=300)
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip() and "Warning" not in ln]
-    assert r.returncode == 1 and len(lines) == 1 and "none.parquet" in lines[0], r.stderr
+def test_a_missing_campaign_or_an_unknown_model_is_one_line(tmp_path):
+    for args, needle in (([str(tmp_path / "none.parquet")], "none.parquet"),
+                         ([str(CAMPAIGN), "--model", "forest"], "unknown --model 'forest'")):
+        r = subprocess.run([sys.executable, "benchmarks/family_shots.py", *args], cwd=ROOT, capture_output=True,
+                           text=True, timeout=300)
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip() and "Warning" not in ln]
+        assert r.returncode == 1 and len(lines) == 1 and needle in lines[0], r.stderr

@@ -38,6 +38,11 @@ def test_ablation_report_has_the_few_shot_section(tmp_path, capsys):
     report = (tmp_path / "report.md").read_text()
     assert "## Few-shot adaptation" in report and "few_shot.png" in report
     assert (tmp_path / "few_shot.png").stat().st_size > 0
+    # a new family, and k of its blocks in the calibration: the default model's curve, in all three places
+    assert "a new family:" in out and "## A new family, and a few of its blocks" in report
+    shots = pd.read_csv(tmp_path / "family_shots.csv")
+    assert set(shots["model"]) == {"linear-loops"} and set(shots["k"]) == {0, 1, 2, 3, 5}
+    assert (tmp_path / "family_shots.png").stat().st_size > 0
 
 
 def test_few_shot_from_a_dataset_of_other_blocks_is_a_clear_error(tmp_path, capsys):

@@ -90,6 +90,13 @@ def ablation_cmd(
         rows = [{"model": m, **{str(k): float(v) for k, v in r.items()}} for m, r in curve.iterrows()]
         emit(rows, Format.table, ["model", *map(str, curve.columns)],
              title="learning curve: median APE % on a fixed 30% test split vs. calibration blocks")
+    if fmt == Format.table and not res.shots.empty:
+        from ..ablation import SHOT_WEIGHT, shots_table
+
+        t = shots_table(res.shots)
+        emit(t.to_dict("records"), Format.table, list(t.columns),
+             title=f"a new family: % of its test blocks within +-10 % (median APE %) with k of its blocks in the "
+                   f"calibration, each counted {SHOT_WEIGHT} times (k=0: held out)")
     if fmt == Format.table and not res.other.empty:
         recs = [{**r, "within10": 100 * r["within10"]} for r in res.other.to_dict("records")]
         emit(recs, Format.table, ["quantity", "split", "n", "median_ape", "within10", "mape", "spearman"],
