@@ -48,8 +48,10 @@ def spec_workloads(specs: Iterable[BlockSpec]) -> list[Workload]:
                      (lambda g, s=s: spec_features(s, g))) for s in specs]
 
 
-def module_workloads(entries: dict[str, tuple[torch.nn.Module, Sequence[torch.Tensor]]]) -> list[Workload]:
-    return [Workload(name, name, "model", "", (lambda e=e: e)) for name, e in entries.items()]
+def module_workloads(entries: dict[str, tuple[torch.nn.Module, Sequence[torch.Tensor]]],
+                     family: str = "model") -> list[Workload]:
+    """A workload per MODEL_REF entry, keyed by its name (``family``: the rows' family column)."""
+    return [Workload(name, name, family, "", (lambda e=e: e)) for name, e in entries.items()]
 
 
 def make_row(w: Workload, res: RunResult, target: TargetSpec, feats: dict[str, int]) -> dict[str, Any]:

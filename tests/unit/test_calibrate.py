@@ -137,3 +137,44 @@ def test_calibrate_draws_its_accuracy_plot_when_it_can(tmp_path, capsys, fakes, 
     code, stdout, err = run_cli(["calibrate", "--samples", "12", "--out", out2, "--no-progress"], capsys)
     assert code == 0, err
     assert len(list(out2.glob("*.predictor.json"))) == 1 and not list(out2.glob("*.png"))
+
+
+def test_calibrate_with_own_blocks_measures_them_in_the_campaign_and_fits_them_as_their_family(tmp_path, capsys,
+                                                                                                fakes):
+    """`calibrate --with path.py:NAME`: the entries are measured with the sampled blocks (one campaign, its own
+    file), fitted as family NAME, recorded in meta.json for a later recount; a bad reference measures nothing."""
+    from pathlib import Path
+
+    from helpers import assert_user_error
+    from tvmlat.dataset import meta_geometry, refresh_features
+
+    made, _ = fakes
+    own = Path(__file__).resolve().parents[2] / "examples" / "own_blocks.py"
+    out = tmp_path / "cal"
+    args = ["calibrate", "--samples", "20", "--out", out, "--no-progress", "--with", f"{own}:convnext"]
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 0, err
+    parquets, metas, preds = _files(out)
+    assert len(parquets) == 1 and parquets[0].name.endswith("-n20-s0-with-convnext.parquet")
+    df = read_dataset(parquets[0])
+    mine = df[df["family"] == "convnext"]
+    assert len(df) == 32 and len(mine) == 12 and made[0].calls == 32 and (mine["spec"] == "").all()
+    assert "and 12 of your own (convnext)" in stdout
+    meta = json.loads(metas[0].read_text())
+    assert meta["model_refs"] == [{"ref": f"{own}:convnext", "layers": False}]
+    # their rows count again from the reference (a later features version), as measured rows do
+    again = refresh_features(df, meta_geometry(parquets[0]), meta["model_refs"])
+    assert (again.loc[mine.index, "flops"] == mine["flops"]).all()
+    loaded = load_predictor(preds[0])
+    assert "convnext" in loaded.doc["training"]["families"] and loaded.doc["training"]["n"] == 32
+    assert "convnext" in stdout  # the fit's per-family table: the family held out, predicted from the others
+    # the same command again resumes (nothing measured); bad --with values measure nothing at all
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 0 and made[-1].calls == 0 and "resuming: 32 already measured" in stdout
+    n = len(made)
+    for bad, needle in (([f"{own}:nothing"], "has no callable 'nothing'"),
+                        (["torchvision:resnet18"], "give your blocks as path/file.py:NAME"),
+                        ([f"{own}:convnext", f"{own}:convnext"], "comes from both")):
+        assert_user_error(run_cli(["calibrate", "--samples", "20", "--out", tmp_path / "bad", "--no-progress",
+                                   *[a for r in bad for a in ("--with", r)]], capsys), needle)
+    assert len(made) == n and not (tmp_path / "bad").exists()

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from ..blocks import FAMILIES, log10_span, sample_specs
-from ..dataset import CampaignWriter, dataset_hash, ok_rows, versions
+from ..dataset import CampaignWriter, dataset_hash, model_ref_record, ok_rows, versions
 from ..errors import TvmlatError
 from ..features import FEATURES_VERSION
-from ..measure import run_campaign, spec_workloads
+from ..measure import module_workloads, run_campaign, spec_workloads
 from . import app
 from .common import RPC_KEY_HELP, TRACKER_HELP, console, make_runner, provenance, resolve_target
 
@@ -45,6 +45,10 @@ def calibrate_cmd(
     tune_budget: Optional[str] = typer.Option(None, "--tune-budget",
                                               help="tuned profile: stop tuning new blocks after this much tuning "
                                                    "time, e.g. 30m, 2h, 900s (resume later to continue)"),
+    with_refs: Optional[List[str]] = typer.Option(None, "--with", help="MODEL_REF (path/file.py:NAME) of your own "
+                                                  "blocks, e.g. of a family the sampler lacks: measured in the same "
+                                                  "interleaved rounds as the sampled blocks and fitted with them, "
+                                                  "as family NAME (repeatable)"),
     cache: bool = typer.Option(True, "--cache/--no-cache",
                                help="reuse compiled blocks from the compile cache ($TVMLAT_CACHE or ~/.cache/tvmlat)"),
 ) -> None:
@@ -67,20 +71,28 @@ def calibrate_cmd(
     fams = [f.strip() for f in families.split(",")] if families else None
     if fams and [f for f in fams if f not in FAMILIES]:
         raise TvmlatError(f"unknown families {[f for f in fams if f not in FAMILIES]}; known: {', '.join(FAMILIES)}")
+    own = _own_blocks(with_refs or [])  # a bad MODEL_REF fails now, before anything is measured or written
     t = resolve_target(target, profile, tracker, rpc_key, arch)
     if trials is not None:
         t = t.with_trials(trials)
     out = out or Path("datasets") / (f"{t.name}-{t.arch}" if t.kind == "cuda" else t.name)
     tag = "" if t.profile == "default" else f"-{t.profile}{t.tuning.trials_per_task}"
-    name = campaign or f"calib-{t.mcpu or t.arch or 'generic'}{tag}-n{samples}-s{seed}"
+    # own blocks make another campaign: added to an earlier one, they would be timed in another host state
+    name = campaign or (f"calib-{t.mcpu or t.arch or 'generic'}{tag}-n{samples}-s{seed}"
+                        + "".join(f"-with-{fam}" for fam in dict.fromkeys(w.family for w in own)))
     path = out / f"{name}.parquet"
     con = console()
     specs = sample_specs(samples, seed=seed, families=fams)
+    clash = sorted({w.key for w in own} & {s.block_id for s in specs})
+    if clash:
+        raise TvmlatError(f"--with: entries {clash[:3]} are named like sampled blocks; rename them")
     geometry = t.geometry()  # run_campaign counts the rows' features for this L1; meta.json and the predictor record it
     meta = {"target_name": t.name, "target": t.to_dict(), "profile": t.profile, "versions": versions(),
             **provenance(t), "sampler": {"seed": seed, "samples": samples, "families": fams or list(FAMILIES)},
             "evaluator": t.evaluator.__dict__, "command": "calibrate", "features_version": FEATURES_VERSION,
-            "compile_overlap": overlap, "cache_geometry": geometry.to_dict()}
+            "compile_overlap": overlap, "cache_geometry": geometry.to_dict(),
+            # where the own blocks' rows come from: a later features version recounts them from it
+            **({"model_refs": [model_ref_record(r) for r in with_refs]} if own else {})}
     # the runner first: a target this machine can't measure fails before anything is written
     # tuned kernels are multi-threaded, and tuning itself uses both cores: no overlap for them
     runner = make_runner(t, overlap=overlap and t.profile == "default", power=power, cache=cache,
@@ -90,19 +102,22 @@ def calibrate_cmd(
     except BaseException:
         getattr(runner, "close", lambda: None)()
         raise
-    already = len(writer.done_ids() & {s.block_id for s in specs})
+    keys = {s.block_id for s in specs} | {w.key for w in own}
+    already = len(writer.done_ids() & keys)
     where = f", over RPC key {t.rpc.key!r} at {t.rpc.tracker}" if t.remote else ""
     device = (f"arch={t.arch}" if t.kind == "cuda"
               else f"mcpu={t.mcpu or 'generic'}, {t.cores} cores, {geometry.describe()}")
     con.print(f"[bold]calibrating[/] {t.name} ({t.kind}, {device}, "
-              f"profile {t.profile}{where}): {samples} blocks, seed {seed} -> {path}"
+              f"profile {t.profile}{where}): {samples} blocks, seed {seed}"
+              + (f", and {len(own)} of your own ({', '.join(dict.fromkeys(w.family for w in own))})" if own else "")
+              + f" -> {path}"
               + (f" (resuming: {already} already measured)" if already else ""))
     if budget_s is not None and t.profile != "tuned":
         con.print("[yellow]note:[/] --tune-budget applies to the tuned profile only; ignored")
         budget_s = None
 
     t0 = time.perf_counter()
-    workloads = spec_workloads(specs)
+    workloads = spec_workloads(specs) + own
     tuning = None
     try:
         if t.profile == "tuned":
@@ -120,7 +135,7 @@ def calibrate_cmd(
     finally:
         getattr(runner, "close", lambda: None)()
     wall = time.perf_counter() - t0
-    df = writer.df[writer.df["block_id"].isin({s.block_id for s in specs})]
+    df = writer.df[writer.df["block_id"].isin(keys)]
     good = ok_rows(df)
     # a run that measured nothing (all done, the predictor refitted) keeps the wall time of the run that did
     writer.finish(**({"wall_s_last_run": round(wall, 2)} if new else {}),
@@ -130,7 +145,7 @@ def calibrate_cmd(
     con.print(time_report(new, wall))
     why = tuning["stopped"] if tuning is not None else ""
     if why:
-        con.print(f"[yellow]stopped early:[/] {why}; {len(df)} of {samples} blocks are measured. "
+        con.print(f"[yellow]stopped early:[/] {why}; {len(df)} of {len(keys)} blocks are measured. "
                   f"Run the same command again (with a budget) to continue.")
         if len(good) < (3 if prior_doc else 12):
             raise TvmlatError(f"only {len(good)} blocks measured so far, too few to fit; run again to continue")
@@ -147,6 +162,27 @@ def calibrate_cmd(
     fit_and_report(good, features=features, target=t.to_dict(), profile=t.profile,
                    dataset_hash=dataset_hash(path), out=pred_path, con=con, model=model, prior=prior_doc,
                    geometry=geometry, plot=plot)
+
+
+def _own_blocks(refs: list[str]) -> list:
+    """Workloads of the blocks ``--with`` names: every entry of each MODEL_REF, its family the ref's NAME."""
+    from ..modelref import load_model_ref
+
+    own, seen = [], {}
+    for ref in refs:
+        if ref.startswith("torchvision:") or ":" not in ref:
+            raise TvmlatError(f"--with {ref}: give your blocks as path/file.py:NAME (NAME, the callable that returns "
+                              "them, names their family)")
+        family = ref.rpartition(":")[2]
+        if family in FAMILIES:
+            raise TvmlatError(f"--with {ref}: {family!r} is a family the sampler already draws; name the callable "
+                              "after your blocks' own family")
+        for w in module_workloads(load_model_ref(ref), family=family):
+            if w.key in seen:
+                raise TvmlatError(f"--with: the entry {w.key!r} comes from both {seen[w.key]} and {ref}; rename one")
+            seen[w.key] = ref
+            own.append(w)
+    return own
 
 
 def rounds_report(good) -> str:
