@@ -70,9 +70,10 @@ def predict_rate(model, df: pd.DataFrame, rows: int = 200_000) -> float:
 
 def run_ablation(df: pd.DataFrame, zoo: dict[str, Callable[[], object]], sizes=(10, 20, 50, 100, 200, 500),
                  draws: int = 5, seed: int = 0, progress: Callable[[str], None] | None = None,
-                 campaign_speed: bool = True) -> AblationResult:
+                 campaign_speed: bool = True, shot_models=None) -> AblationResult:
     """``campaign_speed``: with rows of several campaigns, divide each one's host speed out (per split,
-    from its training rows; for the learning curve and the fit timing, from all rows)."""
+    from its training rows; for the learning curve and the fit timing, from all rows). ``shot_models``: the
+    models of the zoo whose ``family_shots`` to add (None: ``SHOT_MODELS``; () none)."""
     from .campaigns import campaign_count, campaign_speeds, divided
 
     y = df["latency_ms_median"].to_numpy(dtype=float)
@@ -100,7 +101,7 @@ def run_ablation(df: pd.DataFrame, zoo: dict[str, Callable[[], object]], sizes=(
                          "predict_s_per_1e6": 1e6 / rate})
             preds.append(p.assign(model=name, split_kind=split))
         curve += learning_curve(df.assign(latency_ms_median=y), make, name, sizes, draws, seed)
-        if name in SHOT_MODELS:
+        if name in (SHOT_MODELS if shot_models is None else shot_models):
             shots.append(family_shots(df.assign(latency_ms_median=y), make, seed=seed).assign(model=name))
     predictions = pd.concat(preds, ignore_index=True)
     return AblationResult(pd.DataFrame(rows), predictions, pd.DataFrame(curve),

@@ -167,3 +167,18 @@ def test_family_shots_tests_each_k_on_the_same_blocks_and_fits_the_shots_weighte
     t = shots_table(r.assign(model="mean")).set_index("model")
     assert list(t.columns) == ["method", "k=0", "k=1", "k=2", "k=3", "k=5"]
     assert t.loc[t["method"] == "fit w3", "k=5"].iloc[0].startswith("100 %")
+
+
+def test_the_ablation_adds_the_family_shots_of_the_models_asked_for():
+    from pathlib import Path
+
+    from tvmlat.ablation import run_ablation
+    from tvmlat.dataset import load_for_fit, ok_rows
+    from tvmlat.predictors import LinearPredictor
+
+    df = ok_rows(load_for_fit(Path(__file__).resolve().parents[2] / "datasets" / "llvm"
+                              / "calib-znver4-n100-s3.parquet")).reset_index(drop=True)
+    zoo = {"linear-loops": lambda: LinearPredictor(features="loops"), "ops": lambda: LinearPredictor(features="ops")}
+    res = run_ablation(df, zoo, sizes=(50,), draws=1)
+    assert set(res.shots["model"]) == {"linear-loops"} and set(res.shots["k"]) == {0, 1, 2, 3, 5}
+    assert run_ablation(df, zoo, sizes=(50,), draws=1, shot_models=()).shots.empty  # --no-family-shots

@@ -354,7 +354,7 @@ def test_network_correction_refits_from_stored_timings(tmp_path, predictor_path,
     assert moved["timings"]["networks"] == timed["networks"]
     (tmp_path / "models" / "nets.py").unlink()  # gone from its folder too: the line names that folder
     assert_user_error(run_cli(["network-correction", "-p", "here.json", "--timings-from", "here.json"], capsys),
-                      "models/nets.py:small_cnn", "nor from")
+                      "models/nets.py:small_cnn", f"nor from {tmp_path.resolve()}, the folder it was timed in")
     odd = tmp_path / "odd.json"
     odd.write_text(json.dumps({**json.loads(Path(predictor_path).read_text()), "network_correction": [1, 2]}))
     assert_user_error(run_cli(["network-correction", "-p", again, "--timings-from", odd], capsys),

@@ -26,6 +26,9 @@ def ablation_cmd(
     campaign_speed: bool = typer.Option(True, "--campaign-speed/--no-campaign-speed",
                                         help="several datasets: divide each campaign's host speed out (per split, "
                                              "from its training rows)"),
+    family_shots: bool = typer.Option(True, "--family-shots/--no-family-shots",
+                                      help="add a held-out family's curve with 1-5 of its blocks in the calibration "
+                                           "(linear-loops and its residual; ~20 s per 1,000 rows with the tree)"),
     fmt: Format = typer.Option(Format.table, "--format", "-f"),
 ) -> None:
     """Compare linear (published / two-segment / per-op-class), XGBoost alone and linear + XGBoost
@@ -39,6 +42,7 @@ def ablation_cmd(
     con = console()
     with con.status("fitting") as status:
         res = run_ablation(df, model_zoo(with_xgb=xgb), draws=draws, campaign_speed=campaign_speed,
+                           shot_models=None if family_shots else (),
                            progress=lambda m: status.update(f"cross-validating {m}"))
     if res.campaign_speeds is not None:
         con.print(describe(res.campaign_speeds) + " (all rows; each split estimates its own)")

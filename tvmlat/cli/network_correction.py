@@ -76,13 +76,13 @@ def correct_networks(predictor: Path, *, model_refs=None, target: str | None = N
                               "and nothing is measured with --timings-from; leave --target out, or measure the "
                               "networks on it (MODEL_REF...)")
         # the folder its relative MODEL_REFs and anchor dataset are relative to (where it was timed)
-        root = Path(os.path.normpath(Path(timings_from).parent / stored.get("folder", ".")))
-        root = _found_in(stored["model_refs"], root)
+        timed_in = Path(os.path.normpath(Path(timings_from).resolve().parent / stored.get("folder", ".")))
+        root = _found_in(stored["model_refs"], timed_in)
         model_refs = [_ref_from(r, root) for r in stored["model_refs"]]
     elif not model_refs:
         raise TvmlatError("name the networks to measure (MODEL_REF...), or reuse stored timings with --timings-from")
     else:
-        root = Path.cwd()
+        root = timed_in = Path.cwd()
     t = None if stored else load_target(target or "llvm")  # nothing is measured from stored timings
     tname = stored["target"] if stored else t.name
     if pred.target.get("name") not in (None, tname):
@@ -103,7 +103,7 @@ def correct_networks(predictor: Path, *, model_refs=None, target: str | None = N
             if not stored:
                 raise
             raise TvmlatError(f"{timings_from} timed the networks of {given!r}, which does not load from here nor "
-                              f"from {root}, the folder it was timed in ({e}); put the file back, or measure the "
+                              f"from {timed_in}, the folder it was timed in ({e}); put the file back, or measure the "
                               "networks again (MODEL_REF...)") from None
     if stored:
         missing = [n for n in stored["networks"] if n not in entries]
@@ -125,6 +125,7 @@ def correct_networks(predictor: Path, *, model_refs=None, target: str | None = N
         measured = stored["networks"]
         if stored["anchors"]:
             anchors, anchor_ms = _from_root(stored["anchors"]["dataset"], root), stored["anchors"]["blocks"]
+            anchors = anchors if anchors.is_file() else _from_root(stored["anchors"]["dataset"], timed_in)
             beside = Path(timings_from).parent / anchors.name  # moved with the file: beside it
             anchors = beside if not anchors.is_file() and beside.is_file() else anchors
             specs = {s.block_id: s for s in draw_anchor_specs(anchors, 10 ** 9)}  # every block
