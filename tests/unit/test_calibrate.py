@@ -172,9 +172,13 @@ def test_calibrate_with_own_blocks_measures_them_in_the_campaign_and_fits_them_a
     code, stdout, err = run_cli(args, capsys)
     assert code == 0 and made[-1].calls == 0 and "resuming: 32 already measured" in stdout
     n = len(made)
+    copy = tmp_path / "copy.py"
+    copy.write_text(own.read_text())
+    (tmp_path / "mine.py").write_text("def pool():\n    return {}\n")
     for bad, needle in (([f"{own}:nothing"], "has no callable 'nothing'"),
                         (["torchvision:resnet18"], "give your blocks as path/file.py:NAME"),
-                        ([f"{own}:convnext", f"{own}:convnext"], "comes from both")):
+                        ([f"{tmp_path / 'mine.py'}:pool"], "'pool' is a family the sampler already draws"),
+                        ([f"{own}:convnext", f"{copy}:convnext"], "comes from both")):
         assert_user_error(run_cli(["calibrate", "--samples", "20", "--out", tmp_path / "bad", "--no-progress",
                                    *[a for r in bad for a in ("--with", r)]], capsys), needle)
     assert len(made) == n and not (tmp_path / "bad").exists()

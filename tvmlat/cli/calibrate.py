@@ -71,7 +71,8 @@ def calibrate_cmd(
     fams = [f.strip() for f in families.split(",")] if families else None
     if fams and [f for f in fams if f not in FAMILIES]:
         raise TvmlatError(f"unknown families {[f for f in fams if f not in FAMILIES]}; known: {', '.join(FAMILIES)}")
-    own = _own_blocks(with_refs or [])  # a bad MODEL_REF fails now, before anything is measured or written
+    with_refs = list(dict.fromkeys(with_refs or []))  # the same reference twice is once
+    own = _own_blocks(with_refs)  # a bad MODEL_REF fails now, before anything is measured or written
     t = resolve_target(target, profile, tracker, rpc_key, arch)
     if trials is not None:
         t = t.with_trials(trials)
