@@ -22,6 +22,26 @@ def campaign_count(df: pd.DataFrame) -> int:
     return int(df[CAMPAIGN].nunique()) if CAMPAIGN in df else 1
 
 
+def lone_campaigns(df: pd.DataFrame) -> list[str]:
+    """Campaigns that share no family with the other campaigns. Their speed (the median of their rows' measured /
+    predicted) can't be told from their families' level, so dividing it out divides that out too: e.g. own
+    blocks measured apart from the calibration (``calibrate --with`` measures them with it)."""
+    if campaign_count(df) < 2:
+        return []
+    fams = {str(c): set(g.astype(str)) for c, g in df.groupby(CAMPAIGN)["family"]}
+    return [c for c, mine in fams.items() if not mine & set().union(*(f for o, f in fams.items() if o != c))]
+
+
+def lone_note(df: pd.DataFrame) -> str:
+    """One line on ``lone_campaigns`` for a command that divides campaign speeds out ('' when there are none)."""
+    lone = lone_campaigns(df)
+    if not lone:
+        return ""
+    return (f"note: {', '.join(lone)} share{'s' if len(lone) == 1 else ''} no block family with the other campaigns, "
+            "so a campaign's speed there is also its families' level, and dividing it out divides that out too; "
+            "measure such blocks with the calibration (tvmlat calibrate --with), or fit with --no-campaign-speed")
+
+
 def campaign_speeds(df: pd.DataFrame, y, rows=None, rounds: int = ROUNDS) -> pd.Series:
     """Each campaign's host speed (time factor, geometric mean 1) from ``rows`` (default: all) of
     ``df`` with labels ``y``; a campaign with no such row gets 1."""

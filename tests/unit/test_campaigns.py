@@ -114,3 +114,31 @@ def test_fit_records_the_speeds_it_divided_out(two_campaigns, tmp_path, capsys):
         assert "campaign_speeds" not in json.loads((tmp_path / "q.json").read_text())["training"]
     method = json.loads((tmp_path / "q.json").read_text())["interval"]["method"]  # one campaign: the tail
     assert "the 90% quantile of the 30 held-out scores" in method
+
+
+def test_a_family_only_one_campaign_has_is_said_where_speeds_are_divided_out(two_campaigns, tmp_path, capsys):
+    """Its campaign's speed is also that family's level (own blocks measured apart): fit and ablation say so."""
+    import pandas as pd
+
+    from tvmlat.campaigns import lone_campaigns
+
+    a, b = two_campaigns
+    df = ok_rows(concat_datasets([a, b]))
+    assert lone_campaigns(df) == []  # both campaigns hold the same families
+    own = df.copy()
+    own.loc[own["campaign"] == "calib-slow", "family"] = "mine"
+    assert lone_campaigns(own) == ["calib-fast", "calib-slow"]  # neither speed can be told from a family's level
+    mixed = own.copy()  # the calibration's families beside its own: the shared ones anchor its speed
+    mixed.loc[mixed.index[mixed["campaign"] == "calib-slow"][:5], "family"] = "conv_bn_relu"
+    assert lone_campaigns(mixed) == []
+    assert lone_campaigns(own[own["campaign"] == "calib-slow"]) == []  # one campaign: nothing is divided out
+    # the CLI: the slow campaign's rows relabelled as a family of their own
+    slow = pd.read_parquet(b).assign(family="mine")
+    c = tmp_path / "calib-mine.parquet"
+    slow.to_parquet(c)
+    (tmp_path / "calib-mine.meta.json").write_text(b.with_name(b.stem + ".meta.json").read_text())
+    code, out, err = run_cli(["fit", "-d", a, "-d", c, "-o", tmp_path / "p.json"], capsys)
+    assert code == 0, err
+    assert "calib-fast, calib-mine share no block family with the other campaigns" in " ".join(out.split())
+    code, out, err = run_cli(["fit", "-d", a, "-d", b, "-o", tmp_path / "p.json"], capsys)
+    assert code == 0 and "share no block family" not in out

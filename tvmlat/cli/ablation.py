@@ -34,7 +34,7 @@ def ablation_cmd(
     """Compare linear (published / two-segment / per-op-class), XGBoost alone and linear + XGBoost
     residual on the same random 5-fold and leave-one-family-out splits."""
     from ..ablation import family_columns, model_zoo, run_ablation, write_report
-    from ..campaigns import describe
+    from ..campaigns import describe, lone_note
 
     df = ok_rows(concat_datasets(dataset))
     if len(df) < 20:
@@ -46,6 +46,11 @@ def ablation_cmd(
                            progress=lambda m: status.update(f"cross-validating {m}"))
     if res.campaign_speeds is not None:
         con.print(describe(res.campaign_speeds) + " (all rows; each split estimates its own)")
+        lone = lone_note(df)
+        if lone:
+            from rich.markup import escape
+
+            con.print(f"[yellow]{escape(lone)}[/]")
     if few_shot_from:
         from ..ablation import few_shot_pair
         from ..dataset import dataset_label

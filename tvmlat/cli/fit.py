@@ -252,7 +252,7 @@ def fit_cmd(
 ) -> None:
     """Fit a predictor on measured datasets and report its held-out accuracy and interval coverage.
     Several campaigns of one target are fitted as one host state: each one's speed is divided out."""
-    from ..campaigns import campaign_count, campaign_speeds, describe, divided
+    from ..campaigns import campaign_count, campaign_speeds, describe, divided, lone_note
 
     from ..plots import check_plot
 
@@ -275,6 +275,11 @@ def fit_cmd(
         speeds = campaign_speeds(good, good["latency_ms_median"])
         good = good.assign(latency_ms_median=divided(good, good["latency_ms_median"], speeds))
         con.print(describe(speeds) + "; the predictor predicts their average state")
+        lone = lone_note(good)
+        if lone:
+            from rich.markup import escape
+
+            con.print(f"[yellow]{escape(lone)}[/]")
     fit_and_report(good, features=features, target=meta.get("target", {}), profile=meta.get("profile", "default"),
                    dataset_hash=",".join(dataset_hash(p) for p in dataset), out=out, con=con,
                    model=model, geometry=geometry, campaign_speeds=speeds, plot=plot, residual_weight=residual_weight)
