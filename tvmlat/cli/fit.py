@@ -123,7 +123,7 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
         energy=energy, geometry=geometry)
     # what `tvmlat fit` does not make, of a predictor file this one replaces, goes into the same write: nothing
     # measured (a network correction's timings) is ever out of the file
-    kept, said = _carried(_replaced_sections(out), doc)
+    kept, dropped = _carried(_replaced_sections(out), doc)
     write_predictor({**doc, **kept}, out)
     con.print(f"\n[bold]fitted model[/] ({model}, features: {features})\n{fitted.describe()}")
     con.print(metrics_table(results, f"accuracy of the {model} model"))
@@ -137,7 +137,7 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
         con.print(f"[yellow]note:[/] only {len(energy_rows(good))} blocks have an energy reading; no energy model "
                   f"(needs 12)")
     con.print(f"predictor saved to {out}" + (" (with an energy model)" if energy is not None else ""))
-    _after_carry(out, kept, said, con)
+    _after_carry(out, kept, dropped, con)
     if plot is not None:
         from ..plots import accuracy_plot
 
@@ -177,7 +177,7 @@ MODEL_KEYS = ("kind", "model", "features", "features_version", "cache_geometry")
 
 def _carried(replaced: dict[str, Any], doc: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """The sections of the file a fit replaces (``_replaced_sections``) to keep in the new document ``doc``, and
-    what to say about them: the memory model (TVM's memory planning of the target, which a latency refit does not
+    the line to say when it drops them: the memory model (TVM's memory planning of the target, which a latency refit does not
     change) and the network correction, marked as fitted with the model before where the model changed
     (``_after_carry`` refits it from its stored timings). Sections of another target, profile or chip are
     dropped, and the line says so."""
@@ -196,24 +196,22 @@ def _carried(replaced: dict[str, Any], doc: dict[str, Any]) -> tuple[dict[str, A
                     f"({old.get('name')}, {replaced['profile']}, {target_chip(old) or '?'}); the refit drops it[/]")
     nc = kept.get("network_correction")
     new_keys = json.loads(json.dumps({k: doc.get(k) for k in MODEL_KEYS}, default=float))
-    if nc is not None and replaced["model_keys"] == new_keys and not str(nc.get("note")).startswith(STALE):
-        return kept, "unchanged"
-    if nc is not None:
+    if nc is not None and replaced["model_keys"] != new_keys:
         kept["network_correction"] = {**nc, "note": STALE + "; run `tvmlat network-correction` again"}
     return kept, ""
 
 
-def _after_carry(out: Path, kept: dict[str, Any], said: str, con) -> None:
+def _after_carry(out: Path, kept: dict[str, Any], dropped: str, con) -> None:
     """Say what the refit kept of the file it replaced (``_carried``), and fit its network correction again from
     the networks' stored timings where it has them and the model changed (nothing measured)."""
-    if said and said != "unchanged":
-        con.print(said)
+    if dropped:
+        con.print(dropped)
     if "memory" in kept:
         con.print("kept the memory model of the file replaced (TVM's memory planning, which a refit does not change)")
     nc = kept.get("network_correction")
     if nc is None:
         return
-    if said == "unchanged":
+    if not str(nc.get("note")).startswith(STALE):  # not marked by _carried: the model is the one it was fitted with
         con.print("kept the network correction of the file replaced: the model it was fitted with is unchanged")
         return
     if not nc.get("timings"):

@@ -124,10 +124,10 @@ def correct_networks(predictor: Path, *, model_refs=None, target: str | None = N
     if stored:
         measured = stored["networks"]
         if stored["anchors"]:
-            anchors, anchor_ms = _from_root(stored["anchors"]["dataset"], root), stored["anchors"]["blocks"]
-            anchors = anchors if anchors.is_file() else _from_root(stored["anchors"]["dataset"], timed_in)
-            beside = Path(timings_from).parent / anchors.name  # moved with the file: beside it
-            anchors = beside if not anchors.is_file() and beside.is_file() else anchors
+            anchor_ms, given = stored["anchors"]["blocks"], Path(stored["anchors"]["dataset"])
+            # from here, the folder the refs load from, the one it was timed in, or moved with the file: beside it
+            tried = [given, root / given, timed_in / given, Path(timings_from).parent / given.name]
+            anchors = next((p for p in tried if p.is_file()), given)
             specs = {s.block_id: s for s in draw_anchor_specs(anchors, 10 ** 9)}  # every block
             host, anchor_err, n_anchors = _host_from_anchors(anchors, anchor_ms, specs, pred, fmt)
     elif anchors is None:
