@@ -146,14 +146,15 @@ SHOT_MODELS = ("linear-loops", "linear-loops+xgb")
 
 
 def family_shots(df: pd.DataFrame, make, *, shots=SHOTS, draws: int = 3, weights=(SHOT_WEIGHT,), seed: int = 0,
-                 offset: bool = False) -> pd.DataFrame:
+                 offset: bool = False, base: np.ndarray | None = None) -> pd.DataFrame:
     """A family the calibration never saw, with k of its blocks measured into it. For every family of at least
     max(shots) + 2 blocks (a block measured in several campaigns: all its rows together), its blocks are shuffled
     ``draws`` times; those after the first max(shots) are the test blocks, the same for every k, and the first k
     are the shots. Rows: family, draw, k, method, block_id, measured, predicted; method ``held`` is the model
     fitted without the family (the leave-one-family-out prediction, listed under every k), ``fit wW`` the one
     fitted with the shots counted W times, and with ``offset`` also ``offset``: the held-out prediction times the
-    shots' geometric-mean ratio measured / predicted."""
+    shots' geometric-mean ratio measured / predicted. ``base``: a mask of the rows the calibration may hold besides
+    the shots (all: None), e.g. the first 100 blocks of a 200-block campaign, whose other families' blocks stay out."""
     y = df["latency_ms_median"].to_numpy(dtype=float)
     blocks = df["block_id"].astype(str).to_numpy()
     fams = df["family"].to_numpy()
@@ -169,18 +170,18 @@ def family_shots(df: pd.DataFrame, make, *, shots=SHOTS, draws: int = 3, weights
         ids = np.unique(blocks[mine])
         if len(ids) < top + 2:
             continue
-        rest = np.flatnonzero(~mine)
+        rest = np.flatnonzero(~mine if base is None else ~mine & np.asarray(base, dtype=bool))
         held = fit(rest)
         for draw in range(draws):
             order = rng.permutation(ids)
             test = np.flatnonzero(np.isin(blocks, order[top:]) & mine)
-            base = held.predict(df.iloc[test])
+            first = held.predict(df.iloc[test])
             for k in shots:
                 chosen = np.flatnonzero(np.isin(blocks, order[:k]) & mine)
-                preds = {"held": base}
+                preds = {"held": first}
                 if k and offset:
                     ratio = y[chosen] / held.predict(df.iloc[chosen])
-                    preds["offset"] = base * float(np.exp(np.mean(np.log(ratio))))
+                    preds["offset"] = first * float(np.exp(np.mean(np.log(ratio))))
                 if k:
                     for w in weights:
                         preds[f"fit w{w}"] = fit(np.concatenate([rest] + [chosen] * w)).predict(df.iloc[test])
