@@ -23,6 +23,7 @@ import pandas as pd
 from .errors import TvmlatError
 from .metrics import accuracy, block_draw, cross_validate
 from .predictors.conformal import SHARE_PREFIX, split_coverage
+from .predictors.counted import OWN_WEIGHT
 from .predictors.linear import LinearPredictor
 
 
@@ -136,10 +137,8 @@ def learning_curve(df: pd.DataFrame, make, name: str, sizes, draws: int, seed: i
 
 
 #: a held-out family with k of its blocks measured into the calibration ("shots"): the k drawn, and how many times
-#: each shot counts in the fit (5: on the shipped campaigns, 5 blocks counted 5 times lifted the family's blocks
-#: within +-10 % from 70.5 to 74.5 % on the AMD host and from 64.2 to 69.8 % on the Intel one, more than counted
-#: once or 20 times; `benchmarks/family_shots.py`)
-SHOTS, SHOT_WEIGHT = (0, 1, 2, 3, 5), 5
+#: each shot counts in the fit (what `calibrate --with` counts a user's own blocks: ``counted.OWN_WEIGHT``)
+SHOTS, SHOT_WEIGHT = (0, 1, 2, 3, 5), OWN_WEIGHT
 #: the models whose family_shots the ablation reports (the default, and it with the tree, which might learn a
 #: family's own costs from its shots)
 SHOT_MODELS = ("linear-loops", "linear-loops+xgb")

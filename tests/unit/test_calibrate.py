@@ -159,14 +159,17 @@ def test_calibrate_with_own_blocks_measures_them_in_the_campaign_and_fits_them_a
     df = read_dataset(parquets[0])
     mine = df[df["family"] == "convnext"]
     assert len(df) == 32 and len(mine) == 12 and made[0].calls == 32 and (mine["spec"] == "").all()
-    assert "and 12 of your own (convnext)" in stdout
+    assert "and 12 of your own (convnext, counted 3 times in the fit)" in stdout
+    assert "your own blocks count 3 times each (convnext, 12 blocks) in every fit" in stdout
     meta = json.loads(metas[0].read_text())
     assert meta["model_refs"] == [{"ref": f"{own}:convnext", "layers": False}]
+    assert meta["own_families"] == {"convnext": 3}
     # their rows count again from the reference (a later features version), as measured rows do
     again = refresh_features(df, meta_geometry(parquets[0]), meta["model_refs"])
     assert (again.loc[mine.index, "flops"] == mine["flops"]).all()
     loaded = load_predictor(preds[0])
     assert "convnext" in loaded.doc["training"]["families"] and loaded.doc["training"]["n"] == 32
+    assert loaded.doc["training"]["counted"] == {"convnext": 3}
     assert "convnext" in stdout  # the fit's per-family table: the family held out, predicted from the others
     # the same command again resumes (nothing measured); bad --with values measure nothing at all
     code, stdout, err = run_cli(args, capsys)
@@ -181,4 +184,68 @@ def test_calibrate_with_own_blocks_measures_them_in_the_campaign_and_fits_them_a
                         ([f"{own}:convnext", f"{copy}:convnext"], "comes from both")):
         assert_user_error(run_cli(["calibrate", "--samples", "20", "--out", tmp_path / "bad", "--no-progress",
                                    *[a for r in bad for a in ("--with", r)]], capsys), needle)
+    for extra, needle in ((["--with-weight", "0", "--with", f"{own}:convnext"], "--with-weight 0: give how many times"),
+                          (["--with-weight", "101", "--with", f"{own}:convnext"], "an integer from 1"),
+                          (["--with-weight", "2"], "--with-weight counts your --with blocks")):
+        assert_user_error(run_cli(["calibrate", "--samples", "20", "--out", tmp_path / "bad", "--no-progress",
+                                   *extra], capsys), needle)
     assert len(made) == n and not (tmp_path / "bad").exists()
+
+
+def test_own_blocks_count_as_calibrated_when_refitted_and_as_told_with_own_weight(tmp_path, capsys, fakes):
+    """`calibrate --with-weight 1` records it; `tvmlat fit` over that campaign counts them as recorded, `--own-weight`
+    overrides; a weight for datasets without own blocks, or two campaigns that disagree, are one-line errors."""
+    from pathlib import Path
+
+    from helpers import assert_user_error
+
+    own = Path(__file__).resolve().parents[2] / "examples" / "own_blocks.py"
+    out = tmp_path / "cal"
+    code, stdout, err = run_cli(["calibrate", "--samples", "20", "--out", out, "--no-progress", "--with",
+                                 f"{own}:convnext", "--with-weight", "1"], capsys)
+    assert code == 0, err
+    assert "counted once in the fit" in stdout
+    parquet = _files(out)[0][0]
+    assert json.loads(meta_path(parquet).read_text())["own_families"] == {"convnext": 1}
+    once = load_predictor(_files(out)[2][0])
+    assert once.doc["training"]["counted"] == {"convnext": 1}
+    code, stdout, err = run_cli(["fit", "-d", parquet, "--out", tmp_path / "refit.json"], capsys)
+    assert code == 0, err
+    refit = load_predictor(tmp_path / "refit.json")
+    assert refit.doc["training"]["counted"] == {"convnext": 1}
+    assert refit.doc["model"] == once.doc["model"]  # as calibrated: the same fit
+    code, stdout, err = run_cli(["fit", "-d", parquet, "--out", tmp_path / "w4.json", "--own-weight", "4"], capsys)
+    assert code == 0, err
+    w4 = load_predictor(tmp_path / "w4.json")
+    assert w4.doc["training"]["counted"] == {"convnext": 4} and w4.doc["model"] != once.doc["model"]
+    assert "your own blocks count 4 times each (convnext, 12 blocks)" in stdout
+    # the ablation fits every model counting each block once, and says so where the predictor counted them more
+    meta = json.loads(meta_path(parquet).read_text())
+    meta_path(parquet).write_text(json.dumps({**meta, "own_families": {"convnext": 3}}))
+    code, stdout, err = run_cli(["ablation", "-d", parquet, "--no-xgb", "--no-family-shots", "--draws", "1"], capsys)
+    assert code == 0, err
+    assert "your own (convnext) too; the predictor `calibrate --with` fitted counts them 3 times" in " ".join(
+        stdout.split())
+    meta_path(parquet).write_text(json.dumps(meta))
+    # another campaign of the same own family counted otherwise, and one without own blocks
+    meta = json.loads(meta_path(parquet).read_text())
+    other = tmp_path / "other.parquet"
+    other.write_bytes(parquet.read_bytes())
+    meta_path(other).write_text(json.dumps({**meta, "own_families": {"convnext": 3}}))
+    plain = tmp_path / "plain.parquet"
+    plain.write_bytes(parquet.read_bytes())
+    meta_path(plain).write_text(json.dumps({k: v for k, v in meta.items() if k not in ("own_families", "model_refs")}))
+    # a campaign calibrated before the weight was recorded counted its own blocks once, and still does
+    legacy = tmp_path / "legacy.parquet"
+    legacy.write_bytes(parquet.read_bytes())
+    meta_path(legacy).write_text(json.dumps({k: v for k, v in meta.items() if k != "own_families"}))
+    code, stdout, err = run_cli(["fit", "-d", legacy, "--out", tmp_path / "legacy.json", "--own-weight", "4"], capsys)
+    assert code == 0, err
+    assert load_predictor(tmp_path / "legacy.json").doc["model"] == w4.doc["model"]
+    code, stdout, err = run_cli(["fit", "-d", legacy, "--out", tmp_path / "legacy.json"], capsys)
+    assert code == 0 and load_predictor(tmp_path / "legacy.json").doc["model"] == once.doc["model"]
+    for args, needle in ((["-d", parquet, "-d", other], "counts your own family 'convnext' 1 times"),
+                         (["-d", plain, "--own-weight", "3"], "none of these datasets holds blocks of your own"),
+                         (["-d", parquet, "--own-weight", "0"], "--own-weight 0")):
+        assert_user_error(run_cli(["fit", *args, "--out", tmp_path / "bad.json"], capsys), needle)
+    assert not (tmp_path / "bad.json").exists()

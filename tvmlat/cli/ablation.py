@@ -33,8 +33,11 @@ def ablation_cmd(
 ) -> None:
     """Compare linear (published / two-segment / per-op-class), XGBoost alone and linear + XGBoost
     residual on the same random 5-fold and leave-one-family-out splits."""
-    from ..ablation import family_columns, model_zoo, run_ablation, write_report
+    from ..ablation import SHOT_WEIGHT, family_columns, model_zoo, run_ablation, write_report
     from ..campaigns import describe, lone_note
+    from ..dataset import read_meta
+    from ..predictors.counted import times
+    from .fit import own_families
 
     df = ok_rows(concat_datasets(dataset))
     if len(df) < 20:
@@ -44,6 +47,13 @@ def ablation_cmd(
         res = run_ablation(df, model_zoo(with_xgb=xgb), draws=draws, campaign_speed=campaign_speed,
                            shot_models=None if family_shots else (),
                            progress=lambda m: status.update(f"cross-validating {m}"))
+    own = {f: w for p in dataset for f, w in own_families(read_meta(p)).items() if w != 1}
+    if own:  # (the shots of family_shots would count again on top of a weight here: the models count each row once)
+        ws = sorted(set(own.values()))
+        con.print(f"note: the models here count each block once, your own ({', '.join(own)}) too; the predictor "
+                  f"`calibrate --with` fitted counts them {times(ws[0]) if len(ws) == 1 else '/'.join(map(str, ws))} "
+                  f"(--with-weight)" + (f"; the new-family table below shows what counting a family's blocks "
+                                        f"{times(SHOT_WEIGHT)} buys" if family_shots else ""))
     if res.campaign_speeds is not None:
         con.print(describe(res.campaign_speeds) + " (all rows; each split estimates its own)")
         lone = lone_note(df)
@@ -100,7 +110,7 @@ def ablation_cmd(
         emit(rows, Format.table, ["model", *map(str, curve.columns)],
              title="learning curve: median APE % on a fixed 30% test split vs. calibration blocks")
     if fmt == Format.table and not res.shots.empty:
-        from ..ablation import SHOT_WEIGHT, shots_table
+        from ..ablation import shots_table
 
         t = shots_table(res.shots)
         emit(t.to_dict("records"), Format.table, list(t.columns),

@@ -13,6 +13,7 @@ from ..dataset import CampaignWriter, dataset_hash, model_ref_record, ok_rows, v
 from ..errors import TvmlatError
 from ..features import FEATURES_VERSION
 from ..measure import module_workloads, run_campaign, spec_workloads
+from ..predictors.counted import OWN_WEIGHT, check_weight, times
 from . import app
 from .common import RPC_KEY_HELP, TRACKER_HELP, console, make_runner, provenance, resolve_target
 
@@ -49,6 +50,9 @@ def calibrate_cmd(
                                                   "blocks, e.g. of a family the sampler lacks: measured in the same "
                                                   "interleaved rounds as the sampled blocks and fitted with them, "
                                                   "as family NAME (repeatable)"),
+    with_weight: Optional[int] = typer.Option(None, "--with-weight",
+                                              help="how many times each of your --with blocks counts in the fit [3: "
+                                                   "better than once for the family's other blocks]"),
     cache: bool = typer.Option(True, "--cache/--no-cache",
                                help="reuse compiled blocks from the compile cache ($TVMLAT_CACHE or ~/.cache/tvmlat)"),
 ) -> None:
@@ -72,6 +76,9 @@ def calibrate_cmd(
     if fams and [f for f in fams if f not in FAMILIES]:
         raise TvmlatError(f"unknown families {[f for f in fams if f not in FAMILIES]}; known: {', '.join(FAMILIES)}")
     with_refs = list(dict.fromkeys(with_refs or []))  # the same reference twice is once
+    if with_weight is not None and not with_refs:
+        raise TvmlatError("--with-weight counts your --with blocks; give --with path/file.py:NAME, or leave it out")
+    weight = check_weight(OWN_WEIGHT if with_weight is None else with_weight)
     own = _own_blocks(with_refs)  # a bad MODEL_REF fails now, before anything is measured or written
     t = resolve_target(target, profile, tracker, rpc_key, arch)
     if trials is not None:
@@ -79,8 +86,9 @@ def calibrate_cmd(
     out = out or Path("datasets") / (f"{t.name}-{t.arch}" if t.kind == "cuda" else t.name)
     tag = "" if t.profile == "default" else f"-{t.profile}{t.tuning.trials_per_task}"
     # own blocks make another campaign: added to an earlier one, they would be timed in another host state
+    own_families = {fam: weight for fam in dict.fromkeys(w.family for w in own)}
     name = campaign or (f"calib-{t.mcpu or t.arch or 'generic'}{tag}-n{samples}-s{seed}"
-                        + "".join(f"-with-{fam}" for fam in dict.fromkeys(w.family for w in own)))
+                        + "".join(f"-with-{fam}" for fam in own_families))
     path = out / f"{name}.parquet"
     con = console()
     specs = sample_specs(samples, seed=seed, families=fams)
@@ -93,7 +101,7 @@ def calibrate_cmd(
             "evaluator": t.evaluator.__dict__, "command": "calibrate", "features_version": FEATURES_VERSION,
             "compile_overlap": overlap, "cache_geometry": geometry.to_dict(),
             # where the own blocks' rows come from: a later features version recounts them from it
-            **({"model_refs": [model_ref_record(r) for r in with_refs]} if own else {})}
+            **({"model_refs": [model_ref_record(r) for r in with_refs], "own_families": own_families} if own else {})}
     # the runner first: a target this machine can't measure fails before anything is written
     # tuned kernels are multi-threaded, and tuning itself uses both cores: no overlap for them
     runner = make_runner(t, overlap=overlap and t.profile == "default", power=power, cache=cache,
@@ -110,7 +118,8 @@ def calibrate_cmd(
               else f"mcpu={t.mcpu or 'generic'}, {t.cores} cores, {geometry.describe()}")
     con.print(f"[bold]calibrating[/] {t.name} ({t.kind}, {device}, "
               f"profile {t.profile}{where}): {samples} blocks, seed {seed}"
-              + (f", and {len(own)} of your own ({', '.join(dict.fromkeys(w.family for w in own))})" if own else "")
+              + (f", and {len(own)} of your own ({', '.join(own_families)}, counted {times(weight)} in the fit)"
+                 if own else "")
               + f" -> {path}"
               + (f" (resuming: {already} already measured)" if already else ""))
     if budget_s is not None and t.profile != "tuned":
@@ -162,7 +171,7 @@ def calibrate_cmd(
     plot = out / f"{name}.accuracy.png" if have_matplotlib() else None  # next to the predictor, when it can be drawn
     fit_and_report(good, features=features, target=t.to_dict(), profile=t.profile,
                    dataset_hash=dataset_hash(path), out=pred_path, con=con, model=model, prior=prior_doc,
-                   geometry=geometry, plot=plot)
+                   geometry=geometry, plot=plot, counted=own_families)
 
 
 def _own_blocks(refs: list[str]) -> list:

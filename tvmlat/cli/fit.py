@@ -22,10 +22,17 @@ MODELS = ("linear", "linear+xgb", "xgb")
 
 
 def make_model_factory(model: str, features: str, prior: dict[str, Any] | None = None,
-                       residual_weight: float | None = None):
+                       residual_weight: float | None = None, counted: dict[str, int] | None = None):
     """A zero-argument factory of unfitted predictors of the given kind (``prior``: a predictor
     document of another target, to adapt with few samples; ``residual_weight``: the share of the tree's
-    correction a ``linear+xgb`` model applies, None: ``RESIDUAL_WEIGHT``)."""
+    correction a ``linear+xgb`` model applies, None: ``RESIDUAL_WEIGHT``; ``counted``: families whose rows count
+    that many times each in a fit, a user's own blocks, ``predictors.counted``)."""
+    from ..predictors.counted import counted_factory
+
+    return counted_factory(_model_factory(model, features, prior, residual_weight), counted)
+
+
+def _model_factory(model: str, features: str, prior: dict[str, Any] | None, residual_weight: float | None):
     from ..predictors.residual import RESIDUAL_WEIGHT, ResidualPredictor, XGBPredictor
 
     if residual_weight is not None and model != "linear+xgb":
@@ -72,12 +79,14 @@ def _cov(preds: pd.DataFrame) -> dict[str, float]:
 def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any], profile: str,
                    dataset_hash: str, out: Path, con, model: str = "linear", prior: dict[str, Any] | None = None,
                    geometry=None, campaign_speeds=None, plot: Path | None = None,
-                   residual_weight: float | None = None) -> None:
+                   residual_weight: float | None = None, counted: dict[str, int] | None = None) -> None:
     """Fit, evaluate and save a predictor on ``good`` rows; ``geometry``: the L1 their loop features were
     counted for, recorded in the predictor file (None: ``DEFAULT_GEOMETRY``); ``campaign_speeds``: the
     speeds already divided out of ``good``'s labels, recorded too; ``plot``: a PNG of predicted against
-    measured latency (in-sample and held out) to write."""
-    make = make_model_factory(model, features, prior, residual_weight)
+    measured latency (in-sample and held out) to write; ``counted``: the user's own families (``--with``) and how
+    many times each of their rows counts in every fit, recorded too."""
+    counted = {f: w for f, w in (counted or {}).items() if f in set(good["family"])}
+    make = make_model_factory(model, features, prior, residual_weight, counted)
     need = 3 if prior is not None else 12
     if len(good) < need:
         raise TvmlatError(f"only {len(good)} blocks measured successfully; need at least {need} to fit a predictor")
@@ -85,7 +94,7 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
         src = prior.get("target", {}).get("name", "?")
         model = f"adapted from {src}"
         if len(good) >= 12:  # enough samples for a model of its own: keep the prior only if it helps
-            own = make_model_factory("linear", features)
+            own = make_model_factory("linear", features, counted=counted)
             err_prior = cross_validate(good, make, split="kfold", k=5)[0]["median_ape"]
             err_own = cross_validate(good, own, split="kfold", k=5)[0]["median_ape"]
             con.print(f"5-fold median APE: adapted from {src} {err_prior:.1f} %, own linear model {err_own:.1f} %")
@@ -118,6 +127,7 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
         fitted, target=target, profile=profile, dataset_hash=dataset_hash, interval=interval,
         training={"n": int(len(good)), "families": sorted(good["family"].unique()), "metrics": results,
                   **({"feature_max": seen} if seen is not None else {}),
+                  **({"counted": counted} if counted else {}),
                   **({"campaign_speeds": {str(k): float(v) for k, v in campaign_speeds.items()}}
                      if campaign_speeds is not None else {})},
         energy=energy, geometry=geometry)
@@ -125,6 +135,12 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
     # measured (a network correction's timings) is ever out of the file
     kept, dropped = _carried(_replaced_sections(out), doc)
     write_predictor({**doc, **kept}, out)
+    if counted:
+        from ..predictors.counted import times
+
+        con.print("your own blocks count " + ", ".join(
+            f"{times(w)} each ({f}, {int((good['family'] == f).sum())} blocks)"
+            for f, w in counted.items()) + " in every fit (--with-weight; held out, their family is left out whole)")
     con.print(f"\n[bold]fitted model[/] ({model}, features: {features})\n{fitted.describe()}")
     con.print(metrics_table(results, f"accuracy of the {model} model"))
     emit(per_family(heldout).to_dict("records"), Format.table,
@@ -247,6 +263,10 @@ def fit_cmd(
                                         help="several datasets: divide each campaign's host speed out before fitting"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="PNG of predicted against measured latency "
                                                              "(in-sample and held-out families)"),
+    own_weight: Optional[int] = typer.Option(None, "--own-weight",
+                                             help="how many times each of your own blocks (a campaign's `calibrate "
+                                                  "--with` families) counts in the fit [as calibrated: 3 unless "
+                                                  "--with-weight said otherwise]"),
 ) -> None:
     """Fit a predictor on measured datasets and report its held-out accuracy and interval coverage.
     Several campaigns of one target are fitted as one host state: each one's speed is divided out."""
@@ -266,6 +286,7 @@ def fit_cmd(
         raise TvmlatError(f"datasets mix targets {sorted(map(str, targets))} / profiles {sorted(map(str, profiles))};"
                           " fit one predictor per target and profile")
     meta = metas[0] if metas else {}
+    counted = own_counts(dataset, metas, own_weight)
     good = ok_rows(df)
     con = console()
     speeds = None
@@ -280,4 +301,37 @@ def fit_cmd(
             con.print(f"[yellow]{escape(lone)}[/]")
     fit_and_report(good, features=features, target=meta.get("target", {}), profile=meta.get("profile", "default"),
                    dataset_hash=",".join(dataset_hash(p) for p in dataset), out=out, con=con,
-                   model=model, geometry=geometry, campaign_speeds=speeds, plot=plot, residual_weight=residual_weight)
+                   model=model, geometry=geometry, campaign_speeds=speeds, plot=plot, residual_weight=residual_weight,
+                   counted=counted)
+
+
+def own_families(meta: dict[str, Any] | None) -> dict[str, int]:
+    """A campaign's own families (``calibrate --with``) and how many times each counts in its fit: meta.json's
+    ``own_families``; a campaign calibrated before it was recorded counted each once (its MODEL_REFs' NAMEs)."""
+    meta = meta or {}
+    if isinstance(meta.get("own_families"), dict):
+        return dict(meta["own_families"])
+    if meta.get("command") == "calibrate":
+        return {str(r.get("ref", "")).rpartition(":")[2]: 1 for r in meta.get("model_refs") or []
+                if isinstance(r, dict) and ":" in str(r.get("ref", ""))}
+    return {}
+
+
+def own_counts(paths, metas, weight: int | None) -> dict[str, int]:
+    """The user's own families of the datasets at ``paths`` (their meta.json's ``own_families``, written by
+    ``calibrate --with``) and how many times each counts in a fit: ``weight`` where given, else as calibrated."""
+    from ..predictors.counted import check_weight
+
+    if weight is not None:
+        check_weight(weight, "--own-weight")
+    out, where = {}, {}
+    for path, m in zip(paths, metas):
+        for fam, w in own_families(m).items():
+            if weight is None and fam in out and out[fam] != w:
+                raise TvmlatError(f"{where[fam]} counts your own family {fam!r} {out[fam]} times, {path} {w} times; "
+                                  f"say which with --own-weight")
+            out[fam], where[fam] = w if weight is None else weight, path
+    if weight is not None and not out:
+        raise TvmlatError("--own-weight: none of these datasets holds blocks of your own (`tvmlat calibrate --with`); "
+                          "leave it out")
+    return out
