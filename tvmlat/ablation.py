@@ -191,12 +191,18 @@ def family_shots(df: pd.DataFrame, make, *, shots=SHOTS, draws: int = 3, weights
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=cols)
 
 
+def shots_stats(rows: pd.DataFrame) -> pd.DataFrame:
+    """``family_shots`` rows (with a ``model`` column) per model, method and k: ``hit``, the % of the test blocks
+    within +-10 %, and ``ape``, the median APE %."""
+    err = (rows["predicted"] / rows["measured"] - 1).abs()
+    return rows.assign(hit=100.0 * (err <= 0.1), ape=100.0 * err).groupby(["model", "method", "k"], sort=False).agg(
+        hit=("hit", "mean"), ape=("ape", "median"))
+
+
 def shots_table(rows: pd.DataFrame) -> pd.DataFrame:
     """``family_shots`` rows (with a ``model`` column) as one row per model and method, one column per k: the %
     of the test blocks within +-10 % (and the median APE %)."""
-    err = (rows["predicted"] / rows["measured"] - 1).abs()
-    t = rows.assign(hit=100.0 * (err <= 0.1), ape=100.0 * err).groupby(["model", "method", "k"], sort=False).agg(
-        hit=("hit", "mean"), ape=("ape", "median"))
+    t = shots_stats(rows)
     t["cell"] = [f"{h:.0f} % ({a:.1f})" for h, a in zip(t["hit"], t["ape"])]
     grid = t["cell"].unstack("k")
     grid.columns = [f"k={k}" for k in grid.columns]
@@ -531,13 +537,12 @@ def _plots(res: AblationResult, out: Path) -> list[Path]:
                                    ticks=sorted(res.curve["n_train"].unique())))
     if not res.shots.empty:
         fig, ax = plt.subplots(figsize=(6, 4))
-        r = res.shots
-        hit = 100.0 * ((r["predicted"] / r["measured"] - 1).abs() <= 0.1)
-        for m, g in r.assign(hit=hit).groupby("model", sort=False):
-            held = g[(g["method"] == "held") & (g["k"] == 0)]["hit"].mean()
-            fitted = g[g["method"] != "held"].groupby("k")["hit"].mean()
-            ax.plot([0, *fitted.index], [held, *fitted.values], "o-", label=m)
-        ax.set_xticks(sorted(r["k"].unique()))
+        t = shots_stats(res.shots).reset_index()
+        for m, g in t.groupby("model", sort=False):
+            held = g[(g["method"] == "held") & (g["k"] == 0)]["hit"]
+            fitted = g[g["method"] != "held"].set_index("k")["hit"]
+            ax.plot([0, *fitted.index], [*held, *fitted.values], "o-", label=m)
+        ax.set_xticks(sorted(t["k"].unique()))
         ax.set_xlabel(f"blocks of the new family in the calibration (each counted {SHOT_WEIGHT} times)")
         ax.set_ylabel("its test blocks within +-10 % (%)")
         ax.set_title("a family the calibration had not seen")

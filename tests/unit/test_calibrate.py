@@ -249,3 +249,19 @@ def test_own_blocks_count_as_calibrated_when_refitted_and_as_told_with_own_weigh
                          (["-d", parquet, "--own-weight", "0"], "--own-weight 0")):
         assert_user_error(run_cli(["fit", *args, "--out", tmp_path / "bad.json"], capsys), needle)
     assert not (tmp_path / "bad.json").exists()
+
+
+def test_own_blocks_added_to_a_campaign_measured_without_them_get_a_note(tmp_path, capsys, fakes):
+    """`--campaign NAME --with …` naming a campaign measured before without those blocks: they are timed in another
+    host state than its earlier blocks, and calibrate says so; resuming a campaign started with them does not."""
+    from pathlib import Path
+
+    own = Path(__file__).resolve().parents[2] / "examples" / "own_blocks.py"
+    base = ["calibrate", "--samples", "20", "--out", tmp_path / "cal", "--no-progress", "--campaign", "mine"]
+    assert run_cli(base, capsys)[0] == 0
+    code, stdout, err = run_cli([*base, "--with", f"{own}:convnext"], capsys)
+    assert code == 0, err
+    text = " ".join(stdout.split())
+    assert "mine.parquet was measured before without your convnext blocks" in text and "20 earlier blocks" in text
+    code, stdout, err = run_cli([*base, "--with", f"{own}:convnext"], capsys)
+    assert code == 0 and "measured before without" not in " ".join(stdout.split())

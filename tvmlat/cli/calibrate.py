@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from ..blocks import FAMILIES, log10_span, sample_specs
-from ..dataset import CampaignWriter, dataset_hash, model_ref_record, ok_rows, versions
+from ..dataset import CampaignWriter, dataset_hash, model_ref_record, ok_rows, read_meta, versions
 from ..errors import TvmlatError
 from ..features import FEATURES_VERSION
 from ..measure import module_workloads, run_campaign, spec_workloads
@@ -102,6 +102,7 @@ def calibrate_cmd(
             "compile_overlap": overlap, "cache_geometry": geometry.to_dict(),
             # where the own blocks' rows come from: a later features version recounts them from it
             **({"model_refs": [model_ref_record(r) for r in with_refs], "own_families": own_families} if own else {})}
+    before = read_meta(path) if path.exists() else {}
     # the runner first: a target this machine can't measure fails before anything is written
     # tuned kernels are multi-threaded, and tuning itself uses both cores: no overlap for them
     runner = make_runner(t, overlap=overlap and t.profile == "default", power=power, cache=cache,
@@ -122,6 +123,11 @@ def calibrate_cmd(
                  if own else "")
               + f" -> {path}"
               + (f" (resuming: {already} already measured)" if already else ""))
+    late = [f for f in own_families if f not in (before.get("own_families") or {})]
+    if late and already:  # a --campaign named after a campaign measured without them: one host state no more
+        con.print(f"[yellow]note:[/] {path.name} was measured before without your {', '.join(late)} blocks; they are "
+                  f"timed now, in another host state than its {already} earlier blocks. Give another --campaign "
+                  f"name to time them all together")
     if budget_s is not None and t.profile != "tuned":
         con.print("[yellow]note:[/] --tune-budget applies to the tuned profile only; ignored")
         budget_s = None

@@ -283,9 +283,9 @@ def _from_root(path: str, root: Path) -> Path:
 def _found_in(refs, root: Path) -> Path:
     """Where stored MODEL_REFs' relative files are found: from here (the current folder) where the first of them
     is, else from ``root``, the folder they were timed in."""
-    rel = [Path(r.rpartition(":")[0]) for r in refs if not r.startswith("torchvision:") and ":" in r]
-    rel = [p for p in rel if not p.is_absolute()]
-    return Path.cwd() if not rel or rel[0].exists() or not (root / rel[0]).exists() else root
+    rel = [r.rpartition(":")[0] for r in refs if not r.startswith("torchvision:") and ":" in r]
+    rel = [p for p in rel if not Path(p).is_absolute()]
+    return root if rel and _from_root(rel[0], root) != Path(rel[0]) else Path.cwd()
 
 
 def _ref_from(ref: str, root: Path) -> str:
