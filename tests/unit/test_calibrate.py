@@ -265,3 +265,9 @@ def test_own_blocks_added_to_a_campaign_measured_without_them_get_a_note(tmp_pat
     assert "mine.parquet was measured before without your convnext blocks" in text and "20 earlier blocks" in text
     code, stdout, err = run_cli([*base, "--with", f"{own}:convnext"], capsys)
     assert code == 0 and "measured before without" not in " ".join(stdout.split())
+    # a campaign calibrated --with before the weight was recorded had them too: no note either
+    meta_file = tmp_path / "cal" / "mine.meta.json"
+    meta = json.loads(meta_file.read_text())
+    meta_file.write_text(json.dumps({k: v for k, v in meta.items() if k != "own_families"}))
+    code, stdout, err = run_cli([*base, "--with", f"{own}:convnext"], capsys)
+    assert code == 0 and "measured before without" not in " ".join(stdout.split())

@@ -60,7 +60,7 @@ def calibrate_cmd(
 
     Resumable: running the same command again skips blocks already in the dataset.
     """
-    from .fit import fit_and_report, make_model_factory
+    from .fit import fit_and_report, make_model_factory, own_families as recorded_own
 
     make_model_factory(model, features)  # a bad --model/--features fails now, not after measuring
     budget_s = parse_duration(tune_budget) if tune_budget else None
@@ -123,7 +123,7 @@ def calibrate_cmd(
                  if own else "")
               + f" -> {path}"
               + (f" (resuming: {already} already measured)" if already else ""))
-    late = [f for f in own_families if f not in (before.get("own_families") or {})]
+    late = [f for f in own_families if f not in recorded_own(before)]
     if late and already:  # a --campaign named after a campaign measured without them: one host state no more
         con.print(f"[yellow]note:[/] {path.name} was measured before without your {', '.join(late)} blocks; they are "
                   f"timed now, in another host state than its {already} earlier blocks. Give another --campaign "

@@ -140,7 +140,7 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
 
         con.print("your own blocks count " + ", ".join(
             f"{times(w)} each ({f}, {int((good['family'] == f).sum())} blocks)"
-            for f, w in counted.items()) + " in every fit (--with-weight; held out, their family is left out whole)")
+            for f, w in counted.items()) + " in every fit (held out, their family is left out whole)")
     con.print(f"\n[bold]fitted model[/] ({model}, features: {features})\n{fitted.describe()}")
     con.print(metrics_table(results, f"accuracy of the {model} model"))
     emit(per_family(heldout).to_dict("records"), Format.table,
