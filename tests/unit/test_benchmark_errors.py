@@ -62,3 +62,10 @@ def test_kernel_pool_files_of_two_runs_are_refused_in_one_line(tmp_path):
     line = _error_line(_run("benchmarks/kernel_pool.py", "--refit", "--out", str(prefix)))
     assert line.startswith("error: ")
     assert "1 kernel calls of the test blocks have no kernel time" in line
+
+
+def test_the_transcendental_and_kernel_breakdown_benchmarks_with_a_missing_file_or_entry_are_one_line(tmp_path):
+    assert "does not exist" in _error_line(_run("benchmarks/transcendental.py", str(tmp_path / "none.parquet")))
+    line = _error_line(_run("benchmarks/kernel_breakdown.py", "examples/own_blocks.py:convnext", "convnext(c=1,hw=1)"))
+    assert "has no entries ['convnext(c=1,hw=1)']" in line
+    assert "does not exist" in _error_line(_run("benchmarks/kernel_breakdown.py", f"{tmp_path / 'x.py'}:blocks"))
