@@ -23,7 +23,7 @@ import pandas as pd
 from .errors import TvmlatError
 from .metrics import accuracy, block_draw, cross_validate
 from .predictors.conformal import SHARE_PREFIX, split_coverage
-from .predictors.counted import OWN_WEIGHT
+from .predictors.counted import OWN_WEIGHT, counted_factory
 from .predictors.linear import LinearPredictor
 
 
@@ -183,7 +183,9 @@ def family_shots(df: pd.DataFrame, make, *, shots=SHOTS, draws: int = 3, weights
                     preds["offset"] = first * float(np.exp(np.mean(np.log(ratio))))
                 if k:
                     for w in weights:
-                        preds[f"fit w{w}"] = fit(np.concatenate([rest] + [chosen] * w)).predict(df.iloc[test])
+                        rows = np.concatenate([rest, chosen])  # the shots counted as `calibrate --with` counts them
+                        model = counted_factory(make, {fam: w})().fit(df.iloc[rows], y[rows])
+                        preds[f"fit w{w}"] = model.predict(df.iloc[test])
                 for method, p in preds.items():
                     out.append(pd.DataFrame({"family": fam, "draw": draw, "k": k, "method": method,
                                              "block_id": blocks[test], "measured": y[test], "predicted": p}))

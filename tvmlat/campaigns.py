@@ -28,8 +28,9 @@ def lone_campaigns(df: pd.DataFrame) -> list[str]:
     blocks measured apart from the calibration (``calibrate --with`` measures them with it)."""
     if campaign_count(df) < 2:
         return []
-    fams = {str(c): set(g.astype(str)) for c, g in df.groupby(CAMPAIGN)["family"]}
-    return [c for c, mine in fams.items() if not mine & set().union(*(f for o, f in fams.items() if o != c))]
+    per_family = df.groupby(df["family"].astype(str))[CAMPAIGN].nunique()
+    shared = set(per_family.index[per_family > 1])  # families of more than one campaign
+    return [str(c) for c, g in df.groupby(CAMPAIGN)["family"] if not set(g.astype(str)) & shared]
 
 
 def lone_note(df: pd.DataFrame) -> str:

@@ -149,6 +149,7 @@ class CampaignWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.meta = {"schema_version": SCHEMA_VERSION, **meta}
         old_meta = read_meta(self.path)
+        self.previous_meta = old_meta if self.path.exists() else {}  # what the campaign recorded before this run
         if self.path.exists():
             self.df = read_dataset(self.path)
             old_cpu = old_meta.get("host", {}).get("cpu")

@@ -36,8 +36,7 @@ def ablation_cmd(
     from ..ablation import SHOT_WEIGHT, family_columns, model_zoo, run_ablation, write_report
     from ..campaigns import describe, lone_note
     from ..dataset import read_meta
-    from ..predictors.counted import times
-    from .fit import own_families
+    from ..predictors.counted import recorded_counts, times
 
     df = ok_rows(concat_datasets(dataset))
     if len(df) < 20:
@@ -47,7 +46,7 @@ def ablation_cmd(
         res = run_ablation(df, model_zoo(with_xgb=xgb), draws=draws, campaign_speed=campaign_speed,
                            shot_models=None if family_shots else (),
                            progress=lambda m: status.update(f"cross-validating {m}"))
-    own = {f: w for p in dataset for f, w in own_families(read_meta(p)).items() if w != 1}
+    own = {f: w for p in dataset for f, w in recorded_counts(read_meta(p), str(p)).items() if w != 1}
     if own:  # (the shots of family_shots would count again on top of a weight here: the models count each row once)
         ws = sorted(set(own.values()))
         con.print(f"note: the models here count each block once, your own ({', '.join(own)}) too; the predictor "

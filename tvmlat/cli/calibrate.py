@@ -9,11 +9,11 @@ from typing import List, Optional
 import typer
 
 from ..blocks import FAMILIES, log10_span, sample_specs
-from ..dataset import CampaignWriter, dataset_hash, model_ref_record, ok_rows, read_meta, versions
+from ..dataset import CampaignWriter, dataset_hash, model_ref_record, ok_rows, versions
 from ..errors import TvmlatError
 from ..features import FEATURES_VERSION
 from ..measure import module_workloads, run_campaign, spec_workloads
-from ..predictors.counted import OWN_WEIGHT, check_weight, times
+from ..predictors.counted import OWN_WEIGHT, check_weight, recorded_counts, times
 from . import app
 from .common import RPC_KEY_HELP, TRACKER_HELP, console, make_runner, provenance, resolve_target
 
@@ -60,7 +60,7 @@ def calibrate_cmd(
 
     Resumable: running the same command again skips blocks already in the dataset.
     """
-    from .fit import fit_and_report, make_model_factory, own_families as recorded_own
+    from .fit import fit_and_report, make_model_factory
 
     make_model_factory(model, features)  # a bad --model/--features fails now, not after measuring
     budget_s = parse_duration(tune_budget) if tune_budget else None
@@ -86,7 +86,7 @@ def calibrate_cmd(
     out = out or Path("datasets") / (f"{t.name}-{t.arch}" if t.kind == "cuda" else t.name)
     tag = "" if t.profile == "default" else f"-{t.profile}{t.tuning.trials_per_task}"
     # own blocks make another campaign: added to an earlier one, they would be timed in another host state
-    own_families = {fam: weight for fam in dict.fromkeys(w.family for w in own)}
+    own_families = {w.family: weight for w in own}
     name = campaign or (f"calib-{t.mcpu or t.arch or 'generic'}{tag}-n{samples}-s{seed}"
                         + "".join(f"-with-{fam}" for fam in own_families))
     path = out / f"{name}.parquet"
@@ -102,7 +102,6 @@ def calibrate_cmd(
             "compile_overlap": overlap, "cache_geometry": geometry.to_dict(),
             # where the own blocks' rows come from: a later features version recounts them from it
             **({"model_refs": [model_ref_record(r) for r in with_refs], "own_families": own_families} if own else {})}
-    before = read_meta(path) if path.exists() else {}
     # the runner first: a target this machine can't measure fails before anything is written
     # tuned kernels are multi-threaded, and tuning itself uses both cores: no overlap for them
     runner = make_runner(t, overlap=overlap and t.profile == "default", power=power, cache=cache,
@@ -123,7 +122,7 @@ def calibrate_cmd(
                  if own else "")
               + f" -> {path}"
               + (f" (resuming: {already} already measured)" if already else ""))
-    late = [f for f in own_families if f not in recorded_own(before)]
+    late = [f for f in own_families if f not in recorded_counts(writer.previous_meta)]
     if late and already:  # a --campaign named after a campaign measured without them: one host state no more
         con.print(f"[yellow]note:[/] {path.name} was measured before without your {', '.join(late)} blocks; they are "
                   f"timed now, in another host state than its {already} earlier blocks. Give another --campaign "

@@ -85,7 +85,8 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
     speeds already divided out of ``good``'s labels, recorded too; ``plot``: a PNG of predicted against
     measured latency (in-sample and held out) to write; ``counted``: the user's own families (``--with``) and how
     many times each of their rows counts in every fit, recorded too."""
-    counted = {f: w for f, w in (counted or {}).items() if f in set(good["family"])}
+    present = set(good["family"])
+    counted = {f: w for f, w in (counted or {}).items() if f in present}
     make = make_model_factory(model, features, prior, residual_weight, counted)
     need = 3 if prior is not None else 12
     if len(good) < need:
@@ -305,28 +306,16 @@ def fit_cmd(
                    counted=counted)
 
 
-def own_families(meta: dict[str, Any] | None) -> dict[str, int]:
-    """A campaign's own families (``calibrate --with``) and how many times each counts in its fit: meta.json's
-    ``own_families``; a campaign calibrated before it was recorded counted each once (its MODEL_REFs' NAMEs)."""
-    meta = meta or {}
-    if isinstance(meta.get("own_families"), dict):
-        return dict(meta["own_families"])
-    if meta.get("command") == "calibrate":
-        return {str(r.get("ref", "")).rpartition(":")[2]: 1 for r in meta.get("model_refs") or []
-                if isinstance(r, dict) and ":" in str(r.get("ref", ""))}
-    return {}
-
-
 def own_counts(paths, metas, weight: int | None) -> dict[str, int]:
     """The user's own families of the datasets at ``paths`` (their meta.json's ``own_families``, written by
     ``calibrate --with``) and how many times each counts in a fit: ``weight`` where given, else as calibrated."""
-    from ..predictors.counted import check_weight
+    from ..predictors.counted import check_weight, recorded_counts
 
     if weight is not None:
         check_weight(weight, "--own-weight")
     out, where = {}, {}
     for path, m in zip(paths, metas):
-        for fam, w in own_families(m).items():
+        for fam, w in recorded_counts(m, f"{path}'s meta.json").items():
             if weight is None and fam in out and out[fam] != w:
                 raise TvmlatError(f"{where[fam]} counts your own family {fam!r} {out[fam]} times, {path} {w} times; "
                                   f"say which with --own-weight")

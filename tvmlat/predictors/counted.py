@@ -48,6 +48,19 @@ def counted_rows(families: np.ndarray, counted: Mapping[str, int]) -> np.ndarray
     return np.concatenate([np.arange(len(families))] + extra) if extra else np.arange(len(families))
 
 
+def recorded_counts(meta: Mapping[str, Any] | None, where: str = "meta.json") -> dict[str, int]:
+    """A campaign's own families (``calibrate --with``) and how many times each counts in its fit, from its meta.json
+    (``where``, for the error): ``own_families``; a campaign calibrated before it was recorded counted each once (its
+    MODEL_REFs' NAMEs); none for other datasets."""
+    meta = meta or {}
+    if isinstance(meta.get("own_families"), dict):
+        return {str(f): check_weight(w, f"{where}: own_families[{f!r}]") for f, w in meta["own_families"].items()}
+    if meta.get("command") == "calibrate":
+        return {str(r.get("ref", "")).rpartition(":")[2]: 1 for r in meta.get("model_refs") or []
+                if isinstance(r, dict) and ":" in str(r.get("ref", ""))}
+    return {}
+
+
 class Counted:
     """An unfitted predictor (from ``make``) whose ``fit`` counts the rows of the families in ``counted`` that many
     times each and returns the predictor it fitted, so what callers keep is the model itself (saved, described and
@@ -55,7 +68,7 @@ class Counted:
     however many times it counts when it is in them."""
 
     def __init__(self, make: Callable[[], Any], counted: Mapping[str, int]):
-        self._make, self.counted = make, {str(f): check_weight(w, f"weight of {f!r}") for f, w in counted.items()}
+        self._make, self.counted = make, dict(counted)
 
     def fit(self, X, y):
         rows = counted_rows(X["family"].astype(str).to_numpy(), self.counted)
@@ -64,5 +77,6 @@ class Counted:
 
 def counted_factory(make: Callable[[], Any], counted: Mapping[str, int] | None) -> Callable[[], Any]:
     """``make`` itself where nothing counts more than once, else a factory of ``Counted`` wrappers of it."""
-    counted = {f: w for f, w in (counted or {}).items() if int(w) != 1}
+    counted = {str(f): check_weight(w, f"weight of {f!r}") for f, w in (counted or {}).items()}
+    counted = {f: w for f, w in counted.items() if w != 1}
     return (lambda: Counted(make, counted)) if counted else make
