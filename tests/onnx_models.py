@@ -53,3 +53,26 @@ class SmallTwin(torch.nn.Module):
         x = torch.nn.functional.max_pool2d(torch.relu(self.bn(self.conv1(x))), 2)
         x = torch.relu(self.conv2(x))
         return self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def transc_onnx(path) -> None:
+    """Sigmoid, Softmax over the last axis, Tanh, Relu, Gelu-free (opset 17 has none): input 1x4x8x8."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Sigmoid", ["x"], ["s"], name="sig"),
+             helper.make_node("Softmax", ["s"], ["m"], name="soft", axis=-1),
+             helper.make_node("Tanh", ["m"], ["t"], name="tanh"),
+             helper.make_node("Relu", ["t"], ["y"], name="relu")]
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4, 8, 8]) for n in ("x", "y")]
+    graph = helper.make_graph(nodes, "transc", io[:1], io[1:])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+class TranscTwin(torch.nn.Module):
+    """``transc_onnx`` in torch."""
+
+    def forward(self, x):
+        return torch.relu(torch.tanh(torch.softmax(torch.sigmoid(x), -1)))

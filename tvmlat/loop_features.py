@@ -109,6 +109,9 @@ reducing op with ``out`` output elements, each summing ``red`` products:
   they exceed two L2s as float32 (``footprint_loops``): timed run after run, a block that fits finds its
   tensors in the L2s, a larger one streams them from L3 every run. Block-level, not per op; it needs the
   L2 size (0: never counted).
+* ``ew_transc`` (version 20): the elements of ops that evaluate exp, erf, tanh or log per element -- GELU,
+  sigmoid, SiLU, softmax (``transc_loops``): 2.3-3.8 ns each on the AMD host against ~0.1 ns for a ReLU.
+  Not a loop-nest cost but an instruction count; it is here because every counter adds it per op.
 
 The L1 geometry is the measured CPU's: ``host_geometry()`` reads it from Linux's sysfs (a target's
 ``TargetSpec.geometry()``), a campaign records it in its dataset's meta.json, a predictor in its
@@ -130,7 +133,7 @@ import numpy as np
 
 #: the feature columns this module adds (features.FEATURE_COLUMNS ends with them)
 LOOP_COLUMNS = ["mac_excess", "short_vec", "short_scal", "mac_l1miss_exc", "w_tlbmiss", "mac_l2miss", "w_matmul",
-                "red_chain", "mac_l1thrash", "ew_slow", "win_slow", "acts_l2out"]
+                "red_chain", "mac_l1thrash", "ew_slow", "win_slow", "acts_l2out", "ew_transc"]
 
 SHORT = 32       # reduction steps that overlap (= features.REDUCTION_SHORT)
 SHORT_DW = 49    # a depthwise k x k window (up to 7 x 7) never counts as long
@@ -141,6 +144,13 @@ PAGE, DTLB = 4096, 64
 THRASH_LINES = 16  # a column walk that L1 holds at most this many lines of: every step pays (mac_l1thrash)
 THRASH_PARTIAL = 0.7  # version 19: of a walk that more than one set holds (lines > ways), this share pays
 EW_MIN, EW_UNROLL = 9, 48  # an elementwise nest whose innermost extent is in this range runs ~9x slower (ew_slow)
+TRANSC_OPS = {  # version 20: aten (torch) and ONNX ops that evaluate exp, erf, tanh or log per element (ew_transc)
+    "gelu", "sigmoid", "tanh", "exp", "exp2", "expm1", "erf", "erfc", "silu", "mish", "softplus", "elu", "selu",
+    "celu", "log", "log1p", "log2", "log10", "log_sigmoid_forward", "logit",
+    "Gelu", "Sigmoid", "Tanh", "Exp", "Erf", "Elu", "Selu", "Celu", "Softplus", "Mish", "Log",
+}
+#: version 20: norm-like ops that take an exp of every element (softmax); layer and group norms do not
+TRANSC_NORMS = {"_softmax", "softmax", "_log_softmax", "log_softmax", "_safe_softmax", "Softmax", "LogSoftmax"}
 FOOTPRINT_L2 = 2  # a block whose float32 activations and inputs exceed this many L2s counts acts_l2out (17, 18)
 # version 11, AVX-512 code only: a window row (pool, depthwise conv) that LLVM unrolls whole runs scalar
 POOL_UNROLL, POOL_BODY = 136, 8  # a stride-1 pool row of out_w * (window + POOL_BODY) <= POOL_UNROLL is unrolled
@@ -436,6 +446,17 @@ def ew_loops(elems: Any, width: Any, nests: Any = 1, *, height: Any, geometry: C
     slow = slow | (bool(geometry.avx512) & np.less(w, EW_MIN) & np.greater_equal(plane, EW_MIN)
                    & np.less_equal(plane, PLANE_UNROLL))
     return _out({"ew_slow": np.where(slow, np.asarray(elems, dtype=np.int64) * nests, 0)})
+
+
+def transc_loops(elems: Any) -> dict[str, Any]:
+    """``ew_transc`` (version 20): the elements of an op that evaluates a transcendental function per element (GELU's
+    ``erf``, a sigmoid's or a softmax's ``exp``, ``tanh``, ``log``; ``TRANSC_OPS``, ``TRANSC_NORMS``). The untuned
+    build evaluates each as a polynomial and a division, scalar: timed kernel by kernel on the AMD host
+    (``benchmarks/kernel_breakdown.py``), a GELU costs 3.7-3.8 ns per element at every size and a sigmoid
+    2.3-3.1 ns, where a ReLU costs ~0.1 ns. Priced like any other element (``acts``, ``ew_slow``), ConvNeXt's 56 x 56
+    blocks, a fifth of whose time is GELU, were predicted at 0.65x and 0.78x held out, and the MLPs' GELU was priced
+    into their matrix products (docs/accuracy-log.md, "Transcendental elements")."""
+    return _out({"ew_transc": elems})
 
 
 def pad_loops(planes: Any, h: Any, w: Any, pad_h: Any, pad_w: Any, *, geometry: CacheGeometry,

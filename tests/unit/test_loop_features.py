@@ -323,3 +323,29 @@ def test_counter_counts_a_large_pool_in_acts_l2out(hw, counted):
     f = count_features(torch.nn.MaxPool2d(2, 1), (x,), geometry=g)
     assert f["acts_l2out"] == ((f["acts"] + f["inp"]) if counted else 0)
     assert count_features(torch.nn.MaxPool2d(2, 1), (x,), geometry=G)["acts_l2out"] == 0
+
+
+@pytest.mark.parametrize("module, shape, elems", [
+    (torch.nn.GELU(), (1, 8, 16), 128),
+    (torch.nn.Sigmoid(), (2, 5), 10),
+    (torch.nn.SiLU(), (1, 3, 4, 4), 48),
+    (torch.nn.Softmax(-1), (2, 6, 6), 72),
+    (torch.nn.ReLU(), (1, 8, 16), 0),
+    (torch.nn.Hardswish(), (1, 8, 16), 0),  # piecewise linear: no exp
+    (torch.nn.LayerNorm(16), (1, 8, 16), 0),  # one rsqrt per row, not per element
+])
+def test_counter_counts_the_elements_of_transcendental_ops(module, shape, elems):
+    """ew_transc (version 20): GELU, sigmoid, SiLU and softmax evaluate erf / exp per element; ReLU, hardswish and a
+    layer norm do not."""
+    assert count_features(module, (torch.randn(*shape),))["ew_transc"] == elems
+
+
+def test_attention_counts_the_exp_of_every_score():
+    """The meta device decomposes scaled-dot-product attention into a softmax over heads x tokens x tokens scores."""
+    q = torch.randn(2, 3, 10, 8)
+
+    class Sdpa(torch.nn.Module):
+        def forward(self, q, k, v):
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+    assert count_features(Sdpa(), (q, q, q))["ew_transc"] == 2 * 3 * 10 * 10

@@ -132,3 +132,18 @@ def test_onnx_trace_totals_are_the_whole_models_features(onnx_path):
     totals = onnx_traced(model, DEFAULT_GEOMETRY)[2]
     assert totals == onnx_features(model, geometry=DEFAULT_GEOMETRY)
     assert totals["inp"] == 3 * 32 * 32 and totals["out"] == 10 and totals["params"] > 0
+
+
+def test_onnx_counts_transcendental_elements_as_torch_does(tmp_path):
+    """Sigmoid, Softmax and Tanh evaluate exp / tanh per element (ew_transc, version 20), Relu does not: the ONNX
+    graph and its torch twin count the same."""
+    import torch
+
+    from onnx_models import TranscTwin, transc_onnx
+    from tvmlat.features import count_features
+    from tvmlat.onnx_model import onnx_features
+
+    transc_onnx(tmp_path / "t.onnx")
+    a = onnx_features(load_onnx(tmp_path / "t.onnx"))
+    b = count_features(TranscTwin(), (torch.randn(1, 4, 8, 8),))
+    assert a["ew_transc"] == b["ew_transc"] == 3 * 4 * 8 * 8

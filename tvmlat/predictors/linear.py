@@ -26,7 +26,8 @@ Feature sets:
   whose strided operand misses L1 (``mac_l1miss_exc``), weights read with a TLB miss each
   (``w_tlbmiss``), the multiply-adds of matmuls whose weights fill the L2 (``mac_l2miss``), a
   linear layer's weights once per call (``w_matmul``), the activations of a block past two L2s
-  (``acts_l2out``, version 17) -- plus ACTS, INP and the op count. Every term is a cost the untuned loop nest
+  (``acts_l2out``, version 17), the elements of GELUs, sigmoids and softmaxes (``ew_transc``, version 20)
+  -- plus ACTS, INP and the op count. Every term is a cost the untuned loop nest
   pays whatever family the op sits in, so they carry over to unseen families: on the CI host's
   200 blocks 8.3 % median error on held-out families against 25.6 % for ``ops`` (README).
 * ``ops``: ACTS, INP, FLOPs shared by all blocks, plus the FLOPs and elements of each class of
@@ -66,7 +67,8 @@ FEATURE_SETS: dict[str, tuple[list[str], list[str]]] = {
             ["flops_conv", "flops_conv1x1", "flops_dwconv", "flops_matmul", "flops_bmm", "flops_attn",
              "elems_elementwise", "elems_norm", "elems_pool", "elems_copy", "weight_elems"]),
     "loops": (["mac_excess", "short_vec", "short_scal", "acts", "inp", "n_ops", "mac_l1miss_exc", "w_tlbmiss",
-               "mac_l2miss", "w_matmul", "red_chain", "mac_l1thrash", "ew_slow", "win_slow", "acts_l2out"], []),
+               "mac_l2miss", "w_matmul", "red_chain", "mac_l1thrash", "ew_slow", "win_slow", "acts_l2out",
+               "ew_transc"], []),
 }
 #: the feature set predictors use unless told otherwise
 DEFAULT_FEATURES = "loops"
