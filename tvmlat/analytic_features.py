@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .loop_features import (DEFAULT_GEOMETRY, LOOP_COLUMNS, CacheGeometry, FeatureArrays, conv_loops,  # numpy only
+from .loop_features import (DEFAULT_GEOMETRY, LOOP_COLUMNS, TRANSC_TENTHS, CacheGeometry, FeatureArrays, conv_loops,  # numpy only
                             ew_loops, footprint_loops, matmul_loops, pad_loops, pool_loops, reduce_loops, stamp_geometry,
                             transc_loops)
 from .specs import BlockSpec  # stdlib only: no torch
@@ -142,11 +142,12 @@ class _Acc:
         self.add(m, elems_norm=elems, **ew_loops(elems, width, 4, height=width, geometry=self.geometry))
         self._op(m, 2 * elems, elems, 2 * elems + 4 * c)
 
-    def elementwise(self, out, in_elems, width, height, m=1, transc=False):
+    def elementwise(self, out, in_elems, width, height, m=1, op=""):
         """Any other op: 1 FLOP per output element; ``in_elems``: elements of all its tensor inputs;
-        ``width`` / ``height``: the output's innermost / next extent; ``transc``: a GELU, a sigmoid (``ew_transc``)."""
+        ``width`` / ``height``: the output's innermost / next extent; ``op``: its aten name where it is transcendental
+        (``gelu``, ``sigmoid``: ``ew_transc``)."""
         self.add(m, elems_elementwise=out, **ew_loops(out, width, height=height, geometry=self.geometry))
-        self.add(m, **transc_loops(out * _b(transc)))
+        self.add(m, **transc_loops(out, TRANSC_TENTHS.get(op, 0)))
         self._op(m, out, out, in_elems + out)
 
     def copy(self, elems, width, height, m=1):
@@ -174,7 +175,7 @@ class _Acc:
     def norm5(self, elems, last, extra_in, m=1, exp=False):
         """Layer norm / softmax (``exp``: an exp per element, ``ew_transc``): 5 FLOPs per element, reducing over the
         last dimension."""
-        self.add(m, elems_norm=elems, **transc_loops(elems * _b(exp)))
+        self.add(m, elems_norm=elems, **transc_loops(elems, TRANSC_TENTHS["softmax"] if exp else 0))
         self._reduction(m, 5 * elems, last)
         self._op(m, 5 * elems, elems, elems + extra_in + elems)
 
@@ -296,7 +297,7 @@ def _f_squeeze_excitation(a, batch, c, hw, reduction):
     a.conv(batch, c, mid, 1, 1, 1, 1, 1)  # fc1 (1x1 conv with bias)
     a.elementwise(batch * mid, batch * mid, 1, 1)  # ReLU
     a.conv(batch, mid, c, 1, 1, 1, 1, 1)  # fc2
-    a.elementwise(batch * c, batch * c, 1, 1, transc=True)  # sigmoid
+    a.elementwise(batch * c, batch * c, 1, 1, op="sigmoid")
     a.elementwise(n_in, n_in + batch * c, hw, hw)  # x * w
     a.f.update(inp=n_in, params=2 * c * mid + mid + c, out=n_in)
     return a.f
@@ -308,7 +309,7 @@ def _f_mlp(a, batch, tokens, dim, ratio):
     x = rows * dim
     a.norm5(x, dim, 2 * dim)  # native_layer_norm: x, weight, bias
     a.matmul(rows, dim, hid, 1)
-    a.elementwise(rows * hid, rows * hid, hid, tokens, transc=True)  # GELU
+    a.elementwise(rows * hid, rows * hid, hid, tokens, op="gelu")
     a.matmul(rows, hid, dim, 1)
     a.elementwise(x, 2 * x, dim, tokens)  # residual add
     a.f.update(inp=x, params=2 * dim + 2 * dim * hid + hid + dim, out=x)

@@ -110,7 +110,8 @@ reducing op with ``out`` output elements, each summing ``red`` products:
   tensors in the L2s, a larger one streams them from L3 every run. Block-level, not per op; it needs the
   L2 size (0: never counted).
 * ``ew_transc`` (version 20): the elements of ops that evaluate exp, erf, tanh or log per element -- GELU,
-  sigmoid, SiLU, softmax (``transc_loops``): 2.3-3.8 ns each on the AMD host against ~0.1 ns for a ReLU.
+  softmax, and at 0.6 each sigmoid, SiLU (``transc_loops``): ~4 / ~2.4 ns each on the AMD host against ~0.1 ns
+  for a ReLU.
   Not a loop-nest cost but an instruction count; it is here because every counter adds it per op.
 
 The L1 geometry is the measured CPU's: ``host_geometry()`` reads it from Linux's sysfs (a target's
@@ -144,13 +145,20 @@ PAGE, DTLB = 4096, 64
 THRASH_LINES = 16  # a column walk that L1 holds at most this many lines of: every step pays (mac_l1thrash)
 THRASH_PARTIAL = 0.7  # version 19: of a walk that more than one set holds (lines > ways), this share pays
 EW_MIN, EW_UNROLL = 9, 48  # an elementwise nest whose innermost extent is in this range runs ~9x slower (ew_slow)
-TRANSC_OPS = {  # version 20: aten (torch) and ONNX ops that evaluate exp, erf, tanh or log per element (ew_transc)
-    "gelu", "sigmoid", "tanh", "exp", "exp2", "expm1", "erf", "erfc", "silu", "mish", "softplus", "elu", "selu",
-    "celu", "log", "log1p", "log2", "log10", "log_sigmoid_forward", "logit",
-    "Gelu", "Sigmoid", "Tanh", "Exp", "Erf", "Elu", "Selu", "Celu", "Softplus", "Mish", "Log",
+#: version 20: aten (torch) and ONNX ops that evaluate exp, erf, tanh or log per element, and what each element
+#: counts in ``ew_transc``, in tenths of a GELU's: timed in blocks on the AMD host (``benchmarks/kernel_breakdown.py``)
+#: a GELU's element costs 4.0-4.1 ns, a softmax's 3.7-4.2, a sigmoid's 2.3-2.5 (SiLU's alike, a bare exp's 1.9):
+#: one exp and a division are 0.6 of an erf's polynomial. tanh (5.2 ns alone, more than a sigmoid) counts whole;
+#: the rest (ELUs, softplus, logs) were not timed and count as the function they evaluate.
+TRANSC_TENTHS = {
+    **dict.fromkeys(["gelu", "erf", "erfc", "tanh", "mish", "softplus", "Gelu", "Erf", "Tanh", "Mish", "Softplus"],
+                    10),
+    **dict.fromkeys(["sigmoid", "silu", "exp", "exp2", "expm1", "elu", "selu", "celu", "log", "log1p", "log2",
+                     "log10", "log_sigmoid_forward", "logit", "Sigmoid", "Exp", "Elu", "Selu", "Celu", "Log"], 6),
+    # norm-like ops that take an exp of every element (softmax); layer and group norms take one rsqrt per row
+    **dict.fromkeys(["_softmax", "softmax", "_log_softmax", "log_softmax", "_safe_softmax", "Softmax", "LogSoftmax"],
+                    10),
 }
-#: version 20: norm-like ops that take an exp of every element (softmax); layer and group norms do not
-TRANSC_NORMS = {"_softmax", "softmax", "_log_softmax", "log_softmax", "_safe_softmax", "Softmax", "LogSoftmax"}
 FOOTPRINT_L2 = 2  # a block whose float32 activations and inputs exceed this many L2s counts acts_l2out (17, 18)
 # version 11, AVX-512 code only: a window row (pool, depthwise conv) that LLVM unrolls whole runs scalar
 POOL_UNROLL, POOL_BODY = 136, 8  # a stride-1 pool row of out_w * (window + POOL_BODY) <= POOL_UNROLL is unrolled
@@ -448,15 +456,16 @@ def ew_loops(elems: Any, width: Any, nests: Any = 1, *, height: Any, geometry: C
     return _out({"ew_slow": np.where(slow, np.asarray(elems, dtype=np.int64) * nests, 0)})
 
 
-def transc_loops(elems: Any) -> dict[str, Any]:
+def transc_loops(elems: Any, tenths: Any = 10) -> dict[str, Any]:
     """``ew_transc`` (version 20): the elements of an op that evaluates a transcendental function per element (GELU's
-    ``erf``, a sigmoid's or a softmax's ``exp``, ``tanh``, ``log``; ``TRANSC_OPS``, ``TRANSC_NORMS``). The untuned
-    build evaluates each as a polynomial and a division, scalar: timed kernel by kernel on the AMD host
-    (``benchmarks/kernel_breakdown.py``), a GELU costs 3.7-3.8 ns per element at every size and a sigmoid
-    2.3-3.1 ns, where a ReLU costs ~0.1 ns. Priced like any other element (``acts``, ``ew_slow``), ConvNeXt's 56 x 56
-    blocks, a fifth of whose time is GELU, were predicted at 0.65x and 0.78x held out, and the MLPs' GELU was priced
-    into their matrix products (docs/accuracy-log.md, "Transcendental elements")."""
-    return _out({"ew_transc": elems})
+    ``erf``, a sigmoid's or a softmax's ``exp``, ``tanh``, ``log``), each counting ``tenths`` / 10 of a GELU's
+    (``TRANSC_TENTHS``; rounded down). The untuned build evaluates each as a polynomial and a division, scalar: timed
+    kernel by kernel on the AMD host (``benchmarks/kernel_breakdown.py``), a GELU costs ~4 ns per element at every
+    size and a sigmoid ~2.4 ns, where a ReLU costs ~0.1 ns. Priced like any other element (``acts``, ``ew_slow``),
+    ConvNeXt's 56 x 56 blocks, a fifth of whose time is GELU, were predicted at 0.65x and 0.78x held out, and the
+    MLPs' GELU was priced into their matrix products (docs/accuracy-log.md, "Version 20")."""
+    return _out({"ew_transc": np.asarray(elems, dtype=np.int64) * tenths // 10 if np.ndim(elems) else
+                 int(elems) * int(tenths) // 10})
 
 
 def pad_loops(planes: Any, h: Any, w: Any, pad_h: Any, pad_w: Any, *, geometry: CacheGeometry,

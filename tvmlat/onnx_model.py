@@ -89,7 +89,7 @@ def onnx_records(model: OnnxModel, geometry: CacheGeometry = DEFAULT_GEOMETRY) -
     """One record per counted ONNX node, in the format of features.OpCounter's records (loop features
     for the L1 ``geometry``)."""
     from .features import REDUCTION_SHORT
-    from .loop_features import (TRANSC_NORMS, TRANSC_OPS, conv_loops, ew_loops_over, matmul_loops, pad_loops,
+    from .loop_features import (TRANSC_TENTHS, conv_loops, ew_loops_over, matmul_loops, pad_loops,
                                 pool_loops, reduce_loops, transc_loops)
 
     def pad(x, out, kernel, attrs, pool: bool = False) -> dict[str, int]:
@@ -160,7 +160,7 @@ def onnx_records(model: OnnxModel, geometry: CacheGeometry = DEFAULT_GEOMETRY) -
             feat.update(elems_norm=out_elems, **ew_loops_over(out_elems, outs[0], 4, geometry=geometry))
         elif op in _NORM5:
             flops, kind = 5 * out_elems, "norm"
-            feat.update(elems_norm=out_elems, **transc_loops(out_elems if op in TRANSC_NORMS else 0))
+            feat.update(elems_norm=out_elems, **transc_loops(out_elems, TRANSC_TENTHS.get(op, 0)))
             reduction = ins[0][-1] if ins[0] else 1
         elif op in _POOL:
             in_elems = math.prod(ins[0])
@@ -185,8 +185,8 @@ def onnx_records(model: OnnxModel, geometry: CacheGeometry = DEFAULT_GEOMETRY) -
             flops = out_elems
             feat.update(elems_elementwise=out_elems,
                         **ew_loops_over(out_elems, outs[0] if outs else (), geometry=geometry))
-            if op in TRANSC_OPS:
-                _add(feat, transc_loops(out_elems))
+            if op in TRANSC_TENTHS:
+                _add(feat, transc_loops(out_elems, TRANSC_TENTHS[op]))
         if reduction:
             key = "flops_redshort" if reduction <= REDUCTION_SHORT else "flops_redlong"
             feat[key] = feat.get(key, 0) + flops
