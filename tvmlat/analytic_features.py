@@ -147,7 +147,8 @@ class _Acc:
         ``width`` / ``height``: the output's innermost / next extent; ``op``: its aten name where it is transcendental
         (``gelu``, ``sigmoid``: ``ew_transc``)."""
         self.add(m, elems_elementwise=out, **ew_loops(out, width, height=height, geometry=self.geometry))
-        self.add(m, **transc_loops(out, TRANSC_TENTHS.get(op, 0)))
+        if op:
+            self.add(m, ew_transc=transc_loops(out, TRANSC_TENTHS[op])["ew_transc"])
         self._op(m, out, out, in_elems + out)
 
     def copy(self, elems, width, height, m=1):
@@ -175,7 +176,9 @@ class _Acc:
     def norm5(self, elems, last, extra_in, m=1, exp=False):
         """Layer norm / softmax (``exp``: an exp per element, ``ew_transc``): 5 FLOPs per element, reducing over the
         last dimension."""
-        self.add(m, elems_norm=elems, **transc_loops(elems, TRANSC_TENTHS["softmax"] if exp else 0))
+        self.add(m, elems_norm=elems)
+        if exp:
+            self.add(m, ew_transc=transc_loops(elems, TRANSC_TENTHS["softmax"])["ew_transc"])
         self._reduction(m, 5 * elems, last)
         self._op(m, 5 * elems, elems, elems + extra_in + elems)
 

@@ -174,7 +174,8 @@ class OpCounter(TorchDispatchMode):
             batch = math.prod(q.shape[:-2])
             macs = batch * L * S * (E + Ev)
             flops = 2 * macs + 5 * batch * L * S  # + softmax over the score matrix
-            self._add(macs=macs, flops_attn=flops, elems_norm=batch * L * S, **transc_loops(batch * L * S))
+            self._add(macs=macs, flops_attn=flops, elems_norm=batch * L * S,
+                      **transc_loops(batch * L * S, TRANSC_TENTHS["softmax"]))
             self._reduction(2 * batch * L * S * E, E, rec)
             self._reduction(2 * batch * L * S * Ev, S, rec)
             rec["kind"] = "attention"

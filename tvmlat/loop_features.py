@@ -111,8 +111,7 @@ reducing op with ``out`` output elements, each summing ``red`` products:
   L2 size (0: never counted).
 * ``ew_transc`` (version 20): the elements of ops that evaluate exp, erf, tanh or log per element -- GELU,
   softmax, and at 0.6 each sigmoid, SiLU (``transc_loops``): ~4 / ~2.4 ns each on the AMD host against ~0.1 ns
-  for a ReLU.
-  Not a loop-nest cost but an instruction count; it is here because every counter adds it per op.
+  for a ReLU. Not a loop-nest cost but an instruction count; it is here because every counter adds it per op.
 
 The L1 geometry is the measured CPU's: ``host_geometry()`` reads it from Linux's sysfs (a target's
 ``TargetSpec.geometry()``), a campaign records it in its dataset's meta.json, a predictor in its
