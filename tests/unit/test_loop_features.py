@@ -350,3 +350,18 @@ def test_attention_counts_the_exp_of_every_score():
             return torch.nn.functional.scaled_dot_product_attention(q, k, v)
 
     assert count_features(Sdpa(), (q, q, q))["ew_transc"] == 2 * 3 * 10 * 10
+
+
+def test_the_example_mbconv_blocks_count_their_silus_and_gate_at_a_sigmoids_price():
+    """examples/own_blocks.py:mbconv (EfficientNet-B0 blocks): every SiLU and the gate's sigmoid count 0.6 of their
+    elements, nothing else in the block counts."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
+    from own_blocks import MBConv
+
+    x = torch.randn(1, 24, 14, 14)
+    mid = 24 * 6
+    ops = [mid * 14 * 14, mid * 14 * 14, 24 // 4, mid]  # SiLUs after the expand and depthwise convs, in the gate; sigmoid
+    assert count_features(MBConv(24, 24, 3, 1).eval(), (x,))["ew_transc"] == sum(n * 6 // 10 for n in ops)
