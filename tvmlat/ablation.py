@@ -182,8 +182,8 @@ def family_shots(df: pd.DataFrame, make, *, shots=SHOTS, draws: int = 3, weights
                     ratio = y[chosen] / held.predict(df.iloc[chosen])
                     preds["offset"] = first * float(np.exp(np.mean(np.log(ratio))))
                 if k:
+                    rows = np.concatenate([rest, chosen])  # the shots counted as `calibrate --with` counts them
                     for w in weights:
-                        rows = np.concatenate([rest, chosen])  # the shots counted as `calibrate --with` counts them
                         model = counted_factory(make, {fam: w})().fit(df.iloc[rows], y[rows])
                         preds[f"fit w{w}"] = model.predict(df.iloc[test])
                 for method, p in preds.items():

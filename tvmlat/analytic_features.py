@@ -38,7 +38,7 @@ import numpy as np
 
 from .loop_features import (DEFAULT_GEOMETRY, LOOP_COLUMNS, TRANSC_TENTHS, CacheGeometry, FeatureArrays, conv_loops,  # numpy only
                             ew_loops, footprint_loops, matmul_loops, pad_loops, pool_loops, reduce_loops, stamp_geometry,
-                            transc_loops)
+                            transc_elems)
 from .specs import BlockSpec  # stdlib only: no torch
 
 #: the columns of ``features.FEATURE_COLUMNS``, in the same order (features.py imports torch, so
@@ -148,7 +148,7 @@ class _Acc:
         (``gelu``, ``sigmoid``: ``ew_transc``)."""
         self.add(m, elems_elementwise=out, **ew_loops(out, width, height=height, geometry=self.geometry))
         if op:
-            self.add(m, ew_transc=transc_loops(out, TRANSC_TENTHS[op])["ew_transc"])
+            self.add(m, ew_transc=transc_elems(out, TRANSC_TENTHS[op]))
         self._op(m, out, out, in_elems + out)
 
     def copy(self, elems, width, height, m=1):
@@ -178,7 +178,7 @@ class _Acc:
         last dimension."""
         self.add(m, elems_norm=elems)
         if exp:
-            self.add(m, ew_transc=transc_loops(elems, TRANSC_TENTHS["softmax"])["ew_transc"])
+            self.add(m, ew_transc=transc_elems(elems, TRANSC_TENTHS["softmax"]))
         self._reduction(m, 5 * elems, last)
         self._op(m, 5 * elems, elems, elems + extra_in + elems)
 

@@ -455,6 +455,12 @@ def ew_loops(elems: Any, width: Any, nests: Any = 1, *, height: Any, geometry: C
     return _out({"ew_slow": np.where(slow, np.asarray(elems, dtype=np.int64) * nests, 0)})
 
 
+def transc_elems(elems: Any, tenths: Any = 10) -> Any:
+    """``ew_transc`` of an op of ``elems`` elements that each count ``tenths`` / 10 of a GELU's (rounded down; an int
+    for ints, an int64 array for arrays)."""
+    return elems * tenths // 10
+
+
 def transc_loops(elems: Any, tenths: Any = 10) -> dict[str, Any]:
     """``ew_transc`` (version 20): the elements of an op that evaluates a transcendental function per element (GELU's
     ``erf``, a sigmoid's or a softmax's ``exp``, ``tanh``, ``log``), each counting ``tenths`` / 10 of a GELU's
@@ -463,8 +469,7 @@ def transc_loops(elems: Any, tenths: Any = 10) -> dict[str, Any]:
     size and a sigmoid ~2.4 ns, where a ReLU costs ~0.1 ns. Priced like any other element (``acts``, ``ew_slow``),
     ConvNeXt's 56 x 56 blocks, a fifth of whose time is GELU, were predicted at 0.65x and 0.78x held out, and the
     MLPs' GELU was priced into their matrix products (docs/accuracy-log.md, "Version 20")."""
-    return _out({"ew_transc": np.asarray(elems, dtype=np.int64) * tenths // 10 if np.ndim(elems) else
-                 int(elems) * int(tenths) // 10})
+    return _out({"ew_transc": transc_elems(elems, tenths)})
 
 
 def pad_loops(planes: Any, h: Any, w: Any, pad_h: Any, pad_w: Any, *, geometry: CacheGeometry,
