@@ -192,6 +192,32 @@ def test_calibrate_with_own_blocks_measures_them_in_the_campaign_and_fits_them_a
     assert len(made) == n and not (tmp_path / "bad").exists()
 
 
+def test_own_blocks_count_towards_the_blocks_a_fit_needs(tmp_path, capsys, fakes):
+    """`--samples 0 --with ...`: a campaign of your own blocks only, when they are enough to fit (12); too few in
+    all (sampled + yours) is a one-line error that says how many to sample, before anything is measured."""
+    from pathlib import Path
+
+    from helpers import assert_user_error
+
+    made, _ = fakes
+    own = Path(__file__).resolve().parents[2] / "examples" / "own_blocks.py"
+    out = tmp_path / "cal"
+    code, stdout, err = run_cli(["calibrate", "--samples", "0", "--out", out, "--no-progress", "--with",
+                                 f"{own}:convnext"], capsys)
+    assert code == 0, err
+    parquets, _, preds = _files(out)
+    assert len(parquets) == 1 and parquets[0].name.endswith("-n0-s0-with-convnext.parquet")
+    df = read_dataset(parquets[0])
+    assert len(df) == 12 and set(df["family"]) == {"convnext"} and made[-1].calls == 12
+    assert load_predictor(preds[0]).doc["training"]["n"] == 12
+    n = len(made)
+    for args, needle in ((["--samples", "1", "--with", f"{own}:mbconv"], "(--samples 2 or more)"),  # 10 of its own
+                         (["--samples", "-1", "--with", f"{own}:mbconv"], "--samples -1 is negative"),
+                         (["--samples", "5"], "--samples 5 is too few")):
+        assert_user_error(run_cli(["calibrate", "--out", tmp_path / "bad", "--no-progress", *args], capsys), needle)
+    assert len(made) == n and not (tmp_path / "bad").exists()
+
+
 def test_own_blocks_count_as_calibrated_when_refitted_and_as_told_with_own_weight(tmp_path, capsys, fakes):
     """`calibrate --with-weight 1` records it; `tvmlat fit` over that campaign counts them as recorded, `--own-weight`
     overrides; a weight for datasets without own blocks, or two campaigns that disagree, are one-line errors."""
