@@ -71,6 +71,9 @@ def calibrate_cmd(
         prior_doc = load_predictor(prior).doc
     if samples < 0:
         raise TvmlatError(f"--samples {samples} is negative; give how many blocks to sample (0 with --with: only yours)")
+    if samples == 0 and families:
+        raise TvmlatError("--families chooses the families of the sampled blocks, and --samples 0 samples none; "
+                          "give --samples N or leave --families out")
     fams = [f.strip() for f in families.split(",")] if families else None
     if fams and [f for f in fams if f not in FAMILIES]:
         raise TvmlatError(f"unknown families {[f for f in fams if f not in FAMILIES]}; known: {', '.join(FAMILIES)}")
