@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from .features import FEATURE_COLUMNS, OpCounter, finish_counts
-from .loop_features import DEFAULT_GEOMETRY, CacheGeometry, footprint_loops, geometry_of, stamp_geometry
+from .loop_features import DEFAULT_GEOMETRY, CacheGeometry, block_loops, geometry_of, stamp_geometry
 
 ANCHORS = {"conv", "conv1x1", "dwconv", "matmul", "bmm", "attention", "pool"}
 #: the most layers a calibration block splits into (the ten sampled families: 1-4; the example networks 14-56):
@@ -183,7 +183,7 @@ def _layer_features(lay: Layer, n_params: int, geometry: CacheGeometry) -> dict[
             f[k] += v
     f.update(inp=_elems(lay.in_shape) or lay.records[0]["in_bytes"] // 4, params=n_params,
              out=_elems(lay.out_shape))
-    f.update(footprint_loops(f["acts"], f["inp"], geometry=geometry))
+    f.update(block_loops(f["acts"], f["inp"], f["out"], geometry=geometry))
     return f
 
 

@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from .loop_features import (DEFAULT_GEOMETRY, LOOP_COLUMNS, TRANSC_TENTHS, CacheGeometry, FeatureArrays, conv_loops,  # numpy only
-                            ew_loops, footprint_loops, matmul_loops, pad_loops, pool_loops, reduce_loops, stamp_geometry,
+                            block_loops, ew_loops, matmul_loops, pad_loops, pool_loops, reduce_loops, stamp_geometry,
                             transc_elems)
 from .specs import BlockSpec  # stdlib only: no torch
 
@@ -426,8 +426,8 @@ def _spec_args(spec: BlockSpec) -> tuple[Callable[..., dict], dict[str, Any]]:
 
 
 def _finished(f: dict[str, Any], geometry: CacheGeometry) -> dict[str, Any]:
-    """A family's totals with the block-level column that needs all of them (``footprint_loops``)."""
-    f.update(footprint_loops(f["acts"], f["inp"], geometry=geometry))
+    """A family's totals with the block-level columns that need all of them (``block_loops``)."""
+    f.update(block_loops(f["acts"], f["inp"], f["out"], geometry=geometry))
     return f
 
 

@@ -35,13 +35,13 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from .loop_features import (DEFAULT_GEOMETRY, LOOP_COLUMNS, TRANSC_TENTHS, CacheGeometry, conv_loops,
-                            ew_loops_over, footprint_loops, matmul_loops, pad_loops, pool_loops, reduce_loops,
+from .loop_features import (DEFAULT_GEOMETRY, LOOP_COLUMNS, TRANSC_TENTHS, CacheGeometry, block_loops,
+                            conv_loops, ew_loops_over, matmul_loops, pad_loops, pool_loops, reduce_loops,
                             stamp_geometry, transc_loops)
 from .specs import BlockSpec
 
 #: bump when a feature's definition changes; datasets record it, and fitting recomputes stale features
-FEATURES_VERSION = 20  # 20: ew_transc, the elements of ops that evaluate exp / erf / tanh / log per element (GELU, softmax; a sigmoid's 0.6 each; loop_features.transc_loops); 19: mac_l1thrash counts 0.7 of the multiply-adds of a column walk that more than one L1 set holds (loop_features.thrash_macs); 18: acts_l2out by the activations and inputs alone, not the weights (loop_features.footprint_loops); 17: acts_l2out (the activations of a block whose footprint exceeds two L2s; loop_features.footprint_loops); 16: a multiply-add chain past 32 steps exposes red**2 // (red + 70) of them (mac_excess; loop_features.chain_steps); 15: max(red - 40, red / 2) of them; 14 (short reduction chains of means) was tried and reverted (README, "Tried after version 13"), its number is not reused; 13: the window steps of unrolled rows are win_slow, not ew_slow; a strided depthwise row of <= 8 outputs with kw * out_w <= 28 is not unrolled-slow; 12: AVX-512 code: nests under 9 wide over planes of 9-56 elements (7x7, 4x4) are ew_slow; 11: AVX-512 code: pool and strided depthwise rows unrolled whole are ew_slow, a stride-1 pool row is all vector steps, a pool's pad is free; 10: ew_slow (elementwise nests 9-48 wide, pad copies included); 9: a conv window of 3x3+ is unrolled whole up to 64 steps (all short); 8: mac_l1thrash (a column walk L1 holds <= 16 lines of); 7: red_chain (a global mean's chain of adds); 6: w_matmul (a linear layer's weights, once per call); 5: mac_l2miss (a matmul whose B fills the L2); 4: the conv L1 rule walks unpadded planes again
+FEATURES_VERSION = 21  # 21: acts_rw, the activations written plus those read back (acts + acts - out; loop_features.rw_elems), priced by loops in place of acts; 20: ew_transc, the elements of ops that evaluate exp / erf / tanh / log per element (GELU, softmax; a sigmoid's 0.6 each; loop_features.transc_loops); 19: mac_l1thrash counts 0.7 of the multiply-adds of a column walk that more than one L1 set holds (loop_features.thrash_macs); 18: acts_l2out by the activations and inputs alone, not the weights (loop_features.footprint_loops); 17: acts_l2out (the activations of a block whose footprint exceeds two L2s; loop_features.footprint_loops); 16: a multiply-add chain past 32 steps exposes red**2 // (red + 70) of them (mac_excess; loop_features.chain_steps); 15: max(red - 40, red / 2) of them; 14 (short reduction chains of means) was tried and reverted (README, "Tried after version 13"), its number is not reused; 13: the window steps of unrolled rows are win_slow, not ew_slow; a strided depthwise row of <= 8 outputs with kw * out_w <= 28 is not unrolled-slow; 12: AVX-512 code: nests under 9 wide over planes of 9-56 elements (7x7, 4x4) are ew_slow; 11: AVX-512 code: pool and strided depthwise rows unrolled whole are ew_slow, a stride-1 pool row is all vector steps, a pool's pad is free; 10: ew_slow (elementwise nests 9-48 wide, pad copies included); 9: a conv window of 3x3+ is unrolled whole up to 64 steps (all short); 8: mac_l1thrash (a column walk L1 holds <= 16 lines of); 7: red_chain (a global mean's chain of adds); 6: w_matmul (a linear layer's weights, once per call); 5: mac_l2miss (a matmul whose B fills the L2); 4: the conv L1 rule walks unpadded planes again
 
 #: columns every feature dict has, in order
 FEATURE_COLUMNS = [
@@ -247,7 +247,7 @@ def finish_counts(totals: dict[str, Any], module: torch.nn.Module, inputs: Seque
     feats["inp"] = sum(t.numel() for t in inputs)
     feats["params"] = sum(p.numel() for p in module.parameters())
     feats["out"] = sum(o.numel() for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor))
-    feats.update(footprint_loops(feats["acts"], feats["inp"], geometry=geometry))
+    feats.update(block_loops(feats["acts"], feats["inp"], feats["out"], geometry=geometry))
     return {k: int(v) for k, v in feats.items()}
 
 

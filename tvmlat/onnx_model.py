@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ModelRefError
-from .loop_features import DEFAULT_GEOMETRY, CacheGeometry, footprint_loops  # numpy only
+from .loop_features import DEFAULT_GEOMETRY, CacheGeometry, block_loops  # numpy only
 
 _VIEW = {"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Shape", "Constant", "Identity", "Dropout",
          "Cast", "Gather", "Slice", "Split", "ConstantOfShape"}
@@ -238,5 +238,5 @@ def onnx_features(model: OnnxModel, *, geometry: CacheGeometry = DEFAULT_GEOMETR
     f["params"] = sum(r["params"] for r in recs)
     shapes = _shapes(model.proto)
     f["out"] = sum(_m.prod(shapes[o.name]) for o in model.proto.graph.output if o.name in shapes)
-    f.update(footprint_loops(f["acts"], f["inp"], geometry=geometry))
+    f.update(block_loops(f["acts"], f["inp"], f["out"], geometry=geometry))
     return f

@@ -6,7 +6,7 @@ import torch
 
 from tvmlat.features import count_features
 from tvmlat.loop_features import (CHAIN_OVERLAP, DEFAULT_GEOMETRY, LANES, CacheGeometry, LOOP_COLUMNS, SHORT, UNROLL_WIN,
-                                  chain_steps, conv_loops, ew_loops, l1_lines, matmul_loops, pool_loops)
+                                  block_loops, chain_steps, conv_loops, ew_loops, l1_lines, matmul_loops, pool_loops)
 
 G = DEFAULT_GEOMETRY  # 32 KiB 8-way: 64 sets of 8 lines
 
@@ -160,7 +160,10 @@ def test_counter_sums_conv_and_linear(stride):
     conv = conv_loops(2 * 8 * ho * ho, ho, 4, 3, 3, stride, 16, 16, False, geometry=G)
     fc = matmul_loops(2 * 10, 8 * ho * ho, 10, 8 * ho * ho * 10, weight=True, geometry=G)
     pad = ew_loops(2 * 4 * 18 * 18, 18, height=18, geometry=G)  # the 18-wide padded copy: unrolled whole (version 10)
-    assert {c: f[c] for c in LOOP_COLUMNS} == {c: conv[c] + fc[c] + pad[c] for c in LOOP_COLUMNS}
+    ops = {c: conv[c] + fc[c] + pad[c] for c in LOOP_COLUMNS}
+    ops.update(block_loops(f["acts"], f["inp"], f["out"], geometry=G))  # the block-level columns, from its totals
+    assert {c: f[c] for c in LOOP_COLUMNS} == ops
+    assert f["acts_rw"] == 2 * f["acts"] - f["out"] > f["acts"]  # every op's output read again but the block's
 
 
 @pytest.mark.parametrize("width, slow", [(1, False), (8, False), (9, True), (28, True), (48, True), (49, False),

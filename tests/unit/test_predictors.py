@@ -219,14 +219,14 @@ def test_a_predictor_says_which_chip_it_predicts(predictor_path, target, says):
 
 
 def _collinear(n=60, seed=0):
-    """Rows where INP is always half of ACTS (as in blocks without pooling) and latency = 1 ns per element
-    of each, plus 2 ns per chain step."""
+    """Rows where INP is always half of the activations (``acts_rw``; as in blocks without pooling) and latency =
+    1 ns per element of each, plus 2 ns per chain step."""
     rng = np.random.default_rng(seed)
     acts = rng.integers(10_000, 5_000_000, n).astype(float)
     X = pd.DataFrame({c: np.zeros(n) for c in FEATURE_SETS["loops"][0]})
-    X["acts"], X["inp"], X["mac_excess"] = acts, acts / 2, rng.integers(0, 10_000_000, n).astype(float)
+    X["acts_rw"], X["inp"], X["mac_excess"] = acts, acts / 2, rng.integers(0, 10_000_000, n).astype(float)
     X["n_ops"] = 3.0
-    y = 1e-6 * (X["acts"] + X["inp"]) + 2e-6 * X["mac_excess"] + 0.003
+    y = 1e-6 * (X["acts_rw"] + X["inp"]) + 2e-6 * X["mac_excess"] + 0.003
     return X, y.to_numpy()
 
 
@@ -235,10 +235,10 @@ def test_tied_costs_predict_what_the_data_cannot_tell():
     m = LinearPredictor().fit(X, y)  # loops: tied
     assert m.tie_strength == 1.0 and m.get_params()["tie"] == 1.0
     c = dict(zip(m.feature_names_in_, m.coef_))
-    assert c["acts"] == pytest.approx(c["inp"], rel=0.05)  # the data only fix acts + inp / 2
+    assert c["acts_rw"] == pytest.approx(c["inp"], rel=0.05)  # the data only fix acts_rw + inp / 2
     # a global mean: a million input elements, one output; truth 1 ms (+ the per-op costs)
     mean = X.iloc[:1].copy()
-    mean[["acts", "inp", "mac_excess"]] = [1.0, 1e6, 0.0]
+    mean[["acts_rw", "inp", "mac_excess"]] = [1.0, 1e6, 0.0]
     assert m.predict(mean)[0] == pytest.approx(1.0 + 0.003, rel=0.1)
     free = LinearPredictor(tie=0).fit(X, y)
     assert np.all(np.abs(free.predict(X) / y - 1) < 0.02)  # as good on what it saw: the tie costs no fit
@@ -248,9 +248,9 @@ def test_the_tie_gives_way_to_data_that_tell_the_costs_apart():
     X, _ = _collinear()
     rng = np.random.default_rng(1)
     X["inp"] = rng.integers(10_000, 5_000_000, len(X)).astype(float)  # independent of acts now
-    y = 1e-6 * X["acts"] + 3e-6 * X["inp"] + 2e-6 * X["mac_excess"] + 0.003
+    y = 1e-6 * X["acts_rw"] + 3e-6 * X["inp"] + 2e-6 * X["mac_excess"] + 0.003
     c = dict(zip(*[(m := LinearPredictor().fit(X, y)).feature_names_in_, m.coef_]))
-    assert c["acts"] == pytest.approx(1e-6, rel=0.1) and c["inp"] == pytest.approx(3e-6, rel=0.1)
+    assert c["acts_rw"] == pytest.approx(1e-6, rel=0.1) and c["inp"] == pytest.approx(3e-6, rel=0.1)
 
 
 def test_older_files_keep_their_free_fit(ok_frame):

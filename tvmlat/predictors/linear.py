@@ -27,7 +27,8 @@ Feature sets:
   (``w_tlbmiss``), the multiply-adds of matmuls whose weights fill the L2 (``mac_l2miss``), a
   linear layer's weights once per call (``w_matmul``), the activations of a block past two L2s
   (``acts_l2out``, version 17), the elements of GELUs, sigmoids and softmaxes (``ew_transc``, version 20)
-  -- plus ACTS, INP and the op count. Every term is a cost the untuned loop nest
+  -- plus the activations written and read back (``acts_rw``: ACTS plus those another op reads, version 21),
+  INP and the op count. Every term is a cost the untuned loop nest
   pays whatever family the op sits in, so they carry over to unseen families: on the CI host's
   200 blocks 8.3 % median error on held-out families against 25.6 % for ``ops`` (README).
 * ``ops``: ACTS, INP, FLOPs shared by all blocks, plus the FLOPs and elements of each class of
@@ -48,6 +49,8 @@ anyway (0.529 / 0.523 ns). On the seven campaigns of the CI host (held-out famil
 block error fell from 3-1776x to 2-4x, pooling's median error from 22-45 % to 15-37 %, the overall
 median moved by -1.3 to +1.1 points. Two campaigns measured after the choice (seeds 6, 7): worst
 block 3x and 622x free, 3x and 3x tied; median 9.6 -> 9.0 % and 7.4 -> 7.5 % (docs/accuracy-log.md).
+Since features version 21 ``loops`` ties ``acts_rw`` (each activation written, and read back where another op of
+the block reads it) to INP: one price per element and pass.
 """
 
 from __future__ import annotations
@@ -66,10 +69,12 @@ FEATURE_SETS: dict[str, tuple[list[str], list[str]]] = {
     "ops": (["acts", "inp", "flops_redshort", "flops_redlong", "n_ops"],
             ["flops_conv", "flops_conv1x1", "flops_dwconv", "flops_matmul", "flops_bmm", "flops_attn",
              "elems_elementwise", "elems_norm", "elems_pool", "elems_copy", "weight_elems"]),
-    "loops": (["mac_excess", "short_vec", "short_scal", "acts", "inp", "n_ops", "mac_l1miss_exc", "w_tlbmiss",
+    "loops": (["mac_excess", "short_vec", "short_scal", "acts_rw", "inp", "n_ops", "mac_l1miss_exc", "w_tlbmiss",
                "mac_l2miss", "w_matmul", "red_chain", "mac_l1thrash", "ew_slow", "win_slow", "acts_l2out",
                "ew_transc"], []),
 }
+#: the activation terms tied to INP (``tie``): ``loops`` prices ``acts_rw`` (features version 21), the others ``acts``
+ACTS_TERMS = ("acts_rw", "acts")
 #: the feature set predictors use unless told otherwise
 DEFAULT_FEATURES = "loops"
 
@@ -179,7 +184,8 @@ class LinearPredictor:
         shared, extra = self._feature_split()
         names = shared + extra
         pen = np.array([False] * len(shared) + [True] * len(extra) + [False])
-        ties = [(names.index("acts"), names.index("inp"))] if {"acts", "inp"} <= set(names) else []
+        acts = next((a for a in ACTS_TERMS if a in names), None)  # loops' acts_rw, the others' acts
+        ties = [(names.index(acts), names.index("inp"))] if acts and "inp" in names else []
         w = _fit_log(np.column_stack([A, np.ones(len(y))]), y, pen, self.penalty, ties=ties, tie=self.tie_strength)
         return w[:-1], float(w[-1])
 
