@@ -24,7 +24,8 @@ def calibrate_cmd(
     profile: Optional[str] = typer.Option(None, "--profile", help="compile profile: default | tuned [the target file's]"),
     trials: Optional[int] = typer.Option(None, "--trials", help="tuned profile: MetaSchedule trials per kernel "
                                                                "[the target file's [tuning] trials_per_task]"),
-    samples: int = typer.Option(100, "--samples", "-n", help="number of sampled calibration blocks (0 with --with: only yours)"),
+    samples: int = typer.Option(100, "--samples", "-n",
+                                help="number of sampled calibration blocks (0 with --with: only yours)"),
     seed: int = typer.Option(0, "--seed", help="sampler seed: same seed, same blocks"),
     out: Optional[Path] = typer.Option(None, "--out", help="folder for dataset and predictor [datasets/<target>]"),
     campaign: Optional[str] = typer.Option(None, "--campaign", help="campaign name [calib-<cpu>-n<samples>-s<seed>]"),
@@ -81,14 +82,13 @@ def calibrate_cmd(
     if with_weight is not None and not with_refs:
         raise TvmlatError("--with-weight counts your --with blocks; give --with path/file.py:NAME, or leave it out")
     weight = check_weight(OWN_WEIGHT if with_weight is None else with_weight)
-    least = 3 if prior_doc else 12
-    if samples < least and not with_refs:  # before loading anything
-        raise TvmlatError(f"--samples {samples} is too few to fit and evaluate a predictor; use at least {least}"
-                          + ("" if prior_doc else " (or adapt another target's with --from)"))
     own = _own_blocks(with_refs)  # a bad MODEL_REF fails now, before anything is measured or written
+    least = 3 if prior_doc else 12
     if samples + len(own) < least:  # your own blocks count towards the blocks a fit needs
-        raise TvmlatError(f"--samples {samples} and {len(own)} blocks of your own are too few to fit and evaluate a "
-                          f"predictor; use at least {least} in all (--samples {least - len(own)} or more)")
+        raise TvmlatError(f"--samples {samples}" + (f" and {len(own)} blocks of your own are" if own else " is")
+                          + f" too few to fit and evaluate a predictor; use at least {least}"
+                          + (f" in all (--samples {least - len(own)} or more)" if own
+                             else "" if prior_doc else " (or adapt another target's with --from)"))
     t = resolve_target(target, profile, tracker, rpc_key, arch)
     if trials is not None:
         t = t.with_trials(trials)
