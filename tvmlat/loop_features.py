@@ -426,16 +426,19 @@ def footprint_loops(acts: Any, inp: Any, *, geometry: CacheGeometry) -> dict[str
     so every counter adds it the same way once it has ``acts`` and ``inp``."""
     elems = np.asarray(acts, dtype=np.int64) + np.asarray(inp, dtype=np.int64)
     over = np.greater(4 * elems, FOOTPRINT_L2 * geometry.l2) & (geometry.l2 > 0)
-    v = np.where(over, elems, 0)
-    return {"acts_l2out": int(v) if np.ndim(v) == 0 else v.astype(np.int64)}
+    return {"acts_l2out": _ints(np.where(over, elems, 0))}
+
+
+def _ints(v: Any) -> Any:
+    """A block-level count as its counters want it: a plain int for one block, an int64 array for many."""
+    return int(v) if np.ndim(v) == 0 else np.asarray(v, dtype=np.int64)
 
 
 def rw_elems(acts: Any, out: Any) -> Any:
     """``acts_rw``: the ``acts`` activations written, plus the ``acts - out`` of them that are read back (every op's
     output but the block's own; none below 0: a block whose output no op wrote)."""
     a = np.asarray(acts, dtype=np.int64)
-    v = a + np.maximum(a - np.asarray(out, dtype=np.int64), 0)
-    return int(v) if np.ndim(v) == 0 else v
+    return _ints(a + np.maximum(a - np.asarray(out, dtype=np.int64), 0))
 
 
 def block_loops(acts: Any, inp: Any, out: Any, *, geometry: CacheGeometry) -> dict[str, Any]:

@@ -85,10 +85,11 @@ def calibrate_cmd(
     own = _own_blocks(with_refs)  # a bad MODEL_REF fails now, before anything is measured or written
     least = 3 if prior_doc else 12
     if samples + len(own) < least:  # your own blocks count towards the blocks a fit needs
-        raise TvmlatError(f"--samples {samples}" + (f" and {len(own)} blocks of your own are" if own else " is")
-                          + f" too few to fit and evaluate a predictor; use at least {least}"
-                          + (f" in all (--samples {least - len(own)} or more)" if own
-                             else "" if prior_doc else " (or adapt another target's with --from)"))
+        if own:
+            raise TvmlatError(f"--samples {samples} and {len(own)} blocks of your own are too few to fit and evaluate "
+                              f"a predictor; use at least {least} in all (--samples {least - len(own)} or more)")
+        raise TvmlatError(f"--samples {samples} is too few to fit and evaluate a predictor; use at least {least}"
+                          + ("" if prior_doc else " (or adapt another target's with --from)"))
     t = resolve_target(target, profile, tracker, rpc_key, arch)
     if trials is not None:
         t = t.with_trials(trials)
