@@ -343,7 +343,16 @@ def load_target(name_or_path: str) -> TargetSpec:
         raise TargetError(f"{path}: not a UTF-8 text file; a target is a TOML file like targets/llvm.toml") from None
     except tomllib.TOMLDecodeError as e:
         raise TargetError(f"{path}: not valid TOML ({e}); fix the file or copy targets/llvm.toml") from None
-    return target_from_dict(raw, source=str(path), default_name=path.stem)
+    return target_from_dict(raw, source=_source(path), default_name=path.stem)
+
+
+def _source(path: Path) -> str:
+    """Where a target came from, as datasets and predictor files record it: a built-in target as
+    ``targets/NAME.toml`` (not this machine's absolute path, which a shipped file would carry to every other),
+    any other as given."""
+    if path.resolve().parent == PROJECT_TARGETS:
+        return f"{PROJECT_TARGETS.name}/{path.name}"
+    return str(path)
 
 
 def _table(raw: dict[str, Any], name: str, cls, where: str):

@@ -80,6 +80,19 @@ def test_stale_model_rows_are_counted_again_from_the_recorded_reference(nets_fil
         assert {c: int(df.loc[name, c]) for c in FEATURE_COLUMNS} == feats
 
 
+def test_a_reference_recorded_on_another_machine_is_found_in_this_checkout(nets_file, tmp_path, monkeypatch):
+    # shipped from elsewhere: the recorded absolute path does not exist here, the same trailing path does
+    (tmp_path / "bench" / "out").mkdir(parents=True)
+    (tmp_path / "bench" / "nets.py").write_text(NETS)
+    entries = _entries(nets_file)
+    path = _stale_dataset(tmp_path / "bench" / "out" / "d.parquet", entries,
+                          [{"ref": "/elsewhere/checkout/bench/nets.py:nets", "layers": False}])
+    monkeypatch.chdir("/")
+    df = load_for_fit(path).set_index("name")
+    for name, feats in _truth(entries).items():
+        assert {c: int(df.loc[name, c]) for c in FEATURE_COLUMNS} == feats
+
+
 def test_layers_are_counted_again_from_the_split_network(nets_file, tmp_path):
     from tvmlat.modelref import load_model_ref
 

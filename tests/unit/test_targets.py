@@ -25,12 +25,14 @@ def test_load_llvm_by_name():
     assert isinstance(t.cores, int) and t.cores >= 1
     assert t.mcpu and t.mcpu != "host"  # "host" is resolved to a CPU name
     assert t.evaluator.min_repeats >= 3
-    assert t.source.endswith("llvm.toml")
+    assert t.source == "targets/llvm.toml"  # a built-in target: no machine's absolute path in what is shipped
 
 
 def test_load_good_file_and_dict_roundtrip(tmp_path):
-    t = load_target(_write(tmp_path, GOOD + "[evaluator]\nmin_repeats = 4\nmax_repeats = 9\n"))
+    path = _write(tmp_path, GOOD + "[evaluator]\nmin_repeats = 4\nmax_repeats = 9\n")
+    t = load_target(path)
     assert (t.name, t.kind, t.cores, t.profile) == ("mine", "llvm", 2, "default")
+    assert t.source == str(path)  # a file of one's own: recorded as given
     assert t.evaluator == EvaluatorConfig(min_repeats=4, max_repeats=9)
     assert TargetSpec.from_dict(t.to_dict()) == t
 

@@ -181,7 +181,9 @@ def correct_networks(predictor: Path, *, model_refs=None, target: str | None = N
                                 "blocks": dict(anchor_ms)} if anchor_ms else None},
     }
     if stored:
-        doc["network_correction"]["timings_reused_from"] = str(timings_from)
+        # relative to the file written, as its networks' folder is: a shipped file names no machine's paths
+        doc["network_correction"]["timings_reused_from"] = os.path.relpath(
+            Path(timings_from).resolve(), Path(out or predictor).resolve().parent)
     if host is not None:
         doc["network_correction"].update({"host_factor": host, "anchor_blocks": n_anchors,
                                           "anchor_median_abs_error_%": anchor_err, "anchor_dataset": str(anchors)})
