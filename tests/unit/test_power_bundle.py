@@ -441,6 +441,16 @@ def test_cli_bundle_auto_arch_without_gpu(in_tmp, capsys, no_gpu):
     assert not out.exists()
 
 
+def test_cli_bundle_of_no_blocks_or_a_negative_seed(in_tmp, capsys, no_gpu):
+    out = in_tmp / "X"
+    for args, needle in ((["--samples", "0"], "--samples 0 bundles no blocks"),
+                         (["--samples", "-3"], "--samples -3 bundles no blocks"),
+                         (["--seed", "-5"], "--seed -5 is negative")):
+        assert_user_error(run_cli(["bundle", "--target", "cuda", "--arch", "sm_90", "--out", out, *args], capsys),
+                          needle)
+    assert not out.exists()
+
+
 def test_cli_bundle_arch_on_llvm(in_tmp, capsys):
     out = in_tmp / "X"
     assert_user_error(run_cli(["bundle", "--target", "llvm", "--arch", "sm_90", "--out", out], capsys),

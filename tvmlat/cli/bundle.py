@@ -17,7 +17,7 @@ import typer
 
 from ..errors import TvmlatError
 from . import app
-from .common import console
+from .common import check_seed, console
 
 
 @app.command("bundle")
@@ -39,6 +39,9 @@ def bundle_cmd(
     from ..measure import module_workloads, spec_workloads
     from ..targets import load_target
 
+    if not model_ref and samples < 1:
+        raise TvmlatError(f"--samples {samples} bundles no blocks; give 1 or more, or a MODEL_REF to bundle")
+    check_seed(seed)
     t = load_target(target).with_profile(profile).with_arch(arch)
     if model_ref:
         from ..modelref import load_model_ref

@@ -15,7 +15,7 @@ from ..features import FEATURES_VERSION
 from ..measure import module_workloads, run_campaign, spec_workloads
 from ..predictors.counted import OWN_WEIGHT, check_weight, recorded_counts, times
 from . import app
-from .common import RPC_KEY_HELP, TRACKER_HELP, console, make_runner, provenance, resolve_target
+from .common import RPC_KEY_HELP, TRACKER_HELP, check_seed, console, make_runner, provenance, resolve_target
 
 
 @app.command("calibrate")
@@ -72,6 +72,7 @@ def calibrate_cmd(
         prior_doc = load_predictor(prior).doc
     if samples < 0:
         raise TvmlatError(f"--samples {samples} is negative; give how many blocks to sample (0 with --with: only yours)")
+    check_seed(seed)
     if samples == 0 and families:
         raise TvmlatError("--families chooses the families of the sampled blocks, and --samples 0 samples none; "
                           "give --samples N or leave --families out")

@@ -30,6 +30,12 @@ def console(stderr: bool = False) -> Console:
     return c
 
 
+def check_seed(seed: int) -> None:
+    """A sampler seed is 0 or more (it names the campaign: ``-s<seed>``)."""
+    if seed < 0:
+        raise TvmlatError(f"--seed {seed} is negative; give 0 or more (the same seed samples the same blocks)")
+
+
 def check_request(pred, path, profile: str | None, interval: float | None) -> None:
     """The one-line errors `predict` and `analyze` give before any counting: a predictor fitted for another
     compile ``profile``; with ``interval``, a file without interval data or a coverage outside (0, 1)."""
