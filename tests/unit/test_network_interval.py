@@ -139,6 +139,8 @@ def test_analyze_interval_bad_input(interval_predictor, predictor_path, tmp_path
     net = f"{NETS}:small_cnn"
     assert_user_error(run_cli(["analyze", net, "--interval", "0.9"], capsys), "--interval needs a predictor")
     assert_user_error(run_cli(["analyze", net, "-p", interval_predictor, "--interval", "1.5"], capsys), "coverage")
+    for top in ("0", "-3"):  # -3 dropped the last three layers (a slice), 0 showed none
+        assert_user_error(run_cli(["analyze", net, "-p", interval_predictor, "--top", top], capsys), f"--top {top}")
     assert_user_error(run_cli(["analyze", net, "-p", predictor_path, "--interval", "0.9"], capsys),
                       "no interval calibration")
     doc = json.loads(interval_predictor.read_text())

@@ -569,3 +569,16 @@ def test_public_listen_address_warns(host, warns, capsys):
     _warn_if_public(host)
     err = capsys.readouterr().err
     assert ("no authentication" in err) == warns
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["tracker", "--port", "-1"], "--port -1 is not a port number (1..65535)"),
+    (["tracker", "--port", "65536"], "--port 65536"),
+    # TVM's server tries PORT..PORT+99; at 0 it failed with a ValueError traceback
+    (["server", "--key", "k", "--tracker", "127.0.0.1:9190", "--port", "0"], "the server tries it"),
+    (["server", "--key", "k", "--tracker", "127.0.0.1:9190", "--port", "65500"], "1..65436"),
+    (["server", "--key", "a b", "--tracker", "127.0.0.1:9190"], "not a valid key"),
+])
+def test_tracker_and_server_refuse_bad_ports_before_starting(args, needle, capsys, monkeypatch):
+    monkeypatch.setattr("tvmlat.cli.rpc_serve._exec", lambda *a, **k: pytest.fail("started"))
+    assert_user_error(run_cli(args, capsys), needle)

@@ -248,6 +248,10 @@ def test_ablation_cli_rejects_tiny_dataset(tmp_path, fake_dataset, capsys):
     small = tmp_path / "small.parquet"
     df.head(5).to_parquet(small)
     assert_user_error(run_cli(["ablation", "-d", small], capsys), "at least 20")
+    for draws in ("0", "-2"):  # a learning curve of no draws
+        assert_user_error(run_cli(["ablation", "-d", path, "--draws", draws, "--out", tmp_path / "r"], capsys),
+                          f"--draws {draws}")
+    assert not (tmp_path / "r").exists()
 
 
 def test_evaluate_refuses_a_predictor_of_another_target(tmp_path, fake_dataset, ok_frame, capsys):

@@ -38,6 +38,9 @@ def ablation_cmd(
     from ..dataset import read_meta
     from ..predictors.counted import recorded_counts, times
 
+    if draws < 1:
+        raise TvmlatError(f"--draws {draws}: give how many random training draws each learning-curve point averages, "
+                          "1 or more [5]")
     df = ok_rows(concat_datasets(dataset))
     if len(df) < 20:
         raise TvmlatError(f"only {len(df)} measured blocks in the dataset(s); the ablation needs at least 20")

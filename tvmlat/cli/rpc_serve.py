@@ -37,10 +37,17 @@ def tracker_cmd(
                                                           "elsewhere can reach it, and so can anyone else)"),
 ) -> None:
     """Start TVM's RPC tracker (on 127.0.0.1 unless --host says otherwise)."""
-    if not 0 < port < 65536:
-        raise TvmlatError(f"--port {port} is not a port number (1..65535)")
+    _check_port(port)
     _warn_if_public(host)
     _exec(["tvm.exec.rpc_tracker", "--host", host, "--port", str(port), "--port-end", str(port + 1)])
+
+
+def _check_port(port: int, tries: int = 1) -> None:
+    """``port`` and the ``tries`` - 1 after it (where TVM looks for a free one) are port numbers."""
+    last = 65535 - (tries - 1)
+    if not 0 < port <= last:
+        raise TvmlatError(f"--port {port} is not a port number (1..{last}"
+                          + (f": the server tries it and the {tries - 1} after it)" if tries > 1 else ")"))
 
 
 @app.command("server")
@@ -55,6 +62,7 @@ def server_cmd(
     h, p = parse_tracker(addr)
     if not valid_key(key):
         raise TvmlatError(f"--key {key!r} is not a valid key (one word without ':' or spaces)")
+    _check_port(port, tries=100)
     _warn_if_public(host)
     _exec(["tvm.exec.rpc_server", "--tracker", f"{h}:{p}", "--key", key, "--host", host,
            "--port", str(port), "--port-end", str(port + 100)])
