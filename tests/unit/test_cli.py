@@ -85,6 +85,18 @@ def test_usage_errors_exit_2_without_traceback(capsys, args):
     assert err.strip()
 
 
+def test_an_output_path_that_cannot_be_made_is_one_line(tmp_path, fake_dataset, capsys, fake_local):
+    """--out under a regular file (or in /proc, a read-only folder): it ended in a FileNotFoundError traceback."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    path, _ = fake_dataset
+    assert_user_error(run_cli(["fit", "-d", path, "--out", blocker / "sub" / "p.json"], capsys),
+                      f"cannot use {blocker}")
+    assert_user_error(run_cli(["calibrate", "--samples", "20", "--out", blocker / "runs", "--no-progress"], capsys),
+                      "cannot use", "a folder it can create")
+    assert all(r.calls == 0 for r in fake_local)  # nothing was measured
+
+
 # ------------------------------------------------------------------ calibrate: bad input (no measuring)
 
 

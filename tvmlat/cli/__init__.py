@@ -30,6 +30,12 @@ def main(argv: list[str] | None = None) -> None:
     except TvmlatError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except OSError as e:  # a path the user gave that can't be made, read or written (--out in /proc, a read-only folder)
+        if e.filename is None:
+            raise
+        print(f"error: cannot use {e.filename}: {e.strerror or e}; give a path this user can read, or a folder it can "
+              "create and write in", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         rv = 130
     except typer.Exit as e:
