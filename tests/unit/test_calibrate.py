@@ -215,6 +215,9 @@ def test_own_blocks_count_towards_the_blocks_a_fit_needs(tmp_path, capsys, fakes
                          (["--samples", "-1", "--with", f"{own}:mbconv"], "--samples -1 is negative"),
                          (["--samples", "0", "--families", "pool", "--with", f"{own}:convnext"], "samples none"),
                          (["--samples", "20", "--seed", "-5"], "--seed -5 is negative"),
+                         # a name that climbed out of --out wrote the campaign's four files two folders up
+                         (["--samples", "20", "--campaign", "../../x"], "--campaign '../../x'"),
+                         (["--samples", "20", "--campaign", ""], "--campaign ''"),
                          (["--samples", "5"], "--samples 5 is too few")):
         assert_user_error(run_cli(["calibrate", "--out", tmp_path / "bad", "--no-progress", *args], capsys), needle)
     assert len(made) == n and not (tmp_path / "bad").exists()

@@ -97,6 +97,13 @@ def test_an_output_path_that_cannot_be_made_is_one_line(tmp_path, fake_dataset, 
     assert all(r.calls == 0 for r in fake_local)  # nothing was measured
 
 
+def test_a_dataset_given_twice_is_an_error(tmp_path, fake_dataset, capsys):
+    path, _ = fake_dataset
+    for cmd in (["fit", "--out", tmp_path / "p.json"], ["ablation"]):  # its blocks counted double, as two campaigns
+        assert_user_error(run_cli([*cmd, "-d", path, "-d", path], capsys), "given twice")
+    assert not (tmp_path / "p.json").exists()
+
+
 # ------------------------------------------------------------------ calibrate: bad input (no measuring)
 
 

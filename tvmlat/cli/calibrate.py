@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -73,6 +75,9 @@ def calibrate_cmd(
     if samples < 0:
         raise TvmlatError(f"--samples {samples} is negative; give how many blocks to sample (0 with --with: only yours)")
     check_seed(seed)
+    if campaign is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+=-]*", campaign):
+        raise TvmlatError(f"--campaign {campaign!r}: name the campaign's files with letters, digits and . _ + = - "
+                          "(no '/', not empty); choose their folder with --out")
     if samples == 0 and families:
         raise TvmlatError("--families chooses the families of the sampled blocks, and --samples 0 samples none; "
                           "give --samples N or leave --families out")
