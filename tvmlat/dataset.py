@@ -394,13 +394,12 @@ def concat_datasets(paths: Iterable[str | Path], geometry=None) -> pd.DataFrame:
     """Datasets as one frame, features counted for ``geometry`` (default: their common L1 geometry);
     column ``campaign`` names each row's file (its stem), for ``campaigns.campaign_speeds``."""
     paths = list(paths)
-    seen: dict[Path, str | Path] = {}
-    for p in paths:
-        if Path(p).resolve() in seen:
-            first = seen[Path(p).resolve()]
+    seen: dict[Path, int] = {}
+    for i, p in enumerate(paths):
+        if (j := seen.setdefault(Path(p).resolve(), i)) != i:
+            first = paths[j]
             raise DatasetError(f"dataset {p} is given twice" + (f" (also as {first})" if str(first) != str(p) else "")
                                + "; give each dataset once, or its blocks count double")
-        seen[Path(p).resolve()] = p
     g = geometry or datasets_geometry(paths)
     frames = [load_for_fit(p, g).assign(campaign=Path(p).stem) for p in paths]  # campaigns.CAMPAIGN
     if not frames:
