@@ -102,6 +102,11 @@ def test_a_dataset_given_twice_is_an_error(tmp_path, fake_dataset, capsys):
     for cmd in (["fit", "--out", tmp_path / "p.json"], ["ablation"]):  # its blocks counted double, as two campaigns
         assert_user_error(run_cli([*cmd, "-d", path, "-d", path], capsys), "given twice")
     assert not (tmp_path / "p.json").exists()
+    from tvmlat.dataset import concat_datasets
+    from tvmlat.errors import DatasetError
+
+    with pytest.raises(DatasetError, match="given twice"):  # the same object twice, as a script might pass it
+        concat_datasets([path, path])
 
 
 # ------------------------------------------------------------------ calibrate: bad input (no measuring)
