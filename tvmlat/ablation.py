@@ -401,22 +401,12 @@ def write_report(res: AblationResult, out: Path, title: str) -> list[Path]:
         out / "predictions.csv", index=False)
     res.curve.to_csv(out / "learning_curve.csv", index=False)
     files += [out / "metrics.csv", out / "predictions.csv", out / "learning_curve.csv"]
-    if not res.few_shot.empty:
-        res.few_shot.to_csv(out / "few_shot.csv", index=False)
-        files.append(out / "few_shot.csv")
-    if not res.other.empty:
-        res.other.to_csv(out / "memory_energy.csv", index=False)
-        files.append(out / "memory_energy.csv")
+    for frame, name in ((res.few_shot, "few_shot"), (res.other, "memory_energy"), (res.families, "families"),
+                        (res.repeatability, "repeatability"), (res.shots, "family_shots")):
+        if not frame.empty:  # a part the run had nothing for writes no file
+            frame.to_csv(out / f"{name}.csv", index=False)
+            files.append(out / f"{name}.csv")
     fams = res.families
-    if not fams.empty:
-        fams.to_csv(out / "families.csv", index=False)
-        files.append(out / "families.csv")
-    if not res.repeatability.empty:
-        res.repeatability.to_csv(out / "repeatability.csv", index=False)
-        files.append(out / "repeatability.csv")
-    if not res.shots.empty:
-        res.shots.to_csv(out / "family_shots.csv", index=False)
-        files.append(out / "family_shots.csv")
     files += _plots(res, out)
     cols = ["model", "split", "median_ape", "median_ape_ge1ms", "median_ape_lt1ms", "within5", "within10", "mape",
             "rmspe", "spearman", "r2_log", "worst_x", "cov90", "width90", "fit_s", "predict_s_per_1e6"]
