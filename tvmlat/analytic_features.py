@@ -126,7 +126,8 @@ class _Acc:
         self.add(m, macs=macs, acts_conv=out, weight_elems=w, flops_dwconv=flops * dw,
                  flops_conv1x1=flops * (1 - dw) * k1, flops_conv=flops * (1 - dw) * (1 - k1))
         self._reduction(m, flops, cpg * kk)
-        self.add(m, **conv_loops(out, ho, cpg, k, k, stride, hw, hw, dw, geometry=self.geometry))
+        self.add(m, **conv_loops(out, ho, cpg, k, k, stride, hw, hw, dw, geometry=self.geometry,
+                                 padded=np.greater(k // 2, 0)))
         self.pad(n * cin, hw, k // 2, m)
         self._op(m, flops, out, n * cin * hw * hw + w + bias * cout + out)
         return ho, out

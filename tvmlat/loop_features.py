@@ -120,6 +120,17 @@ reducing op with ``out`` output elements, each summing ``red`` products:
   ReLU make. Held out, per campaign, within +-10 %: AMD 129 campaigns 70.70 -> 71.67 % (pools 26 -> 30 %,
   squeeze-excitation 64 -> 67 %), Intel 44 64.89 -> 66.36 % (pools 23 -> 32 %); counting the reads at 0.5 or
   1.5 / 2 of a write did no better, a column of their own priced apart worse (docs/accuracy-log.md).
+* ``mac_l1thrash`` for convolutions (version 22): a conv whose chain (past ``SHORT`` steps) walks more input planes
+  than L1 holds lines of at their stride, where that is ``THRASH_LINES`` or fewer, counts ``CONV_THRASH`` (0.7) of
+  its multiply-adds, at the price a thrashing matmul column walk has. Planes of 32 x 32 or 64 x 64 floats lie 4 or
+  16 KiB apart, one L1 set: on the AMD host the 1 x 1 project convs of 128-px networks (cin 48-144) ran 3.3-4.5x
+  their prediction (2.7-2.9 ns per multiply-add; the same convs at 96 and 160 px 0.73-0.9x), and 19 of 50 search-space
+  networks at 128 px were predicted 11-45 % too fast, all at 96 or 160 px within 3.4 %. Only an unpadded conv
+  (``padded`` False) walks such planes: TVM pads into a copy (34 x 34, not 4 KiB apart), and the padded 3 x 3 convs of
+  a VGG-style net at 64 and 128 px were predicted right without the rule. The sampled calibration blocks (7-112 px
+  planes) have none, so no calibration row changed; the price is the matmuls'. The share: on 50 AMD networks all of
+  it puts 100 % within +-10 % (0.7: 86 %), on the Intel host's 100 + 30 networks 91 / 93 % (0.7: 100 / 97 %, none:
+  96 / 100 %) -- that L1 pays less for the walk; 0.7 is the compromise (docs/accuracy-log.md, "Version 22").
 
 The L1 geometry is the measured CPU's: ``host_geometry()`` reads it from Linux's sysfs (a target's
 ``TargetSpec.geometry()``), a campaign records it in its dataset's meta.json, a predictor in its
@@ -151,6 +162,7 @@ LANES = 8        # float32 lanes of the vectors LLVM uses here (256-bit)
 PAGE, DTLB = 4096, 64
 THRASH_LINES = 16  # a column walk that L1 holds at most this many lines of: every step pays (mac_l1thrash)
 THRASH_PARTIAL = 0.7  # version 19: of a walk that more than one set holds (lines > ways), this share pays
+CONV_THRASH = 0.7  # version 22: of a conv's thrashing walk over its input planes, this share counts in mac_l1thrash
 EW_MIN, EW_UNROLL = 9, 48  # an elementwise nest whose innermost extent is in this range runs ~9x slower (ew_slow)
 #: version 20: aten (torch) and ONNX ops that evaluate exp, erf, tanh or log per element, and what each element
 #: counts in ``ew_transc``, in tenths of a GELU's: timed in blocks on the AMD host (``benchmarks/kernel_breakdown.py``)
@@ -331,12 +343,14 @@ def _split(out: Any, out_w: Any, red: Any, short_len: Any, vec_ok: Any):
 
 
 def conv_loops(out: Any, out_w: Any, cin_per_group: Any, kh: Any, kw: Any, stride: Any, in_h: Any, in_w: Any,
-               depthwise: Any, *, geometry: CacheGeometry) -> dict[str, Any]:
+               depthwise: Any, *, geometry: CacheGeometry, padded: Any = False) -> dict[str, Any]:
     """A 2-d convolution (NCHW) with ``out`` output elements, rows ``out_w`` wide, input planes ``in_h`` x ``in_w``,
     on a CPU with the L1 ``geometry``. A window of 3 x 3 or more whose whole reduction has at most
     ``UNROLL_WIN`` steps is all short work (version 9); otherwise the first ``SHORT`` (``SHORT_DW``
     for a depthwise window) steps are. A strided depthwise window row is a pool's (``window_slow``, its
-    steps ``win_slow``), except a short one (at most ``LANES`` outputs, ``kw * out_w <= DW_ROW``; version 13)."""
+    steps ``win_slow``), except a short one (at most ``LANES`` outputs, ``kw * out_w <= DW_ROW``; version 13).
+    ``padded``: TVM walks a padded copy of the input (padding > 0), whose planes are not the input's; an unpadded
+    conv whose chain walks more planes than L1 holds lines of at their stride thrashes (``mac_l1thrash``, version 22)."""
     red = cin_per_group * kh * kw
     short_len = np.where(depthwise, SHORT_DW, SHORT)
     excess, vec, scal, past = _split(out, out_w, red, short_len, np.equal(stride, 1))
@@ -345,13 +359,19 @@ def conv_loops(out: Any, out_w: Any, cin_per_group: Any, kh: Any, kw: Any, strid
     scal = scal + np.where(unrolled, past, 0)
     excess = np.where(unrolled, 0, excess)
     plane = 4 * np.asarray(in_h) * np.asarray(in_w)
-    miss = np.greater(cin_per_group, 1) & np.greater(np.asarray(cin_per_group) * np.asarray(kh), l1_lines(plane, geometry))
+    lines = l1_lines(plane, geometry)
+    miss = np.greater(cin_per_group, 1) & np.greater(np.asarray(cin_per_group) * np.asarray(kh), lines)
+    # version 22: a chain walking more input planes than L1 holds lines of at their stride thrashes (mac_l1thrash)
+    thrash = (np.greater(cin_per_group, lines) & np.less_equal(lines, THRASH_LINES) & np.greater(red, SHORT)
+              & ~np.asarray(padded, dtype=bool))
+    macs = np.asarray(out, dtype=np.int64) * red
     window = np.asarray(kh) * np.asarray(kw)
     slow = (np.asarray(depthwise, dtype=bool) & np.greater(window, 1) & np.greater(stride, 1)
             & window_slow(out_w, window, stride, geometry, depthwise_kw=kw))
     steps = np.asarray(out, dtype=np.int64) * window
     return _out({"mac_excess": excess, "short_vec": np.where(slow, 0, vec), "short_scal": np.where(slow, 0, scal),
-                 "mac_l1miss_exc": np.where(miss, excess, 0), "win_slow": np.where(slow, steps, 0)})
+                 "mac_l1miss_exc": np.where(miss, excess, 0), "win_slow": np.where(slow, steps, 0),
+                 "mac_l1thrash": np.where(thrash, thrash_macs(macs, lines, geometry) * round(100 * CONV_THRASH) // 100, 0)})
 
 
 def matmul_loops(out: Any, red: Any, cols: Any, b_elems: Any, *, weight: Any, geometry: CacheGeometry) -> dict[str, Any]:

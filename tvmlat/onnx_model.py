@@ -139,9 +139,11 @@ def onnx_records(model: OnnxModel, geometry: CacheGeometry = DEFAULT_GEOMETRY) -
             feat.update(macs=macs, acts_conv=out_elems, weight_elems=math.prod(w), **{f"flops_{kind}": flops})
             reduction = red
             x, strides = ins[0], list(attrs["strides"].ints) if "strides" in attrs else [1]
+            padded = (any(attrs["pads"].ints) if "pads" in attrs else "auto_pad" in attrs
+                      and attrs["auto_pad"].s.decode().startswith("SAME") and math.prod(w[2:]) > 1)
             feat.update(conv_loops(out_elems, outs[0][-1], w[1], w[2] if len(w) > 2 else 1, math.prod(w[3:]),
                                    strides[0], x[2] if len(x) > 2 else 1, math.prod(x[3:]), kind == "dwconv",
-                                   geometry=geometry))
+                                   geometry=geometry, padded=padded))
             _add(feat, pad(x, outs[0], list(w[2:]), attrs))
         elif op in ("Gemm", "MatMul"):
             a = ins[0]

@@ -367,3 +367,30 @@ def test_the_example_mbconv_blocks_count_their_silus_and_gate_at_a_sigmoids_pric
     mid = 24 * 6
     ops = [mid * 56 * 56, mid * 56 * 56, 24 // 4, mid]  # SiLUs after the expand and depthwise convs, in the gate; sigmoid
     assert count_features(module, inputs)["ew_transc"] == sum(n * 6 // 10 for n in ops)
+
+
+def test_a_conv_walking_more_unpadded_planes_than_l1_holds_lines_of_thrashes():
+    """Version 22: a 1 x 1 conv over 32 x 32 planes (4 KiB apart: one set, 8 lines) with a chain past SHORT counts
+    CONV_THRASH of its multiply-adds in mac_l1thrash; padded (TVM walks its padded copy), short, 28 x 28 planes
+    (3,136 bytes apart: 512 lines) or depthwise, none. On the AMD host such project convs of 128-px networks ran
+    3.3-4.5x their prediction without it (docs/accuracy-log.md, "Version 22")."""
+    from tvmlat.loop_features import CONV_THRASH
+
+    def thrash(cin, hw, k=1, padded=False, dw=False, g=G):
+        return conv_loops(out=24 * hw * hw, out_w=hw, cin_per_group=1 if dw else cin, kh=k, kw=k, stride=1,
+                          in_h=hw, in_w=hw, depthwise=dw, geometry=g, padded=padded)["mac_l1thrash"]
+
+    assert l1_lines(4 * 32 * 32, G) == 8 and l1_lines(4 * 28 * 28, G) == 512
+    macs = 24 * 32 * 32 * 144
+    assert thrash(144, 32) == macs * round(100 * CONV_THRASH) // 100 > 0
+    assert thrash(48, 64) > 0  # 16 KiB apart: 8 lines too
+    assert thrash(144, 32, k=3, padded=True) == 0  # a padded copy's planes are 34 x 34, not 4 KiB apart
+    assert thrash(24, 32) == 0  # 24 steps: short, unrolled
+    assert thrash(144, 28) == 0 and thrash(144, 16) == 0  # 512 / 32 lines: the walk fits
+    assert thrash(144, 32, dw=True) == 0
+    assert thrash(144, 32, g=CacheGeometry(64, 12, 64)) > 0  # 12 lines on a 12-way L1, still fewer than 144
+    # the counters pass the padding: a torch 1 x 1 conv is counted, the same conv with padding=1 is not
+    f = count_features(torch.nn.Conv2d(144, 24, 1, bias=False), (torch.randn(1, 144, 32, 32),))
+    assert f["mac_l1thrash"] == macs * round(100 * CONV_THRASH) // 100
+    assert count_features(torch.nn.Conv2d(144, 24, 1, padding=1, bias=False),
+                          (torch.randn(1, 144, 32, 32),))["mac_l1thrash"] == 0
