@@ -48,3 +48,16 @@ def test_the_interval_check_judges_each_network_against_its_own_interval():
     row = t.iloc[0]
     assert 0 <= row["inside_%"] <= 100 and row["width_%"] > 0
     assert 0 <= row["inside_10net_%"] <= 100 and 0 < row["width_10net_%"] < row["width_%"]
+
+
+def test_a_128_px_network_counts_its_thrashing_project_convs_and_the_same_at_160_px_none():
+    """Version 22: at 128 px the first stages' planes are 64 x 64 and 32 x 32 floats (16 / 4 KiB apart), and the
+    unpadded 1 x 1 convs over them thrash L1; at 160 px (80 x 80, 40 x 40) nothing does. Network 212 ran 45 % slower
+    than its layers' version-21 prediction at 128 px on the AMD host (benchmarks/out/nas_networks_amd_s200.parquet)."""
+    import torch
+
+    from tvmlat.features import count_features
+
+    m, _, _ = nas_networks.sample_network(212)
+    at = {r: count_features(m, (torch.randn(1, 3, r, r),))["mac_l1thrash"] for r in (128, 160)}
+    assert at[128] > 0 and at[160] == 0
