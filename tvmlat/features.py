@@ -158,7 +158,7 @@ class OpCounter(TorchDispatchMode):
             pads = list(padding) if isinstance(padding, (list, tuple)) else [padding]
             self._add(**conv_loops(out_elems, outs[0].shape[-1] if outs[0].dim() else 1, cin_per_group, kh, kw,
                                    list(stride)[0] if stride else 1, in_h, in_w, dw, geometry=self.geometry,
-                                   padded=any(int(p) > 0 for p in pads)))
+                                   padded=any(not isinstance(p, int) or p > 0 for p in pads)))  # "same": padded
             self._pad(x, padding)
             rec["kind"] = kind
         elif name in _MATMUL_OPS or name in _BMM_OPS:

@@ -371,7 +371,8 @@ def conv_loops(out: Any, out_w: Any, cin_per_group: Any, kh: Any, kw: Any, strid
     steps = np.asarray(out, dtype=np.int64) * window
     return _out({"mac_excess": excess, "short_vec": np.where(slow, 0, vec), "short_scal": np.where(slow, 0, scal),
                  "mac_l1miss_exc": np.where(miss, excess, 0), "win_slow": np.where(slow, steps, 0),
-                 "mac_l1thrash": np.where(thrash, thrash_macs(macs, lines, geometry) * round(100 * CONV_THRASH) // 100, 0)})
+                 "mac_l1thrash": np.where(thrash, thrash_macs(macs, lines, geometry) * round(100 * CONV_THRASH) // 100,
+                                          0)})
 
 
 def matmul_loops(out: Any, red: Any, cols: Any, b_elems: Any, *, weight: Any, geometry: CacheGeometry) -> dict[str, Any]:
