@@ -80,6 +80,11 @@ def _nbytes(t: Any) -> int:
 REDUCTION_SHORT = 32
 
 
+def _pads(padding: Any) -> list:
+    """An op's ``padding`` argument (an int or one per side) as a list."""
+    return list(padding) if isinstance(padding, (list, tuple)) else [padding]
+
+
 class OpCounter(TorchDispatchMode):
     """Counts features per aten op, loop features for the L1 ``geometry``; ``records`` keeps one dict per
     counted op (for per-layer tables)."""
@@ -103,7 +108,7 @@ class OpCounter(TorchDispatchMode):
 
     def _pad(self, x: torch.Tensor, padding: Any, pool: bool = False) -> None:
         """The padded copy TVM makes of a conv's or pool's (``pool``) input (``padding``: int or per-side list)."""
-        pad = list(padding) if isinstance(padding, (list, tuple)) else [padding]
+        pad = _pads(padding)
         if x.dim() >= 3:
             h, w = x.shape[-2], x.shape[-1]
             self._add(**pad_loops(x.numel() // (h * w), h, w, 2 * pad[0], 2 * pad[-1], geometry=self.geometry,
@@ -154,12 +159,11 @@ class OpCounter(TorchDispatchMode):
             x, stride = args[0], args[3] if len(args) > 3 else kwargs.get("stride", [1])
             kh, kw = (w.shape[2], math.prod(w.shape[3:])) if w.dim() > 2 else (1, 1)
             in_h, in_w = (x.shape[2], math.prod(x.shape[3:])) if x.dim() > 2 else (1, 1)
-            padding = args[4] if len(args) > 4 else kwargs.get("padding", [0])
-            pads = list(padding) if isinstance(padding, (list, tuple)) else [padding]
+            pads = _pads(args[4] if len(args) > 4 else kwargs.get("padding", [0]))
             self._add(**conv_loops(out_elems, outs[0].shape[-1] if outs[0].dim() else 1, cin_per_group, kh, kw,
                                    list(stride)[0] if stride else 1, in_h, in_w, dw, geometry=self.geometry,
                                    padded=any(not isinstance(p, int) or p > 0 for p in pads)))  # "same": padded
-            self._pad(x, padding)
+            self._pad(x, pads)
             rec["kind"] = kind
         elif name in _MATMUL_OPS or name in _BMM_OPS:
             a, b = (args[1], args[2]) if name in ("addmm", "baddbmm", "addmv") else (args[0], args[1])

@@ -371,8 +371,7 @@ def conv_loops(out: Any, out_w: Any, cin_per_group: Any, kh: Any, kw: Any, strid
     steps = np.asarray(out, dtype=np.int64) * window
     return _out({"mac_excess": excess, "short_vec": np.where(slow, 0, vec), "short_scal": np.where(slow, 0, scal),
                  "mac_l1miss_exc": np.where(miss, excess, 0), "win_slow": np.where(slow, steps, 0),
-                 "mac_l1thrash": np.where(thrash, thrash_macs(macs, lines, geometry) * round(100 * CONV_THRASH) // 100,
-                                          0)})
+                 "mac_l1thrash": np.where(thrash, _share(thrash_macs(macs, lines, geometry), CONV_THRASH), 0)})
 
 
 def matmul_loops(out: Any, red: Any, cols: Any, b_elems: Any, *, weight: Any, geometry: CacheGeometry) -> dict[str, Any]:
@@ -395,8 +394,12 @@ def thrash_macs(macs: Any, lines: Any, g: CacheGeometry) -> Any:
     """The multiply-adds ``mac_l1thrash`` counts of a thrashing column walk that L1 holds ``lines`` of: all where
     one set holds it (``lines <= ways``), ``THRASH_PARTIAL`` of them (rounded down) where two or more do (19)."""
     m = np.asarray(macs, dtype=np.int64)
-    part = m * round(100 * THRASH_PARTIAL) // 100
-    return np.where(np.greater(lines, g.ways), part, m)
+    return np.where(np.greater(lines, g.ways), _share(m, THRASH_PARTIAL), m)
+
+
+def _share(count: Any, share: float) -> Any:
+    """``share`` of an integer count, in whole hundredths and rounded down, as every counter gives it."""
+    return np.asarray(count, dtype=np.int64) * round(100 * share) // 100
 
 
 def window_slow(out_w: Any, window: Any, stride: Any, geometry: CacheGeometry, *, depthwise_kw: Any = None) -> Any:
