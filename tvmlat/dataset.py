@@ -286,28 +286,11 @@ def model_ref_record(ref: str, layers: bool = False) -> dict[str, Any]:
     return {"ref": ref, "layers": bool(layers)}
 
 
-def _moved_ref(ref: str, folder: Path) -> str:
-    """A recorded MODEL_REF whose file is no longer where it was recorded (the checkout or the files moved, as
-    with a dataset shipped from another machine): the same file found by its trailing path, longest first, under
-    the dataset's ``folder``, one of the four above it, or the current folder; the ref unchanged where none is."""
-    path, _, attr = ref.rpartition(":")
-    if not path or ref.startswith("torchvision:") or Path(path).is_file():
-        return ref
-    parts = Path(path).parts[1:] if Path(path).is_absolute() else Path(path).parts
-    here = folder.resolve()
-    bases = [here, *list(here.parents)[:4], Path.cwd()]
-    for i in range(len(parts)):
-        for base in bases:
-            if (base / Path(*parts[i:])).is_file():
-                return f"{base / Path(*parts[i:])}:{attr}"
-    return ref
-
-
 def _recount_model_rows(rows: pd.DataFrame, refs: list[dict[str, Any]], geometry, where: str) -> pd.DataFrame:
     """Features of rows measured from model references, counted again from ``refs`` by row name."""
     from .errors import TvmlatError
     from .features import count_features
-    from .modelref import load_model_ref
+    from .modelref import load_model_ref, recorded_ref
     from .split import split_entries
 
     names = list(dict.fromkeys(rows["name"].astype(str)))
@@ -320,7 +303,7 @@ def _recount_model_rows(rows: pd.DataFrame, refs: list[dict[str, Any]], geometry
     counted: dict[str, dict[str, int]] = {}
     for rec in refs:
         try:
-            ref = _moved_ref(str(rec["ref"]), Path(where).parent)
+            ref = recorded_ref(str(rec["ref"]), Path(where).parent)
             entries = load_model_ref(ref)
             if rec.get("layers"):
                 entries = split_entries(entries, ref)

@@ -44,6 +44,31 @@ def _torchvision(name: str, ref: str) -> dict[str, Entry]:
     return {name: (model.eval(), (torch.randn(1, 3, size, size),))}
 
 
+def recorded_ref(ref: str, *folders: Path) -> str:
+    """A MODEL_REF that a file recorded (a dataset's meta.json, a predictor's stored network timings), made
+    loadable from here. Unchanged where its file is found from the current folder, or it names no file
+    (``torchvision:``); else its file relative to each of ``folders`` in turn (the folder it was recorded
+    from); else the same file found by its trailing path, longest first, under those folders, the four
+    above the first, or the current folder (a checkout or files that moved, as with files shipped from
+    another machine). Unchanged where none is: loading it then says which file is missing."""
+    path, _, attr = ref.rpartition(":")
+    if not path or ref.startswith("torchvision:") or Path(path).is_file():
+        return ref
+    given = Path(path)
+    here = [Path(f).resolve() for f in folders]
+    if not given.is_absolute():
+        for base in here:
+            if (base / given).is_file():
+                return f"{base / given}:{attr}"
+    parts = given.parts[1:] if given.is_absolute() else given.parts
+    bases = [*here, *(list(here[0].parents)[:4] if here else []), Path.cwd()]
+    for i in range(len(parts)):
+        for base in bases:
+            if (base / Path(*parts[i:])).is_file():
+                return f"{base / Path(*parts[i:])}:{attr}"
+    return ref
+
+
 def load_model_ref(ref: str) -> dict[str, Entry]:
     """Load a MODEL_REF into ``{name: (module, inputs)}``; every problem is one ModelRefError line.
 

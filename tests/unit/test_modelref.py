@@ -68,3 +68,28 @@ def test_import_failure(tmp_path, body, needle):
     with pytest.raises(ModelRefError) as e:
         load_model_ref(f"{p}:f")
     assert "importing" in str(e.value) and needle in str(e.value)
+
+
+def test_a_recorded_reference_is_found_where_its_file_is_now(tmp_path, monkeypatch):
+    """recorded_ref (a dataset's meta.json, a predictor's stored network timings): a file found from here stays
+    as given; a relative one is looked for under the folder it was recorded from; one recorded on another
+    machine or before a move is found by its trailing path; one found nowhere is left for loading to report."""
+    from tvmlat.modelref import recorded_ref
+
+    (tmp_path / "ship" / "bench" / "out").mkdir(parents=True)
+    (tmp_path / "ship" / "bench" / "nets.py").write_text(MODELS)
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    out, nets = tmp_path / "ship" / "bench" / "out", tmp_path / "ship" / "bench" / "nets.py"
+    assert recorded_ref(f"{nets}:good", out) == f"{nets}:good"  # where it was recorded
+    assert recorded_ref("torchvision:resnet18", out) == "torchvision:resnet18"
+    assert recorded_ref("nets.py:good", out.parent) == f"{nets}:good"  # relative to the recording folder
+    assert recorded_ref("nets.py:good", tmp_path / "cwd", out.parent) == f"{nets}:good"  # the second folder
+    # an absolute path of another machine: the longest trailing path under the folder or the four above it
+    assert recorded_ref("/elsewhere/checkout/bench/nets.py:good", out) == f"{nets}:good"
+    assert recorded_ref("/elsewhere/checkout/bench/nets.py:good") == "/elsewhere/checkout/bench/nets.py:good"
+    assert recorded_ref("/elsewhere/other.py:good", out) == "/elsewhere/other.py:good"
+    (tmp_path / "cwd" / "nets.py").write_text(MODELS)  # the current folder is tried last
+    assert recorded_ref("/elsewhere/checkout/bench/nets.py:good", out) == f"{nets}:good"
+    assert recorded_ref("/elsewhere/nets.py:good") == f"{tmp_path / 'cwd' / 'nets.py'}:good"
+    assert list(load_model_ref(recorded_ref("/elsewhere/checkout/bench/nets.py:good", out))) == ["a", "b"]

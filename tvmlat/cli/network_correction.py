@@ -16,7 +16,7 @@ from ..predictors.conformal import network_interval
 from ..predictors.io import _finite, target_chip
 from ..errors import TvmlatError
 from ..jsonfile import write_json
-from ..modelref import load_model_ref
+from ..modelref import load_model_ref, recorded_ref
 from . import app
 from .common import Format, console, emit, warn_unpriced
 
@@ -78,7 +78,7 @@ def correct_networks(predictor: Path, *, model_refs=None, target: str | None = N
         # the folder its relative MODEL_REFs and anchor dataset are relative to (where it was timed)
         timed_in = Path(os.path.normpath(Path(timings_from).resolve().parent / stored.get("folder", ".")))
         root = _found_in(stored["model_refs"], timed_in)
-        model_refs = [_ref_from(r, root) for r in stored["model_refs"]]
+        model_refs = [recorded_ref(r, root, timed_in) for r in stored["model_refs"]]
     elif not model_refs:
         raise TvmlatError("name the networks to measure (MODEL_REF...), or reuse stored timings with --timings-from")
     else:
@@ -288,14 +288,6 @@ def _found_in(refs, root: Path) -> Path:
     rel = [r.rpartition(":")[0] for r in refs if not r.startswith("torchvision:") and ":" in r]
     rel = [p for p in rel if not Path(p).is_absolute()]
     return root if rel and _from_root(rel[0], root) != Path(rel[0]) else Path.cwd()
-
-
-def _ref_from(ref: str, root: Path) -> str:
-    """A stored MODEL_REF whose file is found from here or else from ``root``, the folder it was timed in."""
-    if ref.startswith("torchvision:") or ":" not in ref:
-        return ref
-    path, _, name = ref.rpartition(":")
-    return f"{_from_root(path, root)}:{name}"
 
 
 def _positive(v) -> bool:
