@@ -302,3 +302,16 @@ def test_own_blocks_added_to_a_campaign_measured_without_them_get_a_note(tmp_pat
     meta_file.write_text(json.dumps({k: v for k, v in meta.items() if k != "own_families"}))
     code, stdout, err = run_cli([*base, "--with", f"{own}:convnext"], capsys)
     assert code == 0 and "measured before without" not in " ".join(stdout.split())
+
+
+def test_a_family_named_twice_samples_as_if_named_once(tmp_path, capsys, fakes):
+    made, _ = fakes
+    twice, once = tmp_path / "twice", tmp_path / "once"
+    for out, fams in ((twice, "pool,linear,pool"), (once, "pool,linear")):
+        code, _, err = run_cli(["calibrate", "--samples", "24", "--families", fams, "--out", out, "--no-progress",
+                                "--campaign", "c"], capsys)
+        assert code == 0, err
+    assert json.loads((twice / "c.meta.json").read_text())["sampler"]["families"] == ["pool", "linear"]
+    a, b = read_dataset(twice / "c.parquet"), read_dataset(once / "c.parquet")
+    assert list(a["block_id"]) == list(b["block_id"]) and set(a["family"]) == {"pool", "linear"}
+    assert [r.calls for r in made] == [24, 24]

@@ -517,3 +517,9 @@ def test_rapl_sampler_says_what_is_missing(tmp_path):
     (root / "intel-rapl:0" / "energy_uj").write_text("not a number")
     with pytest.raises(RuntimeError, match="cannot read"):
         RAPLSampler(root=str(root))
+
+
+def test_cli_runtime_pack_onto_a_file(in_tmp, capsys):
+    (in_tmp / "rt").write_text("mine\n")
+    assert_user_error(run_cli(["runtime-pack", "--out", str(in_tmp / "rt")], capsys), "is a file", "give a new or")
+    assert (in_tmp / "rt").read_text() == "mine\n"  # left as it was

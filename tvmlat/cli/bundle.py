@@ -156,6 +156,9 @@ def runtime_pack_cmd(
     import tvm
     import tvm_ffi
 
+    if out.exists() and not out.is_dir():
+        raise TvmlatError(f"--out {out} is a file; runtime-pack writes a folder (tvm, tvm_ffi): give a new or "
+                          "existing folder")
     out.mkdir(parents=True, exist_ok=True)
     tvm_dir = Path(tvm.__file__).parent
     skip = shutil.ignore_patterns("libtvm_compiler.so", "3rdparty", "__pycache__", "*.pyc")

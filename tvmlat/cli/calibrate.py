@@ -80,7 +80,7 @@ def calibrate_cmd(
     if samples == 0 and families:
         raise TvmlatError("--families chooses the families of the sampled blocks, and --samples 0 samples none; "
                           "give --samples N or leave --families out")
-    fams = [f.strip() for f in families.split(",")] if families else None
+    fams = list(dict.fromkeys(f.strip() for f in families.split(","))) if families else None  # a name given twice: once
     if fams and [f for f in fams if f not in FAMILIES]:
         raise TvmlatError(f"unknown families {[f for f in fams if f not in FAMILIES]}; known: {', '.join(FAMILIES)}")
     with_refs = list(dict.fromkeys(with_refs or []))  # the same reference twice is once
