@@ -25,9 +25,17 @@ def pyplot(what: str = "--plot"):
 
 
 def check_plot(path: Path | None) -> None:
-    """A ``--plot PATH`` option given without matplotlib: the one-line error, before any work is done."""
-    if path is not None:
-        pyplot()
+    """A ``--plot PATH`` option given without matplotlib, or naming a format matplotlib can't write (``x.txt``):
+    the one-line error, before any work is done."""
+    if path is None:
+        return
+    plt = pyplot()
+    kinds = plt.figure().canvas.get_supported_filetypes()
+    plt.close("all")
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix and suffix not in kinds:
+        raise TvmlatError(f"--plot {path}: matplotlib can't write .{suffix} files; name a .png (or "
+                          f"{', '.join('.' + k for k in sorted(kinds) if k in ('svg', 'pdf', 'jpg'))}) file")
 
 
 def have_matplotlib() -> bool:

@@ -47,12 +47,14 @@ def analyze_cmd(
     import torch
 
     from ..analysis import layer_table
+    from ..plots import check_plot
     from ..predictors import load_predictor
 
     if fmt not in ("table", "csv", "json", "html"):
         raise TvmlatError(f"--format {fmt!r}: choose table, csv, json or html")
     if top is not None and top < 1:
         raise TvmlatError(f"--top {top}: give how many layers to show, 1 or more (leave it out for all)")
+    check_plot(plot)
     pred = load_predictor(predictor) if predictor else None
     if interval is not None and pred is None:
         raise TvmlatError("--interval needs a predictor: add -p PREDICTOR.json")
