@@ -258,12 +258,13 @@ def refresh_features(df: pd.DataFrame, geometry, model_refs: list[dict[str, Any]
     from their spec, rows measured from a model reference (no spec) by loading it again from
     ``model_refs`` (meta.json's, see ``model_ref_record``). Rows of neither kind are a DatasetError
     that says what to do: left as they were, they would be fitted with another version's features."""
-    from .features import block_features
+    from .features import spec_features
     from .specs import BlockSpec
 
     df = df.copy()
     has_spec = df["spec"].fillna("").astype(str).str.len() > 0
-    fresh = [pd.DataFrame([block_features(BlockSpec.from_json(s), geometry=geometry) for s in df.loc[has_spec, "spec"]],
+    # the closed forms where they know the spec (equal to the counter's, ~40x faster), the counter where not
+    fresh = [pd.DataFrame([spec_features(BlockSpec.from_json(s), geometry) for s in df.loc[has_spec, "spec"]],
                           index=df.index[has_spec])] if has_spec.any() else []
     if (~has_spec).any():
         fresh.append(_recount_model_rows(df.loc[~has_spec], model_refs or [], geometry, where))

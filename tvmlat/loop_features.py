@@ -131,6 +131,11 @@ reducing op with ``out`` output elements, each summing ``red`` products:
   planes) have none, so no calibration row changed; the price is the matmuls'. The share: on 50 AMD networks all of
   it puts 100 % within +-10 % (0.7: 86 %), on the Intel host's 100 + 30 networks 91 / 93 % (0.7: 100 / 97 %, none:
   96 / 100 %) -- that L1 pays less for the walk; 0.7 is the compromise (docs/accuracy-log.md, "Version 22").
+* The chain overlap (version 23): how many steps of a chain the next output's chain hides, ``CHAIN_OVERLAP`` (70)
+  in versions 16-22, is the geometry's ``chain_overlap``, which the fit chooses per host (``tvmlat.overlap``): it is
+  the core's out-of-order window, which sysfs does not list. An AMD Zen 5 core (``znver5``) hides about twice what a
+  Zen 4 one does: its 3 x 3 convs over 32-128 channels and k = 512 matmuls ran 1.2-1.3x faster than on Zen 4, its
+  short chains ~2x.
 
 The L1 geometry is the measured CPU's: ``host_geometry()`` reads it from Linux's sysfs (a target's
 ``TargetSpec.geometry()``), a campaign records it in its dataset's meta.json, a predictor in its
@@ -144,7 +149,7 @@ that fit, not read from performance counters.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +163,7 @@ SHORT = 32       # reduction steps that overlap (= features.REDUCTION_SHORT)
 SHORT_DW = 49    # a depthwise k x k window (up to 7 x 7) never counts as long
 UNROLL_WIN = 64  # a conv window of 3 x 3 or more is unrolled whole up to this many steps (version 9)
 CHAIN_OVERLAP = 70  # version 16: a chain of red > SHORT steps exposes red**2 // (red + CHAIN_OVERLAP) of them
+MAX_OVERLAP = 1000  # version 23: a geometry's chain_overlap (fitted per host) is 1 to this many steps
 LANES = 8        # float32 lanes of the vectors LLVM uses here (256-bit)
 PAGE, DTLB = 4096, 64
 THRASH_LINES = 16  # a column walk that L1 holds at most this many lines of: every step pays (mac_l1thrash)
@@ -189,21 +195,29 @@ DW_ROW = 28  # version 13: a strided depthwise row of at most LANES outputs and 
 @dataclass(frozen=True)
 class CacheGeometry:
     """A set-associative L1 data cache (``sets`` x ``ways`` lines of ``line`` bytes), the size of the
-    L2 a core sees (``l2`` bytes; 0: unknown, no L2 rule), and whether the code is AVX-512 code
+    L2 a core sees (``l2`` bytes; 0: unknown, no L2 rule), whether the code is AVX-512 code
     (``avx512``: the window-row and small-plane rules of versions 11 and 12 are what LLVM does for
-    AVX-512 CPUs)."""
+    AVX-512 CPUs), and how many steps of a multiply-add chain the core's out-of-order window hides
+    (``chain_overlap``, ``chain_steps``; version 23: fitted per host, not read from the hardware)."""
 
     sets: int = 64
     ways: int = 8
     line: int = 64
     l2: int = 0
     avx512: bool = True
+    chain_overlap: int = CHAIN_OVERLAP
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"l1d_sets": self.sets, "l1d_ways": self.ways, "line": self.line, "l2_bytes": self.l2}
         if not self.avx512:  # files without the key were all counted for AVX-512 CPUs
             d["avx512"] = False
+        if self.chain_overlap != CHAIN_OVERLAP:  # files without the key were all counted with 70
+            d["chain_overlap"] = self.chain_overlap
         return d
+
+    def with_overlap(self, chain_overlap: int) -> "CacheGeometry":
+        """The same geometry with another ``chain_overlap``."""
+        return replace(self, chain_overlap=int(chain_overlap))
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "cache geometry") -> "CacheGeometry":
@@ -212,13 +226,17 @@ class CacheGeometry:
             return DEFAULT_GEOMETRY
         if not isinstance(d, dict):
             raise ValueError(f"{where} must be a table with l1d_sets, l1d_ways and line, not {d!r}")
-        unknown = set(d) - {"l1d_sets", "l1d_ways", "line", "l2_bytes", "avx512"}
+        unknown = set(d) - {"l1d_sets", "l1d_ways", "line", "l2_bytes", "avx512", "chain_overlap"}
         if unknown:
             raise ValueError(f"{where} has unknown keys {sorted(unknown)}; it takes l1d_sets, l1d_ways, line, "
-                             f"l2_bytes, avx512")
+                             f"l2_bytes, avx512, chain_overlap")
         avx512 = d.get("avx512", True)
         if not isinstance(avx512, bool):
             raise ValueError(f"{where}: avx512 must be true or false, not {avx512!r}")
+        overlap = d.get("chain_overlap", CHAIN_OVERLAP)
+        if isinstance(overlap, bool) or not isinstance(overlap, int) or not 1 <= overlap <= MAX_OVERLAP:
+            raise ValueError(f"{where}: chain_overlap must be a whole number of steps, 1 to {MAX_OVERLAP}, "
+                             f"not {overlap!r}")
         vals = {k: d.get(k, v) for k, v in DEFAULT_GEOMETRY.to_dict().items()}
         for k, v in vals.items():
             if k == "l2_bytes":  # any size (1.25 MiB L2s exist); 0: unknown
@@ -229,11 +247,12 @@ class CacheGeometry:
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0 or (pow2 and v & (v - 1)):
                 raise ValueError(f"{where}: {k} must be a positive integer{', a power of two' if pow2 else ''}, "
                                  f"not {v!r}")
-        return cls(vals["l1d_sets"], vals["l1d_ways"], vals["line"], vals["l2_bytes"], avx512)
+        return cls(vals["l1d_sets"], vals["l1d_ways"], vals["line"], vals["l2_bytes"], avx512, overlap)
 
     def describe(self) -> str:
         l1 = f"{self.sets * self.ways * self.line // 1024} KiB {self.ways}-way L1d, {self.line} B lines"
-        return l1 + (f", {self.l2 // 1024} KiB L2" if self.l2 else "") + ("" if self.avx512 else ", no AVX-512")
+        return (l1 + (f", {self.l2 // 1024} KiB L2" if self.l2 else "") + ("" if self.avx512 else ", no AVX-512")
+                + (f", chain overlap {self.chain_overlap}" if self.chain_overlap != CHAIN_OVERLAP else ""))
 
 
 #: the geometry of files that record none (what the features were counted with before geometry existed)
@@ -323,23 +342,23 @@ def l1_lines(stride_bytes: Any, g: CacheGeometry) -> Any:
     return np.where(s < g.line, small, np.where(s % g.line != 0, g.sets * g.ways, aligned))
 
 
-def chain_steps(red: Any, short_len: Any = SHORT) -> Any:
+def chain_steps(red: Any, short_len: Any = SHORT, overlap: int = CHAIN_OVERLAP) -> Any:
     """The exposed steps of one output's chain of ``red`` dependent multiply-adds (version 16): none up to
     ``short_len`` (unrolled and overlapped), then ``red**2 // (red + CHAIN_OVERLAP)``: the next output's
     chain starts while this one runs and hides ``CHAIN_OVERLAP * red / (red + CHAIN_OVERLAP)`` steps of
     it, most of a short chain and up to ``CHAIN_OVERLAP`` of a long one. (Versions 1-14 counted
     ``red - short_len``, version 15 ``max(red - 40, ceil(red / 2))``.)"""
     r = np.asarray(red, dtype=np.int64)
-    return np.where(r > short_len, r * r // (r + CHAIN_OVERLAP), 0)
+    return np.where(r > short_len, r * r // (r + overlap), 0)
 
 
-def _split(out: Any, out_w: Any, red: Any, short_len: Any, vec_ok: Any):
+def _split(out: Any, out_w: Any, red: Any, short_len: Any, vec_ok: Any, overlap: int):
     """(exposed chain steps, vector short steps, scalar short steps, steps past ``short_len``) of ``out``
-    reductions of ``red`` steps each."""
+    reductions of ``red`` steps each, ``overlap`` of a chain's steps hidden at most (``chain_steps``)."""
     short = out * np.minimum(red, short_len)
     past = out * np.maximum(red - short_len, 0)
     vec = np.where(vec_ok, (out // np.maximum(out_w, 1)) * (out_w // LANES * LANES) * np.minimum(red, short_len), 0)
-    return np.asarray(out, dtype=np.int64) * chain_steps(red, short_len), vec, short - vec, past
+    return np.asarray(out, dtype=np.int64) * chain_steps(red, short_len, overlap), vec, short - vec, past
 
 
 def conv_loops(out: Any, out_w: Any, cin_per_group: Any, kh: Any, kw: Any, stride: Any, in_h: Any, in_w: Any,
@@ -353,7 +372,7 @@ def conv_loops(out: Any, out_w: Any, cin_per_group: Any, kh: Any, kw: Any, strid
     conv whose chain walks more planes than L1 holds lines of at their stride thrashes (``mac_l1thrash``, version 22)."""
     red = cin_per_group * kh * kw
     short_len = np.where(depthwise, SHORT_DW, SHORT)
-    excess, vec, scal, past = _split(out, out_w, red, short_len, np.equal(stride, 1))
+    excess, vec, scal, past = _split(out, out_w, red, short_len, np.equal(stride, 1), geometry.chain_overlap)
     # a window of 3 x 3 or more unrolled whole: the steps past short_len are scalar short work, not a chain
     unrolled = np.greater_equal(np.asarray(kh) * np.asarray(kw), 9) & np.less_equal(red, UNROLL_WIN)
     scal = scal + np.where(unrolled, past, 0)
@@ -377,7 +396,7 @@ def conv_loops(out: Any, out_w: Any, cin_per_group: Any, kh: Any, kw: Any, strid
 def matmul_loops(out: Any, red: Any, cols: Any, b_elems: Any, *, weight: Any, geometry: CacheGeometry) -> dict[str, Any]:
     """A (batched) matrix product: ``out`` outputs, each a reduction of ``red``; B has ``cols`` columns
     and ``b_elems`` elements, and is a weight matrix where ``weight`` (a 2-d matmul, not ``bmm``); L1 ``geometry``."""
-    excess, vec, scal, _ = _split(out, cols, red, SHORT, True)
+    excess, vec, scal, _ = _split(out, cols, red, SHORT, True, geometry.chain_overlap)
     lines = l1_lines(4 * cols, geometry)  # of B's column walk
     miss = np.greater(red, lines)
     macs = np.asarray(out, dtype=np.int64) * red

@@ -73,7 +73,10 @@ def test_host_geometry_reads_the_l1_data_cache(tmp_path):
 @pytest.mark.parametrize("d, msg", [({"l1d_sets": 48}, "power of two"), ({"l1d_ways": 0}, "positive"),
                                     ({"l1d_ways": "12"}, "positive"), ({"ways": 12}, "unknown keys"),
                                     ({"l2_bytes": -1}, "whole number of bytes"), ({"l2_bytes": 1.5}, "whole number"),
-                                    ([64, 12], "must be a table")])
+                                    ({"chain_overlap": 0}, "chain_overlap must be"),
+                                    ({"chain_overlap": 70.5}, "chain_overlap must be"),
+                                    ({"chain_overlap": True}, "chain_overlap must be"),
+                                    ({"chain_overlap": 5000}, "1 to 1000"), ([64, 12], "must be a table")])
 def test_bad_geometry_is_named(d, msg):
     with pytest.raises(ValueError, match=msg):
         CacheGeometry.from_dict(d)
@@ -89,6 +92,11 @@ def test_geometry_round_trips():
     no512 = CacheGeometry(avx512=False)
     assert CacheGeometry.from_dict(no512.to_dict()) == no512 and "avx512" not in DEFAULT_GEOMETRY.to_dict()
     assert no512.describe().endswith("no AVX-512") and no512 != DEFAULT_GEOMETRY
+    # chain_overlap (version 23, fitted per host) is recorded only where it is not 70, what every file before counted
+    fitted = INTEL.with_overlap(140)
+    assert fitted.to_dict()["chain_overlap"] == 140 and "chain_overlap" not in INTEL.to_dict()
+    assert CacheGeometry.from_dict(fitted.to_dict()) == fitted != INTEL and fitted.with_overlap(70) == INTEL
+    assert fitted.describe() == "48 KiB 12-way L1d, 64 B lines, chain overlap 140"
     # files from before the L2 was recorded: unknown, no L2 rule
     assert CacheGeometry.from_dict({"l1d_sets": 64, "l1d_ways": 12, "line": 64}) == INTEL and INTEL.l2 == 0
 

@@ -33,6 +33,23 @@ def test_chain_steps_the_next_chain_hides_most_of_a_short_one_and_up_to_70_steps
     assert arr.tolist() == [0, 10, 82, 450]
 
 
+def test_a_longer_overlap_hides_more_of_every_chain():
+    """Version 23: the steps a chain hides (at most ``overlap``) are the host's geometry's ``chain_overlap``, which
+    convs and matmuls count with; 70 is the default every earlier version counted with."""
+    red = np.array([33, 64, 128, 512, 4608])
+    assert (chain_steps(red, overlap=70) == chain_steps(red)).all()
+    wide = chain_steps(red, overlap=140)
+    assert (wide < chain_steps(red)).all() and (red - wide <= 140).all() and (red - wide > 70).any()
+    assert wide.tolist() == (red * red // (red + 140)).tolist()
+    z5 = G.with_overlap(140)
+    conv = dict(out=1000, out_w=10, cin_per_group=64, kh=1, kw=1, stride=1, in_h=10, in_w=10, depthwise=False)
+    assert conv_loops(**conv, geometry=z5)["mac_excess"] == 1000 * chain_steps(64, overlap=140)
+    assert conv_loops(**conv, geometry=G)["mac_excess"] == 1000 * chain_steps(64)
+    mm = dict(out=512, red=128, cols=64, b_elems=128 * 64, weight=True)
+    assert matmul_loops(**mm, geometry=z5)["mac_excess"] == 512 * chain_steps(128, overlap=140) < \
+        matmul_loops(**mm, geometry=G)["mac_excess"]
+
+
 def test_strided_columns_miss_l1_and_the_tlb():
     # a 4096-column B: each step of the reduction jumps 16 KB -> one L1 set, 8 ways; 1024 steps span 4096 pages
     assert l1_lines(4 * 4096, G) == 8

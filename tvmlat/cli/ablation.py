@@ -45,6 +45,7 @@ def ablation_cmd(
     if len(df) < 20:
         raise TvmlatError(f"only {len(df)} measured blocks in the dataset(s); the ablation needs at least 20")
     con = console()
+    df = _chosen_overlap(df, dataset, con)
     with con.status("fitting") as status:
         res = run_ablation(df, model_zoo(with_xgb=xgb), draws=draws, campaign_speed=campaign_speed,
                            shot_models=None if family_shots else (),
@@ -131,3 +132,21 @@ def ablation_cmd(
     if out is not None:
         files = write_report(res, out, f"tvmlat ablation: {', '.join(p.name for p in dataset)}")
         con.print("report: " + ", ".join(str(f) for f in files))
+
+
+def _chosen_overlap(df, paths, con):
+    """``df`` counted for the chain overlap the fit chooses on all of its rows (features version 23, as `fit` and
+    `calibrate` choose it; each campaign's speed divided out first), which every model here then counts with."""
+    from ..campaigns import campaign_count, campaign_speeds, divided
+    from ..dataset import datasets_geometry, read_meta
+    from ..loop_features import stamp_geometry
+    from ..overlap import choose_overlap, describe_choice
+
+    y = df["latency_ms_median"]
+    if campaign_count(df) > 1:
+        y = divided(df, y, campaign_speeds(df, y))
+    refs = [r for p in paths for r in (read_meta(p).get("model_refs") or [])]
+    geometry, df, losses = choose_overlap(df, datasets_geometry(paths), y, model_refs=refs)
+    con.print(describe_choice(geometry.chain_overlap, losses) + "; every model here counts with it")
+    return stamp_geometry(df, geometry)
+

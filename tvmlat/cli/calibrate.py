@@ -16,7 +16,7 @@ from ..features import FEATURES_VERSION
 from ..measure import module_workloads, run_campaign, spec_workloads
 from ..predictors.counted import OWN_WEIGHT, check_weight, recorded_counts, times
 from . import app
-from .common import RPC_KEY_HELP, TRACKER_HELP, check_seed, console, make_runner, provenance, resolve_target
+from .common import CHAIN_OVERLAP_HELP, RPC_KEY_HELP, TRACKER_HELP, check_seed, console, make_runner, provenance, resolve_target
 
 
 @app.command("calibrate")
@@ -55,6 +55,7 @@ def calibrate_cmd(
     with_weight: Optional[int] = typer.Option(None, "--with-weight",
                                               help="how many times each of your --with blocks counts in the fit [3: "
                                                    "better than once for the family's other blocks]"),
+    chain_overlap: Optional[str] = typer.Option(None, "--chain-overlap", help=CHAIN_OVERLAP_HELP),
     cache: bool = typer.Option(True, "--cache/--no-cache",
                                help="reuse compiled blocks from the compile cache ($TVMLAT_CACHE or ~/.cache/tvmlat)"),
 ) -> None:
@@ -62,9 +63,10 @@ def calibrate_cmd(
 
     Resumable: running the same command again skips blocks already in the dataset.
     """
-    from .fit import fit_and_report, make_model_factory
+    from .fit import fit_and_report, make_model_factory, parse_chain_overlap
 
     make_model_factory(model, features)  # a bad --model/--features fails now, not after measuring
+    chain = parse_chain_overlap(chain_overlap)
     budget_s = parse_duration(tune_budget) if tune_budget else None
     prior_doc = None
     if prior is not None:
@@ -191,7 +193,8 @@ def calibrate_cmd(
     plot = out / f"{name}.accuracy.png" if have_matplotlib() else None  # next to the predictor, when it can be drawn
     fit_and_report(good, features=features, target=t.to_dict(), profile=t.profile,
                    dataset_hash=dataset_hash(path), out=pred_path, con=con, model=model, prior=prior_doc,
-                   geometry=geometry, plot=plot, counted=own_families)
+                   geometry=geometry, plot=plot, counted=own_families, chain_overlap=chain,
+                   model_refs=[model_ref_record(r) for r in with_refs] if own else None)
 
 
 def _own_blocks(refs: list[str]) -> list:

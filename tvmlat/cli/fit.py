@@ -15,7 +15,7 @@ from ..predictors.conformal import NEIGHBOURS, heldout_calibration, share_statis
 from ..predictors import FEATURE_SETS, LinearPredictor
 from ..predictors.io import feature_max, predictor_document, write_predictor
 from . import app
-from .common import console, emit, Format, metrics_table
+from .common import CHAIN_OVERLAP_HELP, console, emit, Format, metrics_table
 
 
 MODELS = ("linear", "linear+xgb", "xgb")
@@ -79,12 +79,16 @@ def _cov(preds: pd.DataFrame) -> dict[str, float]:
 def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any], profile: str,
                    dataset_hash: str, out: Path, con, model: str = "linear", prior: dict[str, Any] | None = None,
                    geometry=None, campaign_speeds=None, plot: Path | None = None,
-                   residual_weight: float | None = None, counted: dict[str, int] | None = None) -> None:
+                   residual_weight: float | None = None, counted: dict[str, int] | None = None,
+                   chain_overlap: int | str | None = "auto", model_refs: list[dict[str, Any]] | None = None) -> None:
     """Fit, evaluate and save a predictor on ``good`` rows; ``geometry``: the L1 their loop features were
     counted for, recorded in the predictor file (None: ``DEFAULT_GEOMETRY``); ``campaign_speeds``: the
     speeds already divided out of ``good``'s labels, recorded too; ``plot``: a PNG of predicted against
     measured latency (in-sample and held out) to write; ``counted``: the user's own families (``--with``) and how
-    many times each of their rows counts in every fit, recorded too."""
+    many times each of their rows counts in every fit, recorded too; ``chain_overlap``: how many steps of a
+    multiply-add chain the core hides (features version 23, ``overlap``): ``"auto"`` chooses it by the fit of the
+    ``loops`` features, a number sets it, None keeps ``geometry``'s; ``model_refs``: a dataset's meta.json's, to
+    count its rows measured from a model reference again for it."""
     present = set(good["family"])
     counted = {f: w for f, w in (counted or {}).items() if f in present}
     make = make_model_factory(model, features, prior, residual_weight, counted)
@@ -102,6 +106,8 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
             if err_own < err_prior:
                 make, model = own, "linear"
                 con.print(f"[yellow]the prior from {src} does not help on this target; fitting its own model[/]")
+    if features == "loops" and prior is None and chain_overlap is not None:
+        geometry, good = _with_overlap(good, geometry, chain_overlap, model_refs, counted, con)
     y = good["latency_ms_median"].to_numpy()
     fitted = make().fit(good, y)
     insample = fitted.predict(good)
@@ -163,6 +169,38 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
                        f"{held} (refitted without them)": heldout}, plot,
                       f"{model} ({features}) on {len(good)} blocks of {target.get('name', '?')}, profile {profile}")
         con.print(f"plot: {plot}")
+
+
+def _with_overlap(good: pd.DataFrame, geometry, chain_overlap: int | str, model_refs, counted, con):
+    """``good`` counted again for the chain overlap ``chain_overlap`` ("auto": chosen by the fit, ``overlap``), and
+    the geometry with it."""
+    from ..loop_features import DEFAULT_GEOMETRY
+    from ..overlap import choose_overlap, describe_choice, with_overlap
+
+    geometry = geometry or DEFAULT_GEOMETRY
+    if chain_overlap == "auto":
+        geometry, good, losses = choose_overlap(good, geometry, good["latency_ms_median"], model_refs=model_refs,
+                                                make_model=make_model_factory("linear", "loops", counted=counted))
+        con.print(describe_choice(geometry.chain_overlap, losses))
+        return geometry, good
+    geometry = geometry.with_overlap(int(chain_overlap))
+    return geometry, with_overlap(good, geometry, model_refs)
+
+
+def parse_chain_overlap(text: str | None) -> int | str | None:
+    """``--chain-overlap``: ``auto`` (or nothing), or a whole number of steps, 1 to ``MAX_OVERLAP``."""
+    from ..loop_features import MAX_OVERLAP
+
+    if text is None or text.strip().lower() == "auto":
+        return "auto"
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_OVERLAP:
+        raise TvmlatError(f"--chain-overlap {text!r}: give auto (chosen by the fit) or a whole number of steps, 1 to "
+                          f"{MAX_OVERLAP} (70: what features versions 16-22 counted on every host)")
+    return n
 
 
 #: sections of a predictor file that other commands add (`network-correction`, `memory`): a refit keeps them
@@ -264,6 +302,7 @@ def fit_cmd(
                                         help="several datasets: divide each campaign's host speed out before fitting"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="PNG of predicted against measured latency "
                                                              "(in-sample and held-out families)"),
+    chain_overlap: Optional[str] = typer.Option(None, "--chain-overlap", help=CHAIN_OVERLAP_HELP),
     own_weight: Optional[int] = typer.Option(None, "--own-weight",
                                              help="how many times each of your own blocks (a campaign's `calibrate "
                                                   "--with` families) counts in the fit [as calibrated: 3 unless "
@@ -277,6 +316,7 @@ def fit_cmd(
 
     check_plot(plot)
     make_model_factory(model, features, residual_weight=residual_weight)  # bad options fail before any reading
+    overlap = parse_chain_overlap(chain_overlap)
 
     geometry = datasets_geometry(dataset)  # one L1 for all (else a one-line error); the predictor records it
     df = concat_datasets(dataset, geometry)
@@ -303,7 +343,8 @@ def fit_cmd(
     fit_and_report(good, features=features, target=meta.get("target", {}), profile=meta.get("profile", "default"),
                    dataset_hash=",".join(dataset_hash(p) for p in dataset), out=out, con=con,
                    model=model, geometry=geometry, campaign_speeds=speeds, plot=plot, residual_weight=residual_weight,
-                   counted=counted)
+                   counted=counted, chain_overlap=overlap,
+                   model_refs=[r for m in metas if m for r in (m.get("model_refs") or [])])
 
 
 def own_counts(paths, metas, weight: int | None) -> dict[str, int]:

@@ -1,0 +1,78 @@
+"""Features version 23: the chain overlap a fit chooses (tvmlat.overlap) and what the CLI does with it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import assert_user_error, run_cli
+from tvmlat.blocks import sample_specs
+from tvmlat.features import features_frame
+from tvmlat.loop_features import CHAIN_OVERLAP, CacheGeometry
+from tvmlat.overlap import OVERLAP_GRID, choose_overlap, fit_loss
+
+ZEN5 = CacheGeometry(64, 12, 64, l2=2**20)
+#: ns per unit of the AMD Zen 5 200-block fit (the columns a sampled block's time mostly goes to)
+PRICES = {"mac_excess": 0.83, "short_vec": 0.011, "short_scal": 0.046, "acts_rw": 0.089, "inp": 0.083,
+          "mac_l1thrash": 1.44, "ew_slow": 0.38, "win_slow": 0.19, "w_matmul": 0.27, "red_chain": 0.35}
+
+
+def _campaign(overlap: int, n: int = 150, seed: int = 3) -> tuple[pd.DataFrame, np.ndarray]:
+    """Sampled blocks counted at the default overlap, timed (noise-free) as a host that hides ``overlap`` steps."""
+    specs = sample_specs(n, seed=seed)
+    truth = features_frame(specs, geometry=ZEN5.with_overlap(overlap))
+    y = 0.002 + sum(truth[c].to_numpy(float) * p * 1e-6 for c, p in PRICES.items())
+    rows = features_frame(specs, geometry=ZEN5).assign(status="ok", latency_ms_median=y)
+    return rows, y
+
+
+@pytest.mark.parametrize("overlap", [70, 140])
+def test_the_fit_finds_the_overlap_the_host_hides(overlap):
+    rows, y = _campaign(overlap)
+    geometry, counted, losses = choose_overlap(rows, ZEN5, y)
+    assert geometry == ZEN5.with_overlap(overlap) and geometry.chain_overlap == overlap
+    assert sorted(losses) == sorted(OVERLAP_GRID) and losses[overlap] == min(losses.values())
+    # the rows come back counted for it: a chain of the chosen overlap, not the default's
+    assert (counted["mac_excess"] == features_frame(sample_specs(150, seed=3), geometry=geometry)["mac_excess"]).all()
+    other = 140 if overlap == 70 else 70
+    assert losses[other] > losses[overlap]
+    assert (rows["mac_excess"].to_numpy() >= counted["mac_excess"].to_numpy()).all() or overlap == 70
+
+
+def test_fit_loss_is_the_soft_l1_of_the_log_error():
+    assert fit_loss([1.0, 2.0], [1.0, 2.0]) == 0.0
+    # small errors: ~ (log ratio / 0.1)^2; large ones grow linearly, so an outlier does not drag the choice
+    assert fit_loss([1.01], [1.0]) == pytest.approx(np.log(1.01) ** 2 / 0.01, rel=5e-3)
+    assert fit_loss([np.e], [1.0]) == pytest.approx(2 * (np.sqrt(101) - 1))
+
+
+def test_fit_records_the_chosen_or_given_overlap(tmp_path, fake_dataset, capsys):
+    path, _ = fake_dataset
+    code, out, err = run_cli(["fit", "-d", path, "-o", tmp_path / "auto.json"], capsys)
+    assert code == 0, err
+    assert "chain overlap" in out and "chosen by the fit over 40-200" in out
+    auto = json.loads((tmp_path / "auto.json").read_text())["cache_geometry"]
+    assert auto.get("chain_overlap", CHAIN_OVERLAP) in OVERLAP_GRID
+    code, out, err = run_cli(["fit", "-d", path, "-o", tmp_path / "150.json", "--chain-overlap", "150"], capsys)
+    assert code == 0, err
+    doc = json.loads((tmp_path / "150.json").read_text())
+    assert doc["cache_geometry"]["chain_overlap"] == 150 and "chosen by the fit" not in out
+    # prediction counts with the file's overlap: evaluate recounts the dataset for it and agrees with the fit
+    code, out, err = run_cli(["evaluate", "-p", tmp_path / "150.json", "-d", path, "-f", "json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)[0]["median_ape"] == pytest.approx(doc["training"]["metrics"]["in-sample"]["median_ape"])
+    # the default overlap is not written down (files before version 23 have none and mean it)
+    code, out, err = run_cli(["fit", "-d", path, "-o", tmp_path / "70.json", "--chain-overlap", "70"], capsys)
+    assert code == 0, err
+    assert "chain_overlap" not in json.loads((tmp_path / "70.json").read_text())["cache_geometry"]
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "1001", "many", "7.5"])
+def test_a_bad_chain_overlap_is_one_line_before_any_work(bad, tmp_path, fake_dataset, capsys):
+    path, _ = fake_dataset
+    assert_user_error(run_cli(["fit", "-d", path, "-o", tmp_path / "p.json", "--chain-overlap", bad], capsys),
+                      f"--chain-overlap {bad!r}", "auto", "1 to 1000")
+    assert not (tmp_path / "p.json").exists()
