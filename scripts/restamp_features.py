@@ -125,7 +125,7 @@ def refit_predictors(pq: Path, good, meta: dict, preds: list[Path]) -> None:
         quiet = Console(file=io.StringIO(), width=200)
         fit_and_report(good, features=features if isinstance(features, str) else "loops", target=doc["target"],
                        profile=doc.get("profile", "default"), dataset_hash=dataset_hash(pq), out=p, con=quiet,
-                       model=doc["kind"], geometry=meta_geometry(pq, meta))
+                       model=doc["kind"], geometry=meta_geometry(pq, meta), model_refs=meta.get("model_refs"))
         new = json.loads(p.read_text())
         # `tvmlat fit` keeps a network correction (refitted from its stored timings where it has them) and a memory
         # model of the file it replaces (fit._carried, fit._after_carry)

@@ -76,3 +76,13 @@ def test_a_bad_chain_overlap_is_one_line_before_any_work(bad, tmp_path, fake_dat
     assert_user_error(run_cli(["fit", "-d", path, "-o", tmp_path / "p.json", "--chain-overlap", bad], capsys),
                       f"--chain-overlap {bad!r}", "auto", "1 to 1000")
     assert not (tmp_path / "p.json").exists()
+
+
+def test_a_chain_overlap_for_features_that_count_no_chains_is_one_line(tmp_path, fake_dataset, capsys):
+    path, _ = fake_dataset
+    assert_user_error(run_cli(["fit", "-d", path, "-o", tmp_path / "p.json", "--features", "ops", "--chain-overlap",
+                               "100"], capsys), "--chain-overlap applies to the loops features", "--features ops")
+    code, out, err = run_cli(["fit", "-d", path, "-o", tmp_path / "ops.json", "--features", "ops"], capsys)
+    assert code == 0, err
+    assert "chain overlap" not in out and "chain_overlap" not in json.loads((tmp_path / "ops.json").read_text())[
+        "cache_geometry"]

@@ -66,7 +66,7 @@ def calibrate_cmd(
     from .fit import fit_and_report, make_model_factory, parse_chain_overlap
 
     make_model_factory(model, features)  # a bad --model/--features fails now, not after measuring
-    chain = parse_chain_overlap(chain_overlap)
+    chain = parse_chain_overlap(chain_overlap, features, prior)
     budget_s = parse_duration(tune_budget) if tune_budget else None
     prior_doc = None
     if prior is not None:

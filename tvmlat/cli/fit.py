@@ -187,10 +187,16 @@ def _with_overlap(good: pd.DataFrame, geometry, chain_overlap: int | str, model_
     return geometry, with_overlap(good, geometry, model_refs)
 
 
-def parse_chain_overlap(text: str | None) -> int | str | None:
-    """``--chain-overlap``: ``auto`` (or nothing), or a whole number of steps, 1 to ``MAX_OVERLAP``."""
+def parse_chain_overlap(text: str | None, features: str = "loops", prior: Any = None) -> int | str | None:
+    """``--chain-overlap``: ``auto`` (or nothing), or a whole number of steps, 1 to ``MAX_OVERLAP``; given with
+    features other than ``loops`` (which count no chains) or a ``--from`` prior (whose prices were fitted with its own
+    overlap), a one-line error."""
     from ..loop_features import MAX_OVERLAP
 
+    if text is not None and (features != "loops" or prior is not None):
+        raise TvmlatError("--chain-overlap applies to the loops features fitted here, not to "
+                          + (f"--features {features}" if features != "loops" else "a predictor adapted with --from")
+                          + "; leave it out")
     if text is None or text.strip().lower() == "auto":
         return "auto"
     try:
@@ -316,7 +322,7 @@ def fit_cmd(
 
     check_plot(plot)
     make_model_factory(model, features, residual_weight=residual_weight)  # bad options fail before any reading
-    overlap = parse_chain_overlap(chain_overlap)
+    overlap = parse_chain_overlap(chain_overlap, features)
 
     geometry = datasets_geometry(dataset)  # one L1 for all (else a one-line error); the predictor records it
     df = concat_datasets(dataset, geometry)
