@@ -19,6 +19,12 @@ from .specs import BlockSpec
 
 CHANNELS = [8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 512]
 SPATIAL = [7, 14, 28, 56, 112]
+#: the plane sizes (px) image blocks are drawn from (`calibrate --planes`): ImageNet-style networks' at 224 px
+#: ("default"), those of networks at 32, 128 or 256 px ("pow2": rows 4 or 16 KiB apart share an L1 set, which no
+#: default plane does; benchmarks/pow2_twins.py), or both
+PLANES = {"default": SPATIAL, "pow2": [8, 16, 32, 64, 128], "both": sorted(SPATIAL + [8, 16, 32, 64, 128])}
+#: the families with an image plane (``hw``): the ones --planes draws for
+IMAGE_FAMILIES = ("conv_bn_relu", "pool", "inverted_residual", "basic_block", "bottleneck", "squeeze_excitation")
 TOKENS = [1, 16, 49, 64, 128, 196, 256]
 DIMS = [64, 96, 128, 192, 256, 384, 512, 768]
 
@@ -191,7 +197,7 @@ def _pick(rng: random.Random, xs):
     return xs[rng.randrange(len(xs))]
 
 
-def _sample_conv(rng):
+def _sample_conv(rng, spatial=SPATIAL):
     cin = _pick(rng, CHANNELS)
     mode = _pick(rng, ["1", "1", "g", "dw"])
     if mode == "dw":
@@ -203,12 +209,12 @@ def _sample_conv(rng):
         groups = g
     else:
         cout, groups = _pick(rng, CHANNELS), 1
-    return dict(cin=cin, cout=cout, hw=_pick(rng, SPATIAL), k=_pick(rng, [1, 3, 5, 7]),
+    return dict(cin=cin, cout=cout, hw=_pick(rng, spatial), k=_pick(rng, [1, 3, 5, 7]),
                 stride=_pick(rng, [1, 2]), groups=groups)
 
 
-def _sample_pool(rng):
-    return dict(kind=_pick(rng, ["max", "avg", "global"]), c=_pick(rng, CHANNELS), hw=_pick(rng, SPATIAL),
+def _sample_pool(rng, spatial=SPATIAL):
+    return dict(kind=_pick(rng, ["max", "avg", "global"]), c=_pick(rng, CHANNELS), hw=_pick(rng, spatial),
                 k=_pick(rng, [2, 3]), stride=_pick(rng, [1, 2]))
 
 
@@ -222,23 +228,23 @@ def _sample_matmul(rng):
                 k=_pick(rng, [32, 64, 128, 256, 512]), n=_pick(rng, [16, 49, 64, 128, 196, 256]))
 
 
-def _sample_ir(rng):
-    return dict(cin=_pick(rng, CHANNELS[:10]), cout=_pick(rng, CHANNELS[:10]), hw=_pick(rng, SPATIAL),
+def _sample_ir(rng, spatial=SPATIAL):
+    return dict(cin=_pick(rng, CHANNELS[:10]), cout=_pick(rng, CHANNELS[:10]), hw=_pick(rng, spatial),
                 expand=_pick(rng, [1, 3, 6]), k=_pick(rng, [3, 5]), stride=_pick(rng, [1, 2]))
 
 
-def _sample_basic(rng):
+def _sample_basic(rng, spatial=SPATIAL):
     c = _pick(rng, [16, 32, 64, 128, 256])
-    return dict(cin=c, cout=_pick(rng, [c, 2 * c]), hw=_pick(rng, SPATIAL), stride=_pick(rng, [1, 2]))
+    return dict(cin=c, cout=_pick(rng, [c, 2 * c]), hw=_pick(rng, spatial), stride=_pick(rng, [1, 2]))
 
 
-def _sample_bottleneck(rng):
+def _sample_bottleneck(rng, spatial=SPATIAL):
     w = _pick(rng, [16, 32, 64, 128])
-    return dict(cin=_pick(rng, [w * 2, w * 4]), width=w, hw=_pick(rng, SPATIAL), stride=_pick(rng, [1, 2]))
+    return dict(cin=_pick(rng, [w * 2, w * 4]), width=w, hw=_pick(rng, spatial), stride=_pick(rng, [1, 2]))
 
 
-def _sample_se(rng):
-    return dict(c=_pick(rng, CHANNELS), hw=_pick(rng, SPATIAL), reduction=_pick(rng, [4, 8, 16]))
+def _sample_se(rng, spatial=SPATIAL):
+    return dict(c=_pick(rng, CHANNELS), hw=_pick(rng, spatial), reduction=_pick(rng, [4, 8, 16]))
 
 
 def _sample_mlp(rng):
@@ -295,11 +301,12 @@ def build_block(spec: BlockSpec, device: str | torch.device = "cpu") -> tuple[nn
 
 
 def sample_specs(n: int, seed: int = 0, families: Iterable[str] | None = None,
-                 min_flops: float = 2e4, max_flops: float = 6e7) -> list[BlockSpec]:
+                 min_flops: float = 2e4, max_flops: float = 6e7, planes: str = "default") -> list[BlockSpec]:
     """Draw ``n`` distinct specs, families in turn, rejecting blocks outside [min_flops, max_flops].
 
     The FLOPs window bounds calibration time (untuned CPU code runs at ~1-10 GFLOP/s) while
-    spanning more than three decades of latency. Same seed -> same specs in the same order.
+    spanning more than three decades of latency. Same seed (and ``planes``) -> same specs in the same order.
+    ``planes``: the plane sizes of the image families, a key of ``PLANES``.
     """
     from .features import spec_features  # local: features imports blocks
 
@@ -307,6 +314,9 @@ def sample_specs(n: int, seed: int = 0, families: Iterable[str] | None = None,
     unknown = [f for f in fams if f not in FAMILIES]
     if unknown:
         raise KeyError(f"unknown block families {unknown}; known: {', '.join(FAMILIES)}")
+    if planes not in PLANES:
+        raise KeyError(f"unknown planes {planes!r}; known: {', '.join(PLANES)}")
+    spatial = PLANES[planes]
     rng = random.Random(seed)
     out: list[BlockSpec] = []
     seen: set[str] = set()
@@ -319,7 +329,8 @@ def sample_specs(n: int, seed: int = 0, families: Iterable[str] | None = None,
         fam = order.pop()
         for _ in range(200):
             tries += 1
-            spec = BlockSpec.make(fam, **FAMILIES[fam][1](rng))
+            draw = FAMILIES[fam][1]
+            spec = BlockSpec.make(fam, **(draw(rng, spatial) if fam in IMAGE_FAMILIES else draw(rng)))
             if spec.block_id in seen:
                 continue
             fl = spec_features(spec)["flops"]  # in closed form, as campaign rows are

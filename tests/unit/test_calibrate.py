@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from helpers import run_cli
+from helpers import assert_user_error, run_cli
 from tvmlat.blocks import sample_specs
 from tvmlat.dataset import meta_path, read_dataset
 from tvmlat.features import FEATURES_VERSION
@@ -315,3 +315,28 @@ def test_a_family_named_twice_samples_as_if_named_once(tmp_path, capsys, fakes):
     a, b = read_dataset(twice / "c.parquet"), read_dataset(once / "c.parquet")
     assert list(a["block_id"]) == list(b["block_id"]) and set(a["family"]) == {"pool", "linear"}
     assert [r.calls for r in made] == [24, 24]
+
+
+def test_planes_draw_power_of_two_image_blocks_as_another_campaign(tmp_path, capsys, fakes):
+    """--planes pow2 / both draws the image families' planes from 8-128 px (or both sets): another draw of blocks,
+    so another campaign name, recorded in its meta.json; the default draw is the one every earlier campaign has."""
+    from tvmlat.blocks import IMAGE_FAMILIES, PLANES
+
+    made, _ = fakes
+    code, out, err = run_cli(["calibrate", "--samples", "30", "--planes", "pow2", "--out", tmp_path, "--no-progress"],
+                             capsys)
+    assert code == 0, err
+    parquet = next(tmp_path.glob("calib-*-pow2-n30-s0.parquet"), None)  # named after the draw
+    assert parquet is not None and parquet.is_file()
+    df = read_dataset(parquet)
+    hws = {json.loads(s)["hw"] for s, f in zip(df["spec"], df["family"]) if f in IMAGE_FAMILIES}
+    assert hws and hws <= set(PLANES["pow2"])
+    meta = json.loads(parquet.with_suffix(".meta.json").read_text())
+    assert meta["sampler"]["planes"] == "pow2"
+    assert [s.block_id for s in sample_specs(30, seed=0, planes="default")] == \
+        [s.block_id for s in sample_specs(30, seed=0)]  # the default draw is the one before --planes
+    assert {s.block_id for s in sample_specs(30, seed=0, planes="pow2")} == set(df["block_id"])
+    # resuming it under another draw would mix two samples in one campaign
+    assert_user_error(run_cli(["calibrate", "--samples", "30", "--planes", "both", "--out", tmp_path, "--campaign",
+                               parquet.stem, "--no-progress"], capsys), "was sampled with --planes pow2", "not both")
+    assert_user_error(run_cli(["calibrate", "--planes", "square"], capsys), "--planes 'square'", "default, pow2, both")

@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from ..blocks import FAMILIES, log10_span, sample_specs
+from ..blocks import FAMILIES, PLANES, log10_span, sample_specs
 from ..dataset import CampaignWriter, dataset_hash, model_ref_record, ok_rows, versions
 from ..errors import TvmlatError
 from ..features import FEATURES_VERSION
@@ -31,6 +31,9 @@ def calibrate_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="folder for dataset and predictor [datasets/<target>]"),
     campaign: Optional[str] = typer.Option(None, "--campaign", help="campaign name [calib-<cpu>-n<samples>-s<seed>]"),
     families: Optional[str] = typer.Option(None, "--families", help="comma-separated families [all]"),
+    planes: str = typer.Option("default", "--planes",
+                               help="plane sizes of the image blocks: default (7-112 px, networks at 224 px), pow2 "
+                                    "(8-128 px: at 32, 128 or 256 px) or both"),
     features: str = typer.Option("loops", "--features", help="feature set of the linear model: loops | ops | published"),
     model: str = typer.Option("linear", "--model", help="linear | linear+xgb (XGBoost on the linear residual) | xgb"),
     overlap: bool = typer.Option(True, "--overlap/--no-overlap",
@@ -83,6 +86,9 @@ def calibrate_cmd(
         raise TvmlatError("--families chooses the families of the sampled blocks, and --samples 0 samples none; "
                           "give --samples N or leave --families out")
     fams = list(dict.fromkeys(f.strip() for f in families.split(","))) if families else None  # a name given twice: once
+    if planes not in PLANES:
+        raise TvmlatError(f"--planes {planes!r}: choose {', '.join(PLANES)} (the plane sizes image blocks are drawn "
+                          "from)")
     if fams and [f for f in fams if f not in FAMILIES]:
         raise TvmlatError(f"unknown families {[f for f in fams if f not in FAMILIES]}; known: {', '.join(FAMILIES)}")
     with_refs = list(dict.fromkeys(with_refs or []))  # the same reference twice is once
@@ -104,17 +110,19 @@ def calibrate_cmd(
     tag = "" if t.profile == "default" else f"-{t.profile}{t.tuning.trials_per_task}"
     # own blocks make another campaign: added to an earlier one, they would be timed in another host state
     own_families = {w.family: weight for w in own}
+    tag += "" if planes == "default" else f"-{planes}"  # another draw of blocks: another campaign
     name = campaign or (f"calib-{t.mcpu or t.arch or 'generic'}{tag}-n{samples}-s{seed}"
                         + "".join(f"-with-{fam}" for fam in own_families))
     path = out / f"{name}.parquet"
     con = console()
-    specs = sample_specs(samples, seed=seed, families=fams)
+    specs = sample_specs(samples, seed=seed, families=fams, planes=planes)
     clash = sorted({w.key for w in own} & {s.block_id for s in specs})
     if clash:
         raise TvmlatError(f"--with: entries {clash[:3]} are named like sampled blocks; rename them")
     geometry = t.geometry()  # run_campaign counts the rows' features for this L1; meta.json and the predictor record it
     meta = {"target_name": t.name, "target": t.to_dict(), "profile": t.profile, "versions": versions(),
-            **provenance(t), "sampler": {"seed": seed, "samples": samples, "families": fams or list(FAMILIES)},
+            **provenance(t), "sampler": {"seed": seed, "samples": samples, "families": fams or list(FAMILIES),
+                                     **({"planes": planes} if planes != "default" else {})},
             "evaluator": t.evaluator.__dict__, "command": "calibrate", "features_version": FEATURES_VERSION,
             "compile_overlap": overlap, "cache_geometry": geometry.to_dict(),
             # where the own blocks' rows come from: a later features version recounts them from it
@@ -128,6 +136,11 @@ def calibrate_cmd(
     except BaseException:
         getattr(runner, "close", lambda: None)()
         raise
+    before = (writer.previous_meta or {}).get("sampler") or {}
+    if writer.done_ids() and before.get("planes", "default") != planes:
+        getattr(runner, "close", lambda: None)()
+        raise TvmlatError(f"{path.name} was sampled with --planes {before.get('planes', 'default')}, not {planes}: its "
+                          f"blocks are another draw; give another --campaign name, or the same --planes to resume it")
     keys = {s.block_id for s in specs} | {w.key for w in own}
     already = len(writer.done_ids() & keys)
     where = f", over RPC key {t.rpc.key!r} at {t.rpc.tracker}" if t.remote else ""
