@@ -159,6 +159,10 @@ class CampaignWriter:
                       ("mcpu", old_meta.get("target", {}).get("mcpu"), self.meta.get("target", {}).get("mcpu")),
                       ("host cpu", old_cpu, new_cpu),
                       ("RPC key", old_meta.get("device", {}).get("rpc_key"), self.meta.get("device", {}).get("rpc_key"))]
+            planes = [(m.get("sampler") or {}).get("planes", "default") for m in (old_meta, self.meta)]
+            if len(self.df) and "sampler" in old_meta and "sampler" in self.meta and planes[0] != planes[1]:
+                raise DatasetError(f"{self.path.name} was sampled with --planes {planes[0]}, not {planes[1]}: its blocks "
+                                   f"are another draw; give another --campaign name, or the same --planes to resume it")
             for key, old, new in checks:
                 if old is not None and new is not None and old != new:
                     raise DatasetError(

@@ -336,7 +336,9 @@ def test_planes_draw_power_of_two_image_blocks_as_another_campaign(tmp_path, cap
     assert [s.block_id for s in sample_specs(30, seed=0, planes="default")] == \
         [s.block_id for s in sample_specs(30, seed=0)]  # the default draw is the one before --planes
     assert {s.block_id for s in sample_specs(30, seed=0, planes="pow2")} == set(df["block_id"])
-    # resuming it under another draw would mix two samples in one campaign
+    # resuming it under another draw would mix two samples in one campaign; its files are left as they were
+    before = parquet.with_suffix(".meta.json").read_text()
     assert_user_error(run_cli(["calibrate", "--samples", "30", "--planes", "both", "--out", tmp_path, "--campaign",
                                parquet.stem, "--no-progress"], capsys), "was sampled with --planes pow2", "not both")
+    assert parquet.with_suffix(".meta.json").read_text() == before
     assert_user_error(run_cli(["calibrate", "--planes", "square"], capsys), "--planes 'square'", "default, pow2, both")

@@ -136,11 +136,6 @@ def calibrate_cmd(
     except BaseException:
         getattr(runner, "close", lambda: None)()
         raise
-    before = (writer.previous_meta or {}).get("sampler") or {}
-    if writer.done_ids() and before.get("planes", "default") != planes:
-        getattr(runner, "close", lambda: None)()
-        raise TvmlatError(f"{path.name} was sampled with --planes {before.get('planes', 'default')}, not {planes}: its "
-                          f"blocks are another draw; give another --campaign name, or the same --planes to resume it")
     keys = {s.block_id for s in specs} | {w.key for w in own}
     already = len(writer.done_ids() & keys)
     where = f", over RPC key {t.rpc.key!r} at {t.rpc.tracker}" if t.remote else ""
