@@ -30,20 +30,21 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = os.environ.get("TVMLAT_TWINS_DATASET", str(ROOT / "datasets/llvm/calib-znver4-n200-s0.parquet"))
-POW2 = {7: 8, 14: 16, 28: 32, 56: 64, 112: 128}
-FAMILIES = ["conv_bn_relu", "pool", "inverted_residual", "basic_block", "bottleneck", "squeeze_excitation"]
+
 
 
 def pairs(dataset: str = DATASET) -> list[tuple[str, object, object]]:
     """(block_id, spec as sampled, its power-of-two twin) of every measured image block of ``dataset``."""
+    from tvmlat.blocks import IMAGE_FAMILIES, PLANES
     from tvmlat.specs import BlockSpec
 
+    pow2 = dict(zip(PLANES["default"], PLANES["pow2"]))  # each sampled plane size to the next power of two
     df = pd.read_parquet(dataset, columns=["block_id", "family", "spec", "status"])
-    df = df[(df["status"] == "ok") & df["family"].isin(FAMILIES)]
+    df = df[(df["status"] == "ok") & df["family"].isin(IMAGE_FAMILIES)]
     out = []
     for bid, spec in zip(df["block_id"], df["spec"]):
         d = json.loads(spec)
-        out.append((bid, BlockSpec.from_json(spec), BlockSpec.from_json(json.dumps({**d, "hw": POW2[d["hw"]]}))))
+        out.append((bid, BlockSpec.from_json(spec), BlockSpec.from_json(json.dumps({**d, "hw": pow2[d["hw"]]}))))
     return out
 
 

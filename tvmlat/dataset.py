@@ -256,6 +256,13 @@ def ok_rows(df: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+def spec_rows(df: pd.DataFrame):
+    """Which rows were measured from a block spec (their ``spec`` column is set), not from a model reference."""
+    if "spec" not in df:
+        return pd.Series(False, index=df.index)
+    return df["spec"].fillna("").astype(str).str.len() > 0
+
+
 def refresh_features(df: pd.DataFrame, geometry, model_refs: list[dict[str, Any]] | None = None,
                      where: str = "the dataset") -> pd.DataFrame:
     """Recompute the feature columns of every row, loop features for the L1 ``geometry``: block rows
@@ -266,7 +273,7 @@ def refresh_features(df: pd.DataFrame, geometry, model_refs: list[dict[str, Any]
     from .specs import BlockSpec
 
     df = df.copy()
-    has_spec = df["spec"].fillna("").astype(str).str.len() > 0
+    has_spec = spec_rows(df)
     # the closed forms where they know the spec (equal to the counter's, ~40x faster), the counter where not
     fresh = [pd.DataFrame([spec_features(BlockSpec.from_json(s), geometry) for s in df.loc[has_spec, "spec"]],
                           index=df.index[has_spec])] if has_spec.any() else []

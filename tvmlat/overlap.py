@@ -71,19 +71,22 @@ def choose_overlap(rows: pd.DataFrame, geometry: CacheGeometry, y: Any, *, make_
     spec, or from ``model_refs`` (a dataset's meta.json's) for rows measured from a model reference; with
     ``SPEC_ROWS`` rows or more that have a spec, those alone choose. ``make_model``: the model that chooses (the
     linear ``loops`` model). Ties keep the overlap nearest 70, what earlier versions counted."""
+    from .dataset import spec_rows
     from .predictors.linear import LinearPredictor
 
     make = make_model or (lambda: LinearPredictor(features="loops"))
     y = np.asarray(y, dtype=float)
-    has_spec = (rows["spec"].fillna("").astype(str).str.len() > 0).to_numpy() if "spec" in rows else np.zeros(len(rows), bool)
-    pick = has_spec if has_spec.sum() >= SPEC_ROWS else np.ones(len(rows), bool)
+    has_spec = spec_rows(rows).to_numpy()
+    pick = has_spec if SPEC_ROWS <= has_spec.sum() < len(rows) else np.ones(len(rows), bool)
     part, yp = rows[pick], y[pick]
-    losses = {}
+    losses, counted = {}, {}
     for a in grid:
-        counted = with_overlap(part, geometry.with_overlap(a), model_refs, where)
-        losses[a] = fit_loss(make().fit(counted, yp).predict(counted), yp)
+        counted[a] = with_overlap(part, geometry.with_overlap(a), model_refs, where)
+        losses[a] = fit_loss(make().fit(counted[a], yp).predict(counted[a]), yp)
     best = min(losses, key=lambda a: (round(losses[a], 12), abs(a - CHAIN_OVERLAP)))
     chosen = geometry.with_overlap(best)
+    if pick.all():  # every row chose: they are counted for it already
+        return chosen, counted[best], losses
     # the rows as given are counted for ``geometry``: nothing to count again where it is the one chosen
     return chosen, rows if chosen == geometry else with_overlap(rows, chosen, model_refs, where), losses
 

@@ -29,9 +29,10 @@ def check_plot(path: Path | None) -> None:
     the one-line error, before any work is done."""
     if path is None:
         return
-    plt = pyplot()
-    kinds = plt.figure().canvas.get_supported_filetypes()
-    plt.close("all")
+    pyplot()
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    kinds = FigureCanvasBase.get_supported_filetypes()
     suffix = Path(path).suffix.lower().lstrip(".")
     if suffix and suffix not in kinds:
         raise TvmlatError(f"--plot {path}: matplotlib can't write .{suffix} files; name a .png (or "

@@ -45,7 +45,7 @@ def ablation_cmd(
     if len(df) < 20:
         raise TvmlatError(f"only {len(df)} measured blocks in the dataset(s); the ablation needs at least 20")
     con = console()
-    df = _chosen_overlap(df, dataset, con)
+    df = _chosen_overlap(df, dataset, con, campaign_speed)
     with con.status("fitting") as status:
         res = run_ablation(df, model_zoo(with_xgb=xgb), draws=draws, campaign_speed=campaign_speed,
                            shot_models=None if family_shots else (),
@@ -134,16 +134,17 @@ def ablation_cmd(
         con.print("report: " + ", ".join(str(f) for f in files))
 
 
-def _chosen_overlap(df, paths, con):
+def _chosen_overlap(df, paths, con, campaign_speed: bool = True):
     """``df`` counted for the chain overlap the fit chooses on all of its rows (features version 23, as `fit` and
-    `calibrate` choose it; each campaign's speed divided out first), which every model here then counts with."""
+    `calibrate` choose it; with ``campaign_speed``, each campaign's speed divided out first, as the ablation does),
+    which every model here then counts with."""
     from ..campaigns import campaign_count, campaign_speeds, divided
     from ..dataset import datasets_geometry, read_meta
     from ..loop_features import stamp_geometry
     from ..overlap import choose_overlap, describe_choice
 
     y = df["latency_ms_median"]
-    if campaign_count(df) > 1:
+    if campaign_speed and campaign_count(df) > 1:
         y = divided(df, y, campaign_speeds(df, y))
     refs = [r for p in paths for r in (read_meta(p).get("model_refs") or [])]
     geometry, df, losses = choose_overlap(df, datasets_geometry(paths), y, model_refs=refs)

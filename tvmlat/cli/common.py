@@ -27,6 +27,7 @@ class Format(str, Enum):
 CHAIN_OVERLAP_HELP = ("steps of a multiply-add chain the core hides (features version 23): auto chooses it by the fit "
                       "of the loops features, or give a number [auto]")
 
+
 def console(stderr: bool = False) -> Console:
     c = Console(stderr=stderr, highlight=False)
     if not c.is_terminal:  # piped or logged: don't squeeze tables into 80 columns

@@ -107,7 +107,7 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
                 make, model = own, "linear"
                 con.print(f"[yellow]the prior from {src} does not help on this target; fitting its own model[/]")
     if features == "loops" and prior is None and chain_overlap is not None:
-        geometry, good = _with_overlap(good, geometry, chain_overlap, model_refs, counted, con)
+        geometry, good = _counted_for_overlap(good, geometry, chain_overlap, model_refs, counted, con)
     y = good["latency_ms_median"].to_numpy()
     fitted = make().fit(good, y)
     insample = fitted.predict(good)
@@ -171,7 +171,7 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
         con.print(f"plot: {plot}")
 
 
-def _with_overlap(good: pd.DataFrame, geometry, chain_overlap: int | str, model_refs, counted, con):
+def _counted_for_overlap(good: pd.DataFrame, geometry, chain_overlap: int | str, model_refs, counted, con):
     """``good`` counted again for the chain overlap ``chain_overlap`` ("auto": chosen by the fit, ``overlap``), and
     the geometry with it."""
     from ..loop_features import DEFAULT_GEOMETRY
