@@ -333,14 +333,17 @@ def other_quantities(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def few_shot_pair(src: pd.DataFrame, dst: pd.DataFrame, src_name: str, dst_name: str,
-                  sizes=FEW_SHOT_SIZES, draws: int = 20, seed: int = 0, features: str = "loops") -> list[dict]:
+                  sizes=FEW_SHOT_SIZES, draws: int = 20, seed: int = 0, features: str = "loops",
+                  dst_as_prior: pd.DataFrame | None = None) -> list[dict]:
     """Few-shot adaptation from target ``src`` to target ``dst`` (datasets measuring the same blocks).
 
     30 % of the shared blocks are the test set, never seen by either model nor by the prior; for N
     new-target samples (``draws`` draws from the rest) it fits the linear model of ``features`` (the
     predictors' default, ``loops``; ``ops`` before 2026-12-05) from scratch and the prior (the same model
     fitted on ``src``, test blocks excluded) adapted with the same N samples. Each dataset's loop features
-    are its own CPU's counts.
+    are its own CPU's counts; ``dst_as_prior``: ``dst``'s rows counted with the chain overlap ``src``'s were (features
+    version 23: the prior's prices are those of its own overlap, as `calibrate --from` counts them), which the prior and
+    the adapted model predict from (None: ``dst`` as it is).
     Rows: pair, n_new, model (scratch | adapted | reference rows), median_ape, within10, draws.
     """
     from .predictors.adapted import AdaptedPredictor
@@ -358,6 +361,8 @@ def few_shot_pair(src: pd.DataFrame, dst: pd.DataFrame, src_name: str, dst_name:
     prior_doc = predictor_document(prior, target={"name": src_name}, profile="default")
     test = dst[dst["block_id"].isin(test_ids)]
     pool = dst[~dst["block_id"].isin(test_ids)]
+    as_prior = dst if dst_as_prior is None else dst_as_prior
+    test_p, pool_p = as_prior.loc[test.index], as_prior.loc[pool.index]
     yt = test["latency_ms_median"].to_numpy()
     rows = []
     try:
@@ -365,7 +370,7 @@ def few_shot_pair(src: pd.DataFrame, dst: pd.DataFrame, src_name: str, dst_name:
         ref = accuracy(yt, full.predict(test))
     except Exception:  # noqa: BLE001 - too few new-target blocks for a model of its own
         ref = {"median_ape": float("nan"), "within10": float("nan")}
-    prior_only = accuracy(yt, prior.predict(test))
+    prior_only = accuracy(yt, prior.predict(test_p))
     for n in [s for s in sizes if s <= len(pool)]:
         res = {"scratch": [], "adapted": []}
         for d in range(draws):
@@ -378,8 +383,8 @@ def few_shot_pair(src: pd.DataFrame, dst: pd.DataFrame, src_name: str, dst_name:
                     res["scratch"].append(accuracy(yt, m.predict(test)))
                 except Exception:  # noqa: BLE001 - too few samples for this model
                     pass
-            a = AdaptedPredictor(prior={"kind": "linear", "model": prior_doc["model"]}).fit(tr, y)
-            res["adapted"].append(accuracy(yt, a.predict(test)))
+            a = AdaptedPredictor(prior={"kind": "linear", "model": prior_doc["model"]}).fit(pool_p.loc[tr.index], y)
+            res["adapted"].append(accuracy(yt, a.predict(test_p)))
         for model, accs in res.items():
             if accs:
                 rows.append({"pair": f"{src_name} -> {dst_name}", "n_new": n, "model": model,

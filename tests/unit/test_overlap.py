@@ -86,3 +86,60 @@ def test_a_chain_overlap_for_features_that_count_no_chains_is_one_line(tmp_path,
     assert code == 0, err
     assert "chain overlap" not in out and "chain_overlap" not in json.loads((tmp_path / "ops.json").read_text())[
         "cache_geometry"]
+
+
+def _fit_from(rows, prior, tmp_path, name):
+    import io
+
+    from rich.console import Console
+
+    from tvmlat.cli.fit import fit_and_report
+
+    out = tmp_path / f"{name}.json"
+    text = io.StringIO()
+    fit_and_report(rows, features="loops", target={"name": "zen5"}, profile="default", dataset_hash="", out=out,
+                   con=Console(width=200, file=text), prior=prior, geometry=ZEN5)
+    doc = json.loads(out.read_text())
+    return doc["kind"], CacheGeometry.from_dict(doc["cache_geometry"]).chain_overlap, text.getvalue()
+
+
+def test_calibrate_from_counts_the_rows_with_the_overlap_of_the_model_it_keeps(tmp_path):
+    """`calibrate --from`: a prior's prices were fitted on chains counted with its own overlap, so an adapted
+    predictor counts the new rows with that one and records it; where the target's own model wins, its overlap is
+    chosen by the fit, as `calibrate` without --from chooses it (it used to stay at the measured 70 either way)."""
+    from tvmlat.predictors import LinearPredictor
+    from tvmlat.predictors.io import predictor_document
+
+    rows, y = _campaign(140)
+    at140 = choose_overlap(rows, ZEN5, y)[1]
+    prior_model = LinearPredictor(features="loops").fit(at140, y)
+    prior = predictor_document(prior_model, target={"name": "zen5-twin"}, profile="default",
+                               geometry=ZEN5.with_overlap(140))
+    # the prior helps: the same host, 1.5x slower; it is kept and its overlap with it
+    kind, overlap, _ = _fit_from(rows.assign(latency_ms_median=1.5 * y), prior, tmp_path, "adapted")
+    assert (kind, overlap) == ("adapted", 140)
+    # a prior of another shape loses: the own model is fitted, with the overlap the fit chooses (140, the host's)
+    rng = np.random.default_rng(0)
+    wrong = predictor_document(LinearPredictor(features="loops").fit(rows, y * np.exp(rng.normal(0, 1.5, len(y)))),
+                               target={"name": "other"}, profile="default")
+    kind, overlap, text = _fit_from(rows.assign(latency_ms_median=y), wrong, tmp_path, "own")
+    assert (kind, overlap) == ("linear", 140)
+    assert "does not help" in text and "chain overlap 140 steps, chosen by the fit" in text
+
+
+def test_the_ablations_few_shot_adapts_a_prior_on_rows_counted_with_its_overlap():
+    """`ablation --few-shot-from`: the prior's prices are those of chains counted with its own overlap (140 here),
+    so the model adapted from it predicts the new target's rows counted with that overlap (``dst_as_prior``), not as
+    the new target's dataset counts them (70, as measured)."""
+    from tvmlat.ablation import few_shot_pair
+    from tvmlat.overlap import with_overlap
+
+    rows, y = _campaign(140)  # counted at 70, timed as a host hiding 140 steps
+    src = choose_overlap(rows, ZEN5, y)[1].assign(latency_ms_median=y)
+    dst = rows.assign(latency_ms_median=2 * y)  # another host: the same shape, twice as slow
+    as_prior = with_overlap(dst, ZEN5.with_overlap(140))
+    pair = lambda **kw: pd.DataFrame(few_shot_pair(src, dst, "a", "b", sizes=(5,), draws=3, **kw)).set_index("model")
+    right, wrong = pair(dst_as_prior=as_prior), pair()
+    assert right.loc["adapted", "median_ape"] < 1 < wrong.loc["adapted", "median_ape"]
+    assert right.loc["prior alone", "median_ape"] == pytest.approx(50, abs=1)  # half of every time: the scale only
+    assert right.loc["scratch, all", "median_ape"] == wrong.loc["scratch, all", "median_ape"]  # dst as it is

@@ -76,7 +76,8 @@ def ablation_cmd(
                 if name == here:  # the same target and chip: tell the two campaigns apart by their files
                     name, dst = f"{name} ({other.stem})", f"{here} ({dataset[0].stem})"
                 status.update(f"few-shot from {name}")
-                rows += few_shot_pair(ok_rows(concat_datasets([other])), df, name, dst, draws=draws * 2)
+                src, as_prior = _few_shot_rows(other, df, dataset, con, name)
+                rows += few_shot_pair(src, df, name, dst, draws=draws * 2, dst_as_prior=as_prior)
         import pandas as pd
 
         res.few_shot = pd.DataFrame(rows)
@@ -132,6 +133,28 @@ def ablation_cmd(
     if out is not None:
         files = write_report(res, out, f"tvmlat ablation: {', '.join(p.name for p in dataset)}")
         con.print("report: " + ", ".join(str(f) for f in files))
+
+
+def _few_shot_rows(other, df, paths, con, name: str):
+    """(``other``'s rows counted for the chain overlap its own fit chooses, as `fit` would count them; ``df``'s rows
+    (of ``paths``) counted with that overlap): a prior fitted on ``other`` prices chains of its own overlap, so the
+    few-shot models adapting it count the new target's rows with it, as `calibrate --from` does."""
+    from ..dataset import datasets_geometry, read_meta
+    from ..loop_features import stamped_geometry
+    from ..overlap import choose_overlap, with_overlap
+
+    src = ok_rows(concat_datasets([other]))
+    src_refs = read_meta(other).get("model_refs") or []
+    geometry, src, _ = choose_overlap(src, datasets_geometry([other]), src["latency_ms_median"], model_refs=src_refs)
+    theirs = geometry.chain_overlap
+    here = stamped_geometry(df) or datasets_geometry(paths)
+    con.print(f"few-shot from {name}: its own fit counts chains with overlap {theirs}; the model adapted from it "
+              f"counts this target's blocks with it" + ("" if theirs == here.chain_overlap else
+                                                        f" (this target's own fits with {here.chain_overlap})"))
+    if theirs == here.chain_overlap:
+        return src, df
+    refs = [r for p in paths for r in (read_meta(p).get("model_refs") or [])]
+    return src, with_overlap(df, here.with_overlap(theirs), refs)
 
 
 def _chosen_overlap(df, paths, con, campaign_speed: bool = True):

@@ -98,15 +98,20 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
     if prior is not None:
         src = prior.get("target", {}).get("name", "?")
         model = f"adapted from {src}"
+        # the prior's prices were fitted on chains counted with its own overlap: count these rows with it
+        geometry_p, good_p = _counted_as_prior(good, geometry, prior, features, model_refs)
         if len(good) >= 12:  # enough samples for a model of its own: keep the prior only if it helps
             own = make_model_factory("linear", features, counted=counted)
-            err_prior = cross_validate(good, make, split="kfold", k=5)[0]["median_ape"]
-            err_own = cross_validate(good, own, split="kfold", k=5)[0]["median_ape"]
+            geometry_o, good_o = ((_counted_for_overlap(good, geometry, chain_overlap, model_refs, counted, con)
+                                   if features == "loops" and chain_overlap is not None else (geometry, good)))
+            err_prior = cross_validate(good_p, make, split="kfold", k=5)[0]["median_ape"]
+            err_own = cross_validate(good_o, own, split="kfold", k=5)[0]["median_ape"]
             con.print(f"5-fold median APE: adapted from {src} {err_prior:.1f} %, own linear model {err_own:.1f} %")
             if err_own < err_prior:
-                make, model = own, "linear"
+                make, model, geometry_p, good_p = own, "linear", geometry_o, good_o
                 con.print(f"[yellow]the prior from {src} does not help on this target; fitting its own model[/]")
-    if features == "loops" and prior is None and chain_overlap is not None:
+        geometry, good = geometry_p, good_p
+    elif features == "loops" and chain_overlap is not None:
         geometry, good = _counted_for_overlap(good, geometry, chain_overlap, model_refs, counted, con)
     y = good["latency_ms_median"].to_numpy()
     fitted = make().fit(good, y)
@@ -184,6 +189,21 @@ def _counted_for_overlap(good: pd.DataFrame, geometry, chain_overlap: int | str,
         con.print(describe_choice(geometry.chain_overlap, losses))
         return geometry, good
     geometry = geometry.with_overlap(int(chain_overlap))
+    return geometry, with_overlap(good, geometry, model_refs)
+
+
+def _counted_as_prior(good: pd.DataFrame, geometry, prior: dict[str, Any], features: str, model_refs):
+    """``good`` counted with the chain overlap a ``--from`` prior's prices were fitted with (its ``cache_geometry``;
+    70 where it records none), and the geometry with it: the same rows and geometry where that is already theirs, or
+    where ``features`` count no chains."""
+    from ..loop_features import DEFAULT_GEOMETRY, CacheGeometry
+    from ..overlap import with_overlap
+
+    geometry = geometry or DEFAULT_GEOMETRY
+    theirs = CacheGeometry.from_dict(prior.get("cache_geometry"), "the --from predictor's cache_geometry").chain_overlap
+    if features != "loops" or theirs == geometry.chain_overlap:
+        return geometry, good
+    geometry = geometry.with_overlap(theirs)
     return geometry, with_overlap(good, geometry, model_refs)
 
 
