@@ -116,15 +116,17 @@ def test_calibrate_from_counts_the_rows_with_the_overlap_of_the_model_it_keeps(t
     prior = predictor_document(prior_model, target={"name": "zen5-twin"}, profile="default",
                                geometry=ZEN5.with_overlap(140))
     # the prior helps: the same host, 1.5x slower; it is kept and its overlap with it
-    kind, overlap, _ = _fit_from(rows.assign(latency_ms_median=1.5 * y), prior, tmp_path, "adapted")
+    kind, overlap, text = _fit_from(rows.assign(latency_ms_median=1.5 * y), prior, tmp_path, "adapted")
     assert (kind, overlap) == ("adapted", 140)
+    assert "adapted from zen5-twin counts chains with its own overlap, 140 steps" in text
     # a prior of another shape loses: the own model is fitted, with the overlap the fit chooses (140, the host's)
     rng = np.random.default_rng(0)
     wrong = predictor_document(LinearPredictor(features="loops").fit(rows, y * np.exp(rng.normal(0, 1.5, len(y)))),
                                target={"name": "other"}, profile="default")
     kind, overlap, text = _fit_from(rows.assign(latency_ms_median=y), wrong, tmp_path, "own")
     assert (kind, overlap) == ("linear", 140)
-    assert "does not help" in text and "chain overlap 140 steps, chosen by the fit" in text
+    assert "does not help" in text and "the own linear model's chain overlap 140 steps, chosen by the fit" in text
+    assert "counts chains with its own overlap" not in text
 
 
 def test_the_ablations_few_shot_adapts_a_prior_on_rows_counted_with_its_overlap():

@@ -102,7 +102,8 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
         geometry_p, good_p = _counted_as_prior(good, geometry, prior, features, model_refs)
         if len(good) >= 12:  # enough samples for a model of its own: keep the prior only if it helps
             own = make_model_factory("linear", features, counted=counted)
-            geometry_o, good_o = ((_counted_for_overlap(good, geometry, chain_overlap, model_refs, counted, con)
+            geometry_o, good_o = ((_counted_for_overlap(good, geometry, chain_overlap, model_refs, counted, con,
+                                                        "the own linear model's ")
                                    if features == "loops" and chain_overlap is not None else (geometry, good)))
             err_prior = cross_validate(good_p, make, split="kfold", k=5)[0]["median_ape"]
             err_own = cross_validate(good_o, own, split="kfold", k=5)[0]["median_ape"]
@@ -110,6 +111,9 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
             if err_own < err_prior:
                 make, model, geometry_p, good_p = own, "linear", geometry_o, good_o
                 con.print(f"[yellow]the prior from {src} does not help on this target; fitting its own model[/]")
+        if model.startswith("adapted") and features == "loops":
+            con.print(f"the predictor adapted from {src} counts chains with its own overlap, "
+                      f"{geometry_p.chain_overlap} steps")
         geometry, good = geometry_p, good_p
     elif features == "loops" and chain_overlap is not None:
         geometry, good = _counted_for_overlap(good, geometry, chain_overlap, model_refs, counted, con)
@@ -176,9 +180,10 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
         con.print(f"plot: {plot}")
 
 
-def _counted_for_overlap(good: pd.DataFrame, geometry, chain_overlap: int | str, model_refs, counted, con):
+def _counted_for_overlap(good: pd.DataFrame, geometry, chain_overlap: int | str, model_refs, counted, con,
+                         whose: str = ""):
     """``good`` counted again for the chain overlap ``chain_overlap`` ("auto": chosen by the fit, ``overlap``), and
-    the geometry with it."""
+    the geometry with it; ``whose``: what the line that says the choice begins with."""
     from ..loop_features import DEFAULT_GEOMETRY
     from ..overlap import choose_overlap, describe_choice, with_overlap
 
@@ -186,7 +191,7 @@ def _counted_for_overlap(good: pd.DataFrame, geometry, chain_overlap: int | str,
     if chain_overlap == "auto":
         geometry, good, losses = choose_overlap(good, geometry, good["latency_ms_median"], model_refs=model_refs,
                                                 make_model=make_model_factory("linear", "loops", counted=counted))
-        con.print(describe_choice(geometry.chain_overlap, losses))
+        con.print(whose + describe_choice(geometry.chain_overlap, losses))
         return geometry, good
     geometry = geometry.with_overlap(int(chain_overlap))
     return geometry, with_overlap(good, geometry, model_refs)
