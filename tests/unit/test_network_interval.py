@@ -298,6 +298,35 @@ def test_predict_takes_a_network_as_analyze_does(interval_predictor, ok_frame, c
     assert not row["latency_ms"] == pytest.approx(0.5 * total)
 
 
+def test_no_network_correction_predicts_the_plain_sum_and_leaves_the_file(interval_predictor, capsys):
+    """`predict` / `analyze --no-network-correction`: a network is the plain sum of its layers, with the
+    calibration's interval, whatever correction the file carries; the file is left as it is."""
+    doc = json.loads(interval_predictor.read_text())
+    doc["network_correction"] = {"factor": 0.5, "loo_log_residuals": [0.02] * 9, "networks": ["n"] * 9}
+    interval_predictor.write_text(json.dumps(doc))
+    before = interval_predictor.read_bytes()
+    net = f"{NETS}:small_cnn"
+    layers, _ = _analyze_json([net, "-p", interval_predictor], capsys)
+    total = sum(r["latency_ms"] for r in layers)
+    rows = {}
+    for flag in ("--network-correction", "--no-network-correction"):
+        code, out, err = run_cli(["predict", "-p", interval_predictor, net, "-f", "json", "--interval", "0.9", flag],
+                                 capsys)
+        assert code == 0, err
+        [rows[flag]] = json.loads(out)
+    on, off = rows["--network-correction"], rows["--no-network-correction"]
+    assert on["latency_ms"] == pytest.approx(0.5 * total) and off["latency_ms"] == pytest.approx(total)
+    assert off["low_ms"] < total < off["high_ms"]  # the calibration's interval, around the plain sum
+    assert off["high_ms"] / off["low_ms"] != pytest.approx(math.exp(0.04))  # not the correction's residuals'
+    code, out, err = run_cli(["analyze", net, "-p", interval_predictor], capsys)
+    assert code == 0, err
+    assert "with the network correction x0.500" in out
+    code, out, err = run_cli(["analyze", net, "-p", interval_predictor, "--no-network-correction"], capsys)
+    assert code == 0, err
+    assert "network correction" not in out
+    assert interval_predictor.read_bytes() == before
+
+
 def test_predict_takes_a_block_as_a_block(interval_predictor, capsys, tmp_path):
     """An entry of one layer (a calibration-like block) is predicted as one block, as before; `--as network`
     takes it layer by layer, with the network correction."""

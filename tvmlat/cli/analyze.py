@@ -11,7 +11,7 @@ import typer
 from ..errors import ModelRefError, TvmlatError
 from ..modelref import load_model_ref
 from . import app
-from .common import Format, check_request, console, emit, warn_unpriced
+from .common import NETWORK_CORRECTION_HELP, Format, check_request, console, emit, warn_unpriced
 
 COLUMNS = ["name", "op", "input_shape", "output_shape", "params", "macs", "flops", "read_mb", "write_mb",
            "weights_mb", "act_mb", "latency_ms", "low_ms", "high_ms", "share_%", "energy_mj", "power_w", "work_mib"]
@@ -42,6 +42,8 @@ def analyze_cmd(
     profile: Optional[str] = typer.Option(None, "--profile", help="compile profile the prediction is for"),
     interval: Optional[float] = typer.Option(None, "--interval", help="with -p: a conformal interval of this coverage "
                                              "(e.g. 0.9) for each layer (low_ms, high_ms) and for the whole network"),
+    network_correction: bool = typer.Option(True, "--network-correction/--no-network-correction",
+                                            help=NETWORK_CORRECTION_HELP),
 ) -> None:
     """Split a network into layers (named by module path) and show where time, memory and compute go."""
     import torch
@@ -60,6 +62,8 @@ def analyze_cmd(
         raise TvmlatError("--interval needs a predictor: add -p PREDICTOR.json")
     if pred is not None:
         check_request(pred, predictor, profile, interval)
+        if not network_correction:
+            pred.without_network_correction()
     con = console()
     if model_ref.endswith(".onnx"):
         from ..analysis import onnx_layer_table

@@ -199,3 +199,9 @@ def provenance(t) -> dict[str, Any]:
         return {"device": {"rpc_key": t.rpc.key, "tracker": t.rpc.tracker, "triple": t.triple or "host"},
                 "compile_host": host_info()}
     return {"host": host_info()}
+
+
+#: `predict` and `analyze`: whether a network gets the whole-network correction its predictor file carries
+NETWORK_CORRECTION_HELP = ("with a predictor that carries a whole-network correction (`tvmlat network-correction`): "
+                           "--no-network-correction predicts each network as the plain sum of its layers, with the "
+                           "calibration's interval, leaving the file as it is")

@@ -16,7 +16,7 @@ from ..features import count_features
 from ..modelref import load_model_ref
 from ..predictors import load_predictor
 from . import app
-from .common import Format, check_request, console, emit, warn_unpriced
+from .common import NETWORK_CORRECTION_HELP, Format, check_request, console, emit, warn_unpriced
 
 
 class TakeAs(str, Enum):
@@ -36,10 +36,14 @@ def predict_cmd(
                                    "calibration block (more than 4) is a network, predicted as `analyze` predicts it "
                                    "(the sum of its layers, the network correction, a network's interval); block: "
                                    "every entry as one block; network: every entry layer by layer"),
+    network_correction: bool = typer.Option(True, "--network-correction/--no-network-correction",
+                                            help=NETWORK_CORRECTION_HELP),
 ) -> None:
     """Predict the latency of each entry of MODEL_REF without compiling or running it."""
     pred = load_predictor(predictor)
     check_request(pred, predictor, profile, interval)
+    if not network_correction:
+        pred.without_network_correction()
     rows, nets = [], {}  # loop features counted for the predictor's L1; nets: entry -> its layers (analysis.traced)
     if model_ref.endswith(".onnx"):
         from ..onnx_model import load_onnx

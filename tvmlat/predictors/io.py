@@ -173,6 +173,13 @@ class LoadedPredictor:
         # too few measured networks for this coverage: the calibration's interval, around the corrected sum
         return total * factor, lo * factor, hi * factor, f"{how}, times the network correction x{factor:.3f}"
 
+    def without_network_correction(self) -> "LoadedPredictor":
+        """This predictor with the ``network-correction`` section it carries left out (in memory; the file is left as
+        it is): a network is then the plain sum of its layers, its interval the calibration's (`predict` and `analyze`
+        ``--no-network-correction``)."""
+        self.doc = {k: v for k, v in self.doc.items() if k != "network_correction"}
+        return self
+
     def network_factor(self) -> float | None:
         """The factor ``network-correction`` stored (a whole network is the sum of its layers' predictions times
         it), or None where the file has none."""
