@@ -3,7 +3,8 @@
 Every dataset under datasets/ is recounted with the current features (block rows from their spec,
 model rows from the meta.json's model_refs). A dataset whose rows all come out identical gets its
 meta.json's features_version set to the current one, with a note, and so do the predictors fitted on
-it (``<campaign>.predictor.json``, ``<campaign>.<kind>.predictor.json``): their fits are unchanged.
+it (``<campaign>.predictor.json``, ``<campaign>.<kind>.predictor.json``): their fits are unchanged. A column the
+version adds that is 0 in every row changes no row: it is written into the dataset when it is stamped.
 A dataset with a changed row is listed and left alone, unless ``--refit``: then its rows are written
 recounted and every predictor fitted on it is fitted again as `tvmlat fit` would (same kind, feature
 set, target and profile; a network correction is kept, marked as fitted before). A predictor that uses a
@@ -31,7 +32,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere: import this chec
 
 
 def main() -> int:
-    from tvmlat.dataset import meta_geometry, meta_path, read_dataset, read_meta, refresh_features
+    from tvmlat.dataset import dataset_hash, meta_geometry, meta_path, read_dataset, read_meta, refresh_features
     from tvmlat.features import FEATURE_COLUMNS, FEATURES_VERSION
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -60,24 +61,36 @@ def main() -> int:
             continue
         df = read_dataset(pq)
         fresh = refresh_features(df, meta_geometry(pq, meta), meta.get("model_refs"), str(pq))
-        diff = [c for c in FEATURE_COLUMNS
-                if c not in df or not (df[c].astype("Int64").fillna(0) == fresh[c].fillna(0)).all()]
+        # a column this version adds that is 0 in every row (e.g. version 24's mac_l1thrash_far on a geometry that
+        # records no thrash reach): no row changes; it is written in when the dataset is stamped
+        added = [c for c in FEATURE_COLUMNS if c not in df and (fresh[c].fillna(0) == 0).all()]
+        diff = [c for c in FEATURE_COLUMNS if c not in added
+                and (c not in df or not (df[c].astype("Int64").fillna(0) == fresh[c].fillna(0)).all())]
         preds = sorted(pq.parent.glob(pq.stem + ".*predictor.json"))  # <campaign>.predictor.json included
         # a predictor fitted with a column this version no longer has (a version reverted after its campaigns
         # were measured): its fit is not unchanged, and the column goes from the rows
         stale = sorted({c for p in preds for c in json.loads(p.read_text()).get("features") or []} - set(FEATURE_COLUMNS))
         diff += [c for c in stale if c not in diff]
+        new_cols = f" (new, 0 in every row: {', '.join(added)})" if added and not diff else ""
         print(f"{pq.relative_to(args.root)}: version {old}, {'columns changed: ' + ', '.join(diff) if diff else 'unchanged'}"
-              f"; predictors: {', '.join(p.name for p in preds) or 'none'}")
+              f"{new_cols}; predictors: {', '.join(p.name for p in preds) or 'none'}")
         if diff:
             changed.append(pq)
             if args.write and args.refit:
                 refit(pq, df, fresh, meta, old, diff, preds)
             continue
         if args.write:
+            hashes = []  # (before, after): the predictors' dataset_hash covers the feature columns, the new one too
+            if added:
+                before = dataset_hash(pq)
+                for c in added:
+                    df[c] = fresh[c].fillna(0).astype("int64")
+                df.to_parquet(pq, index=False)
+                hashes = [(before, dataset_hash(pq))]
             meta["features_version"] = FEATURES_VERSION
             meta.setdefault("notes", []).append(f"features version {old} -> {FEATURES_VERSION} on "
-                                                f"{dt.date.today().isoformat()}: every row recounted, none changed")
+                                                f"{dt.date.today().isoformat()}: every row recounted, none changed"
+                                                + (f"; {', '.join(added)} added, 0 in every row" if added else ""))
             meta_path(pq).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
             for p in preds:
                 text, n = re.subn(r'"features_version": %s,' % old, '"features_version": %d,' % FEATURES_VERSION,
@@ -85,6 +98,8 @@ def main() -> int:
                 if n != 1:
                     print(f"  {p.name}: no features_version {old} to stamp; refit it", file=sys.stderr)
                     continue
+                for before, after in hashes:
+                    text = text.replace(f'"dataset_hash": "{before}"', f'"dataset_hash": "{after}"', 1)
                 p.write_text(text)
     if changed and not args.refit:
         print(f"{len(changed)} datasets changed: refit their predictors with `tvmlat fit`", file=sys.stderr)

@@ -136,6 +136,16 @@ reducing op with ``out`` output elements, each summing ``red`` products:
   the core's out-of-order window, which sysfs does not list. An AMD Zen 5 core (``znver5``) hides about twice what a
   Zen 4 one does: its 3 x 3 convs over 32-128 channels and k = 512 matmuls ran 1.2-1.3x faster than on Zen 4, its
   short chains ~2x.
+* ``mac_l1thrash_far`` (version 24): the same walks past ``THRASH_LINES`` (16), up to the geometry's ``thrash_lines``,
+  which the fit chooses per host with the overlap (``tvmlat.overlap``: 16, none; or the lines of two or four of its
+  sets). A walk that ``k`` sets hold counts ``2 / k`` of ``THRASH_PARTIAL`` of its multiply-adds (``far_macs``: two
+  sets 0.7, four 0.35), convs ``CONV_THRASH`` of that. The AMD Zen 5 host's 12-way L1 thrashes on walks 2 KiB apart
+  (two sets, 24 lines: 512-column matmuls ran 0.45-0.68x their prediction) and partly on ones 1 or 3 KiB apart (four
+  sets, 48 lines: 256- and 768-column ones 0.66-0.98x; 112 x 112 planes too); the Intel host's L1 of the same shape
+  hardly pays even at 12 lines, the Zen 4 host's 8-way one not at 32. A column of its own, priced apart: counted in
+  ``mac_l1thrash`` those walks pulled its price from 1.50 to 1.03 ns per multiply-add on Zen 5, and the 128-px
+  search-space networks, whose 1 x 1 convs walk 32 x 32 and 64 x 64 planes (one set), went from -8.4 to -14.7 %
+  (their share within +-10 % from 93 to 77 %). ``mac_l1thrash`` is version 23's.
 
 The L1 geometry is the measured CPU's: ``host_geometry()`` reads it from Linux's sysfs (a target's
 ``TargetSpec.geometry()``), a campaign records it in its dataset's meta.json, a predictor in its
@@ -157,7 +167,8 @@ import numpy as np
 
 #: the feature columns this module adds (features.FEATURE_COLUMNS ends with them)
 LOOP_COLUMNS = ["mac_excess", "short_vec", "short_scal", "mac_l1miss_exc", "w_tlbmiss", "mac_l2miss", "w_matmul",
-                "red_chain", "mac_l1thrash", "ew_slow", "win_slow", "acts_l2out", "ew_transc", "acts_rw"]
+                "red_chain", "mac_l1thrash", "ew_slow", "win_slow", "acts_l2out", "ew_transc", "acts_rw",
+                "mac_l1thrash_far"]
 
 SHORT = 32       # reduction steps that overlap (= features.REDUCTION_SHORT)
 SHORT_DW = 49    # a depthwise k x k window (up to 7 x 7) never counts as long
@@ -168,6 +179,7 @@ LANES = 8        # float32 lanes of the vectors LLVM uses here (256-bit)
 PAGE, DTLB = 4096, 64
 THRASH_LINES = 16  # a column walk that L1 holds at most this many lines of: every step pays (mac_l1thrash)
 THRASH_PARTIAL = 0.7  # version 19: of a walk that more than one set holds (lines > ways), this share pays
+MAX_THRASH_LINES = 4096  # version 24: a geometry's thrash_lines (fitted per host) is 1 to this many lines
 CONV_THRASH = 0.7  # version 22: of a conv's thrashing walk over its input planes, this share counts in mac_l1thrash
 EW_MIN, EW_UNROLL = 9, 48  # an elementwise nest whose innermost extent is in this range runs ~9x slower (ew_slow)
 #: version 20: aten (torch) and ONNX ops that evaluate exp, erf, tanh or log per element, and what each element
@@ -197,8 +209,10 @@ class CacheGeometry:
     """A set-associative L1 data cache (``sets`` x ``ways`` lines of ``line`` bytes), the size of the
     L2 a core sees (``l2`` bytes; 0: unknown, no L2 rule), whether the code is AVX-512 code
     (``avx512``: the window-row and small-plane rules of versions 11 and 12 are what LLVM does for
-    AVX-512 CPUs), and how many steps of a multiply-add chain the core's out-of-order window hides
-    (``chain_overlap``, ``chain_steps``; version 23: fitted per host, not read from the hardware)."""
+    AVX-512 CPUs), how many steps of a multiply-add chain the core's out-of-order window hides
+    (``chain_overlap``, ``chain_steps``; version 23), and up to how many L1 lines a strided walk that L1 holds only
+    that many lines of still thrashes past ``THRASH_LINES`` (``thrash_lines``, ``mac_l1thrash_far``; version 24). The
+    last two are the core's, fitted per host (``tvmlat.overlap``), not read from the hardware."""
 
     sets: int = 64
     ways: int = 8
@@ -206,6 +220,7 @@ class CacheGeometry:
     l2: int = 0
     avx512: bool = True
     chain_overlap: int = CHAIN_OVERLAP
+    thrash_lines: int = THRASH_LINES
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"l1d_sets": self.sets, "l1d_ways": self.ways, "line": self.line, "l2_bytes": self.l2}
@@ -213,11 +228,24 @@ class CacheGeometry:
             d["avx512"] = False
         if self.chain_overlap != CHAIN_OVERLAP:  # files without the key were all counted with 70
             d["chain_overlap"] = self.chain_overlap
+        if self.thrash_lines != THRASH_LINES:  # files without the key were all counted with 16
+            d["thrash_lines"] = self.thrash_lines
         return d
 
-    def with_overlap(self, chain_overlap: int) -> "CacheGeometry":
-        """The same geometry with another ``chain_overlap``."""
-        return replace(self, chain_overlap=int(chain_overlap))
+    def with_overlap(self, chain_overlap: int, thrash_lines: int | None = None) -> "CacheGeometry":
+        """The same geometry with another ``chain_overlap`` (and ``thrash_lines``, where given)."""
+        return replace(self, chain_overlap=int(chain_overlap),
+                       thrash_lines=self.thrash_lines if thrash_lines is None else int(thrash_lines))
+
+    def with_core(self, other: "CacheGeometry") -> "CacheGeometry":
+        """This L1 with ``other``'s fitted core parameters (``chain_overlap``, ``thrash_lines``): how a predictor
+        fitted on another host counts this host's blocks."""
+        return self.with_overlap(other.chain_overlap, other.thrash_lines)
+
+    @property
+    def core(self) -> tuple[int, int]:
+        """The fitted core parameters: (``chain_overlap``, ``thrash_lines``)."""
+        return self.chain_overlap, self.thrash_lines
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "cache geometry") -> "CacheGeometry":
@@ -226,10 +254,10 @@ class CacheGeometry:
             return DEFAULT_GEOMETRY
         if not isinstance(d, dict):
             raise ValueError(f"{where} must be a table with l1d_sets, l1d_ways and line, not {d!r}")
-        unknown = set(d) - {"l1d_sets", "l1d_ways", "line", "l2_bytes", "avx512", "chain_overlap"}
+        unknown = set(d) - {"l1d_sets", "l1d_ways", "line", "l2_bytes", "avx512", "chain_overlap", "thrash_lines"}
         if unknown:
             raise ValueError(f"{where} has unknown keys {sorted(unknown)}; it takes l1d_sets, l1d_ways, line, "
-                             f"l2_bytes, avx512, chain_overlap")
+                             f"l2_bytes, avx512, chain_overlap, thrash_lines")
         avx512 = d.get("avx512", True)
         if not isinstance(avx512, bool):
             raise ValueError(f"{where}: avx512 must be true or false, not {avx512!r}")
@@ -237,6 +265,10 @@ class CacheGeometry:
         if isinstance(overlap, bool) or not isinstance(overlap, int) or not 1 <= overlap <= MAX_OVERLAP:
             raise ValueError(f"{where}: chain_overlap must be a whole number of steps, 1 to {MAX_OVERLAP}, "
                              f"not {overlap!r}")
+        thrash = d.get("thrash_lines", THRASH_LINES)
+        if isinstance(thrash, bool) or not isinstance(thrash, int) or not 1 <= thrash <= MAX_THRASH_LINES:
+            raise ValueError(f"{where}: thrash_lines must be a whole number of L1 lines, 1 to {MAX_THRASH_LINES}, "
+                             f"not {thrash!r}")
         vals = {k: d.get(k, v) for k, v in DEFAULT_GEOMETRY.to_dict().items()}
         for k, v in vals.items():
             if k == "l2_bytes":  # any size (1.25 MiB L2s exist); 0: unknown
@@ -247,12 +279,13 @@ class CacheGeometry:
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0 or (pow2 and v & (v - 1)):
                 raise ValueError(f"{where}: {k} must be a positive integer{', a power of two' if pow2 else ''}, "
                                  f"not {v!r}")
-        return cls(vals["l1d_sets"], vals["l1d_ways"], vals["line"], vals["l2_bytes"], avx512, overlap)
+        return cls(vals["l1d_sets"], vals["l1d_ways"], vals["line"], vals["l2_bytes"], avx512, overlap, thrash)
 
     def describe(self) -> str:
         l1 = f"{self.sets * self.ways * self.line // 1024} KiB {self.ways}-way L1d, {self.line} B lines"
         return (l1 + (f", {self.l2 // 1024} KiB L2" if self.l2 else "") + ("" if self.avx512 else ", no AVX-512")
-                + (f", chain overlap {self.chain_overlap}" if self.chain_overlap != CHAIN_OVERLAP else ""))
+                + (f", chain overlap {self.chain_overlap}" if self.chain_overlap != CHAIN_OVERLAP else "")
+                + (f", walks of up to {self.thrash_lines} lines thrash" if self.thrash_lines != THRASH_LINES else ""))
 
 
 #: the geometry of files that record none (what the features were counted with before geometry existed)
@@ -381,8 +414,9 @@ def conv_loops(out: Any, out_w: Any, cin_per_group: Any, kh: Any, kw: Any, strid
     lines = l1_lines(plane, geometry)
     miss = np.greater(cin_per_group, 1) & np.greater(np.asarray(cin_per_group) * np.asarray(kh), lines)
     # version 22: a chain walking more input planes than L1 holds lines of at their stride thrashes (mac_l1thrash)
-    thrash = (np.greater(cin_per_group, lines) & np.less_equal(lines, THRASH_LINES) & np.greater(red, SHORT)
-              & ~np.asarray(padded, dtype=bool))
+    walks = np.greater(cin_per_group, lines) & np.greater(red, SHORT) & ~np.asarray(padded, dtype=bool)
+    thrash = walks & np.less_equal(lines, THRASH_LINES)
+    far = walks & np.greater(lines, THRASH_LINES) & np.less_equal(lines, geometry.thrash_lines)  # version 24
     macs = np.asarray(out, dtype=np.int64) * red
     window = np.asarray(kh) * np.asarray(kw)
     slow = (np.asarray(depthwise, dtype=bool) & np.greater(window, 1) & np.greater(stride, 1)
@@ -390,7 +424,8 @@ def conv_loops(out: Any, out_w: Any, cin_per_group: Any, kh: Any, kw: Any, strid
     steps = np.asarray(out, dtype=np.int64) * window
     return _out({"mac_excess": excess, "short_vec": np.where(slow, 0, vec), "short_scal": np.where(slow, 0, scal),
                  "mac_l1miss_exc": np.where(miss, excess, 0), "win_slow": np.where(slow, steps, 0),
-                 "mac_l1thrash": np.where(thrash, _share(thrash_macs(macs, lines, geometry), CONV_THRASH), 0)})
+                 "mac_l1thrash": np.where(thrash, _share(thrash_macs(macs, lines, geometry), CONV_THRASH), 0),
+                 "mac_l1thrash_far": np.where(far, _share(far_macs(macs, lines, geometry), CONV_THRASH), 0)})
 
 
 def matmul_loops(out: Any, red: Any, cols: Any, b_elems: Any, *, weight: Any, geometry: CacheGeometry) -> dict[str, Any]:
@@ -406,7 +441,11 @@ def matmul_loops(out: Any, red: Any, cols: Any, b_elems: Any, *, weight: Any, ge
     return _out({"mac_excess": excess, "short_vec": vec, "short_scal": scal,
                  "mac_l1miss_exc": np.where(miss, excess, 0), "w_tlbmiss": np.where(tlb, b_elems, 0),
                  "mac_l2miss": np.where(l2, macs, 0), "w_matmul": np.where(weight, b_elems, 0),
-                 "mac_l1thrash": np.where(miss & np.less_equal(lines, THRASH_LINES), thrash_macs(macs, lines, geometry), 0)})
+                 "mac_l1thrash": np.where(miss & np.less_equal(lines, THRASH_LINES),
+                                          thrash_macs(macs, lines, geometry), 0),
+                 "mac_l1thrash_far": np.where(miss & np.greater(lines, THRASH_LINES)
+                                              & np.less_equal(lines, geometry.thrash_lines),
+                                              far_macs(macs, lines, geometry), 0)})
 
 
 def thrash_macs(macs: Any, lines: Any, g: CacheGeometry) -> Any:
@@ -414,6 +453,15 @@ def thrash_macs(macs: Any, lines: Any, g: CacheGeometry) -> Any:
     one set holds it (``lines <= ways``), ``THRASH_PARTIAL`` of them (rounded down) where two or more do (19)."""
     m = np.asarray(macs, dtype=np.int64)
     return np.where(np.greater(lines, g.ways), _share(m, THRASH_PARTIAL), m)
+
+
+def far_macs(macs: Any, lines: Any, g: CacheGeometry) -> Any:
+    """The multiply-adds ``mac_l1thrash_far`` counts of a walk past ``THRASH_LINES`` that L1 holds ``lines`` of
+    (version 24): where ``k`` sets hold it, ``2 / k`` of ``THRASH_PARTIAL`` of them (two sets 0.7, four 0.35), in whole
+    hundredths, rounded down; all where one set does (an L1 of more than 16 ways)."""
+    m = np.asarray(macs, dtype=np.int64)
+    hundredths = 2 * round(100 * THRASH_PARTIAL) * g.ways // np.maximum(np.asarray(lines, dtype=np.int64), 1)
+    return np.where(np.greater(lines, g.ways), m * hundredths // 100, m)
 
 
 def _share(count: Any, share: float) -> Any:

@@ -19,6 +19,17 @@ with the lowest loss of that fit (the soft-L1 of the log error the linear fit it
 predictor file records it in its ``cache_geometry`` (``chain_overlap``), so every prediction counts
 with it. Chosen that way on the training families only, held out per campaign: Zen 5 48.1 -> 68.7 % within
 +-10 % (10 campaigns; overlap 140 in all but one), docs/accuracy-log.md, "Version 23".
+
+Version 24 fits a second parameter of the core with it, the same way: up to how many L1 lines a strided walk that L1
+holds only that many lines of still thrashes (``CacheGeometry.thrash_lines``), the walks past 16 lines counted in a
+column of their own, ``mac_l1thrash_far``. Versions 8-23 counted walks of up to 16 lines on every host (on the Zen 4
+host's 8-way L1 one or two sets; ``mac_l1thrash``). On the Zen 5 host's 12-way L1 a matmul's column walk 2 KiB apart
+(24 lines, two sets: 512 columns) ran 0.45-0.68x its prediction and ones 1 or 3 KiB apart (48 lines, four sets)
+0.66-0.98x; the Intel host, with an L1 of the same shape, pays little even at 12 lines. The fit tries ``THRASH_LINES``
+(no far walks) and two and four sets' lines (``thrash_candidates``) with every overlap. Chosen on the training
+families only, held out per campaign within +-10 %: Zen 5 69.1 -> 73.3 % (16 campaigns: 14 gained, none lost;
+48 lines chosen in 13), Zen 4 73.6 -> 73.9 % (27), Intel 65.6 -> 65.6 % (22); docs/accuracy-log.md, "Version 24".
+A reach past 16 lines is kept only where it lowers the fit's loss by more than ``THRASH_SLACK``.
 """
 
 from __future__ import annotations
@@ -28,7 +39,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from .loop_features import CHAIN_OVERLAP, CacheGeometry
+from .loop_features import CHAIN_OVERLAP, THRASH_LINES, CacheGeometry
 
 #: the overlaps a fit tries (steps)
 OVERLAP_GRID = (40, 55, 70, 85, 100, 120, 140, 170, 200)
@@ -42,9 +53,18 @@ def fit_loss(predicted: Any, measured: Any) -> float:
     return float(np.mean(2 * (np.sqrt(1 + z) - 1)))
 
 
-#: the loop columns the overlap changes (a chain's exposed steps, and those of them that miss L1); the rest of a row
-#: stays as stored
-OVERLAP_COLUMNS = ("mac_excess", "mac_l1miss_exc")
+#: the loop columns the core's parameters change (a chain's exposed steps, those of them that miss L1, and the
+#: multiply-adds of thrashing walks past 16 lines); the rest of a row stays as stored
+OVERLAP_COLUMNS = ("mac_excess", "mac_l1miss_exc", "mac_l1thrash_far")
+
+
+def thrash_candidates(geometry: CacheGeometry) -> tuple[int, ...]:
+    """The thrash reaches a fit tries on ``geometry``'s L1 (version 24): ``THRASH_LINES`` (what versions 8-23 counted
+    everywhere: no walk past it), and the lines of two and of four of its sets."""
+    return tuple(sorted({THRASH_LINES, 2 * geometry.ways, 4 * geometry.ways}))
+#: a thrash reach past ``THRASH_LINES`` (a column more for the fit) is kept only where it lowers the fit's loss by more
+#: than this share of it (or by 1e-6): where the walks past 16 lines do not pay, their column is not fitted to noise
+THRASH_SLACK = 0.002
 #: with at least this many rows counted from a spec, the choice is made on those alone (rows measured from a model
 #: reference are counted again by loading it, for the overlap chosen only)
 SPEC_ROWS = 20
@@ -52,8 +72,8 @@ SPEC_ROWS = 20
 
 def with_overlap(rows: pd.DataFrame, geometry: CacheGeometry, model_refs: list[dict[str, Any]] | None = None,
                  where: str = "the dataset") -> pd.DataFrame:
-    """``rows`` with ``OVERLAP_COLUMNS`` counted again for ``geometry`` (its ``chain_overlap``), from each row's spec,
-    or from ``model_refs`` for rows measured from a model reference."""
+    """``rows`` with ``OVERLAP_COLUMNS`` counted again for ``geometry`` (its ``chain_overlap`` and ``thrash_lines``),
+    from each row's spec, or from ``model_refs`` for rows measured from a model reference."""
     from .dataset import refresh_features
 
     fresh = refresh_features(rows, geometry, model_refs, where)
@@ -65,12 +85,15 @@ def with_overlap(rows: pd.DataFrame, geometry: CacheGeometry, model_refs: list[d
 
 def choose_overlap(rows: pd.DataFrame, geometry: CacheGeometry, y: Any, *, make_model: Callable[[], Any] | None = None,
                    model_refs: list[dict[str, Any]] | None = None, where: str = "the dataset",
-                   grid=OVERLAP_GRID) -> tuple[CacheGeometry, pd.DataFrame, dict[int, float]]:
-    """The overlap of ``grid`` whose fit on ``rows`` (labels ``y``) has the lowest ``fit_loss``: (``geometry`` with
-    it, ``rows`` counted for it, ``{overlap: loss}``). Only ``OVERLAP_COLUMNS`` are counted again: from each row's
-    spec, or from ``model_refs`` (a dataset's meta.json's) for rows measured from a model reference; with
-    ``SPEC_ROWS`` rows or more that have a spec, those alone choose. ``make_model``: the model that chooses (the
-    linear ``loops`` model). Ties keep the overlap nearest 70, what earlier versions counted."""
+                   grid=OVERLAP_GRID, thrash_grid=None
+                   ) -> tuple[CacheGeometry, pd.DataFrame, dict[tuple[int, int], float]]:
+    """The core's parameters, (overlap of ``grid``, thrash reach of ``thrash_grid``; None: ``thrash_candidates``),
+    whose fit on ``rows`` (labels ``y``) has the lowest ``fit_loss``: (``geometry`` with them, ``rows`` counted for
+    them, ``{(overlap, thrash_lines): loss}``). Only ``OVERLAP_COLUMNS`` are counted again: from each row's spec, or
+    from ``model_refs`` (a dataset's meta.json's) for rows measured from a model reference; with ``SPEC_ROWS`` rows or
+    more that have a spec, those alone choose. ``make_model``: the model that chooses (the linear ``loops`` model).
+    Ties keep the overlap nearest 70; a reach past 16 lines (what earlier versions counted) must lower the loss by more
+    than ``THRASH_SLACK`` of it."""
     from .dataset import spec_rows
     from .predictors.linear import LinearPredictor
 
@@ -80,20 +103,30 @@ def choose_overlap(rows: pd.DataFrame, geometry: CacheGeometry, y: Any, *, make_
     pick = has_spec if SPEC_ROWS <= has_spec.sum() < len(rows) else np.ones(len(rows), bool)
     part, yp = rows[pick], y[pick]
     losses, counted = {}, {}
-    for a in grid:
-        counted[a] = with_overlap(part, geometry.with_overlap(a), model_refs, where)
-        losses[a] = fit_loss(make().fit(counted[a], yp).predict(counted[a]), yp)
-    best = min(losses, key=lambda a: (round(losses[a], 12), abs(a - CHAIN_OVERLAP)))
-    chosen = geometry.with_overlap(best)
+    for t in (thrash_candidates(geometry) if thrash_grid is None else thrash_grid):
+        for a in grid:
+            counted[a, t] = with_overlap(part, geometry.with_overlap(a, t), model_refs, where)
+            losses[a, t] = fit_loss(make().fit(counted[a, t], yp).predict(counted[a, t]), yp)
+    per_reach = [min((k for k in losses if k[1] == t), key=lambda k: (round(losses[k], 12), abs(k[0] - CHAIN_OVERLAP)))
+                 for t in sorted({t for _, t in losses})]
+    floor = min(losses[k] for k in per_reach)
+    best = min((k for k in per_reach if losses[k] <= floor + max(THRASH_SLACK * floor, 1e-6)),
+               key=lambda k: abs(k[1] - THRASH_LINES))
+    chosen = geometry.with_overlap(*best)
     if pick.all():  # every row chose: they are counted for it already
         return chosen, counted[best], losses
     # the rows as given are counted for ``geometry``: nothing to count again where it is the one chosen
     return chosen, rows if chosen == geometry else with_overlap(rows, chosen, model_refs, where), losses
 
 
-def describe_choice(best: int, losses: dict[int, float]) -> str:
-    """One line: the overlap chosen and its loss against the default's."""
-    base = losses.get(CHAIN_OVERLAP)
-    return (f"chain overlap {best} steps, chosen by the fit over {min(losses)}-{max(losses)} (its loss "
-            f"{losses[best]:.4f}" + (f"; at {CHAIN_OVERLAP}, what versions before 23 counted: {base:.4f}"
-                                     if base is not None and best != CHAIN_OVERLAP else "") + ")")
+def describe_choice(best: CacheGeometry, losses: dict[tuple[int, int], float]) -> str:
+    """One line: the core's parameters chosen (``best``'s) and their loss against the defaults'."""
+    key = best.core
+    base = losses.get((CHAIN_OVERLAP, THRASH_LINES))
+    overlaps, reaches = sorted({a for a, _ in losses}), sorted({t for _, t in losses})
+    tried = (f"over {overlaps[0]}-{overlaps[-1]}" if len(overlaps) > 1 else f"at {overlaps[0]}") + (
+        f" steps and {'/'.join(map(str, reaches))} lines" if len(reaches) > 1 else " steps")
+    return (f"chain overlap {key[0]} steps, thrashing walks up to {key[1]} L1 lines, chosen by the fit {tried} (its "
+            f"loss {losses[key]:.4f}" + (f"; at {CHAIN_OVERLAP} and {THRASH_LINES}, what versions before 23 counted: "
+                                          f"{base:.4f}" if base is not None and key != (CHAIN_OVERLAP, THRASH_LINES)
+                                          else "") + ")")

@@ -76,7 +76,10 @@ def test_host_geometry_reads_the_l1_data_cache(tmp_path):
                                     ({"chain_overlap": 0}, "chain_overlap must be"),
                                     ({"chain_overlap": 70.5}, "chain_overlap must be"),
                                     ({"chain_overlap": True}, "chain_overlap must be"),
-                                    ({"chain_overlap": 5000}, "1 to 1000"), ([64, 12], "must be a table")])
+                                    ({"chain_overlap": 5000}, "1 to 1000"), ([64, 12], "must be a table"),
+                                    ({"thrash_lines": 0}, "thrash_lines must be"),
+                                    ({"thrash_lines": "48"}, "thrash_lines must be"),
+                                    ({"thrash_lines": 10**6}, "1 to 4096")])
 def test_bad_geometry_is_named(d, msg):
     with pytest.raises(ValueError, match=msg):
         CacheGeometry.from_dict(d)
@@ -97,6 +100,12 @@ def test_geometry_round_trips():
     assert fitted.to_dict()["chain_overlap"] == 140 and "chain_overlap" not in INTEL.to_dict()
     assert CacheGeometry.from_dict(fitted.to_dict()) == fitted != INTEL and fitted.with_overlap(70) == INTEL
     assert fitted.describe() == "48 KiB 12-way L1d, 64 B lines, chain overlap 140"
+    # thrash_lines (version 24, fitted per host) likewise, only where it is not 16
+    reach = fitted.with_overlap(140, 48)
+    assert reach.to_dict()["thrash_lines"] == 48 and "thrash_lines" not in fitted.to_dict()
+    assert CacheGeometry.from_dict(reach.to_dict()) == reach and reach.core == (140, 48) and fitted.core == (140, 16)
+    assert reach.describe().endswith("chain overlap 140, walks of up to 48 lines thrash")
+    assert INTEL.with_core(reach) == reach and reach.with_overlap(70) == INTEL.with_overlap(70, 48)
     # files from before the L2 was recorded: unknown, no L2 rule
     assert CacheGeometry.from_dict({"l1d_sets": 64, "l1d_ways": 12, "line": 64}) == INTEL and INTEL.l2 == 0
 

@@ -315,6 +315,43 @@ def test_a_column_walk_that_l1_holds_few_lines_of_charges_every_multiply_add():
     assert matmul_loops(16 * 1024, 64, 1024, 64 * 1024, weight=True, geometry=g12)["mac_l1thrash"] == 16 * 1024 * 64
 
 
+def test_a_host_whose_longer_walks_thrash_counts_them_apart_by_the_sets_that_hold_them():
+    """Version 24: walks past THRASH_LINES (16) up to the geometry's ``thrash_lines`` (16, none, where none is
+    recorded) count in mac_l1thrash_far, a walk that k sets hold 2 / k of THRASH_PARTIAL of its multiply-adds (two
+    sets 0.7, four 0.35); mac_l1thrash stays version 23's. Convs count CONV_THRASH of the same."""
+    from tvmlat.loop_features import CONV_THRASH, CacheGeometry, far_macs
+
+    g12 = CacheGeometry(64, 12, 64)
+    z5 = g12.with_overlap(70, 48)
+
+    def cols(n, g):
+        f = matmul_loops(16 * n, 64, n, 64 * n, weight=True, geometry=g)
+        return f["mac_l1thrash"], f["mac_l1thrash_far"]
+
+    # 1024 columns (4 KiB, one set, 12 lines): mac_l1thrash, all of them, at any reach
+    assert cols(1024, g12) == cols(1024, z5) == (16 * 1024 * 64, 0)
+    # 512 columns (2 KiB, two sets, 24 lines) and 256 / 768 (1 / 3 KiB, four sets, 48 lines): far, where they reach
+    assert l1_lines(4 * 512, g12) == 24 and l1_lines(4 * 256, g12) == l1_lines(4 * 768, g12) == 48
+    assert cols(512, g12) == (0, 0) and cols(512, z5) == (0, 16 * 512 * 64 * 70 // 100)
+    assert cols(512, g12.with_overlap(70, 24)) == cols(512, z5) and cols(256, g12.with_overlap(70, 24)) == (0, 0)
+    for n in (256, 768):
+        assert cols(n, g12) == (0, 0) and cols(n, z5) == (0, 16 * n * 64 * 35 // 100)
+    assert cols(1000, z5) == (0, 0)  # not whole lines apart: every set holds it
+    # an 8-way L1: its two-set walks (16 lines) stay in mac_l1thrash at 0.7; four sets (32) are far at 0.35
+    assert cols(512, G.with_overlap(70, 32)) == cols(512, G) == (16 * 512 * 64 * 70 // 100, 0)
+    assert cols(256, G) == (0, 0) and cols(256, G.with_overlap(70, 32)) == (0, 16 * 256 * 64 * 35 // 100)
+    assert far_macs(1000, 24, g12) == 700 and far_macs(1000, 48, g12) == 350 and far_macs(1000, 24, CacheGeometry(
+        64, 24, 64)) == 1000  # one set of a 24-way L1 is 24 lines: all of them
+    # a conv walking 112 x 112 planes (49 KiB apart: four sets of the 12-way L1), 64 of them
+    conv = dict(out=64 * 112 * 112, out_w=112, cin_per_group=64, kh=1, kw=1, stride=1, in_h=112, in_w=112,
+                depthwise=False)
+    assert conv_loops(**conv, geometry=g12)["mac_l1thrash_far"] == 0
+    f = conv_loops(**conv, geometry=z5)
+    whole = 64 * 112 * 112 * 64
+    assert f["mac_l1thrash"] == 0 and f["mac_l1thrash_far"] == whole * 35 // 100 * round(100 * CONV_THRASH) // 100
+    assert conv_loops(**conv, padded=True, geometry=z5)["mac_l1thrash_far"] == 0  # TVM walks its padded copy
+
+
 def test_a_block_whose_footprint_exceeds_two_l2s_counts_its_activations_and_inputs():
     from tvmlat.loop_features import FOOTPRINT_L2, footprint_loops
 

@@ -70,6 +70,31 @@ def test_unchanged_is_stamped_and_a_stale_column_is_refitted_away(tmp_path):
     assert "gone_col" not in pd.read_parquet(stale.with_suffix(".parquet")).columns
 
 
+def test_a_new_column_that_is_zero_in_every_row_is_written_in_and_the_fits_kept(tmp_path):
+    """A dataset from before a version that adds a column (24: mac_l1thrash_far) which is 0 in every one of its rows:
+    unchanged; the column is written in, and its predictor is stamped with the dataset's new hash, its fit kept."""
+    from tvmlat.dataset import dataset_hash
+
+    old = _copy(tmp_path, "old", FEATURES_VERSION - 1)
+    pq = old.with_suffix(".parquet")
+    pd.read_parquet(pq).drop(columns=["mac_l1thrash_far"]).to_parquet(pq, index=False)
+    pred_path = Path(str(old) + ".predictor.json")
+    pred = json.loads(pred_path.read_text())
+    pred["dataset_hash"] = dataset_hash(pq)
+    pred_path.write_text(json.dumps(pred, indent=2))
+    r = _run(tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "old.parquet: version %d, unchanged (new, 0 in every row: mac_l1thrash_far)" % (FEATURES_VERSION - 1) \
+        in r.stdout
+    df = pd.read_parquet(pq)
+    assert "mac_l1thrash_far" in df and (df["mac_l1thrash_far"] == 0).all()
+    after = json.loads(pred_path.read_text())
+    assert after["features_version"] == FEATURES_VERSION and after["model"] == pred["model"]
+    assert after["dataset_hash"] == dataset_hash(pq) != pred["dataset_hash"]
+    meta = json.loads(old.with_suffix(".meta.json").read_text())
+    assert meta["notes"][-1].endswith("mac_l1thrash_far added, 0 in every row")
+
+
 def test_a_root_with_no_datasets_is_an_error_not_a_silent_success(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "restamp_features.py"), "--root", str(tmp_path / "nope")],
                        capture_output=True, text=True)

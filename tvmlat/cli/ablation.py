@@ -136,9 +136,10 @@ def ablation_cmd(
 
 
 def _few_shot_rows(other, df, paths, con, name: str):
-    """(``other``'s rows counted for the chain overlap its own fit chooses, as `fit` would count them; ``df``'s rows
-    (of ``paths``) counted with that overlap): a prior fitted on ``other`` prices chains of its own overlap, so the
-    few-shot models adapting it count the new target's rows with it, as `calibrate --from` does."""
+    """(``other``'s rows counted for the core's parameters its own fit chooses (chain overlap, thrash reach), as `fit`
+    would count them; ``df``'s rows (of ``paths``) counted with those): a prior fitted on ``other`` prices what its own
+    parameters count, so the few-shot models adapting it count the new target's rows with them, as `calibrate --from`
+    does."""
     from ..dataset import datasets_geometry, read_meta
     from ..loop_features import stamped_geometry
     from ..overlap import choose_overlap, with_overlap
@@ -146,15 +147,15 @@ def _few_shot_rows(other, df, paths, con, name: str):
     src = ok_rows(concat_datasets([other]))
     src_refs = read_meta(other).get("model_refs") or []
     geometry, src, _ = choose_overlap(src, datasets_geometry([other]), src["latency_ms_median"], model_refs=src_refs)
-    theirs = geometry.chain_overlap
     here = stamped_geometry(df) or datasets_geometry(paths)
-    con.print(f"few-shot from {name}: its own fit counts chains with overlap {theirs}; the model adapted from it "
-              f"counts this target's blocks with it" + ("" if theirs == here.chain_overlap else
-                                                        f" (this target's own fits with {here.chain_overlap})"))
-    if theirs == here.chain_overlap:
+    said = lambda g: f"chain overlap {g.chain_overlap}, thrash reach {g.thrash_lines} lines"  # noqa: E731
+    con.print(f"few-shot from {name}: its own fit counts with {said(geometry)}; the model adapted from it counts this "
+              f"target's blocks with them" + ("" if geometry.core == here.core else f" (this target's own fits with "
+                                                                                   f"{said(here)})"))
+    if geometry.core == here.core:
         return src, df
     refs = [r for p in paths for r in (read_meta(p).get("model_refs") or [])]
-    return src, with_overlap(df, here.with_overlap(theirs), refs)
+    return src, with_overlap(df, here.with_core(geometry), refs)
 
 
 def _chosen_overlap(df, paths, con, campaign_speed: bool = True):
@@ -171,6 +172,6 @@ def _chosen_overlap(df, paths, con, campaign_speed: bool = True):
         y = divided(df, y, campaign_speeds(df, y))
     refs = [r for p in paths for r in (read_meta(p).get("model_refs") or [])]
     geometry, df, losses = choose_overlap(df, datasets_geometry(paths), y, model_refs=refs)
-    con.print(describe_choice(geometry.chain_overlap, losses) + "; every model here counts with it")
+    con.print(describe_choice(geometry, losses) + "; every model here counts with them")
     return stamp_geometry(df, geometry)
 

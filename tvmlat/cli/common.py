@@ -25,7 +25,8 @@ class Format(str, Enum):
 
 #: help of --chain-overlap (fit, calibrate)
 CHAIN_OVERLAP_HELP = ("steps of a multiply-add chain the core hides (features version 23): auto chooses it by the fit "
-                      "of the loops features, or give a number [auto]")
+                      "of the loops features, or give a number [auto]; the fit chooses the thrash reach (version 24) "
+                      "either way")
 
 
 def console(stderr: bool = False) -> Console:

@@ -112,8 +112,8 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
                 make, model, geometry_p, good_p = own, "linear", geometry_o, good_o
                 con.print(f"[yellow]the prior from {src} does not help on this target; fitting its own model[/]")
         if model.startswith("adapted") and features == "loops":
-            con.print(f"the predictor adapted from {src} counts chains with its own overlap, "
-                      f"{geometry_p.chain_overlap} steps")
+            con.print(f"the predictor adapted from {src} counts with its own core's parameters: chain overlap "
+                      f"{geometry_p.chain_overlap} steps, thrashing walks up to {geometry_p.thrash_lines} L1 lines")
         geometry, good = geometry_p, good_p
     elif features == "loops" and chain_overlap is not None:
         geometry, good = _counted_for_overlap(good, geometry, chain_overlap, model_refs, counted, con)
@@ -182,33 +182,32 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
 
 def _counted_for_overlap(good: pd.DataFrame, geometry, chain_overlap: int | str, model_refs, counted, con,
                          whose: str = ""):
-    """``good`` counted again for the chain overlap ``chain_overlap`` ("auto": chosen by the fit, ``overlap``), and
-    the geometry with it; ``whose``: what the line that says the choice begins with."""
+    """``good`` counted again for the core's parameters the fit chooses (``overlap``): the chain overlap
+    (``chain_overlap`` "auto", or the number given) and the thrash reach; and the geometry with them; ``whose``: what
+    the line that says the choice begins with."""
     from ..loop_features import DEFAULT_GEOMETRY
-    from ..overlap import choose_overlap, describe_choice, with_overlap
+    from ..overlap import OVERLAP_GRID, choose_overlap, describe_choice
 
-    geometry = geometry or DEFAULT_GEOMETRY
-    if chain_overlap == "auto":
-        geometry, good, losses = choose_overlap(good, geometry, good["latency_ms_median"], model_refs=model_refs,
-                                                make_model=make_model_factory("linear", "loops", counted=counted))
-        con.print(whose + describe_choice(geometry.chain_overlap, losses))
-        return geometry, good
-    geometry = geometry.with_overlap(int(chain_overlap))
-    return geometry, with_overlap(good, geometry, model_refs)
+    geometry, good, losses = choose_overlap(good, geometry or DEFAULT_GEOMETRY, good["latency_ms_median"],
+                                            model_refs=model_refs,
+                                            make_model=make_model_factory("linear", "loops", counted=counted),
+                                            grid=OVERLAP_GRID if chain_overlap == "auto" else (int(chain_overlap),))
+    con.print(whose + describe_choice(geometry, losses))
+    return geometry, good
 
 
 def _counted_as_prior(good: pd.DataFrame, geometry, prior: dict[str, Any], features: str, model_refs):
-    """``good`` counted with the chain overlap a ``--from`` prior's prices were fitted with (its ``cache_geometry``;
-    70 where it records none), and the geometry with it: the same rows and geometry where that is already theirs, or
-    where ``features`` count no chains."""
+    """``good`` counted with the core's parameters a ``--from`` prior's prices were fitted with (its
+    ``cache_geometry``'s chain overlap and thrash reach; 70 and 16 where it records none), and the geometry with them:
+    the same rows and geometry where those are already theirs, or where ``features`` are not the loop features."""
     from ..loop_features import DEFAULT_GEOMETRY, CacheGeometry
     from ..overlap import with_overlap
 
     geometry = geometry or DEFAULT_GEOMETRY
-    theirs = CacheGeometry.from_dict(prior.get("cache_geometry"), "the --from predictor's cache_geometry").chain_overlap
-    if features != "loops" or theirs == geometry.chain_overlap:
+    theirs = CacheGeometry.from_dict(prior.get("cache_geometry"), "the --from predictor's cache_geometry")
+    if features != "loops" or theirs.core == geometry.core:
         return geometry, good
-    geometry = geometry.with_overlap(theirs)
+    geometry = geometry.with_core(theirs)
     return geometry, with_overlap(good, geometry, model_refs)
 
 

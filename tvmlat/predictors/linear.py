@@ -71,7 +71,7 @@ FEATURE_SETS: dict[str, tuple[list[str], list[str]]] = {
              "elems_elementwise", "elems_norm", "elems_pool", "elems_copy", "weight_elems"]),
     "loops": (["mac_excess", "short_vec", "short_scal", "acts_rw", "inp", "n_ops", "mac_l1miss_exc", "w_tlbmiss",
                "mac_l2miss", "w_matmul", "red_chain", "mac_l1thrash", "ew_slow", "win_slow", "acts_l2out",
-               "ew_transc"], []),
+               "ew_transc", "mac_l1thrash_far"], []),
 }
 #: the activation terms tied to INP (``tie``): ``loops`` prices ``acts_rw`` (features version 21), the others ``acts``
 ACTS_TERMS = ("acts_rw", "acts")
