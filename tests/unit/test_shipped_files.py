@@ -39,8 +39,9 @@ def test_shipped_predictor_fits_its_dataset(path):
     data = _dataset_of(path)
     assert data.is_file(), f"{path.name} has no dataset {data.name} beside it"
     assert p.doc["dataset_hash"] == dataset_hash(data), "the rows the predictor was fitted on changed since: refit it"
-    # its dataset's L1, with the chain overlap its fit chose (version 23; 70, the default, in files before)
-    assert p.geometry.with_overlap(meta_geometry(data).chain_overlap) == meta_geometry(data)
+    # its dataset's L1, with the core's parameters its fit chose (chain overlap, version 23; thrash reach, 24; 70 and
+    # 16, the defaults, in files before)
+    assert p.geometry.with_core(meta_geometry(data)) == meta_geometry(data)
     df = ok_rows(load_for_fit(data, p.geometry))
     pred = p.predict(df)
     y = df["latency_ms_median"].to_numpy()
