@@ -62,6 +62,8 @@ def thrash_candidates(geometry: CacheGeometry) -> tuple[int, ...]:
     """The thrash reaches a fit tries on ``geometry``'s L1 (version 24): ``THRASH_LINES`` (what versions 8-23 counted
     everywhere: no walk past it), and the lines of two and of four of its sets."""
     return tuple(sorted({THRASH_LINES, 2 * geometry.ways, 4 * geometry.ways}))
+
+
 #: a thrash reach past ``THRASH_LINES`` (a column more for the fit) is kept only where it lowers the fit's loss by more
 #: than this share of it (or by 1e-6): where the walks past 16 lines do not pay, their column is not fitted to noise
 THRASH_SLACK = 0.002

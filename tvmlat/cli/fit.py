@@ -98,7 +98,7 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
     if prior is not None:
         src = prior.get("target", {}).get("name", "?")
         model = f"adapted from {src}"
-        # the prior's prices were fitted on chains counted with its own overlap: count these rows with it
+        # the prior's prices were fitted on features counted with its own core's parameters: count these rows so
         geometry_p, good_p = _counted_as_prior(good, geometry, prior, features, model_refs)
         if len(good) >= 12:  # enough samples for a model of its own: keep the prior only if it helps
             own = make_model_factory("linear", features, counted=counted)
