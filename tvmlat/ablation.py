@@ -341,9 +341,9 @@ def few_shot_pair(src: pd.DataFrame, dst: pd.DataFrame, src_name: str, dst_name:
     new-target samples (``draws`` draws from the rest) it fits the linear model of ``features`` (the
     predictors' default, ``loops``; ``ops`` before 2026-12-05) from scratch and the prior (the same model
     fitted on ``src``, test blocks excluded) adapted with the same N samples. Each dataset's loop features
-    are its own CPU's counts; ``dst_as_prior``: ``dst``'s rows counted with the chain overlap ``src``'s were (features
-    version 23: the prior's prices are those of its own overlap, as `calibrate --from` counts them), which the prior and
-    the adapted model predict from (None: ``dst`` as it is).
+    are its own CPU's counts; ``dst_as_prior``: ``dst``'s rows counted with the core's parameters ``src``'s were (chain
+    overlap and thrash reach, features versions 23 and 24: the prior's prices are those of its own, as `calibrate
+    --from` counts them), which the prior and the adapted model predict from (None: ``dst`` as it is).
     Rows: pair, n_new, model (scratch | adapted | reference rows), median_ape, within10, draws.
     """
     from .predictors.adapted import AdaptedPredictor

@@ -367,6 +367,12 @@ def load_for_fit(path: str | Path, geometry=None) -> pd.DataFrame:
     return df
 
 
+def datasets_model_refs(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """The model references (``model_ref_record``s) of several datasets' meta.json files, in order: what their rows
+    measured from a model reference are counted again from."""
+    return [r for p in paths for r in (read_meta(p).get("model_refs") or [])]
+
+
 def datasets_geometry(paths: Iterable[str | Path]):
     """The one L1 geometry of several datasets; a one-line error where they differ."""
     paths = list(paths)

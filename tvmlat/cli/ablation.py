@@ -140,38 +140,34 @@ def _few_shot_rows(other, df, paths, con, name: str):
     would count them; ``df``'s rows (of ``paths``) counted with those): a prior fitted on ``other`` prices what its own
     parameters count, so the few-shot models adapting it count the new target's rows with them, as `calibrate --from`
     does."""
-    from ..dataset import datasets_geometry, read_meta
+    from ..dataset import datasets_geometry, datasets_model_refs
     from ..loop_features import stamped_geometry
     from ..overlap import choose_overlap, with_overlap
 
     src = ok_rows(concat_datasets([other]))
-    src_refs = read_meta(other).get("model_refs") or []
-    geometry, src, _ = choose_overlap(src, datasets_geometry([other]), src["latency_ms_median"], model_refs=src_refs)
+    geometry, src, _ = choose_overlap(src, datasets_geometry([other]), src["latency_ms_median"],
+                                      model_refs=datasets_model_refs([other]))
     here = stamped_geometry(df) or datasets_geometry(paths)
+    same = geometry.core == here.core
     said = lambda g: f"chain overlap {g.chain_overlap}, thrash reach {g.thrash_lines} lines"  # noqa: E731
     con.print(f"few-shot from {name}: its own fit counts with {said(geometry)}; the model adapted from it counts this "
-              f"target's blocks with them" + ("" if geometry.core == here.core else f" (this target's own fits with "
-                                                                                   f"{said(here)})"))
-    if geometry.core == here.core:
-        return src, df
-    refs = [r for p in paths for r in (read_meta(p).get("model_refs") or [])]
-    return src, with_overlap(df, here.with_core(geometry), refs)
+              f"target's blocks with them" + ("" if same else f" (this target's own fits with {said(here)})"))
+    return src, (df if same else with_overlap(df, here.with_core(geometry), datasets_model_refs(paths)))
 
 
 def _chosen_overlap(df, paths, con, campaign_speed: bool = True):
-    """``df`` counted for the chain overlap the fit chooses on all of its rows (features version 23, as `fit` and
-    `calibrate` choose it; with ``campaign_speed``, each campaign's speed divided out first, as the ablation does),
-    which every model here then counts with."""
+    """``df`` counted for the core's parameters the fit chooses on all of its rows (chain overlap and thrash reach,
+    features versions 23 and 24, as `fit` and `calibrate` choose them; with ``campaign_speed``, each campaign's speed
+    divided out first, as the ablation does), which every model here then counts with."""
     from ..campaigns import campaign_count, campaign_speeds, divided
-    from ..dataset import datasets_geometry, read_meta
+    from ..dataset import datasets_geometry, datasets_model_refs
     from ..loop_features import stamp_geometry
     from ..overlap import choose_overlap, describe_choice
 
     y = df["latency_ms_median"]
     if campaign_speed and campaign_count(df) > 1:
         y = divided(df, y, campaign_speeds(df, y))
-    refs = [r for p in paths for r in (read_meta(p).get("model_refs") or [])]
-    geometry, df, losses = choose_overlap(df, datasets_geometry(paths), y, model_refs=refs)
+    geometry, df, losses = choose_overlap(df, datasets_geometry(paths), y, model_refs=datasets_model_refs(paths))
     con.print(describe_choice(geometry, losses) + "; every model here counts with them")
     return stamp_geometry(df, geometry)
 

@@ -87,8 +87,9 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
     measured latency (in-sample and held out) to write; ``counted``: the user's own families (``--with``) and how
     many times each of their rows counts in every fit, recorded too; ``chain_overlap``: how many steps of a
     multiply-add chain the core hides (features version 23, ``overlap``): ``"auto"`` chooses it by the fit of the
-    ``loops`` features, a number sets it, None keeps ``geometry``'s; ``model_refs``: a dataset's meta.json's, to
-    count its rows measured from a model reference again for it."""
+    ``loops`` features, a number sets it (the thrash reach of version 24 is chosen either way), None keeps
+    ``geometry``'s; ``model_refs``: a dataset's meta.json's, to count its rows measured from a model reference again
+    for it."""
     present = set(good["family"])
     counted = {f: w for f, w in (counted or {}).items() if f in present}
     make = make_model_factory(model, features, prior, residual_weight, counted)
