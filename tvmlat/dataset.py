@@ -269,23 +269,39 @@ def refresh_features(df: pd.DataFrame, geometry, model_refs: list[dict[str, Any]
     from their spec, rows measured from a model reference (no spec) by loading it again from
     ``model_refs`` (meta.json's, see ``model_ref_record``). Rows of neither kind are a DatasetError
     that says what to do: left as they were, they would be fitted with another version's features."""
-    from .features import spec_features
     from .specs import BlockSpec
 
     df = df.copy()
     has_spec = spec_rows(df)
-    # the closed forms where they know the spec (equal to the counter's, ~40x faster), the counter where not
-    fresh = [pd.DataFrame([spec_features(BlockSpec.from_json(s), geometry) for s in df.loc[has_spec, "spec"]],
-                          index=df.index[has_spec])] if has_spec.any() else []
+    fresh = [_specs_frame([BlockSpec.from_json(s) for s in df.loc[has_spec, "spec"]], geometry)
+             .set_axis(df.index[has_spec])] if has_spec.any() else []
     if (~has_spec).any():
         fresh.append(_recount_model_rows(df.loc[~has_spec], model_refs or [], geometry, where))
     for part in fresh:
+        whole = part.index.equals(df.index)  # every row from its spec: the columns replaced at once
         for c in FEATURE_COLUMNS:
+            if whole:
+                df[c] = part[c].astype("int64").astype("Int64")
+                continue
             if c not in df:  # a column newer than the file: integers like the rest, not floats
                 df[c] = pd.Series(0, index=df.index, dtype="Int64")
             df.loc[part.index, c] = part[c].astype("int64")
             df[c] = df[c].astype("Int64")
     return df
+
+
+def _specs_frame(specs: list, geometry) -> pd.DataFrame:
+    """The feature columns of ``specs``, a row each: the closed forms counted per family on arrays
+    (``analytic_frame``; a fit that chooses the core's parameters counts every row 18-27 times), or spec by spec
+    (``spec_features``: the counter where the closed form does not know a spec) where any spec is one the
+    closed forms refuse."""
+    from .analytic_features import analytic_frame
+    from .features import spec_features
+
+    try:
+        return analytic_frame(specs, geometry=geometry)[FEATURE_COLUMNS]
+    except (KeyError, ValueError, TypeError):
+        return pd.DataFrame([spec_features(s, geometry) for s in specs], columns=FEATURE_COLUMNS)
 
 
 def model_ref_record(ref: str, layers: bool = False) -> dict[str, Any]:

@@ -234,6 +234,29 @@ def test_a_feature_column_newer_than_the_file_comes_back_as_integers(fake_datase
     assert list(fresh["red_chain"]) == list(df["red_chain"])
 
 
+def test_refresh_counts_spec_rows_on_arrays_as_spec_features_does(fake_dataset, monkeypatch):
+    """refresh_features counts the spec rows per family on arrays (analytic_frame); every row is spec_features's
+    count of its spec, and where the closed forms refuse a spec the rows go one by one and come out the same."""
+    from tvmlat import analytic_features as af
+    from tvmlat.dataset import refresh_features
+    from tvmlat.features import spec_features
+    from tvmlat.loop_features import DEFAULT_GEOMETRY
+    from tvmlat.specs import BlockSpec
+
+    _, df = fake_dataset
+    g = DEFAULT_GEOMETRY.with_overlap(55, 32)
+    fast = refresh_features(df, g)
+    want = [[spec_features(BlockSpec.from_json(s), g)[c] for c in FEATURE_COLUMNS] for s in df["spec"]]
+    assert fast[FEATURE_COLUMNS].astype("int64").values.tolist() == want
+    assert (fast["mac_excess"] != df["mac_excess"]).any()  # another core: the counts did change
+
+    def refuse(*_a, **_k):
+        raise ValueError("not in closed form")
+
+    monkeypatch.setattr(af, "analytic_frame", refuse)
+    pd.testing.assert_frame_equal(refresh_features(df, g), fast)
+
+
 def test_dataset_hash_follows_the_fitted_rows_not_the_file(fake_dataset, tmp_path):
     """A predictor's dataset_hash: a later column (planned memory) leaves it, a timing or a block changes it."""
     path, df = fake_dataset
