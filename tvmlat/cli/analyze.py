@@ -61,9 +61,7 @@ def analyze_cmd(
     if interval is not None and pred is None:
         raise TvmlatError("--interval needs a predictor: add -p PREDICTOR.json")
     if pred is not None:
-        check_request(pred, predictor, profile, interval)
-        if not network_correction:
-            pred.without_network_correction()
+        check_request(pred, predictor, profile, interval, network_correction=network_correction)
     con = console()
     if model_ref.endswith(".onnx"):
         from ..analysis import onnx_layer_table

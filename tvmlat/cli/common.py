@@ -42,9 +42,10 @@ def check_seed(seed: int) -> None:
         raise TvmlatError(f"--seed {seed} is negative; give 0 or more (the same seed samples the same blocks)")
 
 
-def check_request(pred, path, profile: str | None, interval: float | None) -> None:
+def check_request(pred, path, profile: str | None, interval: float | None, *, network_correction: bool = True) -> None:
     """The one-line errors `predict` and `analyze` give before any counting: a predictor fitted for another
-    compile ``profile``; with ``interval``, a file without interval data or a coverage outside (0, 1)."""
+    compile ``profile``; with ``interval``, a file without interval data or a coverage outside (0, 1). Without
+    ``network_correction`` (``--no-network-correction``) ``pred`` leaves a stored network correction out."""
     if profile is not None and profile != pred.profile:
         raise TvmlatError(f"{path} was fitted for compile profile {pred.profile!r}, not {profile!r}; "
                           f"calibrate a predictor with that profile")
@@ -53,6 +54,8 @@ def check_request(pred, path, profile: str | None, interval: float | None) -> No
 
         pred.interval_calibration()
         conformal_quantile([0.0], interval)  # raises the coverage's one-line error
+    if not network_correction:
+        pred.without_network_correction()
 
 
 def warn_unpriced(names, unpriced, what: str = "entries") -> None:

@@ -41,9 +41,7 @@ def predict_cmd(
 ) -> None:
     """Predict the latency of each entry of MODEL_REF without compiling or running it."""
     pred = load_predictor(predictor)
-    check_request(pred, predictor, profile, interval)
-    if not network_correction:
-        pred.without_network_correction()
+    check_request(pred, predictor, profile, interval, network_correction=network_correction)
     rows, nets = [], {}  # loop features counted for the predictor's L1; nets: entry -> its layers (analysis.traced)
     if model_ref.endswith(".onnx"):
         from ..onnx_model import load_onnx
