@@ -97,25 +97,8 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
     if len(good) < need:
         raise TvmlatError(f"only {len(good)} blocks measured successfully; need at least {need} to fit a predictor")
     if prior is not None:
-        src = prior.get("target", {}).get("name", "?")
-        model = f"adapted from {src}"
-        # the prior's prices were fitted on features counted with its own core's parameters: count these rows so
-        geometry_p, good_p = _counted_as_prior(good, geometry, prior, features, model_refs)
-        if len(good) >= 12:  # enough samples for a model of its own: keep the prior only if it helps
-            own = make_model_factory("linear", features, counted=counted)
-            geometry_o, good_o = ((_counted_for_overlap(good, geometry, chain_overlap, model_refs, counted, con,
-                                                        "the own linear model's ")
-                                   if features == "loops" and chain_overlap is not None else (geometry, good)))
-            err_prior = cross_validate(good_p, make, split="kfold", k=5)[0]["median_ape"]
-            err_own = cross_validate(good_o, own, split="kfold", k=5)[0]["median_ape"]
-            con.print(f"5-fold median APE: adapted from {src} {err_prior:.1f} %, own linear model {err_own:.1f} %")
-            if err_own < err_prior:
-                make, model, geometry_p, good_p = own, "linear", geometry_o, good_o
-                con.print(f"[yellow]the prior from {src} does not help on this target; fitting its own model[/]")
-        if model.startswith("adapted") and features == "loops":
-            con.print(f"the predictor adapted from {src} counts with its own core's parameters: chain overlap "
-                      f"{geometry_p.chain_overlap} steps, thrashing walks up to {geometry_p.thrash_lines} L1 lines")
-        geometry, good = geometry_p, good_p
+        make, model, geometry, good = _adapted_or_own(good, geometry, prior, make, features=features, counted=counted,
+                                                       chain_overlap=chain_overlap, model_refs=model_refs, con=con)
     elif features == "loops" and chain_overlap is not None:
         geometry, good = _counted_for_overlap(good, geometry, chain_overlap, model_refs, counted, con)
     y = good["latency_ms_median"].to_numpy()
@@ -179,6 +162,31 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
                        f"{held} (refitted without them)": heldout}, plot,
                       f"{model} ({features}) on {len(good)} blocks of {target.get('name', '?')}, profile {profile}")
         con.print(f"plot: {plot}")
+
+
+def _adapted_or_own(good: pd.DataFrame, geometry, prior: dict[str, Any], make, *, features: str, counted,
+                    chain_overlap, model_refs, con):
+    """(model factory, model name, geometry, rows) of a ``--from`` fit: the predictor adapted from ``prior`` (``make``),
+    its rows counted with the prior's core parameters (its prices were fitted on chains of its overlap and reach); or,
+    with 12 rows or more and a lower 5-fold error, this target's own linear model, its core chosen as `calibrate`
+    chooses it."""
+    src = prior.get("target", {}).get("name", "?")
+    geometry_p, good_p = _counted_as_prior(good, geometry, prior, features, model_refs)
+    if len(good) >= 12:  # enough samples for a model of its own: keep the prior only if it helps
+        own = make_model_factory("linear", features, counted=counted)
+        geometry_o, good_o = ((_counted_for_overlap(good, geometry, chain_overlap, model_refs, counted, con,
+                                                    "the own linear model's ")
+                               if features == "loops" and chain_overlap is not None else (geometry, good)))
+        err_prior = cross_validate(good_p, make, split="kfold", k=5)[0]["median_ape"]
+        err_own = cross_validate(good_o, own, split="kfold", k=5)[0]["median_ape"]
+        con.print(f"5-fold median APE: adapted from {src} {err_prior:.1f} %, own linear model {err_own:.1f} %")
+        if err_own < err_prior:
+            con.print(f"[yellow]the prior from {src} does not help on this target; fitting its own model[/]")
+            return own, "linear", geometry_o, good_o
+    if features == "loops":
+        con.print(f"the predictor adapted from {src} counts with its own core's parameters: chain overlap "
+                  f"{geometry_p.chain_overlap} steps, thrashing walks up to {geometry_p.thrash_lines} L1 lines")
+    return make, f"adapted from {src}", geometry_p, good_p
 
 
 def _counted_for_overlap(good: pd.DataFrame, geometry, chain_overlap: int | str, model_refs, counted, con,
