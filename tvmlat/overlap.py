@@ -13,7 +13,7 @@ and short ones ~2x: the chain's latency did not shrink, the overlap grew. Refitt
 100 / 140; the Zen 4 host's stayed at 68 % from 40 to 70, and fell to 61 % at 100; the Intel host's were
 66 / 67 % at 70 / 100.
 
-So the fit chooses the overlap (``choose_overlap``): for each candidate of ``OVERLAP_GRID`` it counts
+So the fit chooses the overlap (``choose_core``, named ``choose_overlap`` until the thrash reach joined it): for each candidate of ``OVERLAP_GRID`` it counts
 the rows' loop features again, fits the linear ``loops`` model on all of them, and keeps the candidate
 with the lowest loss of that fit (the soft-L1 of the log error the linear fit itself minimises). The
 predictor file records it in its ``cache_geometry`` (``chain_overlap``), so every prediction counts
@@ -55,7 +55,7 @@ def fit_loss(predicted: Any, measured: Any) -> float:
 
 #: the loop columns the core's parameters change (a chain's exposed steps, those of them that miss L1, and the
 #: multiply-adds of thrashing walks past 16 lines); the rest of a row stays as stored
-OVERLAP_COLUMNS = ("mac_excess", "mac_l1miss_exc", "mac_l1thrash_far")
+CORE_COLUMNS = ("mac_excess", "mac_l1miss_exc", "mac_l1thrash_far")
 
 
 def thrash_candidates(geometry: CacheGeometry) -> tuple[int, ...]:
@@ -72,26 +72,26 @@ THRASH_SLACK = 0.002
 SPEC_ROWS = 20
 
 
-def with_overlap(rows: pd.DataFrame, geometry: CacheGeometry, model_refs: list[dict[str, Any]] | None = None,
+def recount_core(rows: pd.DataFrame, geometry: CacheGeometry, model_refs: list[dict[str, Any]] | None = None,
                  where: str = "the dataset") -> pd.DataFrame:
-    """``rows`` with ``OVERLAP_COLUMNS`` counted again for ``geometry`` (its ``chain_overlap`` and ``thrash_lines``),
+    """``rows`` with ``CORE_COLUMNS`` counted again for ``geometry`` (its ``chain_overlap`` and ``thrash_lines``),
     from each row's spec, or from ``model_refs`` for rows measured from a model reference."""
     from .dataset import refresh_features
 
     fresh = refresh_features(rows, geometry, model_refs, where)
     out = rows.copy()
-    for c in OVERLAP_COLUMNS:
+    for c in CORE_COLUMNS:
         out[c] = fresh[c]
     return out
 
 
-def choose_overlap(rows: pd.DataFrame, geometry: CacheGeometry, y: Any, *, make_model: Callable[[], Any] | None = None,
-                   model_refs: list[dict[str, Any]] | None = None, where: str = "the dataset",
-                   grid=OVERLAP_GRID, thrash_grid=None
-                   ) -> tuple[CacheGeometry, pd.DataFrame, dict[tuple[int, int], float]]:
+def choose_core(rows: pd.DataFrame, geometry: CacheGeometry, y: Any, *, make_model: Callable[[], Any] | None = None,
+                model_refs: list[dict[str, Any]] | None = None, where: str = "the dataset",
+                grid=OVERLAP_GRID, thrash_grid=None
+                ) -> tuple[CacheGeometry, pd.DataFrame, dict[tuple[int, int], float]]:
     """The core's parameters, (overlap of ``grid``, thrash reach of ``thrash_grid``; None: ``thrash_candidates``),
     whose fit on ``rows`` (labels ``y``) has the lowest ``fit_loss``: (``geometry`` with them, ``rows`` counted for
-    them, ``{(overlap, thrash_lines): loss}``). Only ``OVERLAP_COLUMNS`` are counted again: from each row's spec, or
+    them, ``{(overlap, thrash_lines): loss}``). Only ``CORE_COLUMNS`` are counted again: from each row's spec, or
     from ``model_refs`` (a dataset's meta.json's) for rows measured from a model reference; with ``SPEC_ROWS`` rows or
     more that have a spec, those alone choose. ``make_model``: the model that chooses (the linear ``loops`` model).
     Ties keep the overlap nearest 70; a reach past 16 lines (what earlier versions counted) must lower the loss by more
@@ -107,7 +107,7 @@ def choose_overlap(rows: pd.DataFrame, geometry: CacheGeometry, y: Any, *, make_
     losses, counted = {}, {}
     for t in (thrash_candidates(geometry) if thrash_grid is None else thrash_grid):
         for a in grid:
-            counted[a, t] = with_overlap(part, geometry.with_overlap(a, t), model_refs, where)
+            counted[a, t] = recount_core(part, geometry.with_overlap(a, t), model_refs, where)
             losses[a, t] = fit_loss(make().fit(counted[a, t], yp).predict(counted[a, t]), yp)
     per_reach = [min((k for k in losses if k[1] == t), key=lambda k: (round(losses[k], 12), abs(k[0] - CHAIN_OVERLAP)))
                  for t in sorted({t for _, t in losses})]
@@ -118,7 +118,7 @@ def choose_overlap(rows: pd.DataFrame, geometry: CacheGeometry, y: Any, *, make_
     if pick.all():  # every row chose: they are counted for it already
         return chosen, counted[best], losses
     # the rows as given are counted for ``geometry``: nothing to count again where it is the one chosen
-    return chosen, rows if chosen == geometry else with_overlap(rows, chosen, model_refs, where), losses
+    return chosen, rows if chosen == geometry else recount_core(rows, chosen, model_refs, where), losses
 
 
 def describe_choice(best: CacheGeometry, losses: dict[tuple[int, int], float]) -> str:

@@ -12,7 +12,7 @@ from helpers import assert_user_error, run_cli
 from tvmlat.blocks import sample_specs
 from tvmlat.features import features_frame
 from tvmlat.loop_features import CHAIN_OVERLAP, THRASH_LINES, CacheGeometry
-from tvmlat.overlap import OVERLAP_GRID, THRASH_SLACK, choose_overlap, fit_loss, thrash_candidates
+from tvmlat.overlap import OVERLAP_GRID, THRASH_SLACK, choose_core, fit_loss, thrash_candidates
 
 ZEN5 = CacheGeometry(64, 12, 64, l2=2**20)
 #: ns per unit of the AMD Zen 5 200-block fit (the columns a sampled block's time mostly goes to)
@@ -34,7 +34,7 @@ def _campaign(overlap: int, n: int = 150, seed: int = 3, thrash: int = THRASH_LI
 @pytest.mark.parametrize("overlap", [70, 140])
 def test_the_fit_finds_the_overlap_the_host_hides(overlap):
     rows, y = _campaign(overlap)
-    geometry, counted, losses = choose_overlap(rows, ZEN5, y)
+    geometry, counted, losses = choose_core(rows, ZEN5, y)
     assert geometry == ZEN5.with_overlap(overlap) and geometry.chain_overlap == overlap
     assert thrash_candidates(ZEN5) == (16, 24, 48)  # a 12-way L1: 16, what versions 8-23 counted, two and four sets
     assert sorted(losses) == sorted((a, t) for a in OVERLAP_GRID for t in (16, 24, 48))
@@ -52,7 +52,7 @@ def test_the_fit_finds_how_far_the_hosts_walks_thrash(thrash):
     """Version 24: a host whose walks of two (24 lines) or four sets (48) of its 12-way L1 thrash; the fit finds it
     with the overlap, records it, and counts the rows for it (their walks past 16 lines in mac_l1thrash_far)."""
     rows, y = _campaign(140, n=200, thrash=thrash)
-    geometry, counted, losses = choose_overlap(rows, ZEN5, y)
+    geometry, counted, losses = choose_core(rows, ZEN5, y)
     assert geometry.core == (140, thrash) and geometry.to_dict()["thrash_lines"] == thrash
     assert losses[140, thrash] < losses[140, THRASH_LINES]
     at16 = features_frame(sample_specs(200, seed=3), geometry=ZEN5.with_overlap(140))
@@ -131,7 +131,7 @@ def test_calibrate_from_counts_the_rows_with_the_overlap_of_the_model_it_keeps(t
     from tvmlat.predictors.io import predictor_document
 
     rows, y = _campaign(140)
-    at140 = choose_overlap(rows, ZEN5, y)[1]
+    at140 = choose_core(rows, ZEN5, y)[1]
     prior_model = LinearPredictor(features="loops").fit(at140, y)
     prior = predictor_document(prior_model, target={"name": "zen5-twin"}, profile="default",
                                geometry=ZEN5.with_overlap(140))
@@ -154,12 +154,12 @@ def test_the_ablations_few_shot_adapts_a_prior_on_rows_counted_with_its_overlap(
     so the model adapted from it predicts the new target's rows counted with that overlap (``dst_as_prior``), not as
     the new target's dataset counts them (70, as measured)."""
     from tvmlat.ablation import few_shot_pair
-    from tvmlat.overlap import with_overlap
+    from tvmlat.overlap import recount_core
 
     rows, y = _campaign(140)  # counted at 70, timed as a host hiding 140 steps
-    src = choose_overlap(rows, ZEN5, y)[1].assign(latency_ms_median=y)
+    src = choose_core(rows, ZEN5, y)[1].assign(latency_ms_median=y)
     dst = rows.assign(latency_ms_median=2 * y)  # another host: the same shape, twice as slow
-    as_prior = with_overlap(dst, ZEN5.with_overlap(140))
+    as_prior = recount_core(dst, ZEN5.with_overlap(140))
     pair = lambda **kw: pd.DataFrame(few_shot_pair(src, dst, "a", "b", sizes=(5,), draws=3, **kw)).set_index("model")
     right, wrong = pair(dst_as_prior=as_prior), pair()
     assert right.loc["adapted", "median_ape"] < 1 < wrong.loc["adapted", "median_ape"]

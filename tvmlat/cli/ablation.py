@@ -45,7 +45,7 @@ def ablation_cmd(
     if len(df) < 20:
         raise TvmlatError(f"only {len(df)} measured blocks in the dataset(s); the ablation needs at least 20")
     con = console()
-    df = _chosen_overlap(df, dataset, con, campaign_speed)
+    df = _chosen_core(df, dataset, con, campaign_speed)
     with con.status("fitting") as status:
         res = run_ablation(df, model_zoo(with_xgb=xgb), draws=draws, campaign_speed=campaign_speed,
                            shot_models=None if family_shots else (),
@@ -142,32 +142,32 @@ def _few_shot_rows(other, df, paths, con, name: str):
     does."""
     from ..dataset import datasets_geometry, datasets_model_refs
     from ..loop_features import stamped_geometry
-    from ..overlap import choose_overlap, with_overlap
+    from ..overlap import choose_core, recount_core
 
     src = ok_rows(concat_datasets([other]))
-    geometry, src, _ = choose_overlap(src, datasets_geometry([other]), src["latency_ms_median"],
+    geometry, src, _ = choose_core(src, datasets_geometry([other]), src["latency_ms_median"],
                                       model_refs=datasets_model_refs([other]))
     here = stamped_geometry(df) or datasets_geometry(paths)
     same = geometry.core == here.core
     said = lambda g: f"chain overlap {g.chain_overlap}, thrash reach {g.thrash_lines} lines"  # noqa: E731
     con.print(f"few-shot from {name}: its own fit counts with {said(geometry)}; the model adapted from it counts this "
               f"target's blocks with them" + ("" if same else f" (this target's own fits with {said(here)})"))
-    return src, (df if same else with_overlap(df, here.with_core(geometry), datasets_model_refs(paths)))
+    return src, (df if same else recount_core(df, here.with_core(geometry), datasets_model_refs(paths)))
 
 
-def _chosen_overlap(df, paths, con, campaign_speed: bool = True):
+def _chosen_core(df, paths, con, campaign_speed: bool = True):
     """``df`` counted for the core's parameters the fit chooses on all of its rows (chain overlap and thrash reach,
     features versions 23 and 24, as `fit` and `calibrate` choose them; with ``campaign_speed``, each campaign's speed
     divided out first, as the ablation does), which every model here then counts with."""
     from ..campaigns import campaign_count, campaign_speeds, divided
     from ..dataset import datasets_geometry, datasets_model_refs
     from ..loop_features import stamp_geometry
-    from ..overlap import choose_overlap, describe_choice
+    from ..overlap import choose_core, describe_choice
 
     y = df["latency_ms_median"]
     if campaign_speed and campaign_count(df) > 1:
         y = divided(df, y, campaign_speeds(df, y))
-    geometry, df, losses = choose_overlap(df, datasets_geometry(paths), y, model_refs=datasets_model_refs(paths))
+    geometry, df, losses = choose_core(df, datasets_geometry(paths), y, model_refs=datasets_model_refs(paths))
     con.print(describe_choice(geometry, losses) + "; every model here counts with them")
     return stamp_geometry(df, geometry)
 

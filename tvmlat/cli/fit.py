@@ -100,7 +100,7 @@ def fit_and_report(good: pd.DataFrame, *, features: str, target: dict[str, Any],
         make, model, geometry, good = _adapted_or_own(good, geometry, prior, make, features=features, counted=counted,
                                                        chain_overlap=chain_overlap, model_refs=model_refs, con=con)
     elif features == "loops" and chain_overlap is not None:
-        geometry, good = _counted_for_overlap(good, geometry, chain_overlap, model_refs, counted, con)
+        geometry, good = _counted_for_core(good, geometry, chain_overlap, model_refs, counted, con)
     y = good["latency_ms_median"].to_numpy()
     fitted = make().fit(good, y)
     insample = fitted.predict(good)
@@ -174,7 +174,7 @@ def _adapted_or_own(good: pd.DataFrame, geometry, prior: dict[str, Any], make, *
     geometry_p, good_p = _counted_as_prior(good, geometry, prior, features, model_refs)
     if len(good) >= 12:  # enough samples for a model of its own: keep the prior only if it helps
         own = make_model_factory("linear", features, counted=counted)
-        geometry_o, good_o = ((_counted_for_overlap(good, geometry, chain_overlap, model_refs, counted, con,
+        geometry_o, good_o = ((_counted_for_core(good, geometry, chain_overlap, model_refs, counted, con,
                                                     "the own linear model's ")
                                if features == "loops" and chain_overlap is not None else (geometry, good)))
         err_prior = cross_validate(good_p, make, split="kfold", k=5)[0]["median_ape"]
@@ -189,15 +189,15 @@ def _adapted_or_own(good: pd.DataFrame, geometry, prior: dict[str, Any], make, *
     return make, f"adapted from {src}", geometry_p, good_p
 
 
-def _counted_for_overlap(good: pd.DataFrame, geometry, chain_overlap: int | str, model_refs, counted, con,
+def _counted_for_core(good: pd.DataFrame, geometry, chain_overlap: int | str, model_refs, counted, con,
                          whose: str = ""):
     """``good`` counted again for the core's parameters the fit chooses (``overlap``): the chain overlap
     (``chain_overlap`` "auto", or the number given) and the thrash reach; and the geometry with them; ``whose``: what
     the line that says the choice begins with."""
     from ..loop_features import DEFAULT_GEOMETRY
-    from ..overlap import OVERLAP_GRID, choose_overlap, describe_choice
+    from ..overlap import OVERLAP_GRID, choose_core, describe_choice
 
-    geometry, good, losses = choose_overlap(good, geometry or DEFAULT_GEOMETRY, good["latency_ms_median"],
+    geometry, good, losses = choose_core(good, geometry or DEFAULT_GEOMETRY, good["latency_ms_median"],
                                             model_refs=model_refs,
                                             make_model=make_model_factory("linear", "loops", counted=counted),
                                             grid=OVERLAP_GRID if chain_overlap == "auto" else (int(chain_overlap),))
@@ -210,14 +210,14 @@ def _counted_as_prior(good: pd.DataFrame, geometry, prior: dict[str, Any], featu
     ``cache_geometry``'s chain overlap and thrash reach; 70 and 16 where it records none), and the geometry with them:
     the same rows and geometry where those are already theirs, or where ``features`` are not the loop features."""
     from ..loop_features import DEFAULT_GEOMETRY, CacheGeometry
-    from ..overlap import with_overlap
+    from ..overlap import recount_core
 
     geometry = geometry or DEFAULT_GEOMETRY
     theirs = CacheGeometry.from_dict(prior.get("cache_geometry"), "the --from predictor's cache_geometry")
     if features != "loops" or theirs.core == geometry.core:
         return geometry, good
     geometry = geometry.with_core(theirs)
-    return geometry, with_overlap(good, geometry, model_refs)
+    return geometry, recount_core(good, geometry, model_refs)
 
 
 def parse_chain_overlap(text: str | None, features: str = "loops", prior: Any = None) -> int | str | None:
