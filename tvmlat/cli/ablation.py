@@ -146,7 +146,7 @@ def _few_shot_rows(other, df, paths, con, name: str):
 
     src = ok_rows(concat_datasets([other]))
     geometry, src, _ = choose_core(src, datasets_geometry([other]), src["latency_ms_median"],
-                                      model_refs=datasets_model_refs([other]))
+                                   model_refs=datasets_model_refs([other]))
     here = stamped_geometry(df) or datasets_geometry(paths)
     same = geometry.core == here.core
     said = lambda g: f"chain overlap {g.chain_overlap}, thrash reach {g.thrash_lines} lines"  # noqa: E731

@@ -175,7 +175,7 @@ def _adapted_or_own(good: pd.DataFrame, geometry, prior: dict[str, Any], make, *
     if len(good) >= 12:  # enough samples for a model of its own: keep the prior only if it helps
         own = make_model_factory("linear", features, counted=counted)
         geometry_o, good_o = ((_counted_for_core(good, geometry, chain_overlap, model_refs, counted, con,
-                                                    "the own linear model's ")
+                                                 "the own linear model's ")
                                if features == "loops" and chain_overlap is not None else (geometry, good)))
         err_prior = cross_validate(good_p, make, split="kfold", k=5)[0]["median_ape"]
         err_own = cross_validate(good_o, own, split="kfold", k=5)[0]["median_ape"]
@@ -198,9 +198,9 @@ def _counted_for_core(good: pd.DataFrame, geometry, chain_overlap: int | str, mo
     from ..overlap import OVERLAP_GRID, choose_core, describe_choice
 
     geometry, good, losses = choose_core(good, geometry or DEFAULT_GEOMETRY, good["latency_ms_median"],
-                                            model_refs=model_refs,
-                                            make_model=make_model_factory("linear", "loops", counted=counted),
-                                            grid=OVERLAP_GRID if chain_overlap == "auto" else (int(chain_overlap),))
+                                         model_refs=model_refs,
+                                         make_model=make_model_factory("linear", "loops", counted=counted),
+                                         grid=OVERLAP_GRID if chain_overlap == "auto" else (int(chain_overlap),))
     con.print(whose + describe_choice(geometry, losses))
     return geometry, good
 
