@@ -8,6 +8,11 @@ on N samples and (b) the prior (the same model fitted on the other target, test 
 the same N samples. Prints median APE and share within +-10 % on the test set, and the reference:
 from scratch on all remaining new-target samples.
 
+With the ``loops`` features each dataset is counted for the core's parameters its own fit chooses (chain overlap and
+thrash reach, features versions 23 and 24, as `fit` and `calibrate` choose them), and the prior and the models adapting
+it count the new target's blocks with the prior's, as `calibrate --from` and `ablation --few-shot-from` do
+(``--core stored``: every dataset as stored, what this script did until 2026-12-07).
+
     python benchmarks/few_shot.py datasets/llvm/calib-znver3-n100-s0.parquet datasets/torch-eager/....parquet
 """
 
@@ -18,7 +23,8 @@ import argparse
 import pandas as pd
 
 from tvmlat.ablation import few_shot_pair
-from tvmlat.dataset import dataset_label, load_for_fit, ok_rows
+from tvmlat.dataset import dataset_label, datasets_model_refs, load_for_fit, meta_geometry, ok_rows
+from tvmlat.overlap import choose_core, recount_core
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -27,20 +33,31 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--csv", default=None)
     ap.add_argument("--features", default="loops", help="linear model's feature set (loops, ops, published)")
+    ap.add_argument("--core", choices=("choose", "stored"), default="choose",
+                    help="loops: count each dataset for the core's parameters its fit chooses (default) or as stored")
     a = ap.parse_args()
-    dfs = {}
+    choose = a.features == "loops" and a.core == "choose"
+    dfs, cores, paths = {}, {}, {}
     for p in a.datasets:
         name = dataset_label(p)
         if name in dfs:  # two datasets of the same target and chip: tell them apart by their files
             name = f"{name} ({p})"
-        dfs[name] = ok_rows(load_for_fit(p))
+        df = ok_rows(load_for_fit(p))
+        geometry = meta_geometry(p)
+        if choose:
+            geometry, df, _ = choose_core(df, geometry, df["latency_ms_median"], model_refs=datasets_model_refs([p]))
+            print(f"{name}: chain overlap {geometry.chain_overlap}, thrash reach {geometry.thrash_lines} lines")
+        dfs[name], cores[name], paths[name] = df, geometry, p
     rows = []
     names = list(dfs)
     for s in names:
         for d in names:
             if s != d:
+                as_prior = None  # the new target's rows counted with the core's parameters the prior's were
+                if choose and cores[s].core != cores[d].core:
+                    as_prior = recount_core(dfs[d], cores[d].with_core(cores[s]), datasets_model_refs([paths[d]]))
                 rows += few_shot_pair(dfs[s], dfs[d], s, d, sizes=(3, 5, 10, 20, 50, 100), draws=a.draws, seed=a.seed,
-                                     features=a.features)
+                                      features=a.features, dst_as_prior=as_prior)
     df = pd.DataFrame(rows)
     pd.set_option("display.width", 200)
     print(df.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
