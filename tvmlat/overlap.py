@@ -16,9 +16,8 @@ and short ones ~2x: the chain's latency did not shrink, the overlap grew. Refitt
 So the fit chooses the overlap (``choose_core``; ``choose_overlap`` until the thrash reach joined it in version 24):
 for each candidate of ``OVERLAP_GRID`` it counts the rows' loop features again, fits the linear ``loops`` model on
 all of them, and keeps the candidate with the lowest loss of that fit (the soft-L1 of the log error the linear fit
-itself minimises). The
-predictor file records it in its ``cache_geometry`` (``chain_overlap``), so every prediction counts
-with it. Chosen that way on the training families only, held out per campaign: Zen 5 48.1 -> 68.7 % within
+itself minimises). The predictor file records it in its ``cache_geometry`` (``chain_overlap``), so every prediction
+counts with it. Chosen that way on the training families only, held out per campaign: Zen 5 48.1 -> 68.7 % within
 +-10 % (10 campaigns; overlap 140 in all but one), docs/accuracy-log.md, "Version 23".
 
 Version 24 fits a second parameter of the core with it, the same way: up to how many L1 lines a strided walk that L1

@@ -190,7 +190,7 @@ def _adapted_or_own(good: pd.DataFrame, geometry, prior: dict[str, Any], make, *
 
 
 def _counted_for_core(good: pd.DataFrame, geometry, chain_overlap: int | str, model_refs, counted, con,
-                         whose: str = ""):
+                      whose: str = ""):
     """``good`` counted again for the core's parameters the fit chooses (``overlap``): the chain overlap
     (``chain_overlap`` "auto", or the number given) and the thrash reach; and the geometry with them; ``whose``: what
     the line that says the choice begins with."""
