@@ -24,7 +24,9 @@ import pandas as pd
 
 from tvmlat.ablation import few_shot_pair
 from tvmlat.dataset import dataset_label, datasets_model_refs, load_for_fit, meta_geometry, ok_rows
+from tvmlat.errors import TvmlatError
 from tvmlat.overlap import choose_core, recount_core
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -36,6 +38,22 @@ def main() -> None:
     ap.add_argument("--core", choices=("choose", "stored"), default="choose",
                     help="loops: count each dataset for the core's parameters its fit chooses (default) or as stored")
     a = ap.parse_args()
+    if len(a.datasets) < 2:
+        raise SystemExit("error: give two or more datasets of the same sampled blocks (one is the new target, "
+                         "another the prior's)")
+    try:
+        rows = _pairs(a)
+    except TvmlatError as e:
+        raise SystemExit(f"error: {e}") from None
+    df = pd.DataFrame(rows)
+    pd.set_option("display.width", 200)
+    print(df.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    if a.csv:
+        df.to_csv(a.csv, index=False)
+
+
+def _pairs(a) -> list[dict]:
+    """few_shot_pair's rows for every ordered pair of ``a.datasets``."""
     choose = a.features == "loops" and a.core == "choose"
     dfs, cores, paths = {}, {}, {}
     for p in a.datasets:
@@ -58,11 +76,7 @@ def main() -> None:
                     as_prior = recount_core(dfs[d], cores[d].with_core(cores[s]), datasets_model_refs([paths[d]]))
                 rows += few_shot_pair(dfs[s], dfs[d], s, d, sizes=(3, 5, 10, 20, 50, 100), draws=a.draws, seed=a.seed,
                                       features=a.features, dst_as_prior=as_prior)
-    df = pd.DataFrame(rows)
-    pd.set_option("display.width", 200)
-    print(df.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-    if a.csv:
-        df.to_csv(a.csv, index=False)
+    return rows
 
 
 if __name__ == "__main__":
