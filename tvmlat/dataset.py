@@ -273,7 +273,7 @@ def refresh_features(df: pd.DataFrame, geometry, model_refs: list[dict[str, Any]
 
     df = df.copy()
     has_spec = spec_rows(df)
-    fresh = [_specs_frame([BlockSpec.from_json(s) for s in df.loc[has_spec, "spec"]], geometry)
+    fresh = [_specs_frame([BlockSpec.from_json(s) for s in df.loc[has_spec, "spec"]], geometry, where)
              .set_axis(df.index[has_spec])] if has_spec.any() else []
     if (~has_spec).any():
         fresh.append(_recount_model_rows(df.loc[~has_spec], model_refs or [], geometry, where))
@@ -290,18 +290,28 @@ def refresh_features(df: pd.DataFrame, geometry, model_refs: list[dict[str, Any]
     return df
 
 
-def _specs_frame(specs: list, geometry) -> pd.DataFrame:
+def _specs_frame(specs: list, geometry, where: str = "the dataset") -> pd.DataFrame:
     """The feature columns of ``specs``, a row each: the closed forms counted per family on arrays
     (``analytic_frame``; a fit that chooses the core's parameters counts every row 18-27 times), or spec by spec
     (``spec_features``: the counter where the closed form does not know a spec) where any spec is one the
-    closed forms refuse."""
+    closed forms refuse. A spec neither can count (an unknown family, a shape the block cannot have: a file edited
+    by hand) is a DatasetError that names it."""
     from .analytic_features import analytic_frame
     from .features import spec_features
 
     try:
         return analytic_frame(specs, geometry=geometry)[FEATURE_COLUMNS]
     except (KeyError, ValueError, TypeError):
-        return pd.DataFrame([spec_features(s, geometry) for s in specs], columns=FEATURE_COLUMNS)
+        pass
+    rows = []
+    for s in specs:
+        try:
+            rows.append(spec_features(s, geometry))
+        except (KeyError, ValueError, TypeError, RuntimeError) as e:
+            why = e.args[0] if isinstance(e, KeyError) and e.args else e
+            raise DatasetError(f"{where}: a row's block spec cannot be counted ({why}): {s.to_json()}; drop that row "
+                               f"or measure the block again") from None
+    return pd.DataFrame(rows, columns=FEATURE_COLUMNS)
 
 
 def model_ref_record(ref: str, layers: bool = False) -> dict[str, Any]:

@@ -165,3 +165,22 @@ def test_the_ablations_few_shot_adapts_a_prior_on_rows_counted_with_its_overlap(
     assert right.loc["adapted", "median_ape"] < 1 < wrong.loc["adapted", "median_ape"]
     assert right.loc["prior alone", "median_ape"] == pytest.approx(50, abs=1)  # half of every time: the scale only
     assert right.loc["scratch, all", "median_ape"] == wrong.loc["scratch, all", "median_ape"]  # dst as it is
+
+
+def test_a_dataset_row_whose_spec_cannot_be_counted_is_one_line(tmp_path, fake_dataset, capsys):
+    """A hand-edited row (an unknown family) met while counting for the core's parameters: a one-line error that
+    shows the spec, no predictor written; it was a KeyError traceback."""
+    import shutil
+
+    from tvmlat.dataset import meta_path
+
+    path, df = fake_dataset
+    bad = df.copy()
+    spec = json.loads(bad.loc[0, "spec"])
+    bad.loc[0, "spec"] = json.dumps({**spec, "family": "nope"})
+    p = tmp_path / "edited.parquet"
+    bad.to_parquet(p, index=False)
+    shutil.copy(meta_path(path), meta_path(p))
+    assert_user_error(run_cli(["fit", "-d", p, "-o", tmp_path / "p.json"], capsys),
+                      "block spec cannot be counted", "unknown block family 'nope'", '"family":"nope"', "drop that row")
+    assert not (tmp_path / "p.json").exists()
