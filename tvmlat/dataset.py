@@ -269,11 +269,9 @@ def refresh_features(df: pd.DataFrame, geometry, model_refs: list[dict[str, Any]
     from their spec, rows measured from a model reference (no spec) by loading it again from
     ``model_refs`` (meta.json's, see ``model_ref_record``). Rows of neither kind are a DatasetError
     that says what to do: left as they were, they would be fitted with another version's features."""
-    from .specs import BlockSpec
-
     df = df.copy()
     has_spec = spec_rows(df)
-    fresh = [_specs_frame([BlockSpec.from_json(s) for s in df.loc[has_spec, "spec"]], geometry, where)
+    fresh = [_specs_frame([_spec_of(s, where) for s in df.loc[has_spec, "spec"]], geometry, where)
              .set_axis(df.index[has_spec])] if has_spec.any() else []
     if (~has_spec).any():
         fresh.append(_recount_model_rows(df.loc[~has_spec], model_refs or [], geometry, where))
@@ -288,6 +286,17 @@ def refresh_features(df: pd.DataFrame, geometry, model_refs: list[dict[str, Any]
             df.loc[part.index, c] = part[c].astype("int64")
             df[c] = df[c].astype("Int64")
     return df
+
+
+def _spec_of(text: str, where: str):
+    """A row's ``spec`` column as a BlockSpec; text that is not one (a file edited by hand) is a DatasetError."""
+    from .specs import BlockSpec
+
+    try:
+        return BlockSpec.from_json(text)
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise DatasetError(f"{where}: a row's spec column is not a block spec ({type(e).__name__}: {e}): "
+                           f"{str(text)[:120]}; drop that row or measure the block again") from None
 
 
 def _specs_frame(specs: list, geometry, where: str = "the dataset") -> pd.DataFrame:

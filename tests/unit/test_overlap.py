@@ -167,20 +167,24 @@ def test_the_ablations_few_shot_adapts_a_prior_on_rows_counted_with_its_overlap(
     assert right.loc["scratch, all", "median_ape"] == wrong.loc["scratch, all", "median_ape"]  # dst as it is
 
 
-def test_a_dataset_row_whose_spec_cannot_be_counted_is_one_line(tmp_path, fake_dataset, capsys):
-    """A hand-edited row (an unknown family) met while counting for the core's parameters: a one-line error that
-    shows the spec, no predictor written; it was a KeyError traceback."""
+@pytest.mark.parametrize("edit, needles", [
+    (lambda spec: json.dumps({**spec, "family": "nope"}),
+     ["block spec cannot be counted", "unknown block family 'nope'", '"family":"nope"']),
+    (lambda spec: "{not json", ["spec column is not a block spec", "JSONDecodeError", "{not json"]),
+    (lambda spec: json.dumps({"c": 3}), ["spec column is not a block spec", "KeyError: 'family'"]),
+])
+def test_a_dataset_row_whose_spec_cannot_be_counted_is_one_line(edit, needles, tmp_path, fake_dataset, capsys):
+    """A hand-edited row (an unknown family, text that is not JSON, no family) met while counting for the core's
+    parameters: a one-line error that shows it, no predictor written; each was a traceback."""
     import shutil
 
     from tvmlat.dataset import meta_path
 
     path, df = fake_dataset
     bad = df.copy()
-    spec = json.loads(bad.loc[0, "spec"])
-    bad.loc[0, "spec"] = json.dumps({**spec, "family": "nope"})
+    bad.loc[0, "spec"] = edit(json.loads(bad.loc[0, "spec"]))
     p = tmp_path / "edited.parquet"
     bad.to_parquet(p, index=False)
     shutil.copy(meta_path(path), meta_path(p))
-    assert_user_error(run_cli(["fit", "-d", p, "-o", tmp_path / "p.json"], capsys),
-                      "block spec cannot be counted", "unknown block family 'nope'", '"family":"nope"', "drop that row")
+    assert_user_error(run_cli(["fit", "-d", p, "-o", tmp_path / "p.json"], capsys), *needles, "drop that row")
     assert not (tmp_path / "p.json").exists()
