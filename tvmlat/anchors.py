@@ -15,14 +15,14 @@ from .specs import BlockSpec
 
 def draw_anchor_specs(dataset: str | Path, n: int) -> list[BlockSpec]:
     """``n`` (at most all) measured blocks with a spec drawn from a calibration dataset (seed 0)."""
-    from .dataset import ok_rows, read_dataset
+    from .dataset import ok_rows, read_dataset, spec_of
 
     df = ok_rows(read_dataset(dataset))
     df = df[df["spec"].fillna("").astype(str).str.len() > 0]
     if len(df) < 3:
         raise TvmlatError(f"{dataset} has {len(df)} measured blocks with a spec; anchors need a calibration "
                           "dataset (tvmlat calibrate) with at least 3")
-    return [BlockSpec.from_json(s) for s in df.sample(min(n, len(df)), random_state=0)["spec"]]
+    return [spec_of(s, str(dataset)) for s in df.sample(min(n, len(df)), random_state=0)["spec"]]
 
 
 def host_factor(predicted: Sequence[float], measured: Sequence[float]) -> tuple[float, float]:

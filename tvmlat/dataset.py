@@ -271,7 +271,7 @@ def refresh_features(df: pd.DataFrame, geometry, model_refs: list[dict[str, Any]
     that says what to do: left as they were, they would be fitted with another version's features."""
     df = df.copy()
     has_spec = spec_rows(df)
-    fresh = [_specs_frame([_spec_of(s, where) for s in df.loc[has_spec, "spec"]], geometry, where)
+    fresh = [_specs_frame([spec_of(s, where) for s in df.loc[has_spec, "spec"]], geometry, where)
              .set_axis(df.index[has_spec])] if has_spec.any() else []
     if (~has_spec).any():
         fresh.append(_recount_model_rows(df.loc[~has_spec], model_refs or [], geometry, where))
@@ -288,7 +288,7 @@ def refresh_features(df: pd.DataFrame, geometry, model_refs: list[dict[str, Any]
     return df
 
 
-def _spec_of(text: str, where: str):
+def spec_of(text: str, where: str):
     """A row's ``spec`` column as a BlockSpec; text that is not one (a file edited by hand) is a DatasetError."""
     from .specs import BlockSpec
 

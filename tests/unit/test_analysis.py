@@ -546,3 +546,18 @@ def test_analyze_a_network_with_no_counted_op_says_so(tmp_path, capsys):
     ref = tmp_path / "ident.py"
     ref.write_text("import torch\n\ndef ident():\n    return {'id': (torch.nn.Identity(), (torch.randn(1, 8),))}\n")
     assert_user_error(run_cli(["analyze", f"{ref}:ident"], capsys), "no layers to show")
+
+
+def test_anchor_blocks_from_a_row_that_is_no_block_spec_are_one_line(tmp_path, fake_dataset):
+    """A hand-edited spec among the anchor rows is a DatasetError naming the file and the text, not a JSON traceback."""
+    from tvmlat.anchors import draw_anchor_specs
+    from tvmlat.errors import DatasetError
+
+    path, df = fake_dataset
+    bad = df.copy()
+    bad["spec"] = bad["spec"].where(bad["status"] != "ok", "{not json")
+    p = tmp_path / "edited.parquet"
+    bad.to_parquet(p, index=False)
+    with pytest.raises(DatasetError, match=r"edited\.parquet: a row's spec column is not a block spec .*\{not json"):
+        draw_anchor_specs(p, 5)
+    assert len(draw_anchor_specs(path, 5)) == 5
