@@ -25,7 +25,7 @@ import pandas as pd
 from tvmlat.ablation import few_shot_pair
 from tvmlat.dataset import dataset_label, datasets_model_refs, load_for_fit, meta_geometry, ok_rows
 from tvmlat.errors import TvmlatError
-from tvmlat.overlap import choose_core, recount_core
+from tvmlat.overlap import choose_core, counted_with_core
 
 
 def main() -> None:
@@ -71,9 +71,9 @@ def _pairs(a) -> list[dict]:
     for s in names:
         for d in names:
             if s != d:
-                as_prior = None  # the new target's rows counted with the core's parameters the prior's were
-                if choose and cores[s].core != cores[d].core:
-                    as_prior = recount_core(dfs[d], cores[d].with_core(cores[s]), datasets_model_refs([paths[d]]))
+                # the new target's rows counted with the core's parameters the prior's were
+                as_prior = counted_with_core(dfs[d], cores[d], cores[s], datasets_model_refs([paths[d]]))[1] \
+                    if choose else None
                 rows += few_shot_pair(dfs[s], dfs[d], s, d, sizes=(3, 5, 10, 20, 50, 100), draws=a.draws, seed=a.seed,
                                       features=a.features, dst_as_prior=as_prior)
     return rows

@@ -14,7 +14,7 @@ import json
 import os
 import platform
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
@@ -264,10 +264,10 @@ def spec_rows(df: pd.DataFrame):
 
 
 def refresh_features(df: pd.DataFrame, geometry, model_refs: list[dict[str, Any]] | None = None,
-                     where: str = "the dataset") -> pd.DataFrame:
-    """Recompute the feature columns of every row, loop features for the L1 ``geometry``: block rows
-    from their spec, rows measured from a model reference (no spec) by loading it again from
-    ``model_refs`` (meta.json's, see ``model_ref_record``). Rows of neither kind are a DatasetError
+                     where: str = "the dataset", columns: Sequence[str] = FEATURE_COLUMNS) -> pd.DataFrame:
+    """Recompute the feature columns of every row (``columns`` of them; the rest stay as stored), loop features for
+    the L1 ``geometry``: block rows from their spec, rows measured from a model reference (no spec) by loading it
+    again from ``model_refs`` (meta.json's, see ``model_ref_record``). Rows of neither kind are a DatasetError
     that says what to do: left as they were, they would be fitted with another version's features."""
     df = df.copy()
     has_spec = spec_rows(df)
@@ -277,7 +277,7 @@ def refresh_features(df: pd.DataFrame, geometry, model_refs: list[dict[str, Any]
         fresh.append(_recount_model_rows(df.loc[~has_spec], model_refs or [], geometry, where))
     for part in fresh:
         whole = part.index.equals(df.index)  # every row from its spec: the columns replaced at once
-        for c in FEATURE_COLUMNS:
+        for c in columns:
             if whole:
                 df[c] = part[c].astype("int64").astype("Int64")
                 continue

@@ -78,11 +78,18 @@ def recount_core(rows: pd.DataFrame, geometry: CacheGeometry, model_refs: list[d
     from each row's spec, or from ``model_refs`` for rows measured from a model reference."""
     from .dataset import refresh_features
 
-    fresh = refresh_features(rows, geometry, model_refs, where)
-    out = rows.copy()
-    for c in CORE_COLUMNS:
-        out[c] = fresh[c]
-    return out
+    return refresh_features(rows, geometry, model_refs, where, columns=CORE_COLUMNS)
+
+
+def counted_with_core(rows: pd.DataFrame, geometry: CacheGeometry, other: CacheGeometry,
+                      model_refs: list[dict[str, Any]] | None = None) -> tuple[CacheGeometry, pd.DataFrame]:
+    """(``geometry`` with ``other``'s core parameters, ``rows`` -- counted for ``geometry`` -- counted for them): how a
+    predictor whose prices were fitted with ``other``'s core counts these rows (`calibrate --from`, the few-shot
+    models); ``rows`` as they are where the two cores are the same."""
+    if other.core == geometry.core:
+        return geometry, rows
+    geometry = geometry.with_core(other)
+    return geometry, recount_core(rows, geometry, model_refs)
 
 
 def choose_core(rows: pd.DataFrame, geometry: CacheGeometry, y: Any, *, make_model: Callable[[], Any] | None = None,

@@ -142,7 +142,7 @@ def _few_shot_rows(other, df, paths, con, name: str):
     does."""
     from ..dataset import datasets_geometry, datasets_model_refs
     from ..loop_features import stamped_geometry
-    from ..overlap import choose_core, recount_core
+    from ..overlap import choose_core, counted_with_core
 
     src = ok_rows(concat_datasets([other]))
     geometry, src, _ = choose_core(src, datasets_geometry([other]), src["latency_ms_median"],
@@ -152,7 +152,7 @@ def _few_shot_rows(other, df, paths, con, name: str):
     said = lambda g: f"chain overlap {g.chain_overlap}, thrash reach {g.thrash_lines} lines"  # noqa: E731
     con.print(f"few-shot from {name}: its own fit counts with {said(geometry)}; the model adapted from it counts this "
               f"target's blocks with them" + ("" if same else f" (this target's own fits with {said(here)})"))
-    return src, (df if same else recount_core(df, here.with_core(geometry), datasets_model_refs(paths)))
+    return src, counted_with_core(df, here, geometry, datasets_model_refs(paths))[1]
 
 
 def _chosen_core(df, paths, con, campaign_speed: bool = True):

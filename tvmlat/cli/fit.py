@@ -210,14 +210,11 @@ def _counted_as_prior(good: pd.DataFrame, geometry, prior: dict[str, Any], featu
     ``cache_geometry``'s chain overlap and thrash reach; 70 and 16 where it records none), and the geometry with them:
     the same rows and geometry where those are already theirs, or where ``features`` are not the loop features."""
     from ..loop_features import DEFAULT_GEOMETRY, CacheGeometry
-    from ..overlap import recount_core
+    from ..overlap import counted_with_core
 
     geometry = geometry or DEFAULT_GEOMETRY
     theirs = CacheGeometry.from_dict(prior.get("cache_geometry"), "the --from predictor's cache_geometry")
-    if features != "loops" or theirs.core == geometry.core:
-        return geometry, good
-    geometry = geometry.with_core(theirs)
-    return geometry, recount_core(good, geometry, model_refs)
+    return (geometry, good) if features != "loops" else counted_with_core(good, geometry, theirs, model_refs)
 
 
 def parse_chain_overlap(text: str | None, features: str = "loops", prior: Any = None) -> int | str | None:
