@@ -415,17 +415,15 @@ def conv_loops(out: Any, out_w: Any, cin_per_group: Any, kh: Any, kw: Any, strid
     miss = np.greater(cin_per_group, 1) & np.greater(np.asarray(cin_per_group) * np.asarray(kh), lines)
     # version 22: a chain walking more input planes than L1 holds lines of at their stride thrashes (mac_l1thrash)
     walks = np.greater(cin_per_group, lines) & np.greater(red, SHORT) & ~np.asarray(padded, dtype=bool)
-    thrash = walks & np.less_equal(lines, THRASH_LINES)
-    far = walks & np.greater(lines, THRASH_LINES) & np.less_equal(lines, geometry.thrash_lines)  # version 24
     macs = np.asarray(out, dtype=np.int64) * red
+    near, far = thrash_split(walks, lines, macs, geometry)
     window = np.asarray(kh) * np.asarray(kw)
     slow = (np.asarray(depthwise, dtype=bool) & np.greater(window, 1) & np.greater(stride, 1)
             & window_slow(out_w, window, stride, geometry, depthwise_kw=kw))
     steps = np.asarray(out, dtype=np.int64) * window
     return _out({"mac_excess": excess, "short_vec": np.where(slow, 0, vec), "short_scal": np.where(slow, 0, scal),
                  "mac_l1miss_exc": np.where(miss, excess, 0), "win_slow": np.where(slow, steps, 0),
-                 "mac_l1thrash": np.where(thrash, _share(thrash_macs(macs, lines, geometry), CONV_THRASH), 0),
-                 "mac_l1thrash_far": np.where(far, _share(far_macs(macs, lines, geometry), CONV_THRASH), 0)})
+                 "mac_l1thrash": _share(near, CONV_THRASH), "mac_l1thrash_far": _share(far, CONV_THRASH)})
 
 
 def matmul_loops(out: Any, red: Any, cols: Any, b_elems: Any, *, weight: Any, geometry: CacheGeometry) -> dict[str, Any]:
@@ -441,11 +439,16 @@ def matmul_loops(out: Any, red: Any, cols: Any, b_elems: Any, *, weight: Any, ge
     return _out({"mac_excess": excess, "short_vec": vec, "short_scal": scal,
                  "mac_l1miss_exc": np.where(miss, excess, 0), "w_tlbmiss": np.where(tlb, b_elems, 0),
                  "mac_l2miss": np.where(l2, macs, 0), "w_matmul": np.where(weight, b_elems, 0),
-                 "mac_l1thrash": np.where(miss & np.less_equal(lines, THRASH_LINES),
-                                          thrash_macs(macs, lines, geometry), 0),
-                 "mac_l1thrash_far": np.where(miss & np.greater(lines, THRASH_LINES)
-                                              & np.less_equal(lines, geometry.thrash_lines),
-                                              far_macs(macs, lines, geometry), 0)})
+                 **dict(zip(("mac_l1thrash", "mac_l1thrash_far"), thrash_split(miss, lines, macs, geometry)))})
+
+
+def thrash_split(walks: Any, lines: Any, macs: Any, g: CacheGeometry) -> tuple[Any, Any]:
+    """(``mac_l1thrash``, ``mac_l1thrash_far``) of the thrashing ``walks`` (a mask) that L1 holds ``lines`` of, ``macs``
+    multiply-adds each: those of ``THRASH_LINES`` or fewer lines (``thrash_macs``), and those past it up to ``g``'s
+    ``thrash_lines`` (``far_macs``, version 24)."""
+    near = walks & np.less_equal(lines, THRASH_LINES)
+    far = walks & np.greater(lines, THRASH_LINES) & np.less_equal(lines, g.thrash_lines)
+    return np.where(near, thrash_macs(macs, lines, g), 0), np.where(far, far_macs(macs, lines, g), 0)
 
 
 def thrash_macs(macs: Any, lines: Any, g: CacheGeometry) -> Any:
