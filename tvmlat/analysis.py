@@ -19,7 +19,8 @@ from typing import Any, Sequence
 import pandas as pd
 import torch
 
-from .features import FEATURE_COLUMNS, OpCounter, finish_counts
+from .features import FEATURE_COLUMNS
+from .op_counter import OpCounter, finish_counts
 from .loop_features import DEFAULT_GEOMETRY, CacheGeometry, block_loops, geometry_of, stamp_geometry
 
 ANCHORS = {"conv", "conv1x1", "dwconv", "matmul", "bmm", "attention", "pool"}

@@ -336,8 +336,8 @@ def model_ref_record(ref: str, layers: bool = False) -> dict[str, Any]:
 def _recount_model_rows(rows: pd.DataFrame, refs: list[dict[str, Any]], geometry, where: str) -> pd.DataFrame:
     """Features of rows measured from model references, counted again from ``refs`` by row name."""
     from .errors import TvmlatError
-    from .features import count_features
     from .modelref import load_model_ref, recorded_ref
+    from .op_counter import count_features
     from .split import split_entries
 
     names = list(dict.fromkeys(rows["name"].astype(str)))

@@ -16,7 +16,8 @@ import torch
 
 from .blocks import build_block
 from .dataset import CampaignWriter
-from .features import count_features, spec_features
+from .features import spec_features
+from .op_counter import count_features
 from .loop_features import CacheGeometry
 from .runners.base import (CompilesAhead, KeepsForRounds, RunResult, Runner, build_error, common_drift,
                            rounds_stats)

@@ -7,7 +7,6 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
-from scipy.stats import spearmanr
 
 from .errors import PredictorError
 
@@ -37,6 +36,8 @@ def accuracy(y_true, y_pred, latency: bool = True) -> dict[str, float]:
     block's factor off, max(predicted / measured, measured / predicted) (an APE can't exceed 100 % for
     an under-prediction, so a block predicted 1000x too fast shows only here). ``latency=False``: of
     another quantity (peak bytes, energy), without the medians split at 1 ms."""
+    from scipy.stats import spearmanr  # here: scipy.stats takes 0.5 s to import, and most commands never score
+
     y = np.asarray(y_true, dtype=float)
     p = np.asarray(y_pred, dtype=float)
     if len(y) == 0:

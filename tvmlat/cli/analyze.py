@@ -9,9 +9,8 @@ from typing import Optional
 import typer
 
 from ..errors import ModelRefError, TvmlatError
-from ..modelref import load_model_ref
 from . import app
-from .common import NETWORK_CORRECTION_HELP, Format, check_request, console, emit, warn_unpriced
+from .common import NETWORK_CORRECTION_HELP, Format, console, emit, load_requested, warn_unpriced
 
 COLUMNS = ["name", "op", "input_shape", "output_shape", "params", "macs", "flops", "read_mb", "write_mb",
            "weights_mb", "act_mb", "latency_ms", "low_ms", "high_ms", "share_%", "energy_mj", "power_w", "work_mib"]
@@ -49,19 +48,17 @@ def analyze_cmd(
     import torch
 
     from ..analysis import layer_table
+    from ..modelref import load_model_ref
     from ..plots import check_plot
-    from ..predictors import load_predictor
 
     if fmt not in ("table", "csv", "json", "html"):
         raise TvmlatError(f"--format {fmt!r}: choose table, csv, json or html")
     if top is not None and top < 1:
         raise TvmlatError(f"--top {top}: give how many layers to show, 1 or more (leave it out for all)")
     check_plot(plot)
-    pred = load_predictor(predictor) if predictor else None
-    if interval is not None and pred is None:
+    if interval is not None and not predictor:
         raise TvmlatError("--interval needs a predictor: add -p PREDICTOR.json")
-    if pred is not None:
-        check_request(pred, predictor, profile, interval, network_correction=network_correction)
+    pred = load_requested(predictor, profile, interval, network_correction=network_correction) if predictor else None
     con = console()
     if model_ref.endswith(".onnx"):
         from ..analysis import onnx_layer_table

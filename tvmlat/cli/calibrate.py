@@ -9,11 +9,9 @@ from typing import List, Optional
 
 import typer
 
-from ..blocks import FAMILIES, PLANES, log10_span, sample_specs
 from ..dataset import CampaignWriter, dataset_hash, model_ref_record, ok_rows, versions
 from ..errors import TvmlatError
 from ..features import FEATURES_VERSION
-from ..measure import module_workloads, run_campaign, spec_workloads
 from ..predictors.counted import OWN_WEIGHT, check_weight, recorded_counts, times
 from . import app
 from .common import CHAIN_OVERLAP_HELP, RPC_KEY_HELP, TRACKER_HELP, check_seed, console, make_runner, provenance, resolve_target
@@ -66,6 +64,8 @@ def calibrate_cmd(
 
     Resumable: running the same command again skips blocks already in the dataset.
     """
+    from ..blocks import FAMILIES, PLANES, log10_span, sample_specs  # here: blocks and measure import torch
+    from ..measure import run_campaign, spec_workloads
     from .fit import fit_and_report, make_model_factory, parse_chain_overlap
 
     make_model_factory(model, features)  # a bad --model/--features fails now, not after measuring
@@ -207,6 +207,8 @@ def calibrate_cmd(
 
 def _own_blocks(refs: list[str]) -> list:
     """Workloads of the blocks ``--with`` names: every entry of each MODEL_REF, its family the ref's NAME."""
+    from ..blocks import FAMILIES
+    from ..measure import module_workloads
     from ..modelref import load_model_ref
 
     own, seen = [], {}

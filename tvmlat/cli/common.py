@@ -42,10 +42,14 @@ def check_seed(seed: int) -> None:
         raise TvmlatError(f"--seed {seed} is negative; give 0 or more (the same seed samples the same blocks)")
 
 
-def check_request(pred, path, profile: str | None, interval: float | None, *, network_correction: bool = True) -> None:
-    """The one-line errors `predict` and `analyze` give before any counting: a predictor fitted for another
-    compile ``profile``; with ``interval``, a file without interval data or a coverage outside (0, 1). Without
-    ``network_correction`` (``--no-network-correction``) ``pred`` leaves a stored network correction out."""
+def load_requested(path, profile: str | None, interval: float | None, *, network_correction: bool = True):
+    """The predictor file ``path`` as `predict` and `analyze` use it, after the one-line errors they give before
+    any counting: a predictor fitted for another compile ``profile``; with ``interval``, a file without interval
+    data or a coverage outside (0, 1). Without ``network_correction`` (``--no-network-correction``) the predictor
+    leaves a stored network correction out."""
+    from ..predictors import load_predictor
+
+    pred = load_predictor(path)
     if profile is not None and profile != pred.profile:
         raise TvmlatError(f"{path} was fitted for compile profile {pred.profile!r}, not {profile!r}; "
                           f"calibrate a predictor with that profile")
@@ -56,6 +60,7 @@ def check_request(pred, path, profile: str | None, interval: float | None, *, ne
         conformal_quantile([0.0], interval)  # raises the coverage's one-line error
     if not network_correction:
         pred.without_network_correction()
+    return pred
 
 
 def warn_unpriced(names, unpriced, what: str = "entries") -> None:

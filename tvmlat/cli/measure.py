@@ -10,9 +10,6 @@ import typer
 from ..errors import TvmlatError
 from ..dataset import CampaignWriter, model_ref_record, versions
 from ..features import FEATURES_VERSION
-from ..measure import module_workloads, run_campaign
-from ..modelref import load_model_ref
-from ..split import split_entries
 from . import app
 from .common import RPC_KEY_HELP, TRACKER_HELP, Format, emit, make_runner, provenance, resolve_target
 
@@ -37,6 +34,10 @@ def measure_cmd(
     arch: Optional[str] = typer.Option(None, "--arch", help="CUDA architecture, e.g. sm_90 [the GPU here]"),
 ) -> None:
     """Measure each entry of MODEL_REF on TARGET (median latency, spread, status)."""
+    from ..measure import module_workloads, run_campaign  # here: these import torch
+    from ..modelref import load_model_ref
+    from ..split import split_entries
+
     t = resolve_target(target, profile, tracker, rpc_key, arch)
     if model_ref.endswith(".onnx"):
         if t.remote:

@@ -16,7 +16,6 @@ from ..predictors.conformal import network_interval
 from ..predictors.io import _finite, target_chip
 from ..errors import TvmlatError
 from ..jsonfile import write_json
-from ..modelref import load_model_ref, recorded_ref
 from . import app
 from .common import Format, console, emit, warn_unpriced
 
@@ -60,6 +59,7 @@ def correct_networks(predictor: Path, *, model_refs=None, target: str | None = N
     """`network-correction`'s work; returns the section it wrote. ``fmt`` None: print nothing
     (``refit_correction``)."""
     from ..analysis import layer_table
+    from ..modelref import load_model_ref, recorded_ref
     from ..predictors import load_predictor
     from ..runners.local import LocalRunner
     from ..targets import load_target

@@ -10,13 +10,9 @@ import numpy as np
 import pandas as pd
 import typer
 
-from ..analysis import BLOCK_LAYERS, onnx_traced, table_of, traced
 from ..errors import ModelRefError
-from ..features import count_features
-from ..modelref import load_model_ref
-from ..predictors import load_predictor
 from . import app
-from .common import NETWORK_CORRECTION_HELP, Format, check_request, console, emit, warn_unpriced
+from .common import NETWORK_CORRECTION_HELP, Format, console, emit, load_requested, warn_unpriced
 
 
 class TakeAs(str, Enum):
@@ -40,8 +36,11 @@ def predict_cmd(
                                             help=NETWORK_CORRECTION_HELP),
 ) -> None:
     """Predict the latency of each entry of MODEL_REF without compiling or running it."""
-    pred = load_predictor(predictor)
-    check_request(pred, predictor, profile, interval, network_correction=network_correction)
+    from ..analysis import BLOCK_LAYERS, onnx_traced, table_of, traced  # here: these import torch
+    from ..modelref import load_model_ref
+    from ..op_counter import count_features
+
+    pred = load_requested(predictor, profile, interval, network_correction=network_correction)
     rows, nets = [], {}  # loop features counted for the predictor's L1; nets: entry -> its layers (analysis.traced)
     if model_ref.endswith(".onnx"):
         from ..onnx_model import load_onnx
@@ -120,6 +119,8 @@ def _as_networks(names: list[str], nets: dict, pred, interval: float | None, lat
     """Put each network's prediction (and interval) in place of its one-block one, as `analyze` gives them: the
     sum of its layers (``nets``: name -> its ``analysis.layer_table``) times the network correction, and the
     network's interval. Returns the lines that say so."""
+    from ..analysis import BLOCK_LAYERS
+
     if not nets:
         return []
     factor, hows, none = pred.network_factor(), set(), []

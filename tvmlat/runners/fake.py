@@ -12,7 +12,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from ..features import count_features
+from ..op_counter import count_features
 from .base import RunResult
 
 # per module class: how far from the roofline the fake "hardware" runs
