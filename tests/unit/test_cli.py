@@ -410,3 +410,14 @@ def test_commands_register_and_specs_predict_without_torch_or_scipy_fits():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
 
+
+def test_version_names_the_features_version_and_the_stack(capsys):
+    from importlib import metadata
+
+    import tvmlat
+    from tvmlat.features import FEATURES_VERSION
+
+    code, out, err = run_cli(["--version"], capsys)
+    assert code == 0, err
+    assert out.strip().startswith(f"tvmlat {tvmlat.__version__} (features version {FEATURES_VERSION};")
+    assert f"TVM {metadata.version('apache-tvm')}," in out and f"torch {metadata.version('torch')}," in out

@@ -12,6 +12,39 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Predict neural-network block and network latency on a target, calibrated with TVM Relax.")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        print(version_line())
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                          help="print tvmlat's version, its features version, and the TVM and "
+                                               "torch it runs with, then exit")) -> None:
+    pass  # options that apply before any command (the help text is the app's)
+
+
+def version_line() -> str:
+    """tvmlat's version and what its datasets and predictors depend on, read from the installed packages' metadata
+    (importing TVM and torch would take seconds)."""
+    from importlib import metadata
+
+    from .. import __version__
+    from ..features import FEATURES_VERSION
+
+    def installed(*names: str) -> str:
+        for name in names:
+            try:
+                return metadata.version(name)
+            except metadata.PackageNotFoundError:
+                continue
+        return "not installed"
+
+    return (f"tvmlat {__version__} (features version {FEATURES_VERSION}; TVM {installed('apache-tvm', 'tvm')}, "
+            f"torch {installed('torch')}, Python {sys.version.split()[0]})")
+
+
 def _register() -> None:
     from . import (ablation, analyze, bundle, calibrate, compare, devices, evaluate, fit, measure, memory,  # noqa: F401
                    network_correction, predict, rpc_serve, targets)  # (commands register themselves)
