@@ -409,6 +409,11 @@ def _family(family: str):
         raise KeyError(f"unknown block family {family!r}; known: {', '.join(FAMILIES)}") from None
 
 
+def family_parameters(family: str) -> dict[str, bool]:
+    """A family's spec parameters, in order, each with whether a spec must give it (else it has a default)."""
+    return {name: default is _REQUIRED for name, default, _ in _family(family)[1]}
+
+
 def _spec_args(spec: BlockSpec) -> tuple[Callable[..., dict], dict[str, Any]]:
     fn, fields = _family(spec.family)
     params = dict(spec.params)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import typer
 
-from ..errors import ModelRefError
+from ..errors import ModelRefError, TvmlatError
 from . import app
 from .common import NETWORK_CORRECTION_HELP, Format, console, emit, load_requested, warn_unpriced
 
@@ -23,7 +23,9 @@ class TakeAs(str, Enum):
 
 @app.command("predict")
 def predict_cmd(
-    model_ref: str = typer.Argument(..., help="path/file.py:NAME returning (module, inputs) or {name: (module, inputs)}"),
+    model_ref: str = typer.Argument(..., help="path/file.py:NAME returning (module, inputs) or {name: (module, inputs)}; "
+                                              "a model.onnx; or specs.jsonl, block specs one JSON object a line "
+                                              "(counted in closed form: no torch, no TVM)"),
     predictor: Path = typer.Option(..., "--predictor", "-p", help="predictor JSON (from calibrate or fit)"),
     profile: Optional[str] = typer.Option(None, "--profile", help="compile profile you want the prediction for"),
     interval: Optional[float] = typer.Option(None, "--interval", help="add a conformal interval of this coverage, e.g. 0.9"),
@@ -36,36 +38,16 @@ def predict_cmd(
                                             help=NETWORK_CORRECTION_HELP),
 ) -> None:
     """Predict the latency of each entry of MODEL_REF without compiling or running it."""
-    from ..analysis import BLOCK_LAYERS, onnx_traced, table_of, traced  # here: these import torch
-    from ..modelref import load_model_ref
-    from ..op_counter import count_features
+    from ..spec_file import is_spec_file, spec_frame
 
+    if is_spec_file(model_ref) and take_as == TakeAs.network:
+        raise TvmlatError(f"--as network: {model_ref} holds block specs, each predicted as one block; leave --as out")
     pred = load_requested(predictor, profile, interval, network_correction=network_correction)
-    rows, nets = [], {}  # loop features counted for the predictor's L1; nets: entry -> its layers (analysis.traced)
-    if model_ref.endswith(".onnx"):
-        from ..onnx_model import load_onnx
-
-        model = load_onnx(model_ref)
-        graph = onnx_traced(model, pred.geometry)  # one walk of the graph counts the model and its layers
-        rows.append({"name": model.name, **graph[2]})
-        if take_as != TakeAs.block:
-            nets[model.name] = graph
-    entries = {} if rows else load_model_ref(model_ref)
-    for n, (m, x) in entries.items():
-        try:
-            if take_as == TakeAs.block:
-                rows.append({"name": n, **count_features(m, x, geometry=pred.geometry)})
-            else:  # one run counts the entry and its layers
-                nets[n] = traced(m, x, pred.geometry)
-                rows.append({"name": n, **nets[n][2]})
-        except Exception as e:  # noqa: BLE001 - the user's module does not run on its own example inputs
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ModelRefError(f"{model_ref}: entry {n!r} does not run on its example inputs: "
-                                f"{type(e).__name__}: {msg}") from None
-    feats = pd.DataFrame(rows)
-    # the networks' layer tables (predicted, with intervals); a block's layers were only counted (t[0])
-    nets = {n: table_of(t, pred, interval) for n, t in nets.items()
-            if take_as == TakeAs.network or len(t[0]) > BLOCK_LAYERS}
+    if is_spec_file(model_ref):  # a search's candidates: block parameters, no module to run
+        feats, nets = spec_frame(model_ref, pred.geometry), {}
+    else:
+        rows, nets = _counted(model_ref, pred, take_as, interval)
+        feats = pd.DataFrame(rows)
     lo = hi = None
     if interval is not None:
         lat, lo, hi = (np.array(v, dtype=float) for v in pred.interval(feats, interval))
@@ -110,6 +92,39 @@ def predict_cmd(
             console().print(line)
 
 
+def _counted(model_ref: str, pred, take_as: TakeAs, interval: float | None) -> tuple[list[dict], dict]:
+    """The rows (name and features, counted for the predictor's L1) of each entry of a MODEL_REF or ONNX file, and
+    the layer tables (predicted, with intervals) of those taken as networks."""
+    from ..analysis import BLOCK_LAYERS, onnx_traced, table_of, traced  # here: these import torch
+    from ..modelref import load_model_ref
+    from ..op_counter import count_features
+
+    rows, nets = [], {}  # nets: entry -> its layers (analysis.traced)
+    if model_ref.endswith(".onnx"):
+        from ..onnx_model import load_onnx
+
+        model = load_onnx(model_ref)
+        graph = onnx_traced(model, pred.geometry)  # one walk of the graph counts the model and its layers
+        rows.append({"name": model.name, **graph[2]})
+        if take_as != TakeAs.block:
+            nets[model.name] = graph
+    entries = {} if rows else load_model_ref(model_ref)
+    for n, (m, x) in entries.items():
+        try:
+            if take_as == TakeAs.block:
+                rows.append({"name": n, **count_features(m, x, geometry=pred.geometry)})
+            else:  # one run counts the entry and its layers
+                nets[n] = traced(m, x, pred.geometry)
+                rows.append({"name": n, **nets[n][2]})
+        except Exception as e:  # noqa: BLE001 - the user's module does not run on its own example inputs
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelRefError(f"{model_ref}: entry {n!r} does not run on its example inputs: "
+                                f"{type(e).__name__}: {msg}") from None
+    # a block's layers were only counted (t[0]); the networks' are predicted
+    return rows, {n: table_of(t, pred, interval) for n, t in nets.items()
+                  if take_as == TakeAs.network or len(t[0]) > BLOCK_LAYERS}
+
+
 def _layers(n: int) -> str:
     return f"{n} layer" + ("" if n == 1 else "s")
 
@@ -119,10 +134,10 @@ def _as_networks(names: list[str], nets: dict, pred, interval: float | None, lat
     """Put each network's prediction (and interval) in place of its one-block one, as `analyze` gives them: the
     sum of its layers (``nets``: name -> its ``analysis.layer_table``) times the network correction, and the
     network's interval. Returns the lines that say so."""
-    from ..analysis import BLOCK_LAYERS
-
     if not nets:
         return []
+    from ..analysis import BLOCK_LAYERS  # here: analysis imports torch, and only networks need it
+
     factor, hows, none = pred.network_factor(), set(), []
     for i, n in enumerate(names):
         if n not in nets:
