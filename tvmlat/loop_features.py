@@ -104,7 +104,15 @@ reducing op with ``out`` output elements, each summing ``red`` products:
   ``LANES`` outputs with ``kw * out_w <= DW_ROW`` out of it: 3 x 3 rows of 4-8 outputs and 5 x 5 or
   7 x 7 rows of 4 cost 0.13-0.21 ns per step, not 0.4-0.55 (``window_rows.py`` and ``--square``: 7 x 7
   to 18 x 18 inputs; at 7 x 7 and 14 x 14 these are the sampled blocks' stride-2 depthwise stages).
-  Max pools' short strided rows stay slow (0.32-0.48 ns).
+  Max pools' short strided rows stay slow (0.32-0.48 ns). Version 25: the short steps of a dense or grouped
+  strided conv whose whole reduction is short work (at most ``SHORT`` steps, or a 3 x 3+ window unrolled whole)
+  are ``win_slow`` too where its rows have fewer than ``STRIDED_VEC`` outputs (AVX-512 code): LLVM vectorises
+  such a conv across a strided row only from 16 outputs. On the Zen 5 host a 1 x 1 stride-2 conv of 8-32 input
+  channels costs 0.22-0.44 ns per multiply-add in rows of 7-14 outputs, 0.14 at 16 and 0.07-0.09 from 18 (28 at
+  stride 1: 0.02-0.05), and 3 x 3 stride-2 convs of 3-4 channels and 1 x 1 grouped ones the same (0.23-0.27 ns
+  at 7-14 outputs, 0.06-0.09 at 28); a longer reduction costs its chain's rate at any width (0.27 ns at 48 steps,
+  0.42 at 96). Held out by family, per campaign (linear ``loops``, the core fixed): Zen 5 70.75 -> 72.25 %,
+  Zen 4 67.49 -> 68.90 % (135 campaigns), Intel 66.32 -> 66.68 % (44); docs/accuracy-log.md.
 * ``acts_l2out`` (version 17; version 18 without the weights): a block's activations and inputs when
   they exceed two L2s as float32 (``footprint_loops``): timed run after run, a block that fits finds its
   tensors in the L2s, a larger one streams them from L3 every run. Block-level, not per op; it needs the
@@ -400,7 +408,9 @@ def conv_loops(out: Any, out_w: Any, cin_per_group: Any, kh: Any, kw: Any, strid
     on a CPU with the L1 ``geometry``. A window of 3 x 3 or more whose whole reduction has at most
     ``UNROLL_WIN`` steps is all short work (version 9); otherwise the first ``SHORT`` (``SHORT_DW``
     for a depthwise window) steps are. A strided depthwise window row is a pool's (``window_slow``, its
-    steps ``win_slow``), except a short one (at most ``LANES`` outputs, ``kw * out_w <= DW_ROW``; version 13).
+    steps ``win_slow``), except a short one (at most ``LANES`` outputs, ``kw * out_w <= DW_ROW``; version 13); so
+    are the short steps of a dense or grouped strided conv whose reduction is all short, in rows of fewer than
+    ``STRIDED_VEC`` outputs (AVX-512 code; version 25).
     ``padded``: TVM walks a padded copy of the input (padding > 0), whose planes are not the input's; an unpadded
     conv whose chain walks more planes than L1 holds lines of at their stride thrashes (``mac_l1thrash``, version 22)."""
     red = cin_per_group * kh * kw
@@ -421,8 +431,13 @@ def conv_loops(out: Any, out_w: Any, cin_per_group: Any, kh: Any, kw: Any, strid
     slow = (np.asarray(depthwise, dtype=bool) & np.greater(window, 1) & np.greater(stride, 1)
             & window_slow(out_w, window, stride, geometry, depthwise_kw=kw))
     steps = np.asarray(out, dtype=np.int64) * window
-    return _out({"mac_excess": excess, "short_vec": np.where(slow, 0, vec), "short_scal": np.where(slow, 0, scal),
-                 "mac_l1miss_exc": np.where(miss, excess, 0), "win_slow": np.where(slow, steps, 0),
+    # version 25: a dense or grouped strided conv whose reduction is all short work, in rows too narrow to vectorise
+    narrow = (~np.asarray(depthwise, dtype=bool) & np.greater(stride, 1) & np.less(out_w, STRIDED_VEC)
+              & (np.less_equal(red, short_len) | unrolled) & bool(geometry.avx512))
+    return _out({"mac_excess": excess, "short_vec": np.where(slow, 0, vec),
+                 "short_scal": np.where(slow | narrow, 0, scal),
+                 "mac_l1miss_exc": np.where(miss, excess, 0),
+                 "win_slow": np.where(slow, steps, 0) + np.where(narrow, scal, 0),
                  "mac_l1thrash": _share(near, CONV_THRASH), "mac_l1thrash_far": _share(far, CONV_THRASH)})
 
 

@@ -80,10 +80,35 @@ def test_conv_stride_and_depthwise():
         steps = 32 * out_w * out_w * 25
         assert f["win_slow"] == (steps if slow else 0) and f["short_scal"] == (0 if slow else steps)
         assert f["ew_slow"] == 0
-    # not at stride 1, not for a 1x1 window, not for a dense conv
+    # not at stride 1, not for a 1x1 window, not for a dense conv with a chain (version 25 below: one without is)
     for kw in [dict(stride=1, kh=5, kw=5, depthwise=True), dict(stride=2, kh=1, kw=1, depthwise=True),
-               dict(stride=2, kh=3, kw=3, depthwise=False)]:
-        assert conv_loops(out=32 * 14 * 14, out_w=14, cin_per_group=1, in_h=28, in_w=28, geometry=G, **kw)["win_slow"] == 0
+               dict(stride=2, kh=3, kw=3, depthwise=False, cin_per_group=8)]:
+        kw = {"cin_per_group": 1, **kw}
+        assert conv_loops(out=32 * 14 * 14, out_w=14, in_h=28, in_w=28, geometry=G, **kw)["win_slow"] == 0
+
+
+@pytest.mark.parametrize("cin, k, groups_of, out_w, stride, slow", [
+    (16, 1, 16, 14, 2, True), (24, 1, 24, 7, 2, True), (32, 1, 32, 15, 2, True),  # 1x1, all short, rows < 16
+    (3, 3, 3, 14, 2, True), (4, 3, 4, 7, 2, True),  # a 3x3 window unrolled whole (27 / 36 steps)
+    (64, 1, 16, 14, 2, True),  # grouped: 16 channels a group
+    (16, 1, 16, 16, 2, False), (16, 1, 16, 28, 2, False),  # rows of 16 and more are vectorised
+    (16, 1, 16, 14, 1, False),  # stride 1: vectorised (short_vec) at any width
+    (48, 1, 48, 14, 2, False), (8, 3, 8, 14, 2, False),  # a chain (48 / 72 steps) costs its rate at any width
+])
+def test_a_strided_conv_with_a_short_reduction_in_narrow_rows_is_slow(cin, k, groups_of, out_w, stride, slow):
+    """Version 25 (Zen 5, docs/accuracy-log.md): a 1 x 1 stride-2 conv of 8-32 channels costs 0.22-0.44 ns per
+    multiply-add in rows of 7-14 outputs against 0.07-0.09 from 18; its short steps are then win_slow. Only on
+    AVX-512 code, and never for a depthwise conv (version 13's rule)."""
+    out = 64 * out_w * out_w
+    args = dict(out=out, out_w=out_w, cin_per_group=groups_of, kh=k, kw=k, stride=stride, in_h=stride * out_w,
+                in_w=stride * out_w, depthwise=False)
+    f = conv_loops(**args, geometry=G)
+    short = out * groups_of * k * k if slow else 0
+    assert f["win_slow"] == short and f["ew_slow"] == 0
+    plain = conv_loops(**args, geometry=CacheGeometry(avx512=False))
+    assert plain["win_slow"] == 0
+    assert f["short_scal"] + f["win_slow"] + f["short_vec"] == plain["short_scal"] + plain["short_vec"]
+    assert f["mac_excess"] == plain["mac_excess"]
 
 
 @pytest.mark.parametrize("k,out_w,slow", [(3, 4, False), (3, 7, False), (3, 8, False), (3, 9, True), (3, 14, True),
