@@ -36,23 +36,11 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .loop_features import (DEFAULT_GEOMETRY, LOOP_COLUMNS, TRANSC_TENTHS, CacheGeometry, FeatureArrays, conv_loops,  # numpy only
+from .loop_features import (DEFAULT_GEOMETRY, TRANSC_TENTHS, CacheGeometry, FeatureArrays, conv_loops,  # numpy only
                             block_loops, ew_loops, matmul_loops, pad_loops, pool_loops, reduce_loops, stamp_geometry,
                             transc_elems)
+from .features import FEATURE_COLUMNS, REDUCTION_SHORT  # torch-free since the counter moved to op_counter
 from .specs import BlockSpec  # stdlib only: no torch
-
-#: the columns of ``features.FEATURE_COLUMNS``, in the same order (features.py imports torch, so
-#: the list is repeated here; the unit test checks the two are equal)
-FEATURE_COLUMNS = [
-    "acts", "inp", "flops", "macs", "params", "bytes",
-    "flops_conv", "flops_conv1x1", "flops_dwconv", "flops_matmul", "flops_bmm", "flops_attn",
-    "flops_redshort", "flops_redlong", "acts_conv", "elems_elementwise", "elems_norm", "elems_pool", "elems_copy",
-    "weight_elems", "out", "n_ops",
-    *LOOP_COLUMNS,
-]
-
-#: reductions up to this length count as short (``features.REDUCTION_SHORT``)
-REDUCTION_SHORT = 32
 
 #: bytes per element: every tensor of the blocks is float32
 _F32 = 4
