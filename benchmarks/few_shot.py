@@ -55,24 +55,24 @@ def main() -> None:
 def _pairs(a) -> list[dict]:
     """few_shot_pair's rows for every ordered pair of ``a.datasets``."""
     choose = a.features == "loops" and a.core == "choose"
-    dfs, cores, paths = {}, {}, {}
+    dfs, cores, refs = {}, {}, {}
     for p in a.datasets:
         name = dataset_label(p)
         if name in dfs:  # two datasets of the same target and chip: tell them apart by their files
             name = f"{name} ({p})"
         df = ok_rows(load_for_fit(p))
-        geometry = meta_geometry(p)
+        geometry, refs[name] = meta_geometry(p), datasets_model_refs([p])
         if choose:
-            geometry, df, _ = choose_core(df, geometry, df["latency_ms_median"], model_refs=datasets_model_refs([p]))
+            geometry, df, _ = choose_core(df, geometry, df["latency_ms_median"], model_refs=refs[name])
             print(f"{name}: chain overlap {geometry.chain_overlap}, thrash reach {geometry.thrash_lines} lines")
-        dfs[name], cores[name], paths[name] = df, geometry, p
+        dfs[name], cores[name] = df, geometry
     rows = []
     names = list(dfs)
     for s in names:
         for d in names:
             if s != d:
                 # the new target's rows counted with the core's parameters the prior's were
-                as_prior = counted_with_core(dfs[d], cores[d], cores[s], datasets_model_refs([paths[d]]))[1] \
+                as_prior = counted_with_core(dfs[d], cores[d], cores[s], refs[d])[1] \
                     if choose else None
                 rows += few_shot_pair(dfs[s], dfs[d], s, d, sizes=(3, 5, 10, 20, 50, 100), draws=a.draws, seed=a.seed,
                                       features=a.features, dst_as_prior=as_prior)

@@ -32,6 +32,7 @@ All ten families of ``blocks.FAMILIES`` are reproduced exactly; an unknown famil
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -397,8 +398,10 @@ def _family(family: str):
         raise KeyError(f"unknown block family {family!r}; known: {', '.join(FAMILIES)}") from None
 
 
+@lru_cache(maxsize=None)
 def family_parameters(family: str) -> dict[str, bool]:
-    """A family's spec parameters, in order, each with whether a spec must give it (else it has a default)."""
+    """A family's spec parameters, in order, each with whether a spec must give it (else it has a default). Cached:
+    a spec file asks once a line; the dict is shared, so don't change it."""
     return {name: default is _REQUIRED for name, default, _ in _family(family)[1]}
 
 

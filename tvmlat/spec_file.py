@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .analytic_features import FAMILIES, family_parameters  # numpy only
 from .errors import ModelRefError
 from .specs import BlockSpec
 
@@ -60,8 +61,6 @@ def read_specs(path: str | Path) -> tuple[list[str], list[BlockSpec], list[int]]
 
 
 def _spec_of(d: Any, where: str) -> tuple[str, BlockSpec]:
-    from .analytic_features import FAMILIES, family_parameters
-
     if not isinstance(d, dict):
         raise ModelRefError(f"{where}: a {type(d).__name__}, not a JSON object; write one block spec a line, "
                             f"e.g. {EXAMPLE}")

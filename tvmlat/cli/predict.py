@@ -40,10 +40,11 @@ def predict_cmd(
     """Predict the latency of each entry of MODEL_REF without compiling or running it."""
     from ..spec_file import is_spec_file, spec_frame
 
-    if is_spec_file(model_ref) and take_as == TakeAs.network:
+    specs = is_spec_file(model_ref)  # a search's candidates: block parameters, no module to run
+    if specs and take_as == TakeAs.network:
         raise TvmlatError(f"--as network: {model_ref} holds block specs, each predicted as one block; leave --as out")
     pred = load_requested(predictor, profile, interval, network_correction=network_correction)
-    if is_spec_file(model_ref):  # a search's candidates: block parameters, no module to run
+    if specs:
         feats, nets = spec_frame(model_ref, pred.geometry), {}
     else:
         rows, nets = _counted(model_ref, pred, take_as, interval)
