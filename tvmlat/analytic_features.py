@@ -26,7 +26,8 @@ This decomposition is that of the torch the counter runs with (checked against t
 ``tests/unit/test_analytic_features.py`` checks every feature equal to ``block_features``.
 All ten families of ``blocks.FAMILIES`` are reproduced exactly; an unknown family raises
 ``KeyError`` like ``blocks.build_block``, and a spec the torch module itself could not run
-(heads not dividing dim, an empty output) raises ``ValueError`` instead of returning numbers.
+(heads not dividing dim, an empty output, a count below 1, a pool kind other than max / avg / global) raises
+``ValueError`` instead of returning numbers.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from .loop_features import (DEFAULT_GEOMETRY, TRANSC_TENTHS, CacheGeometry, Feat
                             block_loops, ew_loops, matmul_loops, pad_loops, pool_loops, reduce_loops, stamp_geometry,
                             transc_elems)
 from .features import FEATURE_COLUMNS, REDUCTION_SHORT  # torch-free since the counter moved to op_counter
-from .specs import BlockSpec  # stdlib only: no torch
+from .specs import POOL_KINDS, BlockSpec  # stdlib only: no torch
 
 #: bytes per element: every tensor of the blocks is float32
 _F32 = 4
@@ -211,12 +212,12 @@ def _f_pool(a, batch, c, hw, k, stride, kind):
     is_global = _b(kind == "global")
     # global: mean over H, W (window = in / out = hw * hw, 1 FLOP per input element)
     a.pool(n_in, batch * c, hw * hw, n_in, is_global)
-    # max / avg (anything else is avg): k x k window per output element
+    # max / avg (``_check_values`` refuses other kinds): k x k window per output element
     ho = _conv_out(hw, k, stride)
     out_w = batch * c * ho * ho
     a.pool(n_in, out_w, k * k, out_w * k * k, 1 - is_global, row=ho, stride=stride)
     a.pad(batch * c, hw, k // 2, 1 - is_global, pool=True)
-    is_avg = (1 - is_global) * (1 - _b(kind == "max"))  # any kind but max and global is an average pool
+    is_avg = (1 - is_global) * (1 - _b(kind == "max"))
     # an average pool divides its window sums in a nest of their own
     a.add(is_avg, **ew_loops(out_w, ho, height=ho, geometry=a.geometry))
     out = is_global * batch * c + (1 - is_global) * out_w
@@ -357,6 +358,30 @@ def _as_int(name):
     return lambda v: _int(v, name)
 
 
+def _as_bias(v: Any) -> int:
+    if isinstance(v, (bool, np.bool_)) or (isinstance(v, (int, np.integer)) and v in (0, 1)):
+        return int(v)
+    raise ValueError(f"parameter bias={v!r}: give true or false")
+
+
+def _check_values(family: str, args: Mapping[str, Any]) -> None:
+    """Refuse parameter values no block of ``family`` has (the torch layers would raise, or build another block): a
+    count below 1, a pool kind other than ``POOL_KINDS``. ``args`` holds ints or int64 arrays (``kind``: strings), as
+    the family functions take them; ``groups`` is checked with the shapes (``_check``)."""
+    for name, v in args.items():
+        if name in ("kind", "bias", "groups"):
+            continue
+        bad = np.asarray(v) < 1
+        if bad.any():
+            first = np.asarray(v).reshape(-1)[int(np.argmax(bad.reshape(-1)))]
+            raise ValueError(f"{family}: {name} must be 1 or more, got {int(first)}")
+    if family == "pool":
+        kinds = np.asarray(args["kind"]).reshape(-1)
+        bad = ~np.isin(kinds, POOL_KINDS)
+        if bad.any():
+            raise ValueError(f"pool: kind {str(kinds[int(np.argmax(bad))])!r}; give one of {', '.join(POOL_KINDS)}")
+
+
 _SPECS: dict[str, tuple[Callable[..., dict], list[tuple[str, Any, Callable[[Any], Any]]]]] = {
     "conv_bn_relu": (_f_conv_bn_relu, [("batch", 1, _as_int("batch")), ("cin", _REQUIRED, _as_int("cin")),
                                        ("cout", _REQUIRED, _as_int("cout")), ("hw", _REQUIRED, _as_int("hw")),
@@ -367,7 +392,7 @@ _SPECS: dict[str, tuple[Callable[..., dict], list[tuple[str, Any, Callable[[Any]
                        ("kind", _REQUIRED, str)]),
     "linear": (_f_linear, [("batch", 1, _as_int("batch")), ("tokens", _REQUIRED, _as_int("tokens")),
                            ("din", _REQUIRED, _as_int("din")), ("dout", _REQUIRED, _as_int("dout")),
-                           ("bias", _REQUIRED, lambda v: int(bool(v)))]),
+                           ("bias", _REQUIRED, _as_bias)]),
     "matmul": (_f_matmul, [("b", _REQUIRED, _as_int("b")), ("m", _REQUIRED, _as_int("m")),
                            ("k", _REQUIRED, _as_int("k")), ("n", _REQUIRED, _as_int("n"))]),
     "inverted_residual": (_f_inverted_residual, [
@@ -450,6 +475,7 @@ def _check(family: str, args: Mapping[str, Any], f: Mapping[str, Any]) -> None:
 def analytic_features(spec: BlockSpec, *, geometry: CacheGeometry = DEFAULT_GEOMETRY) -> dict[str, int]:
     """Same keys, order and values as ``features.block_features(spec, geometry=geometry)``, in closed form."""
     fn, args = _spec_args(spec)
+    _check_values(spec.family, args)
     f = _finished(fn(_Acc(geometry), **args), geometry)
     _check(spec.family, args, f)
     return {k: int(f[k]) for k in FEATURE_COLUMNS}
@@ -500,6 +526,8 @@ def analytic_arrays(family: str, *, geometry: CacheGeometry = DEFAULT_GEOMETRY, 
                 args[name] = np.array([_groups_value(g, int(c)) for g, c in zip(v.tolist(), np.asarray(cin).tolist())],
                                       dtype=np.int64)
         elif name == "bias":
+            if not (v.dtype.kind == "b" or (v.dtype.kind in "iu" and np.isin(v, (0, 1)).all())):
+                raise ValueError("parameter 'bias' must be booleans (or 0 / 1)")
             args[name] = v.astype(bool).astype(np.int64)
         else:
             if v.dtype.kind == "f":
@@ -509,6 +537,7 @@ def analytic_arrays(family: str, *, geometry: CacheGeometry = DEFAULT_GEOMETRY, 
         args["cin"] = np.asarray(args["cin"], dtype=np.int64)
     if n == 0:
         return stamp_geometry(FeatureArrays({k: np.zeros(0, dtype=np.int64) for k in FEATURE_COLUMNS}), geometry)
+    _check_values(family, args)
     f = _finished(fn(_Acc(geometry), **args), geometry)
     _check(family, args, f)
     return stamp_geometry(FeatureArrays({k: np.broadcast_to(np.asarray(f[k], dtype=np.int64), (n,)).copy()

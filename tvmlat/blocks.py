@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .specs import BlockSpec
+from .specs import POOL_KINDS, BlockSpec
 
 CHANNELS = [8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 512]
 SPATIAL = [7, 14, 28, 56, 112]
@@ -135,6 +135,8 @@ class MatMul(nn.Module):
 class Pool(nn.Module):
     def __init__(self, kind: str, k: int, stride: int):
         super().__init__()
+        if kind not in POOL_KINDS:  # forward() would run any other kind as an average pool
+            raise ValueError(f"pool kind {kind!r}; give one of {', '.join(POOL_KINDS)}")
         self.kind, self.k, self.stride = kind, k, stride
 
     def forward(self, x):

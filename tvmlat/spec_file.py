@@ -18,14 +18,12 @@ from typing import Any
 
 from .analytic_features import FAMILIES, family_parameters  # numpy only
 from .errors import ModelRefError
-from .specs import BlockSpec
+from .specs import POOL_KINDS, BlockSpec
 
 #: the file ending that makes a MODEL_REF a spec file
 SUFFIX = ".jsonl"
 #: what a spec line looks like (in error messages)
 EXAMPLE = '{"family": "conv_bn_relu", "cin": 32, "cout": 64, "hw": 56, "k": 3, "stride": 1, "groups": 1}'
-#: the pool kinds the block builder knows (``blocks.Pool``; any other kind would build an average pool)
-POOL_KINDS = ("max", "avg", "global")
 
 
 def is_spec_file(ref: str) -> bool:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 Scalar = int | float | str | bool
+#: the pool kinds the block builder knows (``blocks.Pool``); every other kind is refused
+POOL_KINDS = ("max", "avg", "global")
 
 
 @dataclass(frozen=True)

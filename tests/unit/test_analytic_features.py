@@ -28,7 +28,7 @@ def _edge_specs() -> list[BlockSpec]:
             M("conv_bn_relu", cin=8, cout=16, hw=7, k=1, stride=2, groups=8),
             M("conv_bn_relu", cin=1, cout=8, hw=7, k=3, stride=1, groups="dw")]
     # pool: each kind (unknown kinds are avg), windows 1-4, odd/even sides, reductions short and long
-    for kind, k, stride, hw in itertools.product(["max", "avg", "global", "other"], [1, 2, 3, 4], [1, 2], [4, 5]):
+    for kind, k, stride, hw in itertools.product(["max", "avg", "global"], [1, 2, 3, 4], [1, 2], [4, 5]):
         out.append(M("pool", kind=kind, c=8, hw=hw, k=k, stride=stride))
     out += [M("pool", kind="global", c=8, hw=hw, k=2, stride=1, batch=3) for hw in (5, 6, 7)]
     # linear / mlp: tokens = 1, bias False, batch > 1, short and long reductions
@@ -114,6 +114,45 @@ def test_invalid_specs_raise():
         af.analytic_features(M("attention", tokens=4, dim=64, heads=3))
     with pytest.raises(ValueError):
         af.analytic_features(M("conv_bn_relu", cin=12, cout=32, hw=7, k=3, stride=1, groups=8))
+
+
+BAD_VALUES = [  # (family, parameters, what the error names): blocks torch cannot run, or would build as another block
+    ("conv_bn_relu", dict(cin=-32, cout=64, hw=56, k=3, stride=1, groups=1), "cin must be 1 or more, got -32"),
+    ("conv_bn_relu", dict(cin=32, cout=64, hw=56, k=3, stride=0, groups=1), "stride must be 1 or more"),
+    ("matmul", dict(b=1, m=0, k=3, n=4), "m must be 1 or more, got 0"),
+    ("mlp", dict(tokens=4, dim=64, ratio=0), "ratio must be 1 or more"),
+    ("linear", dict(batch=-1, tokens=4, din=8, dout=8, bias=True), "batch must be 1 or more"),
+    ("pool", dict(c=8, hw=14, k=2, stride=1, kind="min"), "kind 'min'"),  # forward() would average it
+    ("linear", dict(tokens=4, din=8, dout=8, bias=2), "bias=2"),
+]
+
+
+@pytest.mark.parametrize("family,params,said", BAD_VALUES, ids=[f"{f}-{s.split()[0]}" for f, _, s in BAD_VALUES])
+def test_bad_values_raise_in_both_paths(family, params, said):
+    """One spec and a batch of arrays refuse the same values, naming them (before this, a negative cin gave numbers,
+    and a pool kind 'min' was priced as an average pool)."""
+    with pytest.raises(ValueError, match=said.replace("(", r"\(")):
+        af.analytic_features(M(family, **params))
+    arrays = {k: np.array([v, v]) for k, v in params.items()}
+    with pytest.raises(ValueError):
+        af.analytic_arrays(family, **arrays)
+
+
+def test_good_values_still_pass():
+    """The checks leave valid specs alone: bias as 0 / 1, every pool kind, groups "dw"."""
+    assert af.analytic_features(M("linear", tokens=4, din=8, dout=8, bias=1)) == \
+        af.analytic_features(M("linear", tokens=4, din=8, dout=8, bias=True))
+    for kind in ("max", "avg", "global"):
+        af.analytic_features(M("pool", c=8, hw=14, k=2, stride=1, kind=kind))
+    a = af.analytic_arrays("linear", tokens=[4, 4], din=[8, 8], dout=[8, 8], bias=[0, 1])
+    assert a["params"].tolist() == [64, 72]
+
+
+def test_torch_builder_refuses_an_unknown_pool_kind():
+    from tvmlat.blocks import build_block
+
+    with pytest.raises(ValueError, match="pool kind 'min'"):
+        build_block(M("pool", c=8, hw=14, k=2, stride=1, kind="min"))
 
 
 def test_import_leaves_torch_and_tvm_out():
