@@ -154,6 +154,17 @@ reducing op with ``out`` output elements, each summing ``red`` products:
   ``mac_l1thrash`` those walks pulled its price from 1.50 to 1.03 ns per multiply-add on Zen 5, and the 128-px
   search-space networks, whose 1 x 1 convs walk 32 x 32 and 64 x 64 planes (one set), went from -8.4 to -14.7 %
   (their share within +-10 % from 93 to 77 %). ``mac_l1thrash`` is version 23's.
+* The weight transpose of a linear layer (version 26): TVM imports ``nn.Linear`` as ``permute_dims`` of its
+  (cols, red) weight and a matmul, and the untuned build runs the transpose on every call, its inner loop walking
+  ``cols`` rows of the weight ``4 * red`` bytes apart. Where L1 holds fewer lines of that walk than it is long, the
+  weight's elements count in ``mac_l1thrash`` / ``mac_l1thrash_far`` like a thrashing column walk's multiply-adds
+  (``thrash_split``). Timed kernel by kernel on the Zen 5 host (``benchmarks/kernel_breakdown.py``), the transpose
+  costs 0.47 ns per element at 512 B apart (L1 holds 96 lines), 0.63-0.81 at 1 or 3 KiB (48), 0.99-1.56 at 2 KiB
+  (24) and 1.5-3.5 at 4 or 8 KiB (12: one set), and is 55-78 % of a one-token linear layer of 1024 or 2048 inputs
+  (3.1 of 3.8 ms at 1024 x 1000); such layers ran 0.35-0.64x their prediction. Held out by family, per campaign
+  (linear ``loops``, the core fixed): Zen 4 68.90 -> 71.19 % (135 campaigns; linear 68 -> 77 %, MLP 69 -> 77 %),
+  Zen 5 72.21 -> 72.54 % (28), Intel 66.68 -> 66.61 % (44), whose L1 hardly pays for such walks
+  (docs/accuracy-log.md, "Version 26").
 
 The L1 geometry is the measured CPU's: ``host_geometry()`` reads it from Linux's sysfs (a target's
 ``TargetSpec.geometry()``), a campaign records it in its dataset's meta.json, a predictor in its
@@ -443,7 +454,9 @@ def conv_loops(out: Any, out_w: Any, cin_per_group: Any, kh: Any, kw: Any, strid
 
 def matmul_loops(out: Any, red: Any, cols: Any, b_elems: Any, *, weight: Any, geometry: CacheGeometry) -> dict[str, Any]:
     """A (batched) matrix product: ``out`` outputs, each a reduction of ``red``; B has ``cols`` columns
-    and ``b_elems`` elements, and is a weight matrix where ``weight`` (a 2-d matmul, not ``bmm``); L1 ``geometry``."""
+    and ``b_elems`` elements, and is a weight matrix where ``weight`` (a 2-d matmul, not ``bmm``); L1 ``geometry``.
+    A weight is transposed first, on every call (version 26): its walk over ``cols`` rows ``4 * red`` bytes apart
+    thrashes like B's column walk where L1 holds fewer lines of it than ``cols``."""
     excess, vec, scal, _ = _split(out, cols, red, SHORT, True, geometry.chain_overlap)
     lines = l1_lines(4 * cols, geometry)  # of B's column walk
     miss = np.greater(red, lines)
@@ -451,10 +464,14 @@ def matmul_loops(out: Any, red: Any, cols: Any, b_elems: Any, *, weight: Any, ge
     b_bytes = np.asarray(red, dtype=np.int64) * 4 * np.asarray(cols, dtype=np.int64)
     tlb = np.greater(b_bytes, DTLB * PAGE)
     l2 = np.greater(geometry.l2, 0) & np.greater_equal(b_bytes, geometry.l2)  # B does not fit the L2
+    near, far = thrash_split(miss, lines, macs, geometry)
+    t_lines = l1_lines(4 * np.asarray(red, dtype=np.int64), geometry)  # of the weight transpose's walk
+    t_near, t_far = thrash_split(np.asarray(weight, dtype=bool) & np.greater(cols, t_lines), t_lines,
+                                 np.asarray(b_elems, dtype=np.int64), geometry)
     return _out({"mac_excess": excess, "short_vec": vec, "short_scal": scal,
                  "mac_l1miss_exc": np.where(miss, excess, 0), "w_tlbmiss": np.where(tlb, b_elems, 0),
                  "mac_l2miss": np.where(l2, macs, 0), "w_matmul": np.where(weight, b_elems, 0),
-                 **dict(zip(("mac_l1thrash", "mac_l1thrash_far"), thrash_split(miss, lines, macs, geometry)))})
+                 "mac_l1thrash": near + t_near, "mac_l1thrash_far": far + t_far})
 
 
 def thrash_split(walks: Any, lines: Any, macs: Any, g: CacheGeometry) -> tuple[Any, Any]:

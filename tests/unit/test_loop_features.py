@@ -473,3 +473,44 @@ def test_a_conv_walking_more_unpadded_planes_than_l1_holds_lines_of_thrashes():
     assert f["mac_l1thrash"] == macs * round(100 * CONV_THRASH) // 100
     assert count_features(torch.nn.Conv2d(144, 24, 1, padding=1, bias=False),
                           (torch.randn(1, 144, 32, 32),))["mac_l1thrash"] == 0
+
+
+@pytest.mark.parametrize("red, cols, g_reach, near, far", [
+    (1024, 1000, 16, 1, 0),  # 4 KiB apart: one set of the 12-way L1, 12 lines < 1000 rows: every element
+    (2048, 256, 16, 1, 0),  # 8 KiB apart: one set too
+    (1024, 12, 16, 0, 0),  # a walk of 12 rows, which L1 holds whole
+    (512, 1024, 16, 0, 0),  # 2 KiB apart: two sets, 24 lines, past THRASH_LINES: a host that does not reach them
+    (512, 1024, 24, 0, 0.7),  # ... and one that does: 2 / 2 of THRASH_PARTIAL (mac_l1thrash_far)
+    (768, 256, 48, 0, 0.35),  # 3 KiB apart: four sets, 48 lines
+    (128, 256, 48, 0, 0),  # 512 B apart: 96 lines, no thrash
+    (1000, 1000, 48, 0, 0),  # not whole lines apart: every set holds it
+])
+def test_a_linear_layers_weight_transpose_thrashes_where_l1_holds_fewer_lines_than_its_walk(red, cols, g_reach, near,
+                                                                                           far):
+    """Version 26: TVM transposes a linear layer's (cols, red) weight on every call, walking cols rows 4 * red bytes
+    apart; its elements count like a thrashing column walk's multiply-adds. A bmm's B is not transposed. The matmul's
+    own walk (stride 4 * cols) is version 8's, left out here by a one-row reduction L1 holds (red 1 would be short)."""
+    from tvmlat.loop_features import CacheGeometry
+
+    g = CacheGeometry(64, 12, 64).with_overlap(70, g_reach)
+    w = red * cols
+    f = matmul_loops(out=cols, red=red, cols=cols, b_elems=w, weight=True, geometry=g)
+    own = matmul_loops(out=cols, red=red, cols=cols, b_elems=w, weight=False, geometry=g)  # the same product, no transpose
+    assert f["mac_l1thrash"] - own["mac_l1thrash"] == int(w * near)
+    assert f["mac_l1thrash_far"] - own["mac_l1thrash_far"] == w * round(100 * far) // 100
+    assert {k: v for k, v in f.items() if not k.startswith("mac_l1thrash") and k != "w_matmul"} == \
+        {k: v for k, v in own.items() if not k.startswith("mac_l1thrash") and k != "w_matmul"}
+
+
+def test_counter_counts_a_one_token_linear_layers_weight_transpose():
+    """The torch counter and the closed forms count version 26 the same way for nn.Linear(1024, 1000) on one token."""
+    from tvmlat.analytic_features import analytic_features
+    from tvmlat.loop_features import CacheGeometry
+    from tvmlat.specs import BlockSpec
+
+    g = CacheGeometry(64, 12, 64)
+    f = count_features(torch.nn.Linear(1024, 1000, bias=False), (torch.randn(1, 1024),), geometry=g)
+    assert f["mac_l1thrash"] >= 1024 * 1000
+    spec = BlockSpec.make("linear", tokens=1, din=1024, dout=1000, bias=False)
+    a = analytic_features(spec, geometry=g)
+    assert a["mac_l1thrash"] == f["mac_l1thrash"] and a["mac_l1thrash_far"] == f["mac_l1thrash_far"]
