@@ -159,9 +159,10 @@ reducing op with ``out`` output elements, each summing ``red`` products:
   ``cols`` rows of the weight ``4 * red`` bytes apart. Where L1 holds fewer lines of that walk than it is long, the
   weight's elements count in ``mac_l1thrash`` / ``mac_l1thrash_far`` like a thrashing column walk's multiply-adds
   (``thrash_split``). Timed kernel by kernel on the Zen 5 host (``benchmarks/kernel_breakdown.py``), the transpose
-  costs 0.47 ns per element at 512 B apart (L1 holds 96 lines), 0.63-0.81 at 1 or 3 KiB (48), 0.99-1.56 at 2 KiB
-  (24) and 1.5-3.5 at 4 or 8 KiB (12: one set), and is 55-78 % of a one-token linear layer of 1024 or 2048 inputs
-  (3.1 of 3.8 ms at 1024 x 1000); such layers ran 0.35-0.64x their prediction. Held out by family, per campaign
+  costs 0.33-0.47 ns per element where L1 holds 96 or more lines of the walk (512 B, 2.25 or 3.75 KiB apart),
+  0.63-0.87 at 48 (1, 3 or 5 KiB), 0.99-1.70 at 24 (2 or 6 KiB) and 1.5-3.7 at 12 (4 or 8 KiB: one set), and is
+  55-79 % of a one-token linear layer of 1024 or 2048 inputs (3.1 of 3.8 ms at 1024 x 1000); such layers ran
+  0.35-0.64x their prediction. Held out by family, per campaign
   (linear ``loops``, the core fixed): Zen 4 68.90 -> 71.19 % (135 campaigns; linear 68 -> 77 %, MLP 69 -> 77 %),
   Zen 5 72.21 -> 72.54 % (28), Intel 66.68 -> 66.61 % (44), whose L1 hardly pays for such walks
   (docs/accuracy-log.md, "Version 26").
