@@ -40,7 +40,7 @@ from kernel_level import base_name, kernel_calls, kernel_table, xgb_log  # noqa:
 from tvmlat.blocks import build_block, sample_specs  # noqa: E402
 from tvmlat.features import block_features  # noqa: E402
 from tvmlat.loop_features import (LOOP_COLUMNS, conv_loops, ew_loops_over, matmul_loops, pad_loops,  # noqa: E402
-                                  pool_loops, reduce_loops)
+                                  pool_loops, reduce_loops, weight_copy_loops)
 from tvmlat.metrics import accuracy, family_splits  # noqa: E402
 from tvmlat.predictors import LinearPredictor  # noqa: E402
 from tvmlat.specs import BlockSpec  # noqa: E402
@@ -65,7 +65,7 @@ def shapes_of(fn) -> list[tuple[int, ...]]:
 def kernel_loops(base: str, shapes: list[tuple[int, ...]], geometry) -> dict[str, int]:
     """The loop-nest terms of one kernel, counted from its buffers as ``tvmlat.features`` counts an aten op: a
     conv2d (data, weight, out; the stride and the least padding that give the output read off the shapes), a matmul (its copy of a weight is the
-    2-d transpose kernel's ``w_matmul``), a windowed pool, a reduction, or an elementwise nest over the output."""
+    2-d transpose kernel's ``w_matmul`` and, version 26, its thrash: ``weight_copy_loops``), a windowed pool, a reduction, or an elementwise nest over the output."""
     f = dict.fromkeys(KCOLS, 0)
     out = shapes[-1] if shapes else ()
     nout = math.prod(out) if out else 1
@@ -97,7 +97,7 @@ def kernel_loops(base: str, shapes: list[tuple[int, ...]], geometry) -> dict[str
     elif base in ("mean", "max", "sum") and len(shapes) >= 2:
         add(reduce_loops(math.prod(shapes[0]), math.prod(shapes[0]) // max(nout, 1)))
     elif base == "transpose" and len(out) == 2:
-        f["w_matmul"] = nout
+        add(weight_copy_loops(out[0], out[1], nout, geometry=geometry))
     else:
         add(ew_loops_over(nout, out, geometry=geometry))
     return f

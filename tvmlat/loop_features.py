@@ -466,13 +466,22 @@ def matmul_loops(out: Any, red: Any, cols: Any, b_elems: Any, *, weight: Any, ge
     tlb = np.greater(b_bytes, DTLB * PAGE)
     l2 = np.greater(geometry.l2, 0) & np.greater_equal(b_bytes, geometry.l2)  # B does not fit the L2
     near, far = thrash_split(miss, lines, macs, geometry)
-    t_lines = l1_lines(4 * np.asarray(red, dtype=np.int64), geometry)  # of the weight transpose's walk
-    t_near, t_far = thrash_split(np.asarray(weight, dtype=bool) & np.greater(cols, t_lines), t_lines,
-                                 np.asarray(b_elems, dtype=np.int64), geometry)
+    copy = weight_copy_loops(red, cols, np.where(weight, b_elems, 0), geometry=geometry)
     return _out({"mac_excess": excess, "short_vec": vec, "short_scal": scal,
                  "mac_l1miss_exc": np.where(miss, excess, 0), "w_tlbmiss": np.where(tlb, b_elems, 0),
-                 "mac_l2miss": np.where(l2, macs, 0), "w_matmul": np.where(weight, b_elems, 0),
-                 "mac_l1thrash": near + t_near, "mac_l1thrash_far": far + t_far})
+                 "mac_l2miss": np.where(l2, macs, 0), "w_matmul": copy["w_matmul"],
+                 "mac_l1thrash": near + copy["mac_l1thrash"], "mac_l1thrash_far": far + copy["mac_l1thrash_far"]})
+
+
+def weight_copy_loops(red: Any, cols: Any, elems: Any, *, geometry: CacheGeometry) -> dict[str, Any]:
+    """The transpose of a linear layer's (``cols``, ``red``) weight of ``elems`` elements (0: no copy) that the untuned
+    build runs on every call: ``w_matmul`` (version 6), and where L1 holds fewer lines of its walk over ``cols`` rows
+    ``4 * red`` bytes apart than ``cols``, the elements as a thrashing walk's (version 26; ``thrash_split``).
+    ``matmul_loops`` adds it to a weight's product; the kernel-level counter to the transpose kernel."""
+    e = np.asarray(elems, dtype=np.int64)
+    lines = l1_lines(4 * np.asarray(red, dtype=np.int64), geometry)
+    near, far = thrash_split(np.greater(e, 0) & np.greater(cols, lines), lines, e, geometry)
+    return {"w_matmul": e, "mac_l1thrash": near, "mac_l1thrash_far": far}
 
 
 def thrash_split(walks: Any, lines: Any, macs: Any, g: CacheGeometry) -> tuple[Any, Any]:
