@@ -369,12 +369,12 @@ def _check_values(family: str, args: Mapping[str, Any]) -> None:
     count below 1, a pool kind other than ``POOL_KINDS``. ``args`` holds ints or int64 arrays (``kind``: strings), as
     the family functions take them; ``groups`` is checked with the shapes (``_check``)."""
     for name, v in args.items():
-        if name in ("kind", "bias", "groups"):
+        if name in ("kind", "bias", "groups") or (isinstance(v, int) and v >= 1):  # one spec's ints: no numpy
             continue
-        bad = np.asarray(v) < 1
+        v = np.asarray(v).reshape(-1)
+        bad = v < 1
         if bad.any():
-            first = np.asarray(v).reshape(-1)[int(np.argmax(bad.reshape(-1)))]
-            raise ValueError(f"{family}: {name} must be 1 or more, got {int(first)}")
+            raise ValueError(f"{family}: {name} must be 1 or more, got {int(v[int(np.argmax(bad))])}")
     if family == "pool":
         kinds = np.asarray(args["kind"]).reshape(-1)
         bad = ~np.isin(kinds, POOL_KINDS)
