@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import pandas as pd
-import torch
 
 from .features import FEATURE_COLUMNS
-from .op_counter import OpCounter, finish_counts
 from .loop_features import DEFAULT_GEOMETRY, CacheGeometry, block_loops, geometry_of, stamp_geometry
 
 ANCHORS = {"conv", "conv1x1", "dwconv", "matmul", "bmm", "attention", "pool"}
@@ -30,27 +28,8 @@ BLOCK_LAYERS = 4
 MB = 1e6
 MIB = 2**20
 
-
-class _PathCounter(OpCounter):
-    """OpCounter that tags every record with the innermost module path and its tensor shapes."""
-
-    def __init__(self, geometry: CacheGeometry):
-        super().__init__(geometry)
-        self.stack: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        n = len(self.records)
-        out = super().__torch_dispatch__(func, types, args, kwargs)
-        if len(self.records) > n:
-            rec = self.records[-1]
-            rec["path"] = self.stack[-1] if self.stack else ""
-            ins = [a for a in args if isinstance(a, torch.Tensor)]
-            rec["in_shape"] = "x".join(map(str, ins[0].shape)) if ins else ""
-            o = out[0] if isinstance(out, (tuple, list)) else out
-            rec["out_shape"] = "x".join(map(str, o.shape)) if isinstance(o, torch.Tensor) else ""
-            rec["out_bytes"] = o.numel() * o.element_size() if isinstance(o, torch.Tensor) else 0
-            rec["in_bytes"] = rec["bytes"] - rec["out_bytes"]
-        return out
+if TYPE_CHECKING:  # torch (0.9 s to import) loads only where a torch network is traced: ONNX files go without it
+    import torch
 
 
 @dataclass
@@ -65,6 +44,8 @@ class Layer:
 
 def _layer_name(path: str, modules: dict[str, torch.nn.Module]) -> str:
     """A conv that opens a conv-norm-act Sequential is named after that Sequential."""
+    import torch
+
     if "." in path:
         parent, last = path.rsplit(".", 1)
         pm = modules.get(parent)
@@ -103,11 +84,15 @@ def trace_layers(module: torch.nn.Module, inputs: Sequence[torch.Tensor], *,
                  geometry: CacheGeometry = DEFAULT_GEOMETRY) -> tuple[list[Layer], dict[str, int]]:
     """Run ``module`` on meta tensors; return its layers (in execution order) and totals: the features
     ``count_features`` gives the whole module (loop features for the L1 ``geometry``)."""
+    import torch
+
+    from .op_counter import PathCounter, finish_counts
+
     module = copy.deepcopy(module).to("meta").eval()
     inputs = [torch.empty(t.shape, dtype=t.dtype, device="meta") for t in inputs]
     names = {m: n for n, m in module.named_modules()}
     modules = dict(module.named_modules())
-    counter = _PathCounter(geometry)
+    counter = PathCounter(geometry)
 
     def pre(m, _args):
         counter.stack.append(names.get(m, "?"))

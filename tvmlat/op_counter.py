@@ -209,6 +209,29 @@ def count_features(module: torch.nn.Module, inputs: Sequence[torch.Tensor], *,
     return finish_counts(counter.totals, module, inputs, out, geometry)
 
 
+class PathCounter(OpCounter):
+    """OpCounter that tags every record with the innermost module path and its tensor shapes (``analysis.trace_layers``;
+    here, with the torch it needs, so that ``analysis`` loads without torch)."""
+
+    def __init__(self, geometry: CacheGeometry):
+        super().__init__(geometry)
+        self.stack: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        n = len(self.records)
+        out = super().__torch_dispatch__(func, types, args, kwargs)
+        if len(self.records) > n:
+            rec = self.records[-1]
+            rec["path"] = self.stack[-1] if self.stack else ""
+            ins = [a for a in args if isinstance(a, torch.Tensor)]
+            rec["in_shape"] = "x".join(map(str, ins[0].shape)) if ins else ""
+            o = out[0] if isinstance(out, (tuple, list)) else out
+            rec["out_shape"] = "x".join(map(str, o.shape)) if isinstance(o, torch.Tensor) else ""
+            rec["out_bytes"] = o.numel() * o.element_size() if isinstance(o, torch.Tensor) else 0
+            rec["in_bytes"] = rec["bytes"] - rec["out_bytes"]
+        return out
+
+
 def finish_counts(totals: dict[str, Any], module: torch.nn.Module, inputs: Sequence[torch.Tensor], out: Any,
                   geometry: CacheGeometry) -> dict[str, int]:
     """A run's op counts (an ``OpCounter``'s totals) completed into a block's features: its input, parameters,

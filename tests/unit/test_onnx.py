@@ -55,6 +55,28 @@ def test_onnx_analyze_and_predict_cli(onnx_path, predictor_path, capsys):
     assert code == 0 and block["as"] == "block" and block["latency_ms"] > 0
 
 
+def test_onnx_analyze_and_predict_run_without_torch(onnx_path):
+    # an ONNX file is counted from its graph: `analyze` and `predict` on it load neither torch (0.9 s) nor TVM
+    import subprocess
+
+    predictor_path = Path(__file__).resolve().parents[2] / "datasets/llvm/calib-znver5-n200-s0.predictor.json"
+    code = ("import sys\n"
+            "from tvmlat.cli import main\n"
+            f"for argv in (['analyze', {str(onnx_path)!r}, '-p', {str(predictor_path)!r}, '--interval', '0.9'],\n"
+            f"             ['predict', {str(onnx_path)!r}, '-p', {str(predictor_path)!r}],\n"
+            f"             ['predict', {str(onnx_path)!r}, '-p', {str(predictor_path)!r}, '--as', 'block']):\n"
+            "    sys.argv = ['tvmlat', *argv]\n"
+            "    try:\n"
+            "        main()\n"
+            "    except SystemExit as e:\n"
+            "        assert not e.code, (argv, e.code)\n"
+            "bad = sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in ('torch', 'tvm')})\n"
+            "assert not bad, bad\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "small" in r.stdout and "TOTAL" in r.stdout
+
+
 def test_corrupt_or_missing_onnx_is_a_clear_error(tmp_path, capsys):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x08\x07garbage that is not a protobuf model \xff\xfe")

@@ -45,10 +45,7 @@ def analyze_cmd(
                                             help=NETWORK_CORRECTION_HELP),
 ) -> None:
     """Split a network into layers (named by module path) and show where time, memory and compute go."""
-    import torch
-
     from ..analysis import layer_table
-    from ..modelref import load_model_ref
     from ..plots import check_plot
 
     if fmt not in ("table", "csv", "json", "html"):
@@ -74,11 +71,15 @@ def analyze_cmd(
             _compare(lambda r: r.run_relax(relax_from_onnx(model), random_inputs(model), key=model.name),
                      target, total, con, model.name, profile or (pred.profile if pred else None))
         return
+    from ..modelref import load_model_ref  # torch: not for an ONNX file
+
     entries = load_model_ref(model_ref)
     for name, (module, inputs) in entries.items():
         if input_shape:
             if len(inputs) != 1:
                 raise TvmlatError(f"--input-shape replaces a single input, but {name!r} takes {len(inputs)}")
+            import torch  # here, not above: an ONNX file is analysed without torch (0.9 s to import)
+
             inputs = (torch.randn(_parse_shape(input_shape)),)
         try:
             df = layer_table(module, inputs, pred, interval)

@@ -96,9 +96,7 @@ def predict_cmd(
 def _counted(model_ref: str, pred, take_as: TakeAs, interval: float | None) -> tuple[list[dict], dict]:
     """The rows (name and features, counted for the predictor's L1) of each entry of a MODEL_REF or ONNX file, and
     the layer tables (predicted, with intervals) of those taken as networks."""
-    from ..analysis import BLOCK_LAYERS, onnx_traced, table_of, traced  # here: these import torch
-    from ..modelref import load_model_ref
-    from ..op_counter import count_features
+    from ..analysis import BLOCK_LAYERS, onnx_traced, table_of, traced
 
     rows, nets = [], {}  # nets: entry -> its layers (analysis.traced)
     if model_ref.endswith(".onnx"):
@@ -109,7 +107,12 @@ def _counted(model_ref: str, pred, take_as: TakeAs, interval: float | None) -> t
         rows.append({"name": model.name, **graph[2]})
         if take_as != TakeAs.block:
             nets[model.name] = graph
-    entries = {} if rows else load_model_ref(model_ref)
+    entries = {}
+    if not rows:  # a torch MODEL_REF: these import torch (0.9 s), which an ONNX file does without
+        from ..modelref import load_model_ref
+        from ..op_counter import count_features
+
+        entries = load_model_ref(model_ref)
     for n, (m, x) in entries.items():
         try:
             if take_as == TakeAs.block:
@@ -137,7 +140,7 @@ def _as_networks(names: list[str], nets: dict, pred, interval: float | None, lat
     network's interval. Returns the lines that say so."""
     if not nets:
         return []
-    from ..analysis import BLOCK_LAYERS  # here: analysis imports torch, and only networks need it
+    from ..analysis import BLOCK_LAYERS
 
     factor, hows, none = pred.network_factor(), set(), []
     for i, n in enumerate(names):
