@@ -31,7 +31,12 @@ default profile, and prints the time per window step next to what the features c
   the loop nest: the sampled blocks' avg pools at 14 x 14 (k 2, stride 1, 15 outputs wide) are predicted
   0.48x of their time in-sample on this host.
 
-    python benchmarks/window_rows.py [--target llvm] [--pad] [--square] [--dw-kernels] [--avg]
+* a stride-1 pool row of one 16-output vector step and a tail of 4-15 outputs costs more per step (``--tails``;
+  features version 27; AMD Zen 5 host, 1 min): a 2 x 2 max pool 0.081-0.094 ns per step at 21, 23, 29 and 31 outputs
+  wide against 0.047-0.058 at 13-19 and 0.048-0.066 from 33 up; 3 x 3 windows 0.050-0.057 at 20, 22, 28 and 30
+  against 0.026-0.037 at 12-18 and 0.029-0.045 from 32 up. Version 27 counts those tails' steps as ``short_scal``.
+
+    python benchmarks/window_rows.py [--target llvm] [--pad] [--square] [--dw-kernels] [--avg] [--tails]
 
 ``--pad`` also times a pool's and a depthwise conv's padded copy against the same op on an input
 padded beforehand (version 11 counts none for pools on AVX-512 code). ``--square`` times stride-2
@@ -65,6 +70,8 @@ def main() -> None:
     ap.add_argument("--dw-kernels", action="store_true",
                     help="also time stride-1 depthwise convs of kernel 3-7 on pre-padded 14x14-112x112 inputs")
     ap.add_argument("--avg", action="store_true", help="also time avg against max pools on square inputs")
+    ap.add_argument("--tails", action="store_true",
+                    help="also time stride-1 max pools on square inputs 12x12-64x64 (rows of 13-65 outputs)")
     args = ap.parse_args()
     t = load_target(args.target)
     geometry, runner = t.geometry(), LocalRunner(t, check=False)
@@ -120,6 +127,17 @@ def main() -> None:
                     av, _, ns_avg, _ = window(torch.nn.AvgPool2d(k, s, k // 2), x, k)
                     print(f"k {k} s {s} H {h:3d} out_w {out.shape[-1]:3d}: max {ns_max:6.3f}, avg {ns_avg:6.3f} ns/step; "
                           f"avg {(av - mx) * 1e3 / out.numel():+6.2f} ns per output", flush=True)
+    if args.tails:
+        print("stride-1 max pools on square inputs (C, H, H), C * H * H ~ 200k: ns per window step, and the steps of "
+              "the row's tail past 16 outputs that version 27 counts short_scal (0: none)")
+        for k in (2, 3):
+            for h in (12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 36, 40, 44, 48, 56, 60, 64):
+                ch = max(8, round(200000 / (h * h)))
+                x = torch.randn(1, ch, h, h)
+                m = torch.nn.MaxPool2d(k, 1, k // 2)
+                _, out, ns, _ = window(m, x, k)
+                scal = count_features(m, (x,), geometry=geometry)["short_scal"]
+                print(f"k {k} H {h:3d} out_w {out.shape[-1]:3d}: {ns:6.3f} ns/step  tail steps {scal}", flush=True)
     if args.pad:
         print("padded copy: the op with padding k // 2 against the same op, unpadded, on an input padded beforehand")
         for name, make in (("max pool", lambda p: torch.nn.MaxPool2d(3, 1, p)),

@@ -166,6 +166,10 @@ reducing op with ``out`` output elements, each summing ``red`` products:
   (linear ``loops``, the core fixed): Zen 4 68.90 -> 71.19 % (135 campaigns; linear 68 -> 77 %, MLP 69 -> 77 %),
   Zen 5 72.21 -> 72.54 % (28), Intel 66.68 -> 66.61 % (44), whose L1 hardly pays for such walks
   (docs/accuracy-log.md, "Version 26").
+* A pool row's tail (version 27, AVX-512 code): a stride-1 pool row of 20-31 outputs runs one 16-output vector step
+  and a tail that costs 1.5-2x per window step on the Zen 5 host; the tail's steps are ``short_scal``
+  (``pool_loops``). Held out by family, per campaign, as ``fit`` chooses the core: Zen 5 +0.3 points (36
+  campaigns), Zen 4 +0.5 (27), Intel -0.2 (22; docs/accuracy-log.md, "Version 27").
 
 The L1 geometry is the measured CPU's: ``host_geometry()`` reads it from Linux's sysfs (a target's
 ``TargetSpec.geometry()``), a campaign records it in its dataset's meta.json, a predictor in its
@@ -222,6 +226,9 @@ POOL_UNROLL, POOL_BODY = 136, 8  # a stride-1 pool row of out_w * (window + POOL
 STRIDED_VEC = 16  # a strided window row (pool, depthwise k >= 2) is vectorised only from this many outputs
 PLANE_UNROLL = 56  # version 12, AVX-512 code only: a nest under EW_MIN wide over planes of EW_MIN..this many elements
 DW_ROW = 28  # version 13: a strided depthwise row of at most LANES outputs and kw * out_w <= this is not slow
+#: version 27, AVX-512 code only: a stride-1 pool row of POOL_STEP + POOL_TAIL_MIN .. 2 * POOL_STEP - 1 outputs runs one
+#: vector step of POOL_STEP outputs and a tail whose window steps are short_scal, not short_vec
+POOL_STEP, POOL_TAIL_MIN = 16, 4
 
 
 @dataclass(frozen=True)
@@ -532,13 +539,25 @@ def window_slow(out_w: Any, window: Any, stride: Any, geometry: CacheGeometry, *
 def pool_loops(out: Any, out_w: Any, window: Any, stride: Any, *, geometry: CacheGeometry) -> dict[str, Any]:
     """A windowed (max / avg) pooling: its whole window is short work. On AVX-512 code (version 11) a row
     unrolled whole (``window_slow``) is ``win_slow`` (``ew_slow`` before version 13), and every step of
-    a stride-1 row otherwise is a vector step (measured: a row's tail costs no more); before, and on
-    other CPUs, only a stride-1 row's whole ``LANES``-wide vectors are."""
+    a stride-1 row otherwise is a vector step (measured on Zen 4: a row's tail costs no more); before, and on
+    other CPUs, only a stride-1 row's whole ``LANES``-wide vectors are.
+
+    Version 27 (AVX-512 code): a stride-1 row of one ``POOL_STEP``-output vector step and a tail of
+    ``POOL_TAIL_MIN`` or more (20-31 outputs) counts the tail's window steps as ``short_scal``. Timed on the Zen 5
+    host (max pools on ~200k inputs, ``benchmarks/window_rows.py --tails``), a 2 x 2 window step costs 0.047-0.058 ns
+    in rows of 13-19 outputs and 0.048-0.066 from 33 up, but 0.081-0.094 in rows of 21, 23, 29 and 31 (0.058-0.065
+    at 25 and 27); a 3 x 3 one 0.026-0.037 at 12-18 and 0.029-0.045 from 32 up, but 0.050-0.057 at 20, 22, 28 and 30.
+    The sampled blocks' 28 x 28 stride-1 max pools (rows of 28 and 29) ran 0.65-0.74x their prediction in one fit of
+    all 36 Zen 5 campaigns. Wider rows' tails cost less per row's step (at most 1.5x, at 44 and 60), and counting
+    them too over-predicted the 56- and 57-wide rows: they stay vector steps (docs/accuracy-log.md, "Version 27")."""
     win = np.asarray(out, dtype=np.int64) * window
     s1 = np.equal(stride, 1)
     slow = window_slow(out_w, window, stride, geometry)
     vec = np.where(s1, (out // np.maximum(out_w, 1)) * (out_w // LANES * LANES) * window, 0)
     vec = np.where(slow, 0, np.where(s1 & bool(geometry.avx512), win, vec))
+    tail = np.asarray(out_w) - POOL_STEP
+    tailed = s1 & ~slow & np.greater_equal(tail, POOL_TAIL_MIN) & np.less(tail, POOL_STEP) & bool(geometry.avx512)
+    vec = vec - np.where(tailed, (out // np.maximum(out_w, 1)) * tail * window, 0)
     sl = np.where(slow, win, 0)
     return _out({"short_vec": vec, "short_scal": win - vec - sl, "win_slow": sl})
 

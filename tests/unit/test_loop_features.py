@@ -184,6 +184,27 @@ def test_a_window_row_unrolled_whole_is_slow_on_avx512(out_w, window, stride, sl
                       geometry=CacheGeometry(avx512=False))["win_slow"] == 0
 
 
+@pytest.mark.parametrize("out_w,window,stride,tail", [
+    (20, 4, 1, 4), (21, 4, 1, 5), (28, 9, 1, 12), (29, 4, 1, 13), (31, 4, 1, 15),  # one 16-output step and a tail
+    (19, 4, 1, 0), (16, 9, 1, 0), (32, 9, 1, 0), (33, 4, 1, 0), (57, 4, 1, 0),     # tail under 4, none, wider rows
+    (28, 9, 2, 0), (29, 4, 2, 0)])                                                  # strided rows: short_scal anyway
+def test_a_stride1_pool_rows_tail_past_one_vector_step_is_scalar(out_w, window, stride, tail):
+    """Version 27 (``benchmarks/window_rows.py --tails``): on AVX-512 code the window steps of a stride-1 row's
+    tail past 16 outputs, 4 to 15 of them, are ``short_scal``; every step is still counted once; not without
+    AVX-512, where version 10's rule holds."""
+    rows = 8 * out_w
+    out = rows * out_w
+    f = pool_loops(out=out, out_w=out_w, window=window, stride=stride, geometry=G)
+    assert f["short_vec"] + f["short_scal"] + f["win_slow"] == out * window and f["win_slow"] == 0
+    if stride == 1:
+        assert f["short_scal"] == rows * tail * window
+    plain = pool_loops(out=out, out_w=out_w, window=window, stride=stride, geometry=CacheGeometry(avx512=False))
+    assert plain["short_vec"] == (rows * (out_w // LANES * LANES) * window if stride == 1 else 0)
+    arr = pool_loops(out=np.array([out, out]), out_w=np.array([out_w, out_w]), window=window, stride=stride,
+                     geometry=G)
+    assert arr["short_scal"].tolist() == [f["short_scal"]] * 2
+
+
 def test_arrays_equal_scalars():
     rng = np.random.default_rng(0)
     out, red, cols = rng.integers(1, 5000, 50), rng.integers(1, 3000, 50), rng.integers(1, 5000, 50)
