@@ -168,8 +168,8 @@ reducing op with ``out`` output elements, each summing ``red`` products:
   (docs/accuracy-log.md, "Version 26").
 * A pool row's tail (version 27, AVX-512 code): a stride-1 pool row of 20-31 outputs runs one 16-output vector step
   and a tail that costs 1.5-2x per window step on the Zen 5 host; the tail's steps are ``short_scal``
-  (``pool_loops``). Held out by family, per campaign, as ``fit`` chooses the core: Zen 5 +0.3 points (36
-  campaigns), Zen 4 +0.5 (27), Intel -0.2 (22; docs/accuracy-log.md, "Version 27").
+  (``pool_loops``). Held out by family, per campaign, as ``fit`` chooses the core: Zen 5 +0.0 to +1.0 points (four
+  sets of 8-20 campaigns), Zen 4 +0.5 (27), Intel -0.2 (22; docs/accuracy-log.md, "Version 27").
 
 The L1 geometry is the measured CPU's: ``host_geometry()`` reads it from Linux's sysfs (a target's
 ``TargetSpec.geometry()``), a campaign records it in its dataset's meta.json, a predictor in its
@@ -548,8 +548,9 @@ def pool_loops(out: Any, out_w: Any, window: Any, stride: Any, *, geometry: Cach
     in rows of 13-19 outputs and 0.048-0.066 from 33 up, but 0.081-0.094 in rows of 21, 23, 29 and 31 (0.058-0.065
     at 25 and 27); a 3 x 3 one 0.026-0.037 at 12-18 and 0.029-0.045 from 32 up, but 0.050-0.057 at 20, 22, 28 and 30.
     The sampled blocks' 28 x 28 stride-1 max pools (rows of 28 and 29) ran 0.65-0.74x their prediction in one fit of
-    all 36 Zen 5 campaigns. Wider rows' tails cost less per row's step (at most 1.5x, at 44 and 60), and counting
-    them too over-predicted the 56- and 57-wide rows: they stay vector steps (docs/accuracy-log.md, "Version 27")."""
+    all 36 Zen 5 campaigns. Wider rows pay less for their tails (at most 1.5x per step, at 44 and 60 outputs), and
+    counting them too over-predicted the 56- and 57-wide rows: they stay vector steps (docs/accuracy-log.md,
+    "Version 27")."""
     win = np.asarray(out, dtype=np.int64) * window
     s1 = np.equal(stride, 1)
     slow = window_slow(out_w, window, stride, geometry)
