@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from tvmlat.cli import main
 from tvmlat.features import FEATURES_VERSION
 from tvmlat.targets import target_from_dict
@@ -37,6 +40,17 @@ def assert_user_error(result, *needles):
     for n in needles:
         assert n in lines[0], (n, lines[0])
     return lines[0]
+
+
+def run_light(code: str, also: tuple[str, ...] = ()):
+    """Run ``code`` in a fresh interpreter and check that it loaded neither torch (0.9 s) nor TVM, nor the modules
+    ``also`` names: what a command's start-up, an ONNX file or a search loop's oracle must not pay for. Returns the
+    finished process (``returncode`` 0: it ran and stayed light)."""
+    check = ("\nimport sys as _sys\n"
+             "_bad = sorted({m.split('.')[0] for m in _sys.modules if m.split('.')[0] in ('torch', 'tvm')}"
+             f" | {{m for m in _sys.modules if m in {tuple(also)!r}}})\n"
+             "assert not _bad, _bad\n")
+    return subprocess.run([sys.executable, "-c", code + check], capture_output=True, text=True, timeout=120)
 
 
 # a MODEL_REF file: good entries and every kind of wrong return value

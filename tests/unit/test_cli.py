@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import MODELS, assert_user_error, run_cli
+from helpers import MODELS, assert_user_error, run_cli, run_light
 from tvmlat.dataset import meta_path
 from tvmlat.predictors import FEATURE_SETS, load_predictor
 from tvmlat.predictors.linear import DEFAULT_FEATURES
@@ -392,22 +392,15 @@ def test_measure_bad_model_ref_measures_nothing(tmp_path, capsys, fake_local):
 def test_commands_register_and_specs_predict_without_torch_or_scipy_fits():
     # `tvmlat --help` and a search loop's spec -> latency oracle load neither torch (0.8 s), TVM, nor the scipy
     # modules only fitting and scoring need (0.3 + 0.5 s); the command that needs one imports it when it runs
-    import subprocess
-    import sys
-
     shipped = Path(__file__).resolve().parents[2] / "datasets" / "llvm" / "calib-emeraldrapids-n100-s17"
-    code = ("import sys, pandas as pd\n"
-            "from tvmlat.cli import _register\n"
-            "_register()\n"
-            "from tvmlat.predictors import load_predictor, predict_specs\n"
-            "from tvmlat.specs import BlockSpec\n"
-            f"p = load_predictor({str(shipped) + '.predictor.json'!r})\n"
-            f"specs = [BlockSpec.from_json(s) for s in pd.read_parquet({str(shipped) + '.parquet'!r})['spec'][:20]]\n"
-            "assert min(predict_specs(p, specs)) > 0\n"
-            "bad = sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in ('torch', 'tvm')} "
-            "| {m for m in sys.modules if m in ('scipy.stats', 'scipy.optimize')})\n"
-            "assert not bad, bad\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    r = run_light("import pandas as pd\n"
+                  "from tvmlat.cli import _register\n"
+                  "_register()\n"
+                  "from tvmlat.predictors import load_predictor, predict_specs\n"
+                  "from tvmlat.specs import BlockSpec\n"
+                  f"p = load_predictor({str(shipped) + '.predictor.json'!r})\n"
+                  f"specs = [BlockSpec.from_json(s) for s in pd.read_parquet({str(shipped) + '.parquet'!r})['spec'][:20]]\n"
+                  "assert min(predict_specs(p, specs)) > 0\n", also=("scipy.stats", "scipy.optimize"))
     assert r.returncode == 0, r.stderr
 
 

@@ -15,7 +15,7 @@ from onnx_models import SmallTwin, small_onnx  # noqa: E402
 from tvmlat.analysis import layer_table, onnx_layer_table, totals_row  # noqa: E402
 from tvmlat.errors import ModelRefError  # noqa: E402
 from tvmlat.onnx_model import load_onnx  # noqa: E402
-from helpers import assert_user_error, run_cli  # noqa: E402
+from helpers import assert_user_error, run_cli, run_light  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -57,22 +57,17 @@ def test_onnx_analyze_and_predict_cli(onnx_path, predictor_path, capsys):
 
 def test_onnx_analyze_and_predict_run_without_torch(onnx_path):
     # an ONNX file is counted from its graph: `analyze` and `predict` on it load neither torch (0.9 s) nor TVM
-    import subprocess
-
     predictor_path = Path(__file__).resolve().parents[2] / "datasets/llvm/calib-znver5-n200-s0.predictor.json"
-    code = ("import sys\n"
-            "from tvmlat.cli import main\n"
-            f"for argv in (['analyze', {str(onnx_path)!r}, '-p', {str(predictor_path)!r}, '--interval', '0.9'],\n"
-            f"             ['predict', {str(onnx_path)!r}, '-p', {str(predictor_path)!r}],\n"
-            f"             ['predict', {str(onnx_path)!r}, '-p', {str(predictor_path)!r}, '--as', 'block']):\n"
-            "    sys.argv = ['tvmlat', *argv]\n"
-            "    try:\n"
-            "        main()\n"
-            "    except SystemExit as e:\n"
-            "        assert not e.code, (argv, e.code)\n"
-            "bad = sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in ('torch', 'tvm')})\n"
-            "assert not bad, bad\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    r = run_light("import sys\n"
+                  "from tvmlat.cli import main\n"
+                  f"for argv in (['analyze', {str(onnx_path)!r}, '-p', {str(predictor_path)!r}, '--interval', '0.9'],\n"
+                  f"             ['predict', {str(onnx_path)!r}, '-p', {str(predictor_path)!r}],\n"
+                  f"             ['predict', {str(onnx_path)!r}, '-p', {str(predictor_path)!r}, '--as', 'block']):\n"
+                  "    sys.argv = ['tvmlat', *argv]\n"
+                  "    try:\n"
+                  "        main()\n"
+                  "    except SystemExit as e:\n"
+                  "        assert not e.code, (argv, e.code)\n")
     assert r.returncode == 0, r.stderr
     assert "small" in r.stdout and "TOTAL" in r.stdout
 
