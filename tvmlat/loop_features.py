@@ -554,11 +554,12 @@ def pool_loops(out: Any, out_w: Any, window: Any, stride: Any, *, geometry: Cach
     win = np.asarray(out, dtype=np.int64) * window
     s1 = np.equal(stride, 1)
     slow = window_slow(out_w, window, stride, geometry)
-    vec = np.where(s1, (out // np.maximum(out_w, 1)) * (out_w // LANES * LANES) * window, 0)
+    rows = out // np.maximum(out_w, 1)
+    vec = np.where(s1, rows * (out_w // LANES * LANES) * window, 0)
     vec = np.where(slow, 0, np.where(s1 & bool(geometry.avx512), win, vec))
     tail = np.asarray(out_w) - POOL_STEP
     tailed = s1 & ~slow & np.greater_equal(tail, POOL_TAIL_MIN) & np.less(tail, POOL_STEP) & bool(geometry.avx512)
-    vec = vec - np.where(tailed, (out // np.maximum(out_w, 1)) * tail * window, 0)
+    vec = vec - np.where(tailed, rows * tail * window, 0)
     sl = np.where(slow, win, 0)
     return _out({"short_vec": vec, "short_scal": win - vec - sl, "win_slow": sl})
 
