@@ -21,6 +21,9 @@ default profile, and prints the time per window step next to what the features c
 * a stride-1 depthwise window costs more per step from 6 x 6 on (``--dw-kernels``: 0.033-0.062 ns for
   5 x 5, 0.042-0.081 for 6 x 6, 0.046-0.10 for 7 x 7 at 14-112 wide): more weights than vector registers.
   Counting the steps past 24-32 twice moved the held-out share by 0.1 point (docs/accuracy-log.md, "Tried").
+  On the AMD Zen 5 host (1 min): each step a 7 x 7 window adds to a 5 x 5 one costs 0.028-0.086 ns, each step a
+  5 x 5 adds to a 3 x 3 0.016-0.048 (14-112 wide; 0.086 / 0.048 at 28). Features version 28 counts the vector
+  steps of 6 x 6 and 7 x 7 depthwise windows as ``short_scal``.
 
 * an avg pool costs what the max pool of its shape costs plus its division, a nest over the output
   (``--avg``; square inputs C x H x H, C * H * H ~ 200k; 1 min 40 s with the whole script, compile cache

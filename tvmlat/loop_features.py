@@ -170,6 +170,15 @@ reducing op with ``out`` output elements, each summing ``red`` products:
   and a tail that costs 1.5-2x per window step on the Zen 5 host; the tail's steps are ``short_scal``
   (``pool_loops``). Held out by family, per campaign, as ``fit`` chooses the core: Zen 5 +0.0 to +1.0 points (four
   sets of 8-20 campaigns), Zen 4 +0.5 (27), Intel -0.2 (22; docs/accuracy-log.md, "Version 27").
+* A large depthwise window (version 28, AVX-512 code): the vector steps of a depthwise window of more than
+  ``DW_REG_WIN`` steps (6 x 6, 7 x 7) are ``short_scal`` (``conv_loops``). On the Zen 5 host
+  (``benchmarks/window_rows.py --dw-kernels``) each step a 7 x 7 window adds to a 5 x 5 one costs 0.028-0.086 ns
+  (14-112 wide), 1.6-2x what each step a 5 x 5 adds to a 3 x 3 costs (0.016-0.048): more weights than vector
+  registers. Fitted on all 44 Zen 5 campaigns at once, 7 x 7 stride-1 depthwise conv-BN-ReLU blocks at 28 and 56 px
+  ran 1.45-1.67x their prediction. The count is coarser than the timings (all of the window's vector steps, not
+  those past 25): counting only the steps past 24 scored lower. Held out by family, per campaign, as ``fit``
+  chooses the core: Zen 5 +0.3 / +0.4 (20 / 24 campaigns), Zen 4 +0.1 (27), Intel +0.3 (22; docs/accuracy-log.md,
+  "Version 28").
 
 The L1 geometry is the measured CPU's: ``host_geometry()`` reads it from Linux's sysfs (a target's
 ``TargetSpec.geometry()``), a campaign records it in its dataset's meta.json, a predictor in its
@@ -229,6 +238,8 @@ DW_ROW = 28  # version 13: a strided depthwise row of at most LANES outputs and 
 #: version 27, AVX-512 code only: a stride-1 pool row of POOL_STEP + POOL_TAIL_MIN .. 2 * POOL_STEP - 1 outputs runs one
 #: vector step of POOL_STEP outputs and a tail whose window steps are short_scal, not short_vec
 POOL_STEP, POOL_TAIL_MIN = 16, 4
+#: version 28, AVX-512 code only: the vector steps of a depthwise window of more than this many steps are short_scal
+DW_REG_WIN = 25
 
 
 @dataclass(frozen=True)
@@ -429,7 +440,8 @@ def conv_loops(out: Any, out_w: Any, cin_per_group: Any, kh: Any, kw: Any, strid
     for a depthwise window) steps are. A strided depthwise window row is a pool's (``window_slow``, its
     steps ``win_slow``), except a short one (at most ``LANES`` outputs, ``kw * out_w <= DW_ROW``; version 13); so
     are the short steps of a dense or grouped strided conv whose reduction is all short, in rows of fewer than
-    ``STRIDED_VEC`` outputs (AVX-512 code; version 25).
+    ``STRIDED_VEC`` outputs (AVX-512 code; version 25). A depthwise window of more than ``DW_REG_WIN`` steps (6 x 6,
+    7 x 7) counts its vector steps as ``short_scal`` (AVX-512 code; version 28).
     ``padded``: TVM walks a padded copy of the input (padding > 0), whose planes are not the input's; an unpadded
     conv whose chain walks more planes than L1 holds lines of at their stride thrashes (``mac_l1thrash``, version 22)."""
     red = cin_per_group * kh * kw
@@ -453,8 +465,10 @@ def conv_loops(out: Any, out_w: Any, cin_per_group: Any, kh: Any, kw: Any, strid
     # version 25: a dense or grouped strided conv whose reduction is all short work, in rows too narrow to vectorise
     narrow = (~np.asarray(depthwise, dtype=bool) & np.greater(stride, 1) & np.less(out_w, STRIDED_VEC)
               & (np.less_equal(red, short_len) | unrolled) & bool(geometry.avx512))
-    return _out({"mac_excess": excess, "short_vec": np.where(slow, 0, vec),
-                 "short_scal": np.where(slow | narrow, 0, scal),
+    # version 28: a depthwise window of more than DW_REG_WIN steps: its vector steps are scalar ones
+    big = np.asarray(depthwise, dtype=bool) & np.greater(window, DW_REG_WIN) & bool(geometry.avx512)
+    return _out({"mac_excess": excess, "short_vec": np.where(slow | big, 0, vec),
+                 "short_scal": np.where(slow | narrow, 0, scal + np.where(big, vec, 0)),
                  "mac_l1miss_exc": np.where(miss, excess, 0),
                  "win_slow": np.where(slow, steps, 0) + np.where(narrow, scal, 0),
                  "mac_l1thrash": _share(near, CONV_THRASH), "mac_l1thrash_far": _share(far, CONV_THRASH)})

@@ -205,6 +205,34 @@ def test_a_stride1_pool_rows_tail_past_one_vector_step_is_scalar(out_w, window, 
     assert arr["short_scal"].tolist() == [f["short_scal"]] * 2
 
 
+@pytest.mark.parametrize("k,stride,out_w,depthwise,moved", [
+    (7, 1, 56, True, True), (6, 1, 28, True, True), (7, 1, 14, True, True),  # 49 and 36 steps, vectorised rows
+    (5, 1, 56, True, False), (3, 1, 56, True, False),                       # 25 steps or fewer
+    (7, 1, 56, False, False),                                               # a dense conv
+    (7, 2, 28, True, False), (7, 2, 7, True, False)])                       # strided rows: no vector steps
+def test_a_large_depthwise_windows_vector_steps_are_scalar(k, stride, out_w, depthwise, moved, monkeypatch):
+    """Version 28 (``benchmarks/window_rows.py --dw-kernels``): on AVX-512 code the vector steps of a depthwise
+    window of more than 25 steps count as ``short_scal``; the other columns are version 27's; not without AVX-512."""
+    import tvmlat.loop_features as lf
+
+    conv = dict(out=16 * out_w * out_w, out_w=out_w, cin_per_group=1 if depthwise else 4, kh=k, kw=k, stride=stride,
+                in_h=stride * out_w, in_w=stride * out_w, depthwise=depthwise, padded=True)
+    noavx = CacheGeometry(avx512=False)
+    f, plain = conv_loops(**conv, geometry=G), conv_loops(**conv, geometry=noavx)
+    arr = conv_loops(**{**conv, "out": np.array([conv["out"]] * 2)}, geometry=G)
+    monkeypatch.setattr(lf, "DW_REG_WIN", 10 ** 6)  # the rule off: version 27's counts
+    v27, plain27 = conv_loops(**conv, geometry=G), conv_loops(**conv, geometry=noavx)
+    assert plain == plain27
+    assert {c: f[c] for c in f if c not in ("short_vec", "short_scal")} == \
+        {c: v27[c] for c in v27 if c not in ("short_vec", "short_scal")}
+    assert f["short_vec"] + f["short_scal"] == v27["short_vec"] + v27["short_scal"]
+    if moved:
+        assert v27["short_vec"] > 0 and f["short_vec"] == 0
+    else:
+        assert f == v27
+    assert arr["short_scal"].tolist() == [f["short_scal"]] * 2
+
+
 def test_arrays_equal_scalars():
     rng = np.random.default_rng(0)
     out, red, cols = rng.integers(1, 5000, 50), rng.integers(1, 3000, 50), rng.integers(1, 5000, 50)
