@@ -177,8 +177,9 @@ reducing op with ``out`` output elements, each summing ``red`` products:
   registers. Fitted on all 44 Zen 5 campaigns at once, 7 x 7 stride-1 depthwise conv-BN-ReLU blocks at 28 and 56 px
   ran 1.45-1.67x their prediction. The count is coarser than the timings (all of the window's vector steps, not
   those past 25): counting only the steps past 24 scored lower. Held out by family, per campaign, as ``fit``
-  chooses the core: Zen 5 +0.3 / +0.4 (20 / 24 campaigns), Zen 4 +0.1 (27), Intel +0.3 (22; docs/accuracy-log.md,
-  "Version 28").
+  chooses the core: Zen 5 +0.3 / +0.4 (20 / 24 campaigns; 8 measured after it, level), Zen 4 +0.1 (27), Intel +0.3
+  (22). The search space's networks, which draw 7 x 7 depthwise kernels: Zen 5's thirty 90 -> 93 % within +-10 %
+  (docs/accuracy-log.md, "Version 28").
 
 The L1 geometry is the measured CPU's: ``host_geometry()`` reads it from Linux's sysfs (a target's
 ``TargetSpec.geometry()``), a campaign records it in its dataset's meta.json, a predictor in its
