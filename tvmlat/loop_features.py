@@ -446,10 +446,13 @@ def conv_loops(out: Any, out_w: Any, cin_per_group: Any, kh: Any, kw: Any, strid
     ``padded``: TVM walks a padded copy of the input (padding > 0), whose planes are not the input's; an unpadded
     conv whose chain walks more planes than L1 holds lines of at their stride thrashes (``mac_l1thrash``, version 22)."""
     red = cin_per_group * kh * kw
+    window = np.asarray(kh) * np.asarray(kw)
     short_len = np.where(depthwise, SHORT_DW, SHORT)
-    excess, vec, scal, past = _split(out, out_w, red, short_len, np.equal(stride, 1), geometry.chain_overlap)
+    # version 28: a depthwise window of more than DW_REG_WIN steps is not vectorised: its short steps are all scalar
+    big = np.asarray(depthwise, dtype=bool) & np.greater(window, DW_REG_WIN) & bool(geometry.avx512)
+    excess, vec, scal, past = _split(out, out_w, red, short_len, np.equal(stride, 1) & ~big, geometry.chain_overlap)
     # a window of 3 x 3 or more unrolled whole: the steps past short_len are scalar short work, not a chain
-    unrolled = np.greater_equal(np.asarray(kh) * np.asarray(kw), 9) & np.less_equal(red, UNROLL_WIN)
+    unrolled = np.greater_equal(window, 9) & np.less_equal(red, UNROLL_WIN)
     scal = scal + np.where(unrolled, past, 0)
     excess = np.where(unrolled, 0, excess)
     plane = 4 * np.asarray(in_h) * np.asarray(in_w)
@@ -459,17 +462,14 @@ def conv_loops(out: Any, out_w: Any, cin_per_group: Any, kh: Any, kw: Any, strid
     walks = np.greater(cin_per_group, lines) & np.greater(red, SHORT) & ~np.asarray(padded, dtype=bool)
     macs = np.asarray(out, dtype=np.int64) * red
     near, far = thrash_split(walks, lines, macs, geometry)
-    window = np.asarray(kh) * np.asarray(kw)
     slow = (np.asarray(depthwise, dtype=bool) & np.greater(window, 1) & np.greater(stride, 1)
             & window_slow(out_w, window, stride, geometry, depthwise_kw=kw))
     steps = np.asarray(out, dtype=np.int64) * window
     # version 25: a dense or grouped strided conv whose reduction is all short work, in rows too narrow to vectorise
     narrow = (~np.asarray(depthwise, dtype=bool) & np.greater(stride, 1) & np.less(out_w, STRIDED_VEC)
               & (np.less_equal(red, short_len) | unrolled) & bool(geometry.avx512))
-    # version 28: a depthwise window of more than DW_REG_WIN steps: its vector steps are scalar ones
-    big = np.asarray(depthwise, dtype=bool) & np.greater(window, DW_REG_WIN) & bool(geometry.avx512)
-    return _out({"mac_excess": excess, "short_vec": np.where(slow | big, 0, vec),
-                 "short_scal": np.where(slow | narrow, 0, scal + np.where(big, vec, 0)),
+    return _out({"mac_excess": excess, "short_vec": np.where(slow, 0, vec),
+                 "short_scal": np.where(slow | narrow, 0, scal),
                  "mac_l1miss_exc": np.where(miss, excess, 0),
                  "win_slow": np.where(slow, steps, 0) + np.where(narrow, scal, 0),
                  "mac_l1thrash": _share(near, CONV_THRASH), "mac_l1thrash_far": _share(far, CONV_THRASH)})
